@@ -1,0 +1,263 @@
+"""AdversarialAE: detection and correction by matching prediction distributions (Vacanti & Van Looveren, 2020).
+
+Same constructor, fit, infer_threshold, score, predict and correct semantics as alibi-detect 0.13.0's
+AdversarialAE, so users can switch without surprises; faster (one fused compiled graph per batch, a
+compiled training step) and without the reference's float64-weights crash on hidden-layer KL.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from adae_stream import __version__
+from adae_stream.detector.hidden import build_hidden_models
+from adae_stream.detector.losses import loss_adv_ae
+from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 1024
+MAX_REFERENCE_SCORES = 5000
+
+
+class ThresholdNotSetError(ValueError):
+    """predict/correct were called before a threshold was given or inferred."""
+
+
+class AdversarialAE:
+    """Adversarial auto-encoder detector with a fit / infer_threshold / score / predict / correct API."""
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        ae: tf.keras.Model | None = None,
+        model: tf.keras.Model | None = None,
+        encoder_net: tf.keras.Model | None = None,
+        decoder_net: tf.keras.Model | None = None,
+        model_hl: Sequence[tf.keras.Model] | None = None,
+        hidden_layer_kld: Mapping[int, int] | None = None,
+        w_model_hl: Sequence[float] | None = None,
+        temperature: float = 1.0,
+        data_type: str | None = None,
+    ) -> None:
+        if not isinstance(model, tf.keras.Model):
+            raise TypeError("model must be a tf.keras.Model (the frozen classifier with softmax outputs)")
+        if isinstance(ae, tf.keras.Model):
+            self.ae = ae
+        elif isinstance(encoder_net, tf.keras.Model) and isinstance(decoder_net, tf.keras.Model):
+            self.ae = tf.keras.Sequential([encoder_net, decoder_net], name="adversarial_ae")
+        else:
+            raise TypeError("give either ae (a tf.keras.Model) or both encoder_net and decoder_net (tf.keras models)")
+        if not float(temperature) > 0.0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if hidden_layer_kld is not None and model_hl is not None:
+            raise ValueError("give hidden_layer_kld or model_hl, not both")
+
+        self.model = model
+        self.model.trainable = False  # the classifier stays frozen
+        self.hidden_layer_kld = dict(hidden_layer_kld) if hidden_layer_kld else None
+        if self.hidden_layer_kld:
+            self.model_hl: list[tf.keras.Model] | None = build_hidden_models(model, self.hidden_layer_kld)
+        else:
+            self.model_hl = list(model_hl) if model_hl else None
+        if self.model_hl is None:
+            self.w_model_hl = None
+        else:
+            # float32 python floats: the reference's float64 default crashes when multiplied with float32 losses
+            w = [1.0] * len(self.model_hl) if w_model_hl is None else [float(v) for v in w_model_hl]
+            if len(w) != len(self.model_hl):
+                raise ValueError(f"w_model_hl has {len(w)} weights for {len(self.model_hl)} hidden-layer models")
+            self.w_model_hl = w
+            for m in self.model_hl:
+                m.trainable = False
+        self.temperature = float(temperature)
+        self.threshold = None if threshold is None else float(threshold)
+        self.reference_scores: np.ndarray | None = None
+        self.meta: dict[str, Any] = {
+            "name": "AdversarialAE",
+            "detector_type": "adversarial",
+            "data_type": data_type,
+            "online": False,
+            "version": __version__,
+        }
+        self._scorer: FusedScorer | None = None
+        self._bucket_sizes: tuple[int, ...] = DEFAULT_BUCKETS
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-instance input shape of the classifier (what the stream validates requests against)."""
+        try:
+            shape = self.model.inputs[0].shape[1:]
+        except (AttributeError, IndexError, ValueError, TypeError) as exc:
+            raise ValueError("the classifier's input shape is unknown; build it with an Input layer") from exc
+        return tuple(int(d) for d in shape)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.model.outputs[0].shape[-1])
+
+    def scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: bool = False) -> FusedScorer:
+        """The compiled scorer (cached for the default buckets); the stream calls this and nothing else."""
+        if bucket_sizes is None and not jit_compile:
+            if self._scorer is None:
+                self._scorer = self._make_scorer(self._bucket_sizes, False)
+            return self._scorer
+        return self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
+
+    def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
+        return FusedScorer(self.model, self.ae, self.model_hl, self.w_model_hl, self.temperature, bucket_sizes, jit_compile)
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        X: np.ndarray,
+        loss_fn: Callable[..., tf.Tensor] = loss_adv_ae,
+        w_model: float = 1.0,
+        w_recon: float = 0.0,
+        optimizer: tf.keras.optimizers.Optimizer | type | None = None,
+        epochs: int = 20,
+        batch_size: int = 128,
+        verbose: bool = True,
+        log_metric: tuple[str, tf.keras.metrics.Metric] | None = None,
+        callbacks: Sequence[tf.keras.callbacks.Callback] | tf.keras.callbacks.Callback | None = None,
+        preprocess_fn: Callable[[np.ndarray], Any] | None = None,
+    ) -> "AdversarialAE":
+        """Train the AE so that M(AE(x)) matches M(x); the classifier (and hidden extractors) stay frozen.
+
+        ``loss_fn(x_true, x_pred, model=, model_hl=, w_model=, w_recon=, w_model_hl=, temperature=)``
+        runs inside a compiled training step, so it must be written in TF ops (as the default is).
+        """
+        X = np.asarray(X)
+        if X.ndim < 2 or X.shape[0] == 0:
+            raise ValueError(f"fit needs a non-empty batch of instances, got shape {X.shape}")
+        if optimizer is None:
+            optimizer = tf.keras.optimizers.Adam(learning_rate=1e-3)
+        elif isinstance(optimizer, type):
+            optimizer = optimizer()
+        loss_kwargs = {
+            "model": self.model,
+            "model_hl": self.model_hl,
+            "w_model": float(w_model),
+            "w_recon": float(w_recon),
+            "w_model_hl": self.w_model_hl,
+            "temperature": self.temperature,
+        }
+        ae = self.ae
+        # Build the AE (and the optimizer's slots) outside the compiled step: variables are created once.
+        first = X[: min(batch_size, len(X))]
+        ae(tf.convert_to_tensor(preprocess_fn(first) if preprocess_fn else first, tf.float32))
+        optimizer.build(ae.trainable_variables)
+
+        @tf.function(reduce_retracing=True)
+        def train_step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                x_pred = ae(x, training=True)
+                loss = loss_fn(x, x_pred, **loss_kwargs)
+                if ae.losses:
+                    loss += tf.add_n(ae.losses)
+            grads = tape.gradient(loss, ae.trainable_variables)
+            optimizer.apply_gradients(zip(grads, ae.trainable_variables))
+            return loss, x_pred
+
+        cb = callbacks if isinstance(callbacks, tf.keras.callbacks.CallbackList) else tf.keras.callbacks.CallbackList(
+            list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks else []), model=ae
+        )
+        n = len(X)
+        n_batches = int(np.ceil(n / batch_size))
+        rng = np.random.default_rng()
+        history: list[float] = []
+        cb.on_train_begin()
+        for epoch in range(epochs):
+            cb.on_epoch_begin(epoch)
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}")
+                bar = tf.keras.utils.Progbar(n_batches, stateful_metrics=["loss"] + ([log_metric[0]] if log_metric else []))
+            if log_metric:
+                log_metric[1].reset_state()
+            order = rng.permutation(n)
+            total = 0.0
+            for step in range(n_batches):
+                xb = X[order[step * batch_size : (step + 1) * batch_size]]
+                if preprocess_fn is not None:
+                    xb = preprocess_fn(xb)
+                loss, x_pred = train_step(tf.convert_to_tensor(xb, tf.float32))
+                total += float(loss)
+                values = [("loss", total / (step + 1))]
+                if log_metric:
+                    log_metric[1](tf.convert_to_tensor(xb, tf.float32), x_pred)
+                    values.append((log_metric[0], float(log_metric[1].result())))
+                if verbose:
+                    bar.update(step + 1, values=values)
+            logs = dict(values)
+            history.append(logs["loss"])
+            cb.on_epoch_end(epoch, logs)
+            if getattr(ae, "stop_training", False):
+                break
+        cb.on_train_end()
+        self.history = history
+        self._scorer = None  # weights changed: nothing cached depends on them, but start clean
+        return self
+
+    # ------------------------------------------------------------------ threshold
+    def infer_threshold(
+        self, X: np.ndarray, threshold_perc: float = 99.0, margin: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> float:
+        """threshold = percentile(score(X), threshold_perc) + margin; keeps a score sample for drift checks."""
+        if not 0.0 <= float(threshold_perc) <= 100.0:
+            raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
+        scores = self.score(X, batch_size=batch_size)
+        self.threshold = float(np.percentile(scores, threshold_perc) + margin)
+        if len(scores) > MAX_REFERENCE_SCORES:
+            scores = np.random.default_rng(0).choice(scores, MAX_REFERENCE_SCORES, replace=False)
+        self.reference_scores = np.sort(scores.astype(np.float32))
+        return self.threshold
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_predictions: bool = False):
+        """Adversarial score KL(M(x)||M(AE(x))) (+ weighted hidden-layer KLs); optionally with (p, q)."""
+        out = self.scorer()(X, None, batch_size)
+        if return_predictions:
+            return out["instance_score"], out["p"], out["q"]
+        return out["instance_score"]
+
+    def _checked(self, X: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        if self.threshold is None:
+            raise ThresholdNotSetError(
+                "no threshold set: pass threshold= to AdversarialAE or call infer_threshold(X) on normal data first"
+            )
+        return self.scorer()(X, self.threshold, batch_size)
+
+    def predict(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_instance_score: bool = True) -> dict:
+        out = self._checked(X, batch_size)
+        return {
+            "meta": copy.deepcopy(self.meta),
+            "data": {
+                "instance_score": out["instance_score"] if return_instance_score else None,
+                "is_adversarial": out["is_adversarial"].astype(int),
+            },
+        }
+
+    def correct(
+        self,
+        X: np.ndarray,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        return_instance_score: bool = True,
+        return_all_predictions: bool = True,
+    ) -> dict:
+        """Flagged instances take argmax M(AE(x)); the rest keep argmax M(x)."""
+        out = self._checked(X, batch_size)
+        return {
+            "meta": copy.deepcopy(self.meta),
+            "data": {
+                "instance_score": out["instance_score"] if return_instance_score else None,
+                "is_adversarial": out["is_adversarial"].astype(int),
+                "corrected": out["corrected"],
+                "no_defense": out["no_defense"] if return_all_predictions else None,
+                "defense": out["defense"] if return_all_predictions else None,
+            },
+        }

@@ -1,0 +1,126 @@
+"""Keras-3-native saving, kept apart from the method: a directory of .keras models plus detector.json.
+
+Layout::
+
+    DIR/detector.json        config, threshold, meta, reference scores, versions
+    DIR/model.keras          the classifier
+    DIR/ae.keras             the auto-encoder
+    DIR/model_hl_<i>.keras   hidden-layer models, if any
+
+Saving writes to a sibling temp dir and renames it into place, so a crash never leaves half a detector.
+Loading uses Keras safe_mode (no arbitrary code from a model file) and turns every failure into one
+DetectorLoadError that names the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from adae_stream import __version__
+from adae_stream.detector.adversarial_ae import AdversarialAE
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "detector.json"
+
+
+class DetectorLoadError(RuntimeError):
+    """A saved detector could not be loaded (missing or corrupt file, unsupported version)."""
+
+
+def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
+    if not isinstance(detector, AdversarialAE):
+        raise TypeError(f"save_detector expects an AdversarialAE, got {type(detector).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        detector.model.save(tmp / "model.keras")
+        detector.ae.save(tmp / "ae.keras")
+        for i, m in enumerate(detector.model_hl or []):
+            m.save(tmp / f"model_hl_{i}.keras")
+        config = {
+            "format_version": FORMAT_VERSION,
+            "adae_stream_version": __version__,
+            "keras_version": getattr(tf.keras, "__version__", None),
+            "tensorflow_version": tf.__version__,
+            "threshold": detector.threshold,
+            "temperature": detector.temperature,
+            "w_model_hl": detector.w_model_hl,
+            "n_model_hl": len(detector.model_hl or []),
+            "hidden_layer_kld": {str(k): v for k, v in (detector.hidden_layer_kld or {}).items()} or None,
+            "input_shape": list(detector.input_shape),
+            "n_classes": detector.n_classes,
+            "meta": detector.meta,
+            "reference_scores": None if detector.reference_scores is None else [float(s) for s in detector.reference_scores],
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_detector_config(path: str | os.PathLike) -> dict:
+    """Parse and check detector.json without touching TF models (cheap; used at start-up and for caches)."""
+    cfg_path = Path(path) / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise DetectorLoadError(f"no saved detector at {path}: {cfg_path.name} is missing (use save_detector / adae-stream train)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DetectorLoadError(f"corrupt {cfg_path}: {exc}") from exc
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise DetectorLoadError(f"{cfg_path} is not an adae-stream detector config")
+    if not isinstance(config["format_version"], int) or config["format_version"] > FORMAT_VERSION:
+        raise DetectorLoadError(
+            f"{cfg_path} has format_version {config['format_version']!r}; this adae-stream ({__version__}) "
+            f"reads up to {FORMAT_VERSION}: upgrade adae-stream or re-save the detector"
+        )
+    return config
+
+
+# tf.nn activations that Keras 3 serialises under names it cannot resolve again (the seed's own
+# examples use tf.nn.softmax). Mapping them to the same functions keeps scores bit-identical.
+TF_NN_ACTIVATIONS = {"softmax_v2": tf.nn.softmax, "log_softmax_v2": tf.nn.log_softmax, "swish": tf.nn.swish}
+
+
+def _load_model(file: Path) -> tf.keras.Model:
+    if not file.is_file():
+        raise DetectorLoadError(f"saved detector is incomplete: {file} is missing")
+    try:
+        return tf.keras.models.load_model(file, custom_objects=TF_NN_ACTIVATIONS, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for corrupt or unsafe files; name the file once
+        raise DetectorLoadError(f"cannot load {file}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_detector(path: str | os.PathLike) -> AdversarialAE:
+    path = Path(path)
+    config = read_detector_config(path)
+    model = _load_model(path / "model.keras")
+    ae = _load_model(path / "ae.keras")
+    model_hl = [_load_model(path / f"model_hl_{i}.keras") for i in range(int(config.get("n_model_hl") or 0))]
+    meta = config.get("meta") or {}
+    detector = AdversarialAE(
+        threshold=config.get("threshold"),
+        ae=ae,
+        model=model,
+        model_hl=model_hl or None,
+        w_model_hl=config.get("w_model_hl"),
+        temperature=config.get("temperature", 1.0),
+        data_type=meta.get("data_type"),
+    )
+    hl = config.get("hidden_layer_kld")
+    detector.hidden_layer_kld = {int(k): int(v) for k, v in hl.items()} if hl else None
+    detector.meta.update({k: v for k, v in meta.items() if k != "version"})
+    if config.get("reference_scores") is not None:
+        detector.reference_scores = np.asarray(config["reference_scores"], dtype=np.float32)
+    return detector

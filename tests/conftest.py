@@ -1,0 +1,63 @@
+"""Shared fixtures. TF log noise is silenced before anything imports TensorFlow."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def iris():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    return X, y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def iris_model(iris):
+    """The reference's test classifier: Dense(3, softmax) on iris (trained briefly so scores vary)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    X, y = iris
+    inputs = tf.keras.Input(shape=(4,))
+    hidden = tf.keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = tf.keras.layers.Dense(3, activation=tf.nn.softmax)(hidden)
+    model = tf.keras.Model(inputs=inputs, outputs=outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(X, y, epochs=30, batch_size=32, verbose=0)
+    return model
+
+
+def iris_ae_nets():
+    import tensorflow as tf
+
+    encoder_net = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(2)])
+    decoder_net = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(4)])
+    return encoder_net, decoder_net
+
+
+@pytest.fixture(scope="session")
+def digits_setup():
+    """A small CNN on sklearn digits and a fitted detector: shared by detector and stream tests."""
+    import tensorflow as tf
+
+    from adae_stream import AdversarialAE
+    from adae_stream.demo.data import load_digits_split
+    from adae_stream.detector.presets import conv_ae, small_cnn
+
+    tf.keras.utils.set_random_seed(0)
+    Xtr, ytr, Xte, yte = load_digits_split()
+    clf = small_cnn((8, 8, 1), 10, width=16)
+    clf.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    clf.fit(Xtr, ytr, epochs=15, batch_size=64, verbose=0)
+    det = AdversarialAE(ae=conv_ae((8, 8, 1)), model=clf, data_type="image")
+    det.fit(Xtr, epochs=30, batch_size=64, verbose=False)
+    det.infer_threshold(Xtr, threshold_perc=95)
+    return {"detector": det, "clf": clf, "Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte}

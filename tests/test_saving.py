@@ -1,0 +1,86 @@
+"""Keras-3-native save/load: exact round trips and clear errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from adae_stream import AdversarialAE, load_detector, save_detector
+from adae_stream.detector.saving import DetectorLoadError
+from tests.conftest import iris_ae_nets
+
+
+@pytest.mark.parametrize("kind", ["plain", "temperature", "hidden"])
+def test_round_trip_exact(tmp_path, iris, iris_model, kind):
+    X, _ = iris
+    enc, dec = iris_ae_nets()
+    kwargs = {"temperature": {"temperature": 0.4}, "hidden": {"hidden_layer_kld": {1: 3}, "w_model_hl": [0.5]}}.get(kind, {})
+    ad = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model, data_type="tabular", **kwargs)
+    ad.fit(X, epochs=2, verbose=False)
+    ad.infer_threshold(X, 90)
+    save_detector(ad, tmp_path / "det")
+    loaded = load_detector(tmp_path / "det")
+    assert isinstance(loaded, AdversarialAE)
+    assert loaded.threshold == ad.threshold
+    assert loaded.temperature == ad.temperature
+    assert loaded.meta == ad.meta
+    assert loaded.w_model_hl == ad.w_model_hl
+    assert loaded.hidden_layer_kld == ad.hidden_layer_kld
+    np.testing.assert_array_equal(loaded.reference_scores, ad.reference_scores)
+    assert np.abs(loaded.score(X) - ad.score(X)).max() == 0.0
+    a, b = ad.correct(X)["data"], loaded.correct(X)["data"]
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    # saving over an existing detector replaces it atomically
+    save_detector(loaded, tmp_path / "det")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]
+
+
+@pytest.fixture
+def saved(tmp_path, iris, iris_model):
+    enc, dec = iris_ae_nets()
+    ad = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model, threshold=0.1)
+    return save_detector(ad, tmp_path / "det")
+
+
+def test_missing_dir_or_config(tmp_path):
+    with pytest.raises(DetectorLoadError, match="detector.json is missing"):
+        load_detector(tmp_path / "nope")
+
+
+def test_missing_model_file(saved):
+    (saved / "ae.keras").unlink()
+    with pytest.raises(DetectorLoadError, match="ae.keras is missing"):
+        load_detector(saved)
+
+
+def test_corrupt_model_file(saved):
+    (saved / "model.keras").write_bytes(b"not a zip at all")
+    with pytest.raises(DetectorLoadError, match="cannot load .*model.keras"):
+        load_detector(saved)
+
+
+def test_corrupt_config(saved):
+    (saved / "detector.json").write_text("{broken")
+    with pytest.raises(DetectorLoadError, match="corrupt"):
+        load_detector(saved)
+
+
+def test_future_format_version(saved):
+    cfg = json.loads((saved / "detector.json").read_text())
+    cfg["format_version"] = 99
+    (saved / "detector.json").write_text(json.dumps(cfg))
+    with pytest.raises(DetectorLoadError, match="format_version 99"):
+        load_detector(saved)
+
+
+def test_safe_mode_refuses_lambda_layers(tmp_path, iris_model):
+    """A model file carrying Python code (a Lambda layer) is refused, not executed."""
+    import tensorflow as tf
+
+    ae = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Lambda(lambda x: x * 2.0)])
+    ad = AdversarialAE(ae=ae, model=iris_model, threshold=0.1)
+    path = save_detector(ad, tmp_path / "lambda")
+    with pytest.raises(DetectorLoadError, match="ae.keras"):
+        load_detector(path)
