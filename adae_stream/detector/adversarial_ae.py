@@ -16,7 +16,7 @@ import tensorflow as tf
 from adae_stream import __version__
 from adae_stream.detector.hidden import build_hidden_models
 from adae_stream.detector.losses import loss_adv_ae
-from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer
+from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer, ThresholdedScorer
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,13 @@ class AdversarialAE:
                 self._scorer = self._make_scorer(self._bucket_sizes, False)
             return self._scorer
         return self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
+
+    def stream_scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: bool = False) -> ThresholdedScorer:
+        """The scorer the streaming pipeline calls: thresholded, numpy in and out."""
+        if self.threshold is None:
+            raise ThresholdNotSetError("the detector has no threshold: run infer_threshold before saving it for streaming")
+        return ThresholdedScorer(self.scorer(bucket_sizes, jit_compile), self.threshold, self.input_shape, self.n_classes,
+                                 self.meta["version"], self.reference_scores)
 
     def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
         return FusedScorer(self.model, self.ae, self.model_hl, self.w_model_hl, self.temperature, bucket_sizes, jit_compile)

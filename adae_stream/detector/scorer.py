@@ -100,3 +100,26 @@ class FusedScorer:
     def _empty(self, feature_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         out = self._fused(tf.zeros((self.bucket_sizes[0], *feature_shape), tf.float32), tf.constant(np.inf, tf.float32))
         return {k: v.numpy()[:0] for k, v in out.items()}
+
+
+RESULT_KEYS = ("instance_score", "is_adversarial", "corrected", "no_defense", "defense")
+
+
+class ThresholdedScorer:
+    """What the stream sees of a detector: shapes, threshold, and ``x -> result arrays``. No TF types leak."""
+
+    def __init__(self, fused: FusedScorer, threshold: float, input_shape: tuple[int, ...], n_classes: int,
+                 version: str, reference_scores: np.ndarray | None) -> None:
+        self.fused = fused
+        self.threshold = float(threshold)
+        self.input_shape = tuple(input_shape)
+        self.n_classes = n_classes
+        self.version = version
+        self.reference_scores = reference_scores
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.fused(x, self.threshold)
+        return {k: out[k] for k in RESULT_KEYS}
+
+    def warmup(self, up_to: int | None = None) -> None:
+        self.fused.warmup(self.input_shape, up_to)

@@ -1,0 +1,249 @@
+"""Configuration: YAML (safe_load) + ``ADAE_<SECTION>__<KEY>`` environment overrides, typed and validated.
+
+Every problem becomes one ConfigError line that names the key, raised at start-up, never mid-stream.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SECRET_MARKERS = ("password", "secret", "token", "key")  # ssl_keyfile is a path, but redacting it costs nothing
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is one line naming the key."""
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = "embedded"
+    input_topic: str = "adae-requests"
+    output_topic: str = "adae-predictions"
+    dead_letter_topic: str = "adae-dead-letter"
+    group_id: str = "adae-stream"
+    client_id: str = "adae-stream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    sasl_kerberos_service_name: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = None
+    ssl_crlfile: str | None = None
+    ssl_check_hostname: bool = True
+    max_message_bytes: int = 8 * 1024 * 1024
+    create_topics: bool = True
+    partitions: int = 4
+    replication_factor: int = 1
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 1000
+    fetch_max_wait_ms: int = 100
+    max_poll_records: int = 500
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    linger_ms: int = 10
+    connect_timeout_s: float = 60.0
+    delivery_timeout_s: float = 30.0
+    commit_interval_ms: int = 200
+
+
+@dataclass
+class DetectorConfig:
+    path: str | None = None
+    return_all_predictions: bool = True
+    return_instance_score: bool = True
+    model_name: str = "adae"
+    jit_compile: bool = False
+
+
+@dataclass
+class BatchingConfig:
+    max_batch_size: int = 256
+    max_batch_delay_ms: float = 10.0
+    bucket_sizes: list[int] = field(default_factory=lambda: [1, 8, 32, 128, 256])
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108
+    window_size: int = 2000
+    drift_interval_s: float = 5.0
+    max_class_labels: int = 20
+
+
+@dataclass
+class DemoConfig:
+    duration_s: float = 60.0
+    rate: float = 200.0
+    batch: int = 8
+    mix: dict[str, float] = field(default_factory=lambda: {"clean": 0.5, "fgsm": 0.15, "pgd": 0.15, "noise": 0.07, "blur": 0.07, "occlusion": 0.06})
+    seed: int = 0
+    cache_dir: str = ".adae-cache"
+    report_dir: str = "demo-report"
+    epochs: int = 30
+
+
+@dataclass
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with secrets replaced, safe to log."""
+        def walk(d: dict) -> dict:
+            return {k: walk(v) if isinstance(v, dict) else ("***" if v is not None and _is_secret(k) else v) for k, v in d.items()}
+
+        return walk(dataclasses.asdict(self))
+
+
+def _is_secret(key: str) -> bool:
+    return any(m in key for m in SECRET_MARKERS) and not key.endswith(("_file", "file"))
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """Return value coerced to tp (int -> float only), or raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config key '{where}': must not be null")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"config key '{where}': {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{where}': expected a list, got {type(value).__name__}")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{where}': expected a mapping, got {type(value).__name__}")
+        return {str(k): _check(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"config key '{where}': expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"config key '{where}' is unknown (known keys{' in ' + prefix if prefix else ''}: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        where = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{where}': expected a section (mapping), got {type(value).__name__}")
+            kwargs[name] = _build(tp, value, where)
+        else:
+            kwargs[name] = _check(value, tp, where)
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("ADAE_") or name in ("ADAE_CONFIG",):
+            continue
+        parts = name[len("ADAE_"):].lower().split("__")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment variable {name}: not a valid value: {exc}") from exc
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name}: conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None, overrides: dict | None = None) -> Config:
+    """Read YAML (if given), apply environment then explicit overrides, validate everything."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {p}: {exc.strerror or exc}") from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    if overrides:
+        data = _merge(data, overrides)
+    cfg = _build(Config, data, "")
+    _validate_ranges(cfg)
+    return cfg
+
+
+def _validate_ranges(cfg: Config) -> None:
+    checks = [
+        ("kafka.max_message_bytes", cfg.kafka.max_message_bytes >= 1024, "must be >= 1024"),
+        ("kafka.partitions", cfg.kafka.partitions >= 1, "must be >= 1"),
+        ("kafka.connect_timeout_s", cfg.kafka.connect_timeout_s > 0, "must be > 0"),
+        ("kafka.delivery_timeout_s", cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000, "must exceed 2 s + 2 x linger_ms"),
+        ("batching.max_batch_size", cfg.batching.max_batch_size >= 1, "must be >= 1"),
+        ("batching.max_batch_delay_ms", cfg.batching.max_batch_delay_ms >= 0, "must be >= 0"),
+        ("batching.bucket_sizes", bool(cfg.batching.bucket_sizes) and min(cfg.batching.bucket_sizes) >= 1, "must be a non-empty list of positive sizes"),
+        ("metrics.port", 0 <= cfg.metrics.port <= 65535, "must be a TCP port"),
+        ("metrics.window_size", cfg.metrics.window_size >= 10, "must be >= 10"),
+    ]
+    for key, ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}': {msg}")
+
+
+def kafka_security_kwargs(k: KafkaConfig) -> dict[str, Any]:
+    """The SSL/SASL settings passed through to kafka-python clients unchanged (None values left out)."""
+    keys = [
+        "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "sasl_kerberos_service_name",
+        "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_crlfile", "ssl_check_hostname",
+    ]
+    return {key: getattr(k, key) for key in keys if getattr(k, key) is not None}

@@ -1,0 +1,204 @@
+"""The pipeline's Prometheus metrics (prometheus-client conventions: adae_ prefix, base units, _total).
+
+Per-instance figures are recorded per batch with numpy (a custom collector for the score histogram),
+not with one Python call per instance. The flag-rate window and the KS drift are derived from a ring
+buffer of recent scores; drift is recomputed on a background thread, off the hot path.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+
+from adae_stream.monitoring.drift import ks_2samp
+
+DEAD_LETTER_REASONS = ("decode", "schema", "shape", "dtype", "non_finite", "too_large", "scoring")
+
+
+def score_buckets(threshold: float | None) -> list[float]:
+    """Log-spaced edges from threshold/100 to threshold*100 (4 per decade) plus the threshold itself."""
+    t = threshold if threshold and threshold > 0 else 1.0
+    edges = set(np.round(t * np.logspace(-2, 2, 17), 12).tolist())
+    edges.add(float(t))
+    return sorted(edges)
+
+
+class NumpyHistogram:
+    """A histogram collector fed with whole arrays at once (np.searchsorted), exported like a Histogram."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.edges = np.asarray(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # last slot: above every edge (+Inf only)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        idx = np.searchsorted(self.edges, values, side="left")  # value <= edge[i] lands in bucket i (le semantics)
+        counts = np.bincount(idx, minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total_sum = self._sum
+        buckets = [(repr(float(e)), float(c)) for e, c in zip(self.edges, cumulative[:-1])]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total_sum)
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+
+class ScoreWindow:
+    """Ring buffer of the last N scores and flags."""
+
+    def __init__(self, size: int) -> None:
+        self.scores = np.zeros(size, dtype=np.float32)
+        self.flags = np.zeros(size, dtype=bool)
+        self.size = size
+        self.pos = 0
+        self.filled = 0
+        self._lock = threading.Lock()
+
+    def add(self, scores: np.ndarray, flags: np.ndarray) -> None:
+        scores, flags = scores[-self.size :], flags[-self.size :]
+        n = len(scores)
+        with self._lock:
+            idx = (self.pos + np.arange(n)) % self.size
+            self.scores[idx] = scores
+            self.flags[idx] = flags
+            self.pos = (self.pos + n) % self.size
+            self.filled = min(self.size, self.filled + n)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self.scores[: self.filled].copy() if self.filled < self.size else self.scores.copy(), (
+                self.flags[: self.filled].copy() if self.filled < self.size else self.flags.copy()
+            )
+
+    def flag_rate(self) -> float:
+        with self._lock:
+            return float(self.flags[: self.filled].mean()) if self.filled else 0.0
+
+
+class PipelineMetrics:
+    def __init__(
+        self,
+        threshold: float | None,
+        reference_scores: np.ndarray | None = None,
+        n_classes: int | None = None,
+        window_size: int = 2000,
+        max_class_labels: int = 20,
+        build_info: dict[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.instances = Counter("adae_instances", "Instances scored by the detector.", registry=r)
+        self.flagged = Counter("adae_flagged", "Instances whose adversarial score exceeded the threshold.", registry=r)
+        self.changed = Counter("adae_corrected_changed", "Instances whose corrected prediction differs from the undefended one.", registry=r)
+        self.requests = Counter("adae_requests", "Input records handled, by outcome.", ["status"], registry=r)
+        self.dead_letter = Counter("adae_dead_letter", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r)
+        for status in ("ok", "dead_letter"):
+            self.requests.labels(status)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letter.labels(reason)
+        self.score = NumpyHistogram("adae_score", "Adversarial scores of instances (KL divergence, nats).", score_buckets(threshold), r)
+        self.flag_rate = Gauge("adae_flag_rate", "Fraction of flagged instances over the recent score window.", registry=r)
+        self.threshold = Gauge("adae_threshold", "The detector's adversarial-score threshold.", registry=r)
+        self.drift = Gauge("adae_score_drift", "Two-sample KS statistic: recent scores vs the reference scores.", registry=r)
+        self.drift_p = Gauge("adae_score_drift_p_value", "Asymptotic p-value of the KS drift statistic.", registry=r)
+        self.batch_size = Histogram("adae_batch_size", "Instances per scored batch.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)
+        self.batch_seconds = Histogram(
+            "adae_batch_seconds", "Scoring time per batch (compiled detector call only).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r,
+        )
+        self.end_to_end = Histogram(
+            "adae_end_to_end_seconds", "From the input record's timestamp to the broker's ack of its answer.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
+        )
+        self.lag = Gauge("adae_consumer_lag", "Records behind the partition's high watermark (uncommitted).", ["topic", "partition"], registry=r)
+        self.kafka_up = Gauge("adae_kafka_up", "1 while the Kafka clients are connected, else 0.", registry=r)
+        self.ready = Gauge("adae_ready", "1 once the detector is loaded and partitions are assigned.", registry=r)
+        self.build = Gauge("adae_build_info", "Build information (value 1).", ["version", "detector", "tensorflow"], registry=r)
+        info = build_info or {}
+        self.build.labels(info.get("version", ""), info.get("detector", ""), info.get("tensorflow", "")).set(1)
+        self.class_counter = None
+        if n_classes is not None and n_classes <= max_class_labels:
+            self.class_counter = Counter("adae_predicted_class", "Corrected predictions by class.", ["class"], registry=r)
+            for c in range(n_classes):
+                self.class_counter.labels(str(c))
+        self.threshold.set(float("nan") if threshold is None else threshold)
+        self.reference = None if reference_scores is None or len(reference_scores) == 0 else np.asarray(reference_scores)
+        self.window = ScoreWindow(window_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- hot path (per batch / per request)
+    def observe_batch(self, n: int, seconds: float) -> None:
+        self.batch_size.observe(n)
+        self.batch_seconds.observe(seconds)
+
+    def observe_results(self, scores: np.ndarray, flags: np.ndarray, corrected: np.ndarray, no_defense: np.ndarray) -> None:
+        n = len(scores)
+        if n == 0:
+            return
+        self.instances.inc(n)
+        self.flagged.inc(int(flags.sum()))
+        self.changed.inc(int((corrected != no_defense).sum()))
+        self.score.observe_many(scores)
+        self.window.add(scores, flags)
+        self.flag_rate.set(self.window.flag_rate())
+        if self.class_counter is not None:
+            for c, count in zip(*np.unique(corrected, return_counts=True)):
+                self.class_counter.labels(str(int(c))).inc(int(count))
+
+    def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None:
+        self.requests.labels(status).inc()
+        if reason is not None:
+            self.dead_letter.labels(reason).inc()
+        if end_to_end_s is not None and end_to_end_s >= 0:
+            self.end_to_end.observe(end_to_end_s)
+
+    def set_lag(self, topic: str, partition: int, lag: int | None) -> None:
+        """lag None forgets the series (the partition was revoked)."""
+        if lag is None:
+            try:
+                self.lag.remove(topic, str(partition))
+            except KeyError:
+                pass
+        else:
+            self.lag.labels(topic, str(partition)).set(lag)
+
+    def set_kafka_up(self, up: bool) -> None:
+        self.kafka_up.set(1 if up else 0)
+
+    # --- drift, off the hot path
+    def update_drift(self) -> None:
+        if self.reference is None:
+            return
+        scores, _ = self.window.snapshot()
+        if len(scores) < 10:
+            return
+        d, p = ks_2samp(scores, self.reference)
+        self.drift.set(d)
+        self.drift_p.set(p)
+
+    def start_drift_thread(self, interval_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.update_drift()
+
+        self._thread = threading.Thread(target=loop, name="adae-drift", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()

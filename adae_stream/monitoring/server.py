@@ -1,0 +1,56 @@
+"""HTTP endpoint for /metrics (Prometheus text format), /healthz (readiness) and /livez, on its own
+threads so scrapes stay responsive while a batch is being scored."""
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class MetricsServer:
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool], alive: Callable[[], bool] = lambda: True) -> None:
+        registry_ = registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry_), CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/readyz"):
+                    ok = ready()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                elif path == "/livez":
+                    ok = alive()
+                    self._send(200 if ok else 503, b"alive\n" if ok else b"stalled\n", "text/plain")
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz, /livez\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # scrapes are not news
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.host = host
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="adae-metrics", daemon=True)
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics (health: /healthz)", self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

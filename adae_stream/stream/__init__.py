@@ -1,0 +1,1 @@
+"""The Kafka side: decode -> batch -> score -> encode, delivery and offsets. Knows nothing of TensorFlow."""

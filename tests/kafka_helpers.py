@@ -1,0 +1,92 @@
+"""Helpers for broker-backed tests: produce requests, collect answers, run a pipeline in a thread."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+
+from adae_stream.config import Config, load_config
+from adae_stream.stream.codecs import encode_request
+
+
+def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
+    """A config on fresh topics and group, with the test-friendly group timings from the brief."""
+    tag = uuid.uuid4().hex[:8]
+    kafka = {
+        "bootstrap_servers": bootstrap, "input_topic": f"in-{tag}", "output_topic": f"out-{tag}", "dead_letter_topic": f"dlq-{tag}",
+        "group_id": f"g-{tag}", "partitions": 3, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "connect_timeout_s": 20,
+    }
+    kafka.update(sections.pop("kafka", {}))
+    overrides = {"kafka": kafka, "detector": {"path": str(detector_path)}, "metrics": {"enabled": False}}
+    for k, v in sections.items():
+        overrides[k] = {**overrides.get(k, {}), **v}
+    return load_config(None, environ={}, overrides=overrides)
+
+
+def producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024, max_request_size=64 * 1024 * 1024)
+
+
+def produce_requests(bootstrap: str, topic: str, X: np.ndarray, fmt: str, batch: int, prefix: str = "r", keys: bool = True) -> dict[str, np.ndarray]:
+    """Send X in requests of `batch` instances; returns {request_id: instances}."""
+    p = producer(bootstrap)
+    sent = {}
+    for i in range(0, len(X), batch):
+        rid = f"{prefix}-{i // batch}"
+        payload, headers = encode_request(X[i : i + batch], fmt, rid)
+        p.send(topic, value=payload, key=rid.encode() if keys else None, headers=headers)
+        sent[rid] = X[i : i + batch]
+    p.flush()
+    p.close()
+    return sent
+
+
+def collect(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, idle_s: float | None = None) -> list:
+    """Read records from the start of `topic` until `expected` arrived (or timeout / idle)."""
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+                      group_id=None, fetch_max_wait_ms=100, max_partition_fetch_bytes=64 * 1024 * 1024)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline and len(out) < expected:
+            got = c.poll(timeout_ms=200)
+            for recs in got.values():
+                out.extend(recs)
+                last = time.monotonic()
+            if idle_s is not None and time.monotonic() - last > idle_s:
+                break
+    finally:
+        c.close()
+    return out
+
+
+@dataclass
+class RunningPipeline:
+    pipeline: object
+    thread: threading.Thread
+    result: dict = field(default_factory=dict)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.pipeline.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "pipeline did not stop"
+        return self.result.get("rc")
+
+
+def start_pipeline(cfg: Config, scorer, metrics=None) -> RunningPipeline:
+    from adae_stream.stream.app import Pipeline
+
+    pipeline = Pipeline(cfg, scorer, metrics, cfg.kafka.bootstrap_servers)
+    holder: dict = {}
+
+    def target():
+        holder["rc"] = pipeline.run()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return RunningPipeline(pipeline, t, holder)
