@@ -19,11 +19,13 @@ DEAD_LETTER_REASONS = ("decode", "schema", "shape", "dtype", "non_finite", "too_
 
 
 def score_buckets(threshold: float | None) -> list[float]:
-    """Log-spaced edges from threshold/100 to threshold*100 (4 per decade) plus the threshold itself."""
-    t = threshold if threshold and threshold > 0 else 1.0
-    edges = set(np.round(t * np.logspace(-2, 2, 17), 12).tolist())
-    edges.add(float(t))
-    return sorted(edges)
+    """Log-spaced edges from threshold/100 to threshold*100 (4 per decade) plus the threshold itself.
+
+    The threshold edge is the float32 value the compiled graph compares against, so "score <= edge"
+    and "not flagged" agree exactly.
+    """
+    t = float(np.float32(threshold)) if threshold and threshold > 0 else 1.0
+    return sorted([float(np.round(t * 10 ** (k / 4), 12)) for k in range(-8, 9) if k != 0] + [t])
 
 
 class NumpyHistogram:

@@ -146,11 +146,12 @@ def _to_array(data: Any, shape: list[int] | None, input_shape: tuple[int, ...], 
     if not isinstance(data, list):
         raise DecodeError("schema", f"'{what}' must be a list")
     try:
-        a = np.asarray(data, dtype=np.float32)
+        a = np.asarray(data)  # no dtype: null, strings and booleans show up as the array's kind, not as NaN / 1.0
     except (ValueError, TypeError) as exc:
-        text = str(exc)
-        reason = "shape" if ("inhomogeneous" in text or "sequence" in text) else "dtype"
-        raise DecodeError(reason, f"'{what}' is not a {'regular' if reason == 'shape' else 'numeric'} array: {text.splitlines()[0][:200]}") from None
+        raise DecodeError("shape", f"'{what}' is not a regular array: {str(exc).splitlines()[0][:200]}") from None
+    if a.dtype.kind not in "iuf":
+        raise DecodeError("dtype", f"'{what}' holds non-numeric values (numpy kind {a.dtype.kind!r}: strings, nulls, booleans or huge integers)")
+    a = a.astype(np.float32)
     if shape is not None:
         if a.size != math.prod(shape):
             raise DecodeError("shape", f"'{what}' has {a.size} elements but shape {shape} needs {math.prod(shape)}")
@@ -175,7 +176,7 @@ def _decode_npy(record: RawRecord, input_shape: tuple[int, ...]) -> Request:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
         else:
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, SyntaxError, EOFError, TypeError) as exc:
+    except Exception as exc:  # numpy's header parser raises several types on hostile bytes
         raise DecodeError("decode", f"invalid .npy header: {str(exc)[:200]}") from None
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
         raise DecodeError("dtype", f".npy dtype {dtype} is not a plain numeric type")

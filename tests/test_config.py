@@ -1,0 +1,112 @@
+"""Config: YAML + env overrides, validation errors that name the key, secrets, Kafka pass-through."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adae_stream.config import ConfigError, kafka_security_kwargs, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_repo_config_yaml_is_valid():
+    cfg = load_config(ROOT / "config.yaml", environ={})
+    assert cfg.kafka.bootstrap_servers == "embedded"
+    assert cfg.metrics.host == "127.0.0.1"  # metrics bind to loopback unless configured otherwise
+
+
+def test_defaults_and_env_overrides(tmp_path):
+    p = write(tmp_path, "kafka:\n  input_topic: a\nbatching:\n  max_batch_size: 64\n")
+    cfg = load_config(p, environ={"ADAE_KAFKA__INPUT_TOPIC": "b", "ADAE_BATCHING__MAX_BATCH_DELAY_MS": "7", "ADAE_METRICS__PORT": "9200", "OTHER": "x"})
+    assert cfg.kafka.input_topic == "b"
+    assert cfg.batching.max_batch_size == 64
+    assert cfg.batching.max_batch_delay_ms == 7.0
+    assert cfg.metrics.port == 9200
+    assert cfg.kafka.group_id == "adae-stream"
+
+
+@pytest.mark.parametrize(
+    "text, env, key",
+    [
+        ("kafka:\n  input_topik: a\n", {}, "kafka.input_topik"),
+        ("kafak:\n  a: 1\n", {}, "kafak"),
+        ("batching:\n  max_batch_size: many\n", {}, "batching.max_batch_size"),
+        ("batching:\n  max_batch_size: 0\n", {}, "batching.max_batch_size"),
+        ("kafka:\n  create_topics: 3\n", {}, "kafka.create_topics"),
+        ("delivery: sometimes\n", {}, "delivery"),
+        ("batching:\n  bucket_sizes: [1, x]\n", {}, "batching.bucket_sizes[1]"),
+        ("", {"ADAE_METRICS__PORT": "http"}, "metrics.port"),
+        ("", {"ADAE_KAFKA__NOPE": "1"}, "kafka.nope"),
+        ("kafka: 5\n", {}, "kafka"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, text, env, key):
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, text), environ=env)
+    assert f"'{key}'" in str(ei.value)
+    assert "\n" not in str(ei.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "kafka: [unclosed\n"), environ={})
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_yaml_is_safe_loaded(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, "kafka: !!python/object/apply:os.system ['echo pwned']\n"), environ={})
+
+
+def test_ssl_and_sasl_pass_through_and_secrets_redacted(tmp_path):
+    p = write(tmp_path, """
+kafka:
+  bootstrap_servers: broker:9093
+  security_protocol: SASL_SSL
+  sasl_mechanism: SCRAM-SHA-512
+  sasl_plain_username: svc
+  sasl_plain_password: hunter2
+  ssl_cafile: /etc/ca.pem
+  ssl_certfile: /etc/cert.pem
+  ssl_keyfile: /etc/key.pem
+  ssl_password: keypass
+  ssl_check_hostname: false
+""")
+    cfg = load_config(p, environ={})
+    kw = kafka_security_kwargs(cfg.kafka)
+    assert kw == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc", "sasl_plain_password": "hunter2",
+        "ssl_cafile": "/etc/ca.pem", "ssl_certfile": "/etc/cert.pem", "ssl_keyfile": "/etc/key.pem", "ssl_password": "keypass",
+        "ssl_check_hostname": False,
+    }
+    # kafka-python accepts every one of them (no unknown-config error building a client config)
+    from kafka import KafkaConsumer, KafkaProducer
+
+    for cls in (KafkaConsumer, KafkaProducer):
+        assert set(kw) <= set(cls.DEFAULT_CONFIG)
+    red = str(cfg.redacted())
+    assert "hunter2" not in red and "keypass" not in red and "/etc/key.pem" in red
+
+
+def test_cli_reports_one_clear_line(tmp_path):
+    p = write(tmp_path, "kafka:\n  partitons: 3\n")
+    out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["adae-stream: config key 'kafka.partitons' is unknown (known keys in kafka: " + out.stderr.split("known keys in kafka: ")[1].strip()]
+
+
+def test_cli_missing_detector(tmp_path):
+    p = write(tmp_path, "detector:\n  path: " + str(tmp_path / "none") + "\n")
+    out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "detector.json is missing" in out.stderr.strip().splitlines()[-1]
