@@ -67,10 +67,12 @@ def run_pipeline(cfg: Config, scorer=None, bootstrap: str | None = None, install
         if bootstrap is None:
             bootstrap = stack.enter_context(kafka_bootstrap(cfg))
         pipeline = Pipeline(cfg, scorer, metrics, bootstrap)
+        pipeline.metrics_url = None
         if metrics is not None:
             metrics.ready.set(0)
             server = MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port, ready=lambda: pipeline.ready, alive=pipeline.alive).start()
             stack.callback(server.stop)
+            pipeline.metrics_url = f"http://{cfg.metrics.host}:{server.port}/metrics"
             metrics.start_drift_thread(cfg.metrics.drift_interval_s)
             stack.callback(metrics.stop)
         if install_signals and threading.current_thread() is threading.main_thread():

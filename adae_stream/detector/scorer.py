@@ -18,6 +18,16 @@ from adae_stream.detector.losses import kld, temperature_scale
 
 log = logging.getLogger(__name__)
 
+
+class _BucketTracesAreIntended(logging.Filter):
+    """TF warns after 5 traces of one Python function; one trace per bucket is the design here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("FusedScorer" in record.getMessage() and "retracing" in record.getMessage())
+
+
+tf.get_logger().addFilter(_BucketTracesAreIntended())
+
 DEFAULT_BUCKETS: tuple[int, ...] = (1, 8, 32, 128, 256, 1024)
 OUTPUT_KEYS = ("instance_score", "p", "q", "is_adversarial", "corrected", "no_defense", "defense")
 
@@ -42,8 +52,7 @@ class FusedScorer:
         weights = [float(w) for w in (w_model_hl if w_model_hl is not None else [1.0] * len(hl))]
         temperature = float(temperature)
 
-        @tf.function(jit_compile=jit_compile, reduce_retracing=False)
-        def fused(x: tf.Tensor, threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+        def graph(x: tf.Tensor, threshold: tf.Tensor) -> dict[str, tf.Tensor]:
             x_recon = ae(x, training=False)
             p = temperature_scale(model(x, training=False), temperature)
             q = model(x_recon, training=False)
@@ -63,7 +72,8 @@ class FusedScorer:
                 "defense": defense,
             }
 
-        self._fused = fused
+        # One tf.function per bucket: each is traced exactly once, for its one fixed shape.
+        self._fns = {size: tf.function(graph, jit_compile=jit_compile) for size in self.bucket_sizes}
 
     def bucket_for(self, n: int) -> int:
         """Smallest bucket holding n instances (n must not exceed the largest bucket)."""
@@ -82,7 +92,7 @@ class FusedScorer:
             size = self.bucket_for(m)
             if size != m:
                 xb = np.concatenate([xb, np.zeros((size - m,) + xb.shape[1:], dtype=np.float32)])
-            out = self._fused(tf.convert_to_tensor(xb), thr)
+            out = self._fns[size](tf.convert_to_tensor(xb), thr)
             parts.append({k: v.numpy()[:m] for k, v in out.items()})
         if not parts:
             return self._empty(x.shape[1:])
@@ -95,10 +105,11 @@ class FusedScorer:
         for size in self.bucket_sizes:
             if up_to is not None and size > self.bucket_for(min(up_to, self.bucket_sizes[-1])):
                 break
-            self._fused(tf.zeros((size, *input_shape), tf.float32), tf.constant(np.inf, tf.float32))
+            self._fns[size](tf.zeros((size, *input_shape), tf.float32), tf.constant(np.inf, tf.float32))
 
     def _empty(self, feature_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        out = self._fused(tf.zeros((self.bucket_sizes[0], *feature_shape), tf.float32), tf.constant(np.inf, tf.float32))
+        size = self.bucket_sizes[0]
+        out = self._fns[size](tf.zeros((size, *feature_shape), tf.float32), tf.constant(np.inf, tf.float32))
         return {k: v.numpy()[:0] for k, v in out.items()}
 
 

@@ -1,0 +1,74 @@
+"""The demo detector: trained on offline digits, or loaded from a cache keyed by code version and config.
+
+A cache entry that fails to load (corrupt, partial, older format) is removed and rebuilt, never crashed on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from adae_stream import __version__
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(epochs: int, seed: int) -> str:
+    spec = {"version": __version__, "epochs": epochs, "seed": seed, "recipe": "digits-cnn16-convae-p95-v1"}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_demo_detector(epochs: int, seed: int):
+    import tensorflow as tf
+
+    from adae_stream import AdversarialAE
+    from adae_stream.demo.data import load_digits_split
+    from adae_stream.detector.presets import conv_ae, small_cnn
+
+    tf.keras.utils.set_random_seed(seed)
+    Xtr, ytr, _, _ = load_digits_split(seed)
+    clf = small_cnn((8, 8, 1), 10, width=16)
+    clf.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    clf.fit(Xtr, ytr, epochs=15, batch_size=64, verbose=0)
+    det = AdversarialAE(ae=conv_ae((8, 8, 1)), model=clf, data_type="image")
+    det.fit(Xtr, epochs=epochs, batch_size=64, verbose=False)
+    det.infer_threshold(Xtr, threshold_perc=95)
+    return det
+
+
+def load_or_train(cache_dir: str | Path, epochs: int, seed: int):
+    """Returns (detector, path of the saved detector, whether it came from the cache)."""
+    from adae_stream.detector.saving import DetectorLoadError, load_detector, save_detector
+
+    path = Path(cache_dir) / f"digits-{cache_key(epochs, seed)}"
+    if path.exists():
+        try:
+            return load_detector(path), path, True
+        except DetectorLoadError as exc:
+            log.warning("demo cache %s unusable (%s): rebuilding it", path, exc)
+            shutil.rmtree(path, ignore_errors=True)
+    log.info("training the demo detector on scikit-learn digits (%d AE epochs)...", epochs)
+    det = train_demo_detector(epochs, seed)
+    save_detector(det, path)
+    return det, path, False
+
+
+def traffic_pools(detector, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Instances and true labels per traffic kind, from the held-out digits."""
+    from adae_stream.demo import attacks
+    from adae_stream.demo.data import load_digits_split
+
+    _, _, Xte, yte = load_digits_split(seed)
+    clf = detector.model
+    return {
+        "clean": (Xte, yte),
+        "fgsm": (attacks.fgsm(clf, Xte, yte, eps=0.15), yte),
+        "pgd": (attacks.pgd(clf, Xte, yte, eps=0.15, alpha=0.03, steps=10, seed=seed), yte),
+        "noise": (attacks.gaussian_noise(Xte, sigma=0.3, seed=seed), yte),
+        "blur": (attacks.blur(Xte), yte),
+        "occlusion": (attacks.occlusion(Xte, size=4, seed=seed), yte),
+    }

@@ -1,0 +1,222 @@
+"""The demo's main flow: broker -> detector -> pipeline -> traffic -> live view -> report.
+
+Everything runs in this process except the broker: the pipeline on a thread (exactly the code path of
+``adae-stream run``), a traffic generator on another, and the answer collector on the main thread.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from adae_stream.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sent:
+    kind: str
+    labels: np.ndarray
+    t_sent: float
+
+
+class TrafficGenerator(threading.Thread):
+    """Produces V2 requests of `batch` instances of one kind each, at `rate` requests/s, for `duration_s`."""
+
+    def __init__(self, bootstrap: str, topic: str, pools: dict, mix: dict[str, float], rate: float, batch: int, duration_s: float, seed: int, security: dict) -> None:
+        super().__init__(name="adae-demo-traffic", daemon=True)
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024, **security)
+        self.topic, self.pools, self.rate, self.batch, self.duration_s = topic, pools, rate, batch, duration_s
+        kinds = [k for k in mix if mix[k] > 0]
+        unknown = [k for k in kinds if k not in pools]
+        if unknown:
+            raise ValueError(f"unknown traffic kinds in mix: {unknown} (known: {', '.join(pools)})")
+        p = np.array([mix[k] for k in kinds], dtype=float)
+        self.kinds, self.p = kinds, p / p.sum()
+        self.rng = np.random.default_rng(seed)
+        self.sent: dict[str, Sent] = {}
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.run_tag = uuid.uuid4().hex[:6]
+
+    def run(self) -> None:
+        from adae_stream.stream.codecs import encode_request
+
+        start = time.monotonic()
+        i = 0
+        while not self.stop_event.is_set() and time.monotonic() - start < self.duration_s:
+            kind = self.kinds[self.rng.choice(len(self.kinds), p=self.p)]
+            X, y = self.pools[kind]
+            idx = self.rng.integers(0, len(X), self.batch)
+            rid = f"demo-{self.run_tag}-{i}"
+            payload, headers = encode_request(X[idx], "v2", rid)
+            with self.lock:
+                self.sent[rid] = Sent(kind, y[idx], time.monotonic())
+            self.producer.send(self.topic, value=payload, key=rid.encode(), headers=headers + [("adae-demo-kind", kind.encode())])
+            i += 1
+            delay = start + i / self.rate - time.monotonic()
+            if delay > 0:
+                self.stop_event.wait(delay)
+        self.producer.flush()
+        self.producer.close()
+
+
+class LiveView:
+    """A refreshing console table on a terminal; plain periodic lines when output is not a TTY."""
+
+    def __init__(self, stream=sys.stdout) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.lines_drawn = 0
+        self.last = 0.0
+
+    def draw(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < (1.0 if self.tty else 5.0):
+            return
+        self.last = now
+        if self.tty:
+            if self.lines_drawn:
+                self.stream.write(f"\x1b[{self.lines_drawn}F\x1b[J")
+            self.stream.write(text + "\n")
+            self.lines_drawn = text.count("\n") + 1
+        else:
+            self.stream.write(text + "\n\n")
+        self.stream.flush()
+
+
+def render(elapsed: float, duration: float, gen: TrafficGenerator, stats, throughput: float) -> str:
+    frac = min(1.0, elapsed / duration) if duration else 1.0
+    bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
+    answered = sum(r["requests"] for r in stats.table())
+    lines = [
+        f"[{bar}] {frac * 100:5.1f}%  t={elapsed:5.1f}s  produced {len(gen.sent)}  answered {answered}  "
+        f"throughput {throughput:7.0f} inst/s  latency p50 {stats.latency_ms(50):6.1f} ms p99 {stats.latency_ms(99):6.1f} ms",
+        f"{'kind':<10} {'inst':>6} {'flagged':>8} {'AUROC':>6} {'acc undef':>9} {'acc def':>8} {'acc corr':>8}",
+    ]
+    for r in stats.table():
+        au = "" if r["kind"] == "clean" or np.isnan(r["auroc_vs_clean"]) else f"{r['auroc_vs_clean']:.2f}"
+        lines.append(f"{r['kind']:<10} {r['instances']:>6} {r['flag_rate']:>8.1%} {au:>6} {r['acc_no_defense']:>9.1%} {r['acc_defense']:>8.1%} {r['acc_corrected']:>8.1%}")
+    return "\n".join(lines)
+
+
+def run_demo(cfg: Config) -> int:
+    from kafka import KafkaConsumer
+
+    from adae_stream.config import kafka_security_kwargs
+    from adae_stream.demo.detector_cache import load_or_train, traffic_pools
+    from adae_stream.demo.report import write_report
+    from adae_stream.demo.stats import DemoStats
+    from adae_stream.runner import kafka_bootstrap, load_scorer, run_pipeline
+    from adae_stream.stream.codecs import decode_response
+
+    d = cfg.demo
+    t0 = time.monotonic()
+    detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
+    print(f"detector: {det_path} ({'from cache' if cached else f'trained in {time.monotonic() - t0:.1f}s'}), threshold {detector.threshold:.4g}")
+    cfg.detector.path = str(det_path)
+    pools = traffic_pools(detector, d.seed)
+    scorer = load_scorer(cfg)
+    security = kafka_security_kwargs(cfg.kafka)
+    with kafka_bootstrap(cfg) as bootstrap:
+        print(f"Kafka: {'embedded Tansu broker at ' if cfg.kafka.bootstrap_servers == 'embedded' else ''}{bootstrap}")
+        holder: dict = {}
+        ready = threading.Event()
+
+        def on_ready(pipeline) -> None:
+            holder["pipeline"] = pipeline
+            ready.set()
+
+        pipe_thread = threading.Thread(target=lambda: holder.setdefault("rc", run_pipeline(cfg, scorer, bootstrap, install_signals=False, on_ready=on_ready)),
+                                       name="adae-pipeline", daemon=True)
+        pipe_thread.start()
+        ready.wait(60)
+        consumer = KafkaConsumer(cfg.kafka.output_topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", enable_auto_commit=False,
+                                 fetch_max_wait_ms=100, **security)
+        consumer.poll(timeout_ms=100)  # join the topic's end before traffic starts
+        deadline = time.monotonic() + 90
+        while not holder["pipeline"].ready and time.monotonic() < deadline and pipe_thread.is_alive():
+            time.sleep(0.1)
+        if not pipe_thread.is_alive() or not holder["pipeline"].ready:
+            print("adae-stream demo: the pipeline did not become ready", file=sys.stderr)
+            holder.get("pipeline") and holder["pipeline"].stop()
+            return 1
+        print(f"pipeline ready; metrics: {holder['pipeline'].metrics_url or 'disabled'}")
+        gen = TrafficGenerator(bootstrap, cfg.kafka.input_topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
+        stats = DemoStats()
+        view = LiveView()
+        answered_instances = 0
+        start = time.monotonic()
+        gen.start()
+        try:
+            while True:
+                for records in consumer.poll(timeout_ms=200).values():
+                    now = time.monotonic()
+                    for rec in records:
+                        ans = decode_response(rec.value, rec.headers)
+                        with gen.lock:
+                            sent = gen.sent.get(ans["id"])
+                        stats.answered_ids[ans["id"]] += 1
+                        if sent is not None and stats.answered_ids[ans["id"]] == 1:
+                            stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
+                            answered_instances += len(sent.labels)
+                elapsed = time.monotonic() - start
+                view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9)))
+                with gen.lock:
+                    outstanding = len(set(gen.sent) - set(stats.answered_ids))
+                if not gen.is_alive() and outstanding == 0:
+                    break
+                if not gen.is_alive() and elapsed > d.duration_s + 60:
+                    print(f"adae-stream demo: {outstanding} requests still unanswered after 60 s", file=sys.stderr)
+                    break
+                if not pipe_thread.is_alive():
+                    print("adae-stream demo: the pipeline stopped unexpectedly", file=sys.stderr)
+                    break
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping traffic and the pipeline", file=sys.stderr)
+            gen.stop_event.set()
+        elapsed = time.monotonic() - start
+        view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9)), force=True)
+        gen.stop_event.set()
+        gen.join(10)
+        holder["pipeline"].stop()
+        pipe_thread.join(60)
+        # Delivery check: read the whole output topic once more, independently of the live view.
+        delivery = _delivery_check(bootstrap, cfg.kafka.output_topic, set(gen.sent), security)
+        consumer.close()
+    run_info = {"throughput": answered_instances / max(elapsed, 1e-9), "p50_ms": stats.latency_ms(50), "p99_ms": stats.latency_ms(99),
+                "duration_s": elapsed, "pipeline_exit_code": holder.get("rc")}
+    out = write_report(d.report_dir, stats, detector.threshold, delivery, run_info)
+    print(f"\nproduced {delivery['produced']} requests; answered {delivery['answered']}, missing {delivery['missing']}, duplicated {delivery['duplicates']}")
+    print(f"report: {out / 'report.md'} (plots: {out / 'scores.png'}, {out / 'accuracy.png'})")
+    return 0 if delivery["missing"] == 0 and holder.get("rc") == 0 else 1
+
+
+def _delivery_check(bootstrap: str, topic: str, produced: set[str], security: dict) -> dict:
+    from collections import Counter
+
+    from kafka import KafkaConsumer
+
+    from adae_stream.stream.codecs import decode_response
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100, **security)
+    counts: Counter = Counter()
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 2.0:
+        polled = c.poll(timeout_ms=300)
+        for records in polled.values():
+            idle_since = time.monotonic()
+            for rec in records:
+                counts[decode_response(rec.value, rec.headers)["id"]] += 1
+    c.close()
+    mine = {k: v for k, v in counts.items() if k in produced}
+    return {"produced": len(produced), "answered": len(mine), "missing": len(produced - set(mine)),
+            "duplicates": sum(v - 1 for v in mine.values())}
