@@ -366,11 +366,10 @@ class Pipeline:
         self._set_kafka_up(self._broker_connected())
 
     def _broker_connected(self) -> bool:
-        """Whether the consumer holds a live connection to any broker (kafka-python exposes no public call)."""
+        """Whether the consumer holds at least one live broker connection (its own connection-count metric)."""
         try:
-            client = self.consumer._client
-            return any(client.connected(b.nodeId) for b in client.cluster.brokers())
-        except Exception:
+            return self.consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0) > 0
+        except KafkaError:
             return False
 
     def _set_kafka_up(self, up: bool) -> None:
