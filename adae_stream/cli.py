@@ -11,7 +11,8 @@ from adae_stream import __version__
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("kafka").setLevel(logging.ERROR if level != "DEBUG" else logging.INFO)
+    # kafka-python logs every refused connection at ERROR; the pipeline logs connectivity once per retry itself
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.INFO)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -73,10 +73,11 @@ class _Rebalance(ConsumerRebalanceListener):
         self.pipeline._on_assigned(assigned)
 
 
-def ensure_topics(cfg: Config, bootstrap: str) -> None:
+def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000) -> None:
     """Create the input, output and dead-letter topics if missing (kafka.create_topics)."""
     k = cfg.kafka
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-admin", **kafka_security_kwargs(k))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-admin", bootstrap_timeout_ms=bootstrap_timeout_ms,
+                             **kafka_security_kwargs(k))
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in dict.fromkeys([k.input_topic, k.output_topic, k.dead_letter_topic]) if t not in existing]
@@ -154,21 +155,26 @@ class Pipeline:
             return 1
         return 0
 
-    def _client_common(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap, "client_id": self.k.client_id, **kafka_security_kwargs(self.k)}
+    def _client_common(self, bootstrap_timeout_ms: int = 30000) -> dict[str, Any]:
+        return {"bootstrap_servers": self.bootstrap, "client_id": self.k.client_id, "bootstrap_timeout_ms": bootstrap_timeout_ms,
+                **kafka_security_kwargs(self.k)}
 
     def _connect(self) -> bool:
+        """Build the clients, retrying with exponential backoff until kafka.connect_timeout_s."""
         deadline = time.monotonic() + self.k.connect_timeout_s
         delay = 0.5
         while not self._stop.is_set():
+            # each attempt may wait for the broker at most 3 s, so retries (and their log lines) keep coming
+            attempt_ms = int(1000 * max(0.5, min(3.0, deadline - time.monotonic())))
             try:
                 if self.k.create_topics:
-                    ensure_topics(self.cfg, self.bootstrap)
+                    ensure_topics(self.cfg, self.bootstrap, attempt_ms)
                 self.producer = KafkaProducer(
                     acks="all", linger_ms=self.k.linger_ms, batch_size=1024 * 1024, max_request_size=self._producer_max,
                     compression_type=self.k.compression_type, delivery_timeout_ms=int(self.k.delivery_timeout_s * 1000),
                     request_timeout_ms=min(30000, int(self.k.delivery_timeout_s * 1000) // 2), max_in_flight_requests_per_connection=1,
-                    **self._client_common(),
+                    max_block_ms=int(self.k.delivery_timeout_s * 1000),
+                    **self._client_common(attempt_ms),
                 )
                 self.consumer = KafkaConsumer(
                     group_id=self.k.group_id, enable_auto_commit=False, auto_offset_reset=self.k.auto_offset_reset,
@@ -177,7 +183,7 @@ class Pipeline:
                     max_partition_fetch_bytes=max(1024 * 1024, self.k.max_message_bytes + DLQ_OVERHEAD),
                     fetch_max_bytes=max(50 * 1024 * 1024, 2 * self.k.max_message_bytes),
                     isolation_level="read_committed" if self.cfg.delivery == "exactly_once" else "read_uncommitted",
-                    **self._client_common(),
+                    **self._client_common(attempt_ms),
                 )
                 self.consumer.subscribe([self.k.input_topic], listener=_Rebalance(self))
                 self._set_kafka_up(True)
@@ -288,7 +294,12 @@ class Pipeline:
         payload, headers = encode(req, result, self.info)
         rec = req.record
         tp = TopicPartition(rec.topic, rec.partition)
-        future = self.producer.send(self.k.output_topic, value=payload, key=rec.key, headers=headers, partition=self._out_partition(rec))
+        what = f"answer to request {req.id!r} ({rec.topic}-{rec.partition}@{rec.offset})"
+        try:
+            future = self.producer.send(self.k.output_topic, value=payload, key=rec.key, headers=headers, partition=self._out_partition(rec))
+        except Exception as exc:  # rejected before it left: invalid topic, record too large, metadata timeout
+            self._publish_failed(exc, what)
+            return
 
         def ok(_md, tp=tp, offset=rec.offset, ts=rec.timestamp):
             self.tracker.done(tp, offset)
@@ -296,7 +307,7 @@ class Pipeline:
             self.metrics.request_done("ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None)
 
         future.add_callback(ok)
-        future.add_errback(self._publish_failed, f"answer to request {req.id!r} ({rec.topic}-{rec.partition}@{rec.offset})")
+        future.add_errback(self._publish_failed, what)
 
     def _dead_letter(self, rec: RawRecord, reason: str, message: str) -> None:
         log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message)
@@ -308,7 +319,12 @@ class Pipeline:
             headers.append(("error-truncated-from", str(len(value)).encode()))
             value = value[: self._producer_max - DLQ_OVERHEAD]
         tp = TopicPartition(rec.topic, rec.partition)
-        future = self.producer.send(self.k.dead_letter_topic, value=value, key=rec.key, headers=headers)
+        what = f"dead-letter record for {rec.topic}-{rec.partition}@{rec.offset}"
+        try:
+            future = self.producer.send(self.k.dead_letter_topic, value=value, key=rec.key, headers=headers)
+        except Exception as exc:
+            self._publish_failed(exc, what)
+            return
 
         def ok(_md, tp=tp, offset=rec.offset):
             self.tracker.done(tp, offset)
@@ -316,10 +332,11 @@ class Pipeline:
             self.metrics.request_done("dead_letter", reason=reason)
 
         future.add_callback(ok)
-        future.add_errback(self._publish_failed, f"dead-letter record for {rec.topic}-{rec.partition}@{rec.offset}")
+        future.add_errback(self._publish_failed, what)
 
     def _publish_failed(self, exc: Exception, what: str) -> None:
-        # Runs on the producer's I/O thread. The record stays not-done, so its offset is never committed.
+        # Runs on the producer's I/O thread (or inline for send-time errors). The record stays not-done,
+        # so neither its offset nor any later one of its partition is ever committed.
         self._fatal = self._fatal or f"publishing the {what} failed: {exc!r}; its offset is not committed"
         log.error(self._fatal)
         self._stop.set()

@@ -1,0 +1,276 @@
+"""Faults against the real broker with the pipeline as a real process: nothing lost, duplicates bounded.
+
+Each test prints the figures it saw (kills, duplicates, recovery times): run with -s to read them.
+"""
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter, defaultdict
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from adae_stream.stream.broker import EmbeddedBroker, free_port
+from adae_stream.stream.codecs import decode_response
+from tests.kafka_helpers import collect, make_config
+from tests.process_helpers import PipelineProcess, Traffic
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+ASSIGNED = "partitions assigned"
+
+
+def answers_by_id(bootstrap: str, topic: str, expected_ids: set[str], timeout_s: float = 120.0) -> dict[str, list[bytes]]:
+    """Read the output topic until every expected id has an answer (or timeout); id -> list of bodies."""
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100)
+    got: dict[str, list[bytes]] = defaultdict(list)
+    deadline = time.monotonic() + timeout_s
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=200).values():
+                for r in recs:
+                    got[decode_response(r.value, r.headers)["id"]].append(r.value)
+            if expected_ids <= set(got):
+                quiet_until = quiet_until or time.monotonic() + 2.0  # pick up late duplicates too
+                if time.monotonic() > quiet_until:
+                    break
+    finally:
+        c.close()
+    return got
+
+
+def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path, tmp_path):
+    """5 SIGKILLs at random points while traffic flows; every request answered, duplicates bounded."""
+    max_poll = 50
+    # one bucket size: a redelivered request scores bit-identically whatever batch it lands in
+    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"max_poll_records": max_poll},
+                      batching={"max_batch_size": 64, "bucket_sizes": [64]})
+    rng = random.Random(7)
+    proc = PipelineProcess(cfg, tmp_path, "crash")
+    traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=25)
+    traffic.start()
+    recovery = []
+    try:
+        for kill in range(5):
+            t0 = time.monotonic()
+            proc.start()
+            assert proc.wait_log(ASSIGNED, timeout_s=90), proc.text()[-3000:]
+            recovery.append(time.monotonic() - t0)
+            time.sleep(rng.uniform(0.5, 3.0))
+            proc.signal(signal.SIGKILL)
+            assert proc.wait(30) == -signal.SIGKILL
+        ids = traffic.stop()
+        t0 = time.monotonic()
+        proc.start()
+        assert proc.wait_log(ASSIGNED, timeout_s=90)
+        recovery.append(time.monotonic() - t0)
+        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids))
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        traffic.stop() if traffic.is_alive() else None
+        proc.cleanup()
+    missing = set(ids) - set(got)
+    duplicates = sum(len(v) - 1 for v in got.values())
+    print(f"\n[crash] requests={len(ids)} kills=5 missing={len(missing)} duplicates={duplicates} "
+          f"restart-to-assignment s={[round(r, 1) for r in recovery]}")
+    assert not missing
+    assert all(len(set(bodies)) == 1 for bodies in got.values()), "answers for one id differ"
+    assert duplicates <= 5 * max_poll * cfg.kafka.partitions  # at most what one process can have in flight per kill
+
+
+def test_rebalance_kill_one_then_join_third(broker, digits_setup, digits_detector_path, tmp_path):
+    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"partitions": 4})
+    a, b, c = (PipelineProcess(cfg, tmp_path, n) for n in ("a", "b", "c"))
+    traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=20)
+    try:
+        a.start()
+        b.start()
+        assert a.wait_log(ASSIGNED, timeout_s=90) and b.wait_log(ASSIGNED, timeout_s=90)
+        traffic.start()
+        time.sleep(4)
+        b.signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        b.wait(30)
+        n_before = a.text().count(ASSIGNED)
+        assert a.wait_log(ASSIGNED, count=n_before + 1, timeout_s=60), "survivor never took over"
+        takeover_s = time.monotonic() - t_kill
+        assert "in-4" not in a.text()  # sanity: 4 partitions are 0..3
+        t_join = time.monotonic()
+        after_join_first = len(traffic.ids)
+        c.start()
+        assert c.wait_log(ASSIGNED, timeout_s=90)
+        join_s = time.monotonic() - t_join
+        time.sleep(4)
+        ids = traffic.stop()
+        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids))
+        for p in (a, c):
+            p.signal(signal.SIGTERM)
+        assert a.wait(60) == 0 and c.wait(60) == 0
+    finally:
+        traffic.stop() if traffic.is_alive() else None
+        for p in (a, b, c):
+            p.cleanup()
+    missing = set(ids) - set(got)
+    dup_ids = {k for k, v in got.items() if len(v) > 1}
+    print(f"\n[rebalance] requests={len(ids)} missing={len(missing)} duplicated ids={len(dup_ids)} "
+          f"takeover s={takeover_s:.1f} third-join s={join_s:.1f}")
+    assert not missing
+    # the graceful rebalance when the third joins duplicates nothing: revoked work is drained and committed first
+    assert not (dup_ids & set(ids[after_join_first:]))
+    c_parts = c.text().split(ASSIGNED, 1)[1].split("\n", 1)[0]
+    assert cfg.kafka.input_topic in c_parts  # the third really got partitions
+
+
+def test_sigterm_drains_commits_and_restart_has_no_duplicates(broker, digits_setup, digits_detector_path, tmp_path):
+    cfg = make_config(broker.bootstrap, digits_detector_path)
+    proc = PipelineProcess(cfg, tmp_path, "term")
+    traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=40)
+    try:
+        proc.start()
+        assert proc.wait_log(ASSIGNED, timeout_s=90)
+        traffic.start()
+        time.sleep(5)
+        t0 = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        rc = proc.wait(30)
+        stop_s = time.monotonic() - t0
+        assert rc == 0, proc.text()[-2000:]
+        assert "received SIGTERM" in proc.text()
+        time.sleep(1)
+        ids = traffic.stop()
+        proc.start()
+        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids))
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        traffic.stop() if traffic.is_alive() else None
+        proc.cleanup()
+    duplicates = sum(len(v) - 1 for v in got.values())
+    print(f"\n[sigterm] requests={len(ids)} stop took {stop_s:.2f}s duplicates={duplicates}")
+    assert set(got) == set(ids)
+    assert duplicates == 0
+    assert stop_s < 15
+
+
+def test_broker_down_at_start_gives_up_cleanly(digits_detector_path, tmp_path):
+    cfg = make_config(f"127.0.0.1:{free_port()}", digits_detector_path, kafka={"connect_timeout_s": 12})
+    proc = PipelineProcess(cfg, tmp_path, "nobroker").start()
+    try:
+        assert proc.wait_log("not reachable", timeout_s=60)
+        cpu0, t0 = proc.cpu_seconds(), time.monotonic()
+        time.sleep(3)
+        cpu_share = (proc.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        rc = proc.wait(60)
+    finally:
+        proc.cleanup()
+    text = proc.text()
+    print(f"\n[broker down at start] retry CPU share {cpu_share:.3f}, exit code {rc}")
+    assert rc != 0
+    assert "unreachable for 12s" in text and "kafka.connect_timeout_s" in text
+    assert text.count("retrying in") >= 2  # backoff retries, logged
+    assert cpu_share < 0.3  # backing off, not spinning
+
+
+def test_broker_arrives_late_and_pipeline_resumes(digits_setup, digits_detector_path, tmp_path):
+    port = free_port()
+    cfg = make_config(f"127.0.0.1:{port}", digits_detector_path, kafka={"connect_timeout_s": 120})
+    proc = PipelineProcess(cfg, tmp_path, "late").start()
+    broker = None
+    try:
+        assert proc.wait_log("not reachable", timeout_s=60)
+        time.sleep(2)
+        broker = EmbeddedBroker(port=port).start()
+        t0 = time.monotonic()
+        assert proc.wait_log(ASSIGNED, timeout_s=90), proc.text()[-2000:]
+        resume_s = time.monotonic() - t0
+        traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=20)
+        traffic.start()
+        time.sleep(2)
+        ids = traffic.stop()
+        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids), timeout_s=60)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        proc.cleanup()
+        broker and broker.stop()
+    print(f"\n[broker late] resumed {resume_s:.1f}s after the broker came up")
+    assert set(got) == set(ids)
+
+
+def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_path):
+    """The broker dies (and, memory-only, comes back empty): kafka_up drops, no spinning, work resumes."""
+    import urllib.request
+
+    port, metrics_port = free_port(), free_port()
+    broker = EmbeddedBroker(port=port).start()
+    cfg = make_config(broker.bootstrap, digits_detector_path, metrics={"enabled": True, "port": metrics_port})
+    proc = PipelineProcess(cfg, tmp_path, "lost").start()
+
+    def kafka_up() -> str:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        return [line for line in body.splitlines() if line.startswith("adae_kafka_up ")][0].split()[1]
+
+    try:
+        assert proc.wait_log(ASSIGNED, timeout_s=90)
+        first = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=20, prefix="before")
+        first.start()
+        time.sleep(2)
+        ids1 = first.stop()
+        assert set(answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids1), timeout_s=60)) == set(ids1)
+        broker.stop()
+        time.sleep(3)
+        cpu0, t0 = proc.cpu_seconds(), time.monotonic()
+        time.sleep(3)
+        cpu_share = (proc.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        assert kafka_up() == "0.0"
+        assert proc.proc.poll() is None
+        broker = EmbeddedBroker(port=port).start()  # memory-only: comes back empty, topics re-created
+        t_back = time.monotonic()
+        deadline = time.monotonic() + 60
+        while kafka_up() != "1.0" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        reconnect_s = time.monotonic() - t_back
+        second = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=20, prefix="after")
+        second.start()
+        time.sleep(3)
+        ids2 = second.stop()
+        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids2), timeout_s=90)
+        proc.signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    finally:
+        proc.cleanup()
+        broker.stop()
+    print(f"\n[broker lost] CPU share while down {cpu_share:.3f}; kafka_up back after {reconnect_s:.1f}s; "
+          f"answered after return {len(set(got) & set(ids2))}/{len(ids2)}")
+    assert cpu_share < 0.3
+    assert set(ids2) <= set(got)
+    assert rc == 0
+
+
+def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_path, tmp_path):
+    """Answers that cannot be published: clear error, exit 1, and no offset committed for those records."""
+    from tests.kafka_helpers import produce_requests
+
+    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"output_topic": "bad topic name!", "create_topics": False})
+    from adae_stream.stream.app import ensure_topics
+    from dataclasses import replace
+
+    ensure_topics(replace(cfg, kafka=replace(cfg.kafka, output_topic=cfg.kafka.input_topic)), broker.bootstrap)
+    sent = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
+    proc = PipelineProcess(cfg, tmp_path, "badout").start()
+    try:
+        rc = proc.wait(120)
+    finally:
+        proc.cleanup()
+    text = proc.text()
+    assert rc == 1, text[-2000:]
+    assert "publishing the answer to request" in text and "its offset is not committed" in text
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
+    committed = {p: c.committed(TopicPartition(cfg.kafka.input_topic, p)) for p in range(cfg.kafka.partitions)}
+    c.close()
+    assert all(v in (None, 0) for v in committed.values()), committed
+    assert len(sent) == 10
