@@ -8,12 +8,13 @@ Revocation and stop: stop polling, score what is pending, flush, commit, close.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any, Protocol
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -62,15 +63,40 @@ class PipelineError(RuntimeError):
     """A fatal pipeline condition (broker unreachable past the deadline, publish failure)."""
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Rebalance hooks, run by kafka-python 3 on its I/O loop (where blocking client calls are forbidden).
+
+    Revocation is handled right here: during a rebalance the pipeline thread is parked inside
+    ``consumer.poll()`` (which waits for the join to finish), so finishing in-flight work from this loop
+    touches nothing concurrently; the commit is awaited with the non-blocking ``commit_async``, and the
+    group only moves our partitions once it is done. Assignment is queued: the pipeline thread seeks the
+    new partitions to their committed offsets (blocking calls) before it ingests anything else.
+    """
+
     def __init__(self, pipeline: "Pipeline") -> None:
         self.pipeline = pipeline
 
-    def on_partitions_revoked(self, revoked):
-        self.pipeline._on_revoked(revoked)
+    async def on_partitions_revoked(self, revoked):
+        p = self.pipeline
+        if p._closing or not revoked:
+            return
+        log.info("partitions revoked: %s; finishing in-flight work first", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
+        try:
+            offsets = p._finish_in_flight()
+            if offsets:
+                await p.consumer.commit_async({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+                p.tracker.mark_committed(offsets)
+        except Exception as exc:
+            log.error("could not commit in-flight work before revocation: %s (its new owner redoes it)", exc)
+        p._forget(revoked)
 
-    def on_partitions_assigned(self, assigned):
-        self.pipeline._on_assigned(assigned)
+    async def on_partitions_assigned(self, assigned):
+        self.pipeline._assignments.put(set(assigned))
+
+    async def on_partitions_lost(self, lost):
+        log.warning("partitions lost (evicted from the group): %s; uncommitted work will be redone by their new owner",
+                    sorted(f"{tp.topic}-{tp.partition}" for tp in lost))
+        self.pipeline._forget(lost)
 
 
 def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000) -> None:
@@ -106,6 +132,8 @@ class Pipeline:
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self._stop = threading.Event()
+        self._closing = False
+        self._assignments: queue.SimpleQueue = queue.SimpleQueue()
         self._fatal: str | None = None
         self._assigned: set = set()
         self._last_commit = 0.0
@@ -140,7 +168,10 @@ class Pipeline:
             while not self._stop.is_set() and self._fatal is None:
                 self.last_loop = time.monotonic()
                 polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
+                repositioned = self._apply_assignments()
                 for tp, records in polled.items():
+                    if tp in repositioned:
+                        continue  # fetched before the seek: they come again from the committed offset
                     for rec in records:
                         self._ingest(tp, rec)
                 self._score(force=False)
@@ -204,6 +235,7 @@ class Pipeline:
         return False
 
     def _shutdown(self) -> None:
+        self._closing = True  # close() may revoke: the drain below already did that work
         try:
             if self.consumer is not None and self.producer is not None:
                 self._drain()
@@ -229,25 +261,54 @@ class Pipeline:
             self.producer = None
 
     def _drain(self) -> None:
-        """Score everything pending, wait for every answer's ack, commit: used at revocation and stop."""
-        self._score(force=True)
-        self.producer.flush(timeout=self.k.delivery_timeout_s)
+        """Score everything pending, wait for every answer's ack, commit: used at stop."""
+        self._finish_in_flight()
         self._commit(force=True)
 
     # ------------------------------------------------------------------ rebalance
-    def _on_revoked(self, revoked) -> None:
-        log.info("partitions revoked: %s; finishing in-flight work first", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
-        try:
-            self._drain()
-        except Exception as exc:
-            log.error("could not finish in-flight work before revocation: %s (the next owner will redo it)", exc)
-        self.tracker.remove(revoked)
-        self._assigned -= set(revoked)
-        for tp in revoked:
+    def _finish_in_flight(self) -> dict:
+        """Score what is pending, wait for every answer's ack; return the offsets now safe to commit."""
+        self._score(force=True)
+        self.producer.flush(timeout=self.k.delivery_timeout_s)
+        return {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
+
+    def _forget(self, partitions) -> None:
+        self.tracker.remove(partitions)
+        self._assigned -= set(partitions)
+        for tp in partitions:
             self.metrics.set_lag(tp.topic, tp.partition, None)
 
+    def _apply_assignments(self) -> set:
+        """Handle queued assignments; returns the partitions that were repositioned."""
+        repositioned: set = set()
+        while True:
+            try:
+                assigned = self._assignments.get_nowait()
+            except queue.Empty:
+                return repositioned
+            self._on_assigned(assigned)
+            repositioned |= assigned
+
     def _on_assigned(self, assigned) -> None:
-        self.tracker.remove(assigned)  # fresh state: positions come from the committed offsets
+        """Resume every assigned partition from its committed offset (or the reset policy when none).
+
+        kafka-python keeps its in-memory fetch position for partitions that stay assigned across a
+        rebalance; if the broker's log was truncated or re-created meanwhile, that position would skip
+        records. Seeking to the committed offset is the at-least-once contract, whatever happened.
+        """
+        self.tracker.remove(assigned)
+        for tp in assigned:
+            try:
+                committed = self.consumer.committed(tp, timeout_ms=int(self.k.delivery_timeout_s * 1000))
+            except KafkaError as exc:
+                log.warning("could not read the committed offset of %s-%d (%s); keeping the client's position", tp.topic, tp.partition, exc)
+                continue
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.k.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
         self._assigned |= set(assigned)
         log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
 
@@ -298,7 +359,7 @@ class Pipeline:
         try:
             future = self.producer.send(self.k.output_topic, value=payload, key=rec.key, headers=headers, partition=self._out_partition(rec))
         except Exception as exc:  # rejected before it left: invalid topic, record too large, metadata timeout
-            self._publish_failed(exc, what)
+            self._publish_failed(what, exc)
             return
 
         def ok(_md, tp=tp, offset=rec.offset, ts=rec.timestamp):
@@ -323,7 +384,7 @@ class Pipeline:
         try:
             future = self.producer.send(self.k.dead_letter_topic, value=value, key=rec.key, headers=headers)
         except Exception as exc:
-            self._publish_failed(exc, what)
+            self._publish_failed(what, exc)
             return
 
         def ok(_md, tp=tp, offset=rec.offset):
@@ -334,11 +395,15 @@ class Pipeline:
         future.add_callback(ok)
         future.add_errback(self._publish_failed, what)
 
-    def _publish_failed(self, exc: Exception, what: str) -> None:
-        # Runs on the producer's I/O thread (or inline for send-time errors). The record stays not-done,
-        # so neither its offset nor any later one of its partition is ever committed.
-        self._fatal = self._fatal or f"publishing the {what} failed: {exc!r}; its offset is not committed"
-        log.error(self._fatal)
+    def _publish_failed(self, what: str, exc: Exception) -> None:
+        # kafka-python calls errbacks as f(*args, exception); runs on the producer's I/O thread (or inline
+        # for send-time errors). The record stays not-done, so neither its offset nor any later one of its
+        # partition is ever committed. The first failure is fatal and logged; the rest follow from it.
+        if self._fatal is None:
+            self._fatal = f"publishing the {what} failed: {exc!r}; its offset is not committed"
+            log.error(self._fatal)
+        else:
+            log.debug("also failed: %s: %r", what, exc)
         self._stop.set()
 
     def _out_partition(self, rec: RawRecord) -> int | None:
@@ -358,11 +423,12 @@ class Pipeline:
         if not offsets:
             return
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+                                 timeout_ms=int(self.k.delivery_timeout_s * 1000))
             self.tracker.mark_committed(offsets)
         except CommitFailedError as exc:
             log.warning("offset commit rejected (group rebalanced): %s; those records will be redelivered", exc)
-        except KafkaError as exc:
+        except KafkaError as exc:  # includes the commit timeout; the same offsets are retried next time
             log.warning("offset commit failed: %s; will retry", exc)
 
     def _housekeeping(self) -> None:
