@@ -98,7 +98,6 @@ def test_rebalance_kill_one_then_join_third(broker, digits_setup, digits_detecto
         n_before = a.text().count(ASSIGNED)
         assert a.wait_log(ASSIGNED, count=n_before + 1, timeout_s=60), "survivor never took over"
         takeover_s = time.monotonic() - t_kill
-        assert "in-4" not in a.text()  # sanity: 4 partitions are 0..3
         t_join = time.monotonic()
         after_join_first = len(traffic.ids)
         c.start()
