@@ -23,7 +23,7 @@ def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
     kafka.update(sections.pop("kafka", {}))
     overrides = {"kafka": kafka, "detector": {"path": str(detector_path)}, "metrics": {"enabled": False}}
     for k, v in sections.items():
-        overrides[k] = {**overrides.get(k, {}), **v}
+        overrides[k] = {**overrides.get(k, {}), **v} if isinstance(v, dict) else v
     return load_config(None, environ={}, overrides=overrides)
 
 

@@ -8,7 +8,9 @@ Revocation and stop: stop polling, score what is pending, flush, commit, close.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from typing import Any, Protocol
@@ -83,7 +85,9 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         log.info("partitions revoked: %s; finishing in-flight work first", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
         try:
             offsets = p._finish_in_flight()
-            if offsets:
+            if p.exactly_once:
+                p._commit_transaction()  # blocks only on the producer's own I/O thread
+            elif offsets:
                 await p.consumer.commit_async({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
                 p.tracker.mark_committed(offsets)
         except Exception as exc:
@@ -146,7 +150,9 @@ class Pipeline:
         if config.detector.return_all_predictions:
             self._fields += ["no_defense", "defense"]
         self._producer_max = max(2 * self.k.max_message_bytes + DLQ_OVERHEAD, 1024 * 1024)
-        self.stats = {"ok": 0, "dead_letter": 0, "batches": 0, "instances": 0}
+        self.stats = {"ok": 0, "dead_letter": 0, "batches": 0, "instances": 0, "transactions": 0}
+        self.exactly_once = config.delivery == "exactly_once"
+        self._in_txn = False
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -190,6 +196,14 @@ class Pipeline:
         return {"bootstrap_servers": self.bootstrap, "client_id": self.k.client_id, "bootstrap_timeout_ms": bootstrap_timeout_ms,
                 **kafka_security_kwargs(self.k)}
 
+    def _transactional_kwargs(self) -> dict[str, Any]:
+        """exactly_once: a transactional producer. The id is unique per process; zombie fencing comes from
+        the consumer group metadata sent with the offsets (KIP-447), not from a static id."""
+        if not self.exactly_once:
+            return {}
+        tid = f"{self.k.client_id}-{self.k.group_id}-{socket.gethostname()}-{os.getpid()}"
+        return {"transactional_id": tid, "enable_idempotence": True}
+
     def _connect(self) -> bool:
         """Build the clients, retrying with exponential backoff until kafka.connect_timeout_s."""
         deadline = time.monotonic() + self.k.connect_timeout_s
@@ -205,8 +219,11 @@ class Pipeline:
                     compression_type=self.k.compression_type, delivery_timeout_ms=int(self.k.delivery_timeout_s * 1000),
                     request_timeout_ms=min(30000, int(self.k.delivery_timeout_s * 1000) // 2), max_in_flight_requests_per_connection=1,
                     max_block_ms=int(self.k.delivery_timeout_s * 1000),
+                    **self._transactional_kwargs(),
                     **self._client_common(attempt_ms),
                 )
+                if self.exactly_once:
+                    self.producer.init_transactions()
                 self.consumer = KafkaConsumer(
                     group_id=self.k.group_id, enable_auto_commit=False, auto_offset_reset=self.k.auto_offset_reset,
                     session_timeout_ms=self.k.session_timeout_ms, heartbeat_interval_ms=self.k.heartbeat_interval_ms,
@@ -357,6 +374,7 @@ class Pipeline:
         tp = TopicPartition(rec.topic, rec.partition)
         what = f"answer to request {req.id!r} ({rec.topic}-{rec.partition}@{rec.offset})"
         try:
+            self._begin_transaction()
             future = self.producer.send(self.k.output_topic, value=payload, key=rec.key, headers=headers, partition=self._out_partition(rec))
         except Exception as exc:  # rejected before it left: invalid topic, record too large, metadata timeout
             self._publish_failed(what, exc)
@@ -382,6 +400,7 @@ class Pipeline:
         tp = TopicPartition(rec.topic, rec.partition)
         what = f"dead-letter record for {rec.topic}-{rec.partition}@{rec.offset}"
         try:
+            self._begin_transaction()
             future = self.producer.send(self.k.dead_letter_topic, value=value, key=rec.key, headers=headers)
         except Exception as exc:
             self._publish_failed(what, exc)
@@ -419,6 +438,9 @@ class Pipeline:
         if not force and now - self._last_commit < self.k.commit_interval_ms / 1000.0:
             return
         self._last_commit = now
+        if self.exactly_once:
+            self._commit_transaction()
+            return
         offsets = {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
         if not offsets:
             return
@@ -430,6 +452,33 @@ class Pipeline:
             log.warning("offset commit rejected (group rebalanced): %s; those records will be redelivered", exc)
         except KafkaError as exc:  # includes the commit timeout; the same offsets are retried next time
             log.warning("offset commit failed: %s; will retry", exc)
+
+    def _begin_transaction(self) -> None:
+        if self.exactly_once and not self._in_txn:
+            self.producer.begin_transaction()
+            self._in_txn = True
+
+    def _commit_transaction(self) -> None:
+        """Commit the open transaction: its answers and the input offsets they cover, atomically."""
+        if not self._in_txn:
+            return
+        self.producer.flush(timeout=self.k.delivery_timeout_s)
+        offsets = {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+                                                          self.consumer.group_metadata())
+            self.producer.commit_transaction()
+        except KafkaError as exc:
+            try:
+                self.producer.abort_transaction()
+            except KafkaError:
+                pass
+            raise PipelineError(f"transaction failed and was aborted: {exc!r}; a restart resumes from the last committed offsets") from exc
+        finally:
+            self._in_txn = False
+        self.tracker.mark_committed(offsets)
+        self.stats["transactions"] += 1
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
