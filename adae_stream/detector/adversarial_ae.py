@@ -113,7 +113,9 @@ class AdversarialAE:
         """The scorer the streaming pipeline calls: thresholded, numpy in and out."""
         if self.threshold is None:
             raise ThresholdNotSetError("the detector has no threshold: run infer_threshold before saving it for streaming")
-        return ThresholdedScorer(self.scorer(bucket_sizes, jit_compile), self.threshold, self.input_shape, self.n_classes,
+        # its own FusedScorer (never the cached one): the stream's thread and API callers stay independent
+        fused = self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
+        return ThresholdedScorer(fused, self.threshold, self.input_shape, self.n_classes,
                                  self.meta["version"], self.reference_scores)
 
     def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
@@ -227,7 +229,7 @@ class AdversarialAE:
     # ------------------------------------------------------------------ scoring
     def score(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_predictions: bool = False):
         """Adversarial score KL(M(x)||M(AE(x))) (+ weighted hidden-layer KLs); optionally with (p, q)."""
-        out = self.scorer()(X, None, batch_size)
+        out = self.scorer()(X, None, batch_size, with_probs=return_predictions)
         if return_predictions:
             return out["instance_score"], out["p"], out["q"]
         return out["instance_score"]

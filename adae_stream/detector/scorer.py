@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 import logging
-from typing import Sequence
+import threading
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +30,6 @@ class _BucketTracesAreIntended(logging.Filter):
 tf.get_logger().addFilter(_BucketTracesAreIntended())
 
 DEFAULT_BUCKETS: tuple[int, ...] = (1, 8, 32, 128, 256, 1024)
-OUTPUT_KEYS = ("instance_score", "p", "q", "is_adversarial", "corrected", "no_defense", "defense")
 
 
 class FusedScorer:
@@ -52,68 +52,97 @@ class FusedScorer:
         weights = [float(w) for w in (w_model_hl if w_model_hl is not None else [1.0] * len(hl))]
         temperature = float(temperature)
 
-        def graph(x: tf.Tensor, threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+        def graph(x: tf.Tensor, threshold: tf.Tensor, with_probs: bool):
             x_recon = ae(x, training=False)
             p = temperature_scale(model(x, training=False), temperature)
             q = model(x_recon, training=False)
             score = kld(p, q)
             for m, w in zip(hl, weights):
                 score += tf.constant(w, score.dtype) * kld(m(x, training=False), m(x_recon, training=False))
-            flags = score > tf.cast(threshold, score.dtype)
-            no_defense = tf.argmax(p, axis=-1)
-            defense = tf.argmax(q, axis=-1)
-            return {
-                "instance_score": score,
-                "p": p,
-                "q": q,
-                "is_adversarial": flags,
-                "corrected": tf.where(flags, defense, no_defense),
-                "no_defense": no_defense,
-                "defense": defense,
-            }
+            flags = score > tf.cast(threshold.read_value(), score.dtype)
+            no_defense = tf.argmax(p, axis=-1, output_type=tf.int32)
+            defense = tf.argmax(q, axis=-1, output_type=tf.int32)
+            corrected = tf.where(flags, defense, no_defense)
+            # one packed (n, 5) float32 result: a single device-to-host copy per batch (labels < 2**24 are exact)
+            packed = tf.stack([tf.cast(score, tf.float32), tf.cast(flags, tf.float32), tf.cast(corrected, tf.float32),
+                               tf.cast(no_defense, tf.float32), tf.cast(defense, tf.float32)], axis=1)
+            return (packed, p, q) if with_probs else packed
 
-        # One tf.function per bucket: each is traced exactly once, for its one fixed shape.
-        self._fns = {size: tf.function(graph, jit_compile=jit_compile) for size in self.bucket_sizes}
+        self._graph = graph
+        self._jit = jit_compile
+        # The threshold lives in a variable read by the graph: calls pass only x, and a new threshold
+        # is an assignment, not a retrace.
+        self._threshold_var = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
+        self._threshold_value = np.inf
+        self._lock = threading.Lock()  # threshold assignment + graph call must not interleave across threads
+        # One concrete function per (bucket, with_probs): traced exactly once for its fixed shape, and
+        # called directly (no per-call signature matching).
+        self._fns: dict[tuple[int, bool], Callable] = {}
+
+    def _fn(self, size: int, with_probs: bool, feature_shape: tuple[int, ...]) -> Callable:
+        key = (size, with_probs)
+        if key not in self._fns:
+            graph, thr = self._graph, self._threshold_var
+            fn = tf.function(lambda x: graph(x, thr, with_probs), jit_compile=self._jit)
+            self._fns[key] = fn.get_concrete_function(tf.TensorSpec((size, *feature_shape), tf.float32))
+        return self._fns[key]
+
+    def _set_threshold(self, threshold: float | None) -> None:
+        value = np.inf if threshold is None else float(threshold)
+        if value != self._threshold_value:
+            self._threshold_var.assign(value)
+            self._threshold_value = value
 
     def bucket_for(self, n: int) -> int:
         """Smallest bucket holding n instances (n must not exceed the largest bucket)."""
         return self.bucket_sizes[bisect.bisect_left(self.bucket_sizes, n)]
 
-    def __call__(self, x: np.ndarray, threshold: float | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """Score x (n, *input_shape) in chunks of at most min(batch_size, largest bucket)."""
+    def __call__(self, x: np.ndarray, threshold: float | None = None, batch_size: int | None = None,
+                 with_probs: bool = False) -> dict[str, np.ndarray]:
+        """Score x (n, *input_shape) in chunks of at most min(batch_size, largest bucket).
+
+        Returns instance_score, is_adversarial, corrected, no_defense, defense (and p, q with_probs).
+        """
         x = np.asarray(x, dtype=np.float32)
         n = x.shape[0]
+        if n == 0:
+            x = np.zeros((1, *x.shape[1:]), np.float32)
         chunk = self.bucket_sizes[-1] if batch_size is None else max(1, min(int(batch_size), self.bucket_sizes[-1]))
-        thr = tf.constant(np.inf if threshold is None else float(threshold), tf.float32)
-        parts: list[dict[str, np.ndarray]] = []
-        for start in range(0, n, chunk):
-            xb = x[start : start + chunk]
-            m = xb.shape[0]
-            size = self.bucket_for(m)
-            if size != m:
-                xb = np.concatenate([xb, np.zeros((size - m,) + xb.shape[1:], dtype=np.float32)])
-            out = self._fns[size](tf.convert_to_tensor(xb), thr)
-            parts.append({k: v.numpy()[:m] for k, v in out.items()})
-        if not parts:
-            return self._empty(x.shape[1:])
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts]) for k in OUTPUT_KEYS}
+        feature_shape = tuple(x.shape[1:])
+        packed_parts, p_parts, q_parts = [], [], []
+        with self._lock:
+            self._set_threshold(threshold)
+            for start in range(0, len(x), chunk):
+                xb = x[start : start + chunk]
+                m = xb.shape[0]
+                size = self.bucket_for(m)
+                if size != m:
+                    xb = np.concatenate([xb, np.zeros((size - m,) + xb.shape[1:], dtype=np.float32)])
+                out = self._fn(size, with_probs, feature_shape)(tf.convert_to_tensor(xb))
+                if with_probs:
+                    out, p, q = out
+                    p_parts.append(p.numpy()[:m])
+                    q_parts.append(q.numpy()[:m])
+                packed_parts.append(out.numpy()[:m])
+        packed = (packed_parts[0] if len(packed_parts) == 1 else np.concatenate(packed_parts))[:n]
+        result = {
+            "instance_score": np.ascontiguousarray(packed[:, 0]),
+            "is_adversarial": packed[:, 1] > 0.5,
+            "corrected": packed[:, 2].astype(np.int64),
+            "no_defense": packed[:, 3].astype(np.int64),
+            "defense": packed[:, 4].astype(np.int64),
+        }
+        if with_probs:
+            result["p"] = (p_parts[0] if len(p_parts) == 1 else np.concatenate(p_parts))[:n]
+            result["q"] = (q_parts[0] if len(q_parts) == 1 else np.concatenate(q_parts))[:n]
+        return result
 
     def warmup(self, input_shape: Sequence[int], up_to: int | None = None) -> None:
         """Trace every bucket (up to ``up_to`` instances) now, so the first live batch pays no tracing."""
         for size in self.bucket_sizes:
             if up_to is not None and size > self.bucket_for(min(up_to, self.bucket_sizes[-1])):
                 break
-            self._fns[size](tf.zeros((size, *input_shape), tf.float32), tf.constant(np.inf, tf.float32))
-
-    def _empty(self, feature_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-        size = self.bucket_sizes[0]
-        out = self._fns[size](tf.zeros((size, *feature_shape), tf.float32), tf.constant(np.inf, tf.float32))
-        return {k: v.numpy()[:0] for k, v in out.items()}
-
-
-RESULT_KEYS = ("instance_score", "is_adversarial", "corrected", "no_defense", "defense")
+            self._fn(size, False, tuple(input_shape))(tf.zeros((size, *input_shape), tf.float32))
 
 
 class ThresholdedScorer:
@@ -129,8 +158,7 @@ class ThresholdedScorer:
         self.reference_scores = reference_scores
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.fused(x, self.threshold)
-        return {k: out[k] for k in RESULT_KEYS}
+        return self.fused(x, self.threshold)
 
     def warmup(self, up_to: int | None = None) -> None:
         self.fused.warmup(self.input_shape, up_to)

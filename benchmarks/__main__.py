@@ -1,0 +1,101 @@
+"""Run the whole benchmark suite and print every figure with the ratios asked for in one run.
+
+    python -m benchmarks            # full (a few minutes on 2 cores)
+    python -m benchmarks --quick    # smaller counts
+    python -m benchmarks --soak 600 # RSS over a 10-minute soak (tabular JSON at a steady rate)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--soak", type=float, default=0.0, help="also run an RSS soak for this many seconds")
+    ap.add_argument("--json", help="write all figures to this file")
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+
+    from adae_stream import save_detector
+    from adae_stream.stream.broker import EmbeddedBroker
+    from benchmarks import compute, e2e
+    from benchmarks.models import cifar, tabular
+
+    print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, TF {tf.__version__}, "
+          f"devices {[d.name for d in tf.config.list_logical_devices()]}")
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}
+    models = {"tabular": tabular(), "cifar": cifar()}
+
+    print("\n(1)(2)(3) compute floor, reference way, correct() [instances/s]")
+    results["compute"] = compute.run_compute(models, batches=(1, 32, 256) if args.quick else (1, 32, 256, 1024), min_time_s=0.6 if args.quick else 1.5)
+    floor = {(r["model"], r["batch"]): r["floor"] for r in results["compute"]}
+
+    tmp = tempfile.mkdtemp(prefix="adae-bench-")
+    paths = {name: str(save_detector(det, f"{tmp}/{name}")) for name, (det, _) in models.items()}
+    n_tab = 600 if args.quick else 2000
+    n_cif = 60 if args.quick else 200
+    with EmbeddedBroker() as broker:
+        print("\n(4) end to end through the embedded broker")
+        tab_det, tab_x = models["tabular"]
+        cif_det, cif_x = models["cifar"]
+        e = [
+            ("tabular", "v2", e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "v2", 64, n_tab)),
+            ("tabular", "npy", e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "npy", 64, n_tab)),
+            ("cifar", "npy", e2e.end_to_end(broker.bootstrap, cif_det, paths["cifar"], cif_x, "npy", 32, n_cif)),
+            ("cifar", "v2", e2e.end_to_end(broker.bootstrap, cif_det, paths["cifar"], cif_x, "v2", 32, n_cif // 2)),
+        ]
+        results["e2e"] = []
+        for model, fmt, r in e:
+            r["model"] = model
+            r["e2e/floor@256"] = r["inst_per_s"] / floor[(model, 256)]
+            results["e2e"].append(r)
+            print(f"  {model:8s} {fmt:4s}: {r['inst_per_s']:10.0f} instances/s ({r['MB_per_s']:.1f} MB/s in, {r['answered']}/{r['requests']} answered, "
+                  f"{r['batches']} batches)  e2e/floor(batch 256) {r['e2e/floor@256']:.2f}")
+
+        print("\n(5) Kafka client alone (produce + consume the same records, no scoring)")
+        results["kafka_alone"] = []
+        for model, fmt, per, n in [("tabular", "v2", 64, n_tab), ("tabular", "npy", 64, n_tab), ("cifar", "npy", 32, n_cif)]:
+            x = models[model][1]
+            r = e2e.kafka_alone(broker.bootstrap, x, fmt, per, n)
+            r["model"] = model
+            mine = next(x for x in results["e2e"] if x["model"] == model and x["format"] == fmt)
+            r["e2e/kafka"] = mine["inst_per_s"] / r["instances_per_s"]
+            results["kafka_alone"].append(r)
+            print(f"  {model:8s} {fmt:4s}: {r['instances_per_s']:10.0f} instances/s  e2e/kafka {r['e2e/kafka']:.2f}")
+
+        print("\nadded latency at half the saturating load (tabular npy, 64 instances per request)")
+        sat = next(x for x in results["e2e"] if x["model"] == "tabular" and x["format"] == "npy")["inst_per_s"]
+        rate = max(10.0, 0.5 * sat / 64)
+        r = e2e.latency(broker.bootstrap, tab_det, paths["tabular"], tab_x, 64, rate, 5 if args.quick else 15)
+        results["latency"] = r
+        print(f"  offered {rate:.0f} req/s ({rate * 64:.0f} instances/s): pipeline p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms; "
+              f"pass-through p50 {r['passthrough_p50_ms']:.1f} ms p99 {r['passthrough_p99_ms']:.1f} ms; "
+              f"added p50 {r['added_p50_ms']:.1f} ms p99 {r['added_p99_ms']:.1f} ms "
+              f"(target added p99 <= {r['max_batch_delay_ms']:.0f} ms + 2 x {r['batch_compute_ms']:.2f} ms = {r['target_added_p99_ms']:.1f} ms)")
+
+        if args.soak:
+            from benchmarks.soak import soak
+
+            print(f"\nsoak: {args.soak:.0f} s of steady tabular V2 traffic, RSS of the pipeline process")
+            results["soak"] = soak(broker.bootstrap, paths["tabular"], tab_x, args.soak)
+            s = results["soak"]
+            print(f"  RSS start {s['rss_start_mb']:.0f} MB -> end {s['rss_end_mb']:.0f} MB (max {s['rss_max_mb']:.0f} MB), {s['answered']}/{s['requests']} answered")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

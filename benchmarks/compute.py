@@ -1,0 +1,81 @@
+"""(1) the compute floor, (2) the reference way (eager, pass by pass), (3) AdversarialAE.correct()."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def rate(fn: Callable[[], object], n_instances: int, min_time_s: float = 1.0, warmup: int = 2) -> float:
+    """Instances per second of fn() (which handles n_instances), best of repeated timed windows."""
+    for _ in range(warmup):
+        fn()
+    best = 0.0
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time_s / 3:
+                break
+        best = max(best, calls * n_instances / elapsed)
+    return best
+
+
+def floor_fn(det, xb: np.ndarray, jit: bool = False) -> Callable[[], object]:
+    """One compiled graph: M(x), AE(x), M(AE(x)), KL, on a batch already held as a tensor."""
+    import tensorflow as tf
+
+    from adae_stream.detector.losses import kld
+
+    model, ae = det.model, det.ae
+    x = tf.constant(xb)
+
+    @tf.function(jit_compile=jit)
+    def graph(x):
+        return kld(model(x, training=False), model(ae(x, training=False), training=False))
+
+    return lambda: graph(x).numpy()
+
+
+def reference_fn(det, xb: np.ndarray, batch_size: int) -> Callable[[], object]:
+    """alibi-detect 0.13.0's correct(): eager predict_batch per pass (AE, M(x), M(x_recon)), numpy between."""
+    import tensorflow as tf
+
+    from adae_stream.detector.losses import kld
+
+    def predict_batch(x, model):
+        return np.concatenate([model(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+    def correct():
+        x_recon = predict_batch(xb, det.ae)
+        y = predict_batch(xb, det.model)
+        y_recon = predict_batch(x_recon, det.model)
+        score = kld(tf.constant(y), tf.constant(y_recon)).numpy()
+        flags = (score > det.threshold).astype(int)
+        y_correct = y.copy()
+        y_correct[flags == 1] = y_recon[flags == 1]
+        return y_correct.argmax(-1), y.argmax(-1), y_recon.argmax(-1)
+
+    return correct
+
+
+def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.0) -> list[dict]:
+    rows = []
+    for name, (det, x) in models.items():
+        det.scorer().warmup(det.input_shape)
+        for b in batches:
+            xb = x[:b]
+            floor = rate(floor_fn(det, xb), b, min_time_s)
+            floor_xla = rate(floor_fn(det, xb, jit=True), b, min_time_s)
+            ref = rate(reference_fn(det, xb, b), b, min_time_s)
+            api = rate(lambda: det.correct(xb, batch_size=b), b, min_time_s)
+            xla_scorer = det.scorer(jit_compile=True)
+            api_xla = rate(lambda: xla_scorer(xb, det.threshold, b), b, min_time_s)
+            rows.append({"model": name, "batch": b, "floor": floor, "floor_xla": floor_xla, "reference": ref, "correct": api, "correct_xla": api_xla,
+                         "correct/floor": api / floor, "correct/reference": api / ref})
+            print(f"  {name:8s} batch {b:5d}: floor {floor:10.0f}/s  floor+XLA {floor_xla:10.0f}/s  reference {ref:10.0f}/s  "
+                  f"correct() {api:10.0f}/s  correct()+XLA {api_xla:10.0f}/s  correct/floor {api / floor:5.2f}  correct/reference {api / ref:5.2f}", flush=True)
+    return rows

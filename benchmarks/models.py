@@ -1,0 +1,32 @@
+"""The two benchmark model sets: a small tabular one and the seed's CIFAR-shaped nets."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def tabular():
+    """20 features, Dense classifier (3 classes), Dense AE."""
+    import tensorflow as tf
+
+    from adae_stream import AdversarialAE
+    from adae_stream.detector.presets import dense_ae, dense_classifier
+
+    tf.keras.utils.set_random_seed(0)
+    det = AdversarialAE(ae=dense_ae((20,), 10), model=dense_classifier(20, 3), data_type="tabular")
+    x = np.random.default_rng(0).normal(size=(4096, 20)).astype(np.float32)
+    det.infer_threshold(x[:1024], 95)
+    return det, x
+
+
+def cifar():
+    """The seed's CIFAR encoder/decoder with a small conv classifier (untrained: timing only)."""
+    import tensorflow as tf
+
+    from adae_stream import AdversarialAE
+    from adae_stream.detector.presets import cifar_decoder, cifar_encoder, small_cnn
+
+    tf.keras.utils.set_random_seed(0)
+    det = AdversarialAE(encoder_net=cifar_encoder(), decoder_net=cifar_decoder(), model=small_cnn((32, 32, 3), 10, width=16), data_type="image")
+    x = np.random.default_rng(0).uniform(size=(1024, 32, 32, 3)).astype(np.float32)
+    det.infer_threshold(x[:256], 95)
+    return det, x
