@@ -104,7 +104,11 @@ class Traffic(threading.Thread):
         self.p.flush()
 
     def stop(self) -> list[str]:
+        """Stop sending (idempotent; safe before start) and return the ids sent."""
         self._halt.set()
-        self.join(30)
-        self.p.close()
+        if self.is_alive():
+            self.join(30)
+        if self.p is not None:
+            self.p.close()
+            self.p = None
         return self.ids

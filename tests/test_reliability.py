@@ -42,6 +42,16 @@ def answers_by_id(bootstrap: str, topic: str, expected_ids: set[str], timeout_s:
     return got
 
 
+def answer_all_then_stop(proc: PipelineProcess, bootstrap: str, topic: str, ids: list[str]) -> dict[str, list[bytes]]:
+    """(Re)start the process, read until every id is answered, SIGTERM it and require a clean exit."""
+    proc.start()
+    assert proc.wait_log(ASSIGNED, timeout_s=90), proc.text()[-3000:]
+    got = answers_by_id(bootstrap, topic, set(ids))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    return got
+
+
 def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path, tmp_path):
     """5 SIGKILLs at random points while traffic flows; every request answered, duplicates bounded."""
     max_poll = 50
@@ -63,20 +73,14 @@ def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path
             proc.signal(signal.SIGKILL)
             assert proc.wait(30) == -signal.SIGKILL
         ids = traffic.stop()
-        t0 = time.monotonic()
-        proc.start()
-        assert proc.wait_log(ASSIGNED, timeout_s=90)
-        recovery.append(time.monotonic() - t0)
-        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids))
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        got = answer_all_then_stop(proc, broker.bootstrap, cfg.kafka.output_topic, ids)
     finally:
-        traffic.stop() if traffic.is_alive() else None
+        traffic.stop()
         proc.cleanup()
     missing = set(ids) - set(got)
     duplicates = sum(len(v) - 1 for v in got.values())
     print(f"\n[crash] requests={len(ids)} kills=5 missing={len(missing)} duplicates={duplicates} "
-          f"restart-to-assignment s={[round(r, 1) for r in recovery]}")
+          f"restart-to-assignment s={[round(r, 1) for r in recovery]}")  # the final restart is in answer_all_then_stop
     assert not missing
     assert all(len(set(bodies)) == 1 for bodies in got.values()), "answers for one id differ"
     assert duplicates <= 5 * max_poll * cfg.kafka.partitions  # at most what one process can have in flight per kill
@@ -110,7 +114,7 @@ def test_rebalance_kill_one_then_join_third(broker, digits_setup, digits_detecto
             p.signal(signal.SIGTERM)
         assert a.wait(60) == 0 and c.wait(60) == 0
     finally:
-        traffic.stop() if traffic.is_alive() else None
+        traffic.stop()
         for p in (a, b, c):
             p.cleanup()
     missing = set(ids) - set(got)
@@ -141,12 +145,9 @@ def test_sigterm_drains_commits_and_restart_has_no_duplicates(broker, digits_set
         assert "received SIGTERM" in proc.text()
         time.sleep(1)
         ids = traffic.stop()
-        proc.start()
-        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids))
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        got = answer_all_then_stop(proc, broker.bootstrap, cfg.kafka.output_topic, ids)
     finally:
-        traffic.stop() if traffic.is_alive() else None
+        traffic.stop()
         proc.cleanup()
     duplicates = sum(len(v) - 1 for v in got.values())
     print(f"\n[sigterm] requests={len(ids)} stop took {stop_s:.2f}s duplicates={duplicates}")

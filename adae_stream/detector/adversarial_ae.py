@@ -241,15 +241,13 @@ class AdversarialAE:
             )
         return self.scorer()(X, self.threshold, batch_size)
 
+    def _response(self, out: dict[str, np.ndarray], return_instance_score: bool, **extra) -> dict:
+        data = {"instance_score": out["instance_score"] if return_instance_score else None,
+                "is_adversarial": out["is_adversarial"].astype(int), **extra}
+        return {"meta": copy.deepcopy(self.meta), "data": data}
+
     def predict(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_instance_score: bool = True) -> dict:
-        out = self._checked(X, batch_size)
-        return {
-            "meta": copy.deepcopy(self.meta),
-            "data": {
-                "instance_score": out["instance_score"] if return_instance_score else None,
-                "is_adversarial": out["is_adversarial"].astype(int),
-            },
-        }
+        return self._response(self._checked(X, batch_size), return_instance_score)
 
     def correct(
         self,
@@ -260,13 +258,6 @@ class AdversarialAE:
     ) -> dict:
         """Flagged instances take argmax M(AE(x)); the rest keep argmax M(x)."""
         out = self._checked(X, batch_size)
-        return {
-            "meta": copy.deepcopy(self.meta),
-            "data": {
-                "instance_score": out["instance_score"] if return_instance_score else None,
-                "is_adversarial": out["is_adversarial"].astype(int),
-                "corrected": out["corrected"],
-                "no_defense": out["no_defense"] if return_all_predictions else None,
-                "defense": out["defense"] if return_all_predictions else None,
-            },
-        }
+        return self._response(out, return_instance_score, corrected=out["corrected"],
+                              no_defense=out["no_defense"] if return_all_predictions else None,
+                              defense=out["defense"] if return_all_predictions else None)

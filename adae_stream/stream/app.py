@@ -137,6 +137,7 @@ class Pipeline:
         self.producer: KafkaProducer | None = None
         self._stop = threading.Event()
         self._closing = False
+        self._commit_in_flight = False
         self._assignments: queue.SimpleQueue = queue.SimpleQueue()
         self._fatal: str | None = None
         self._assigned: set = set()
@@ -444,14 +445,24 @@ class Pipeline:
         offsets = {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
         if not offsets:
             return
+        request = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        if not force:
+            # In the loop: asynchronous, one at a time, so a broker round trip never stalls the records behind it.
+            if self._commit_in_flight:
+                return
+            self._commit_in_flight = True
+            future = self.consumer.commit_async(request)
+            future.add_callback(lambda _r: self.tracker.mark_committed(offsets))
+            future.add_errback(lambda exc: log.warning("offset commit failed: %s; will retry", exc))
+            future.add_both(lambda _r: setattr(self, "_commit_in_flight", False))
+            return
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
-                                 timeout_ms=int(self.k.delivery_timeout_s * 1000))
+            self.consumer.commit(request, timeout_ms=int(self.k.delivery_timeout_s * 1000))
             self.tracker.mark_committed(offsets)
         except CommitFailedError as exc:
             log.warning("offset commit rejected (group rebalanced): %s; those records will be redelivered", exc)
-        except KafkaError as exc:  # includes the commit timeout; the same offsets are retried next time
-            log.warning("offset commit failed: %s; will retry", exc)
+        except KafkaError as exc:  # includes the commit timeout
+            log.warning("offset commit failed: %s", exc)
 
     def _begin_transaction(self) -> None:
         if self.exactly_once and not self._in_txn:
