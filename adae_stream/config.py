@@ -150,7 +150,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(f"config key '{where}': expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        shown = "(value hidden)" if _is_secret(where.rsplit(".", 1)[-1]) else repr(value)
+        raise ConfigError(f"config key '{where}': expected {tp.__name__}, got {type(value).__name__} {shown}")
     return value
 
 

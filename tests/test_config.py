@@ -98,6 +98,12 @@ kafka:
     assert "hunter2" not in red and "keypass" not in red and "/etc/key.pem" in red
 
 
+def test_secret_values_never_in_errors(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, "kafka:\n  sasl_plain_password: 987654321\n"), environ={})
+    assert "sasl_plain_password" in str(ei.value) and "987654321" not in str(ei.value)
+
+
 def test_cli_reports_one_clear_line(tmp_path):
     p = write(tmp_path, "kafka:\n  partitons: 3\n")
     out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True, timeout=120)
