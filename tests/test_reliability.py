@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import pytest
 from kafka import KafkaConsumer
@@ -15,7 +15,7 @@ from kafka.structs import TopicPartition
 
 from adae_stream.stream.broker import EmbeddedBroker, free_port
 from adae_stream.stream.codecs import decode_response
-from tests.kafka_helpers import collect, make_config
+from tests.kafka_helpers import make_config
 from tests.process_helpers import PipelineProcess, Traffic
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -235,14 +235,14 @@ class Pipeline:
                     **self._client_common(attempt_ms),
                 )
                 self.consumer.subscribe([self.k.input_topic], listener=_Rebalance(self))
-                self._set_kafka_up(True)
+                self.metrics.set_kafka_up(True)
                 log.info("connected to Kafka at %s; consuming %s as group %s", self.bootstrap, self.k.input_topic, self.k.group_id)
                 return True
             except KafkaConfigurationError as exc:
                 self._close_clients()
                 raise PipelineError(f"invalid Kafka client settings: {exc}") from exc
             except (KafkaError, OSError) as exc:
-                self._set_kafka_up(False)
+                self.metrics.set_kafka_up(False)
                 self._close_clients()
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -506,7 +506,7 @@ class Pipeline:
                     continue
             if hw is not None and point is not None:
                 self.metrics.set_lag(tp.topic, tp.partition, max(0, hw - point))
-        self._set_kafka_up(self._broker_connected())
+        self.metrics.set_kafka_up(self._broker_connected())
 
     def _broker_connected(self) -> bool:
         """Whether the consumer holds at least one live broker connection (its own connection-count metric)."""
@@ -514,6 +514,3 @@ class Pipeline:
             return self.consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0) > 0
         except KafkaError:
             return False
-
-    def _set_kafka_up(self, up: bool) -> None:
-        self.metrics.set_kafka_up(up)
