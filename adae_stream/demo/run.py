@@ -147,7 +147,8 @@ def run_demo(cfg: Config) -> int:
             time.sleep(0.1)
         if not pipe_thread.is_alive() or not holder["pipeline"].ready:
             print("adae-stream demo: the pipeline did not become ready", file=sys.stderr)
-            holder.get("pipeline") and holder["pipeline"].stop()
+            if "pipeline" in holder:
+                holder["pipeline"].stop()
             return 1
         print(f"pipeline ready; metrics: {holder['pipeline'].metrics_url or 'disabled'}")
         gen = TrafficGenerator(bootstrap, cfg.kafka.input_topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
