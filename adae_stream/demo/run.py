@@ -138,17 +138,18 @@ def run_demo(cfg: Config) -> int:
         pipe_thread = threading.Thread(target=lambda: holder.setdefault("rc", run_pipeline(cfg, scorer, bootstrap, install_signals=False, on_ready=on_ready)),
                                        name="adae-pipeline", daemon=True)
         pipe_thread.start()
-        ready.wait(60)
-        consumer = KafkaConsumer(cfg.kafka.output_topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", enable_auto_commit=False,
+        # answers are matched to this run's request ids, so reading from the start is safe on a used topic
+        consumer = KafkaConsumer(cfg.kafka.output_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
                                  fetch_max_wait_ms=100, **security)
-        consumer.poll(timeout_ms=100)  # join the topic's end before traffic starts
         deadline = time.monotonic() + 90
-        while not holder["pipeline"].ready and time.monotonic() < deadline and pipe_thread.is_alive():
-            time.sleep(0.1)
-        if not pipe_thread.is_alive() or not holder["pipeline"].ready:
-            print("adae-stream demo: the pipeline did not become ready", file=sys.stderr)
+        if ready.wait(60):
+            while not holder["pipeline"].ready and time.monotonic() < deadline and pipe_thread.is_alive():
+                time.sleep(0.1)
+        if "pipeline" not in holder or not pipe_thread.is_alive() or not holder["pipeline"].ready:
+            print("adae-stream demo: the pipeline did not become ready (see the log above)", file=sys.stderr)
             if "pipeline" in holder:
                 holder["pipeline"].stop()
+            consumer.close()
             return 1
         print(f"pipeline ready; metrics: {holder['pipeline'].metrics_url or 'disabled'}")
         gen = TrafficGenerator(bootstrap, cfg.kafka.input_topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
