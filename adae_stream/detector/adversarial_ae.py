@@ -209,7 +209,6 @@ class AdversarialAE:
                 break
         cb.on_train_end()
         self.history = history
-        self._scorer = None  # weights changed: nothing cached depends on them, but start clean
         return self
 
     # ------------------------------------------------------------------ threshold

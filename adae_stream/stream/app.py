@@ -138,6 +138,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._closing = False
         self._commit_in_flight = False
+        self._out_partitions: set[int] = set()
         self._assignments: queue.SimpleQueue = queue.SimpleQueue()
         self._fatal: str | None = None
         self._assigned: set = set()
@@ -430,8 +431,9 @@ class Pipeline:
         """Keyed records follow the key (same partitioner as the input); unkeyed keep the input partition."""
         if rec.key is not None:
             return None
-        parts = self.producer.partitions_for(self.k.output_topic)
-        return rec.partition if parts and rec.partition in parts else None
+        if not self._out_partitions:  # looked up once (partitions are never removed from a topic)
+            self._out_partitions = set(self.producer.partitions_for(self.k.output_topic) or ())
+        return rec.partition if rec.partition in self._out_partitions else None
 
     # ------------------------------------------------------------------ commits and housekeeping
     def _commit(self, force: bool) -> None:
