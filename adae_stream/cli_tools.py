@@ -10,6 +10,8 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from adae_stream.detector.precision import PRECISIONS
+
     p = sub.add_parser("train", help="fit a detector for a saved classifier and save it")
     p.add_argument("--model", required=True, help="classifier .keras file (softmax outputs)")
     p.add_argument("--data", required=True, help="training instances, .npy (n, ...)")
@@ -20,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--w-recon", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--threshold-perc", type=float, default=95.0)
+    p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                   help="what scoring computes in; the threshold is inferred in it (training is float32)")
     p.add_argument("--out", required=True, help="directory to save the detector to")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -73,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from adae_stream import AdversarialAE, save_detector
     from adae_stream.detector.presets import AE_PRESETS
-    from adae_stream.detector.saving import TF_NN_ACTIVATIONS
+    from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
 
     model = tf.keras.models.load_model(args.model, custom_objects=TF_NN_ACTIVATIONS, compile=False, safe_mode=True)
     X = np.load(args.data, allow_pickle=False).astype(np.float32)
@@ -83,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     preset = AE_PRESETS[args.ae_preset]
     ae = preset(shape, args.latent_dim) if args.latent_dim else preset(shape)
-    det = AdversarialAE(ae=ae, model=model, temperature=args.temperature, data_type="image" if len(shape) == 3 else "tabular")
+    det = AdversarialAE(ae=ae, model=model, temperature=args.temperature, precision=args.precision, data_type="image" if len(shape) == 3 else "tabular")
     det.fit(X, w_recon=args.w_recon, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet)
     thr = det.infer_threshold(X, threshold_perc=args.threshold_perc)
     save_detector(det, args.out)

@@ -39,8 +39,9 @@ def load_scorer(cfg: Config):
     import tensorflow as tf
 
     devices = [d.name for d in tf.config.list_logical_devices()]
-    log.info("detector %s loaded (input %s, threshold %.6g); TensorFlow %s devices: %s",
-             cfg.detector.path, scorer.input_shape, scorer.threshold, tf.__version__, ", ".join(devices))
+    log.info("detector %s loaded (input %s, threshold %.6g, scoring in %s%s); TensorFlow %s devices: %s",
+             cfg.detector.path, scorer.input_shape, scorer.threshold, detector.precision,
+             " with XLA" if cfg.detector.jit_compile else "", tf.__version__, ", ".join(devices))
     scorer.warmup(cfg.batching.max_batch_size)
     scorer.tf_version = tf.__version__
     return scorer

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n(1)(2)(3) compute floor, reference way, correct() [instances/s]")
     results["compute"] = compute.run_compute(models, batches=(1, 32, 256) if args.quick else (1, 32, 256, 1024), min_time_s=0.6 if args.quick else 1.5)
-    floor = {(r["model"], r["batch"]): r["floor"] for r in results["compute"]}
+    floor = {(r["model"], r["batch"]): r["floor"] for r in results["compute"]["rows"]}
 
     tmp = tempfile.mkdtemp(prefix="adae-bench-")
     paths = {name: str(save_detector(det, f"{tmp}/{name}")) for name, (det, _) in models.items()}

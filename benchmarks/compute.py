@@ -62,10 +62,45 @@ def reference_fn(det, xb: np.ndarray, batch_size: int) -> Callable[[], object]:
     return correct
 
 
-def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.0) -> list[dict]:
+def graph_flops(det) -> int:
+    """Floating-point operations per instance of the floor graph, as TF's graph profiler counts them."""
+    import tensorflow as tf
+
+    from adae_stream.detector.losses import kld
+
+    fn = tf.function(lambda x: kld(det.model(x), det.model(det.ae(x)))).get_concrete_function(tf.TensorSpec((1, *det.input_shape), tf.float32))
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    previous = tf.get_logger().level
+    tf.get_logger().setLevel("ERROR")  # the v1 profiler warns that it is v1
+    try:
+        return int(tf.compat.v1.profiler.profile(fn.graph, options=opts).total_float_ops)
+    finally:
+        tf.get_logger().setLevel(previous)
+
+
+def matmul_peak(dtype: str, n: int = 2048, min_time_s: float = 1.0) -> float:
+    """This machine's attainable GFLOP/s: a large square matmul, the best case for any kernel."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
+    mm = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+    return rate(lambda: mm().numpy(), 1, min_time_s) * 2 * n**3 / 1e9
+
+
+def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.0) -> dict:
+    from adae_stream import AdversarialAE
+
+    peaks = {d: matmul_peak(d, min_time_s=min_time_s) for d in ("float32", "bfloat16")}
+    print(f"  machine: float32 matmul {peaks['float32']:.0f} GFLOP/s, bfloat16 matmul {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
     rows = []
     for name, (det, x) in models.items():
         det.scorer().warmup(det.input_shape)
+        flops = graph_flops(det)
+        d16 = AdversarialAE(ae=det.ae, model=det.model, temperature=det.temperature, precision="mixed_bfloat16")
+        d16.infer_threshold(x[:256], 95)  # a threshold inferred in the precision that serves it
+        print(f"  {name}: {flops / 1e6:.2f} MFLOP per instance", flush=True)
         for b in batches:
             xb = x[:b]
             floor = rate(floor_fn(det, xb), b, min_time_s)
@@ -74,8 +109,13 @@ def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.
             api = rate(lambda: det.correct(xb, batch_size=b), b, min_time_s)
             xla_scorer = det.scorer(jit_compile=True)
             api_xla = rate(lambda: xla_scorer(xb, det.threshold, b), b, min_time_s)
-            rows.append({"model": name, "batch": b, "floor": floor, "floor_xla": floor_xla, "reference": ref, "correct": api, "correct_xla": api_xla,
-                         "correct/floor": api / floor, "correct/reference": api / ref})
-            print(f"  {name:8s} batch {b:5d}: floor {floor:10.0f}/s  floor+XLA {floor_xla:10.0f}/s  reference {ref:10.0f}/s  "
-                  f"correct() {api:10.0f}/s  correct()+XLA {api_xla:10.0f}/s  correct/floor {api / floor:5.2f}  correct/reference {api / ref:5.2f}", flush=True)
-    return rows
+            api_bf16 = rate(lambda: d16.correct(xb, batch_size=b), b, min_time_s)
+            rows.append({"model": name, "batch": b, "mflop_per_instance": flops / 1e6, "floor": floor, "floor_xla": floor_xla, "reference": ref,
+                         "correct": api, "correct_xla": api_xla, "correct_bf16": api_bf16, "correct/floor": api / floor,
+                         "correct/reference": api / ref, "correct_bf16/reference": api_bf16 / ref,
+                         "floor_gflops": floor * flops / 1e9, "reference_gflops": ref * flops / 1e9})
+            print(f"  {name:8s} batch {b:5d}: floor {floor:10.0f}/s ({floor * flops / 1e9:5.0f} GFLOP/s)  floor+XLA {floor_xla:10.0f}/s  "
+                  f"reference {ref:10.0f}/s ({ref * flops / 1e9:5.0f} GFLOP/s)  correct() {api:10.0f}/s  correct()+XLA {api_xla:10.0f}/s  "
+                  f"correct()+bf16 {api_bf16:10.0f}/s  correct/floor {api / floor:5.2f}  correct/reference {api / ref:5.2f}  "
+                  f"bf16/reference {api_bf16 / ref:5.2f}", flush=True)
+    return {"peak_gflops": peaks, "rows": rows}

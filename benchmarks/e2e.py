@@ -8,16 +8,16 @@ import uuid
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 
-from adae_stream.config import load_config
+from adae_stream.config import BatchingConfig, load_config
 from adae_stream.stream.codecs import encode_request
 
 
-def _config(bootstrap: str, det_path: str, max_batch: int, delay_ms: float, buckets: list[int]):
+def _config(bootstrap: str, det_path: str, max_batch: int, delay_ms: float, buckets: list[int], fetch_wait_ms: int = 20):
     tag = uuid.uuid4().hex[:8]
     return load_config(None, environ={}, overrides={
         "kafka": {"bootstrap_servers": bootstrap, "input_topic": f"bin-{tag}", "output_topic": f"bout-{tag}", "dead_letter_topic": f"bdlq-{tag}",
                   "group_id": f"bg-{tag}", "partitions": 4, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-                  "max_poll_records": 2000, "fetch_max_wait_ms": 20},
+                  "max_poll_records": 2000, "fetch_max_wait_ms": fetch_wait_ms},
         "detector": {"path": det_path, "return_all_predictions": True},
         "batching": {"max_batch_size": max_batch, "max_batch_delay_ms": delay_ms, "bucket_sizes": buckets},
         "metrics": {"enabled": False},
@@ -63,7 +63,7 @@ def _start_pipeline(cfg, scorer):
 def end_to_end(bootstrap: str, det, det_path: str, x: np.ndarray, fmt: str, per_request: int, n_requests: int,
                max_batch: int = 256, buckets: list[int] | None = None) -> dict:
     """Pre-produce n_requests, then run the pipeline: instances/s from first to last answer (broker timestamps)."""
-    buckets = buckets or [1, 8, 32, 128, 256]
+    buckets = buckets or BatchingConfig().bucket_sizes
     cfg = _config(bootstrap, det_path, max_batch, 5, buckets)
     xs = np.concatenate([x] * int(np.ceil(n_requests * per_request / len(x))))[: n_requests * per_request]
     records = _records(xs, fmt, per_request, "e2e")
@@ -102,11 +102,11 @@ def _ensure(bootstrap: str, *topics: str) -> None:
 class PassThrough(threading.Thread):
     """The transport alone: consume records and re-produce their bytes unchanged (no decode, no scoring)."""
 
-    def __init__(self, bootstrap: str, topic_in: str, topic_out: str) -> None:
+    def __init__(self, bootstrap: str, topic_in: str, topic_out: str, fetch_wait_ms: int = 20) -> None:
         super().__init__(daemon=True)
         # no consumer group: a group join on the embedded broker waits session_timeout/2, which is not transport cost
         self.c = KafkaConsumer(topic_in, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                               enable_auto_commit=False, fetch_max_wait_ms=20, max_poll_records=2000, max_partition_fetch_bytes=32 * 1024 * 1024)
+                               enable_auto_commit=False, fetch_max_wait_ms=fetch_wait_ms, max_poll_records=2000, max_partition_fetch_bytes=32 * 1024 * 1024)
         self.p = _producer(bootstrap)
         self.topic_out = topic_out
         self.halt = threading.Event()
@@ -172,21 +172,26 @@ def _offered_load(bootstrap: str, topic_in: str, topic_out: str, payloads: list[
 
 
 def latency(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int, rate_rps: float, seconds: float,
-            max_batch: int = 256, delay_ms: float = 5.0) -> dict:
-    """Added latency at a fixed offered load: the pipeline vs the pass-through loop, same load, same records (npy)."""
+            max_batch: int = 256, delay_ms: float = 5.0, fetch_wait_ms: int = 20) -> dict:
+    """Added latency at a fixed offered load: the pipeline vs the pass-through loop, same load, same records (npy).
+
+    fetch_wait_ms is the same for both: the embedded broker sleeps out every long poll, adding a
+    uniform 0..fetch_wait_ms delay per record to both runs. Shorter waits cut that noise at low load
+    but cost CPU (more empty fetches) that the 2-core machine lacks at higher loads.
+    """
     payloads = [encode_request(x[j : j + per_request], "npy", "x")[0] for j in range(0, 64 * per_request, per_request)]
     headers = [("content-type", b"application/x-npy")]
     tag = uuid.uuid4().hex[:6]
     _ensure(bootstrap, f"lpt-in-{tag}", f"lpt-out-{tag}")
-    pt = PassThrough(bootstrap, f"lpt-in-{tag}", f"lpt-out-{tag}")
+    pt = PassThrough(bootstrap, f"lpt-in-{tag}", f"lpt-out-{tag}", fetch_wait_ms)
     pt.start()
     pt.ready.wait(30)
     base = _offered_load(bootstrap, f"lpt-in-{tag}", f"lpt-out-{tag}", payloads, headers, rate_rps, seconds)
     pt.halt.set()
     pt.join(30)
 
-    buckets = [1, 8, 32, 128, 256]
-    cfg = _config(bootstrap, det_path, max_batch, delay_ms, buckets)
+    buckets = BatchingConfig().bucket_sizes
+    cfg = _config(bootstrap, det_path, max_batch, delay_ms, buckets, fetch_wait_ms)
     from adae_stream.stream.app import ensure_topics
 
     ensure_topics(cfg, bootstrap)

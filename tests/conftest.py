@@ -82,4 +82,6 @@ def digits_detector_path(digits_setup, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_scorer(digits_setup):
-    return digits_setup["detector"].stream_scorer([1, 8, 32, 128, 256])
+    from adae_stream.config import BatchingConfig
+
+    return digits_setup["detector"].stream_scorer(BatchingConfig().bucket_sizes)

@@ -23,9 +23,10 @@ def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     digits_setup["clf"].save(clf_path)
     np.save(tmp_path / "train.npy", digits_setup["Xtr"][:400])
     out = cli("train", "--model", str(clf_path), "--data", str(tmp_path / "train.npy"), "--ae-preset", "conv", "--epochs", "2",
-              "--threshold-perc", "90", "--out", str(tmp_path / "det"), "--quiet")
+              "--threshold-perc", "90", "--precision", "mixed_bfloat16", "--out", str(tmp_path / "det"), "--quiet")
     assert out.returncode == 0, out.stderr[-2000:]
     det = load_detector(tmp_path / "det")
+    assert det.precision == "mixed_bfloat16"  # and the threshold below was inferred on bfloat16 scores
     scores = det.score(digits_setup["Xtr"][:400])
     assert det.threshold == pytest.approx(float(np.percentile(scores, 90)), rel=1e-5)
     assert f"saved detector to {tmp_path / 'det'}" in out.stdout

@@ -11,11 +11,12 @@ from adae_stream.detector.saving import DetectorLoadError
 from tests.conftest import iris_ae_nets
 
 
-@pytest.mark.parametrize("kind", ["plain", "temperature", "hidden"])
+@pytest.mark.parametrize("kind", ["plain", "temperature", "hidden", "bfloat16"])
 def test_round_trip_exact(tmp_path, iris, iris_model, kind):
     X, _ = iris
     enc, dec = iris_ae_nets()
-    kwargs = {"temperature": {"temperature": 0.4}, "hidden": {"hidden_layer_kld": {1: 3}, "w_model_hl": [0.5]}}.get(kind, {})
+    kwargs = {"temperature": {"temperature": 0.4}, "hidden": {"hidden_layer_kld": {1: 3}, "w_model_hl": [0.5]},
+              "bfloat16": {"precision": "mixed_bfloat16"}}.get(kind, {})
     ad = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model, data_type="tabular", **kwargs)
     ad.fit(X, epochs=2, verbose=False)
     ad.infer_threshold(X, 90)
@@ -24,6 +25,7 @@ def test_round_trip_exact(tmp_path, iris, iris_model, kind):
     assert isinstance(loaded, AdversarialAE)
     assert loaded.threshold == ad.threshold
     assert loaded.temperature == ad.temperature
+    assert loaded.precision == ad.precision
     assert loaded.meta == ad.meta
     assert loaded.w_model_hl == ad.w_model_hl
     assert loaded.hidden_layer_kld == ad.hidden_layer_kld
@@ -72,6 +74,14 @@ def test_future_format_version(saved):
     cfg["format_version"] = 99
     (saved / "detector.json").write_text(json.dumps(cfg))
     with pytest.raises(DetectorLoadError, match="format_version 99"):
+        load_detector(saved)
+
+
+def test_unknown_precision_in_config(saved):
+    cfg = json.loads((saved / "detector.json").read_text())
+    cfg["precision"] = "float8"
+    (saved / "detector.json").write_text(json.dumps(cfg))
+    with pytest.raises(DetectorLoadError, match="detector.json does not describe a valid detector: precision must be one of"):
         load_detector(saved)
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 from adae_stream import __version__
 from adae_stream.detector.hidden import build_hidden_models
 from adae_stream.detector.losses import loss_adv_ae
+from adae_stream.detector.precision import check_precision, compute_copy, sync
 from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer, ThresholdedScorer
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ class AdversarialAE:
         w_model_hl: Sequence[float] | None = None,
         temperature: float = 1.0,
         data_type: str | None = None,
+        precision: str = "float32",
     ) -> None:
+        """The seed's parameters, plus ``precision``: what scoring computes in ("float32", the default,
+        "mixed_bfloat16" or "mixed_float16"). Training is float32 either way; infer_threshold scores in
+        ``precision``, so the threshold matches the scores it is compared with."""
         if not isinstance(model, tf.keras.Model):
             raise TypeError("model must be a tf.keras.Model (the frozen classifier with softmax outputs)")
         if isinstance(ae, tf.keras.Model):
@@ -75,6 +80,10 @@ class AdversarialAE:
             for m in self.model_hl:
                 m.trainable = False
         self.temperature = float(temperature)
+        self.precision = check_precision(precision)
+        # the copies scoring runs on (the originals themselves in float32); refreshed after fit
+        self._compute_model = compute_copy(self.model, self.precision)
+        self._compute_ae = compute_copy(self.ae, self.precision, float32_output=False)
         self.threshold = None if threshold is None else float(threshold)
         self.reference_scores: np.ndarray | None = None
         self.meta: dict[str, Any] = {
@@ -119,7 +128,7 @@ class AdversarialAE:
                                  self.meta["version"], self.reference_scores)
 
     def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
-        return FusedScorer(self.model, self.ae, self.model_hl, self.w_model_hl, self.temperature, bucket_sizes, jit_compile)
+        return FusedScorer(self._compute_model, self._compute_ae, self.model_hl, self.w_model_hl, self.temperature, bucket_sizes, jit_compile)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -208,6 +217,7 @@ class AdversarialAE:
             if getattr(ae, "stop_training", False):
                 break
         cb.on_train_end()
+        sync(self._compute_ae, self.ae)
         self.history = history
         return self
 

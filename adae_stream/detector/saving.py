@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from adae_stream import __version__
 from adae_stream.detector.adversarial_ae import AdversarialAE
+from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "detector.json"
@@ -51,6 +52,7 @@ def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
             "tensorflow_version": tf.__version__,
             "threshold": detector.threshold,
             "temperature": detector.temperature,
+            "precision": detector.precision,
             "w_model_hl": detector.w_model_hl,
             "n_model_hl": len(detector.model_hl or []),
             "hidden_layer_kld": {str(k): v for k, v in (detector.hidden_layer_kld or {}).items()} or None,
@@ -88,9 +90,6 @@ def read_detector_config(path: str | os.PathLike) -> dict:
     return config
 
 
-# tf.nn activations that Keras 3 serialises under names it cannot resolve again (the seed's own
-# examples use tf.nn.softmax). Mapping them to the same functions keeps scores bit-identical.
-TF_NN_ACTIVATIONS = {"softmax_v2": tf.nn.softmax, "log_softmax_v2": tf.nn.log_softmax, "swish": tf.nn.swish}
 
 
 def _load_model(file: Path) -> tf.keras.Model:
@@ -102,14 +101,8 @@ def _load_model(file: Path) -> tf.keras.Model:
         raise DetectorLoadError(f"cannot load {file}: {type(exc).__name__}: {exc}") from exc
 
 
-def load_detector(path: str | os.PathLike) -> AdversarialAE:
-    path = Path(path)
-    config = read_detector_config(path)
-    model = _load_model(path / "model.keras")
-    ae = _load_model(path / "ae.keras")
-    model_hl = [_load_model(path / f"model_hl_{i}.keras") for i in range(int(config.get("n_model_hl") or 0))]
-    meta = config.get("meta") or {}
-    detector = AdversarialAE(
+def _build(config: dict, model, ae, model_hl, meta: dict) -> AdversarialAE:
+    return AdversarialAE(
         threshold=config.get("threshold"),
         ae=ae,
         model=model,
@@ -117,7 +110,21 @@ def load_detector(path: str | os.PathLike) -> AdversarialAE:
         w_model_hl=config.get("w_model_hl"),
         temperature=config.get("temperature", 1.0),
         data_type=meta.get("data_type"),
+        precision=config.get("precision", "float32"),
     )
+
+
+def load_detector(path: str | os.PathLike) -> AdversarialAE:
+    path = Path(path)
+    config = read_detector_config(path)
+    model = _load_model(path / "model.keras")
+    ae = _load_model(path / "ae.keras")
+    model_hl = [_load_model(path / f"model_hl_{i}.keras") for i in range(int(config.get("n_model_hl") or 0))]
+    meta = config.get("meta") or {}
+    try:
+        detector = _build(config, model, ae, model_hl, meta)
+    except (TypeError, ValueError) as exc:
+        raise DetectorLoadError(f"{path / CONFIG_FILE} does not describe a valid detector: {exc}") from exc
     hl = config.get("hidden_layer_kld")
     detector.hidden_layer_kld = {int(k): int(v) for k, v in hl.items()} if hl else None
     detector.meta.update({k: v for k, v in meta.items() if k != "version"})

@@ -29,7 +29,7 @@ class _BucketTracesAreIntended(logging.Filter):
 
 tf.get_logger().addFilter(_BucketTracesAreIntended())
 
-DEFAULT_BUCKETS: tuple[int, ...] = (1, 8, 32, 128, 256, 1024)
+DEFAULT_BUCKETS: tuple[int, ...] = (1, 8, 32, 64, 128, 192, 256, 512, 1024)
 
 
 class FusedScorer:
@@ -53,10 +53,12 @@ class FusedScorer:
         temperature = float(temperature)
 
         def graph(x: tf.Tensor, threshold: tf.Tensor, with_probs: bool):
+            # model and ae may compute in a mixed precision: the KL, flags and labels are float32 throughout
             x_recon = ae(x, training=False)
-            p = temperature_scale(model(x, training=False), temperature)
-            q = model(x_recon, training=False)
+            p = temperature_scale(tf.cast(model(x, training=False), tf.float32), temperature)
+            q = tf.cast(model(x_recon, training=False), tf.float32)
             score = kld(p, q)
+            x_recon = tf.cast(x_recon, tf.float32)
             for m, w in zip(hl, weights):
                 score += tf.constant(w, score.dtype) * kld(m(x, training=False), m(x_recon, training=False))
             flags = score > tf.cast(threshold.read_value(), score.dtype)
