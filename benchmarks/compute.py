@@ -90,7 +90,7 @@ def matmul_peak(dtype: str, n: int = 2048, min_time_s: float = 1.0) -> float:
 
 
 def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.0) -> dict:
-    from adae_stream import AdversarialAE
+    from benchmarks.precision import as_precision
 
     peaks = {d: matmul_peak(d, min_time_s=min_time_s) for d in ("float32", "bfloat16")}
     print(f"  machine: float32 matmul {peaks['float32']:.0f} GFLOP/s, bfloat16 matmul {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
@@ -98,8 +98,7 @@ def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.
     for name, (det, x) in models.items():
         det.scorer().warmup(det.input_shape)
         flops = graph_flops(det)
-        d16 = AdversarialAE(ae=det.ae, model=det.model, temperature=det.temperature, precision="mixed_bfloat16")
-        d16.infer_threshold(x[:256], 95)  # a threshold inferred in the precision that serves it
+        d16 = as_precision(det, "mixed_bfloat16", x[:256])  # its threshold inferred in bfloat16
         print(f"  {name}: {flops / 1e6:.2f} MFLOP per instance", flush=True)
         for b in batches:
             xb = x[:b]

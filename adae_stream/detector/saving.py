@@ -90,8 +90,6 @@ def read_detector_config(path: str | os.PathLike) -> dict:
     return config
 
 
-
-
 def _load_model(file: Path) -> tf.keras.Model:
     if not file.is_file():
         raise DetectorLoadError(f"saved detector is incomplete: {file} is missing")
