@@ -33,7 +33,7 @@ class PipelineProcess:
     def start(self) -> "PipelineProcess":
         self.starts += 1
         self.log = self.tmp / f"{self.name}-{self.starts}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(self.cfg_path)], cwd=ROOT,
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
         return self
@@ -59,9 +59,18 @@ class PipelineProcess:
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            # PYTHONFAULTHANDLER: SIGABRT writes every thread's stack to the log, so a hang explains itself
+            os.kill(self.proc.pid, signal.SIGABRT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait(10)
-            raise AssertionError(f"{self.name} did not exit within {timeout_s}s:\n{self.text()[-3000:]}")
+            raise AssertionError(f"{self.name} did not exit within {timeout_s}s:\n{self.text()[-6000:]}")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()

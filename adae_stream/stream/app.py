@@ -24,6 +24,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from adae_stream.config import Config, kafka_security_kwargs
 from adae_stream.stream.batcher import Assembler, Batch, Batcher
+from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.codecs import DecodeError, RawRecord, Request, decode, encode
 from adae_stream.stream.offsets import OffsetTracker
 
@@ -70,8 +71,8 @@ class PipelineError(RuntimeError):
 class _Rebalance(AsyncConsumerRebalanceListener):
     """Rebalance hooks, run by kafka-python 3 on its I/O loop (where blocking client calls are forbidden).
 
-    Revocation is handled right here: during a rebalance the pipeline thread is parked inside
-    ``consumer.poll()`` (which waits for the join to finish), so finishing in-flight work from this loop
+    Revocation is handled right here: while this hook runs, the pipeline thread is parked inside
+    ``consumer.poll()`` (which awaits the hook before it sends JoinGroup), so finishing in-flight work from this loop
     touches nothing concurrently; the commit is awaited with the non-blocking ``commit_async``, and the
     group only moves our partitions once it is done. Assignment is queued: the pipeline thread seeks the
     new partitions to their committed offsets (blocking calls) before it ingests anything else.
@@ -242,6 +243,7 @@ class Pipeline:
                     isolation_level="read_committed" if self.cfg.delivery == "exactly_once" else "read_uncommitted",
                     **self._client_common(attempt_ms),
                 )
+                keep_pending_join_visible(self.consumer)
                 self.consumer.subscribe([self.k.input_topic], listener=_Rebalance(self))
                 self.metrics.set_kafka_up(True)
                 log.info("connected to Kafka at %s; consuming %s as group %s", self.bootstrap, self.k.input_topic, self.k.group_id)

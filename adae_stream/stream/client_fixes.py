@@ -1,0 +1,54 @@
+"""A fix for a kafka-python 3.0.12 group-join race that left the consumer with no partitions, for good.
+
+The race: when the group leader's partition count for a topic changes (partitions added, or a topic
+re-created with more of them, as a memory-only broker does on restart), ``need_rejoin()`` is True only
+because the assignment snapshot and the metadata snapshot differ. The join then runs as a task across
+several ``poll()`` calls (each waits at most its own timeout for it). The leader brings the snapshots
+level while it computes the assignment, inside that task. A ``poll()`` that starts in the few
+milliseconds between then and the task's end sees ``need_rejoin()`` False and skips the group
+entirely. From then on nothing awaits the finished join, so ``on_partitions_assigned`` never runs: no
+partitions, no fetches and no error, while the member keeps its place in the group. The upstream
+diagnostic PR dpkp/kafka-python#2855 describes the symptom ("the consumer spins without an
+assignment"). Our loop polls every few milliseconds, and the race hit about one run in four of the
+broker-restart test.
+
+The Java client avoids it with ``rejoinNeededOrPending()``: a join that has started and has not been
+consumed counts as pending. We give the coordinator that predicate: a join task not yet consumed, or a
+rebalance whose revocation ran (``rejoining``) and whose assignment has not arrived, keeps the member
+joining. A join found finished but unconsumed is then redone (kafka-python replaces a finished join
+task), which costs one more JoinGroup round and then completes normally.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def keep_pending_join_visible(consumer: Any) -> bool:
+    """Make the consumer's coordinator count an unconsumed join as 'rejoin needed'. Returns whether it applied.
+
+    This reaches into kafka-python's private coordinator on purpose: the race is inside it and no public
+    API affects it. A version without these internals is left as it is, with a warning.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    plain = getattr(coordinator, "need_rejoin", None)
+    if plain is None or not hasattr(coordinator, "_join_task") or not hasattr(coordinator, "rejoining"):
+        log.warning("kafka-python %s: consumer coordinator internals differ from 3.0.x; group-join race fix not applied",
+                    _kafka_version())
+        return False
+
+    def need_rejoin_or_pending() -> bool:
+        return plain() or coordinator._join_task is not None or coordinator.rejoining
+
+    coordinator.need_rejoin = need_rejoin_or_pending
+    return True
+
+
+def _kafka_version() -> str:
+    try:
+        from kafka.version import __version__
+    except ImportError:
+        return "?"
+    return __version__

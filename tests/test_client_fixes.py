@@ -1,0 +1,93 @@
+"""The kafka-python group-join race fix (adae_stream.stream.client_fixes), on a real broker.
+
+The race needs the group leader to see its topic's partition count change during a rejoin, while it
+polls with short timeouts as the pipeline does. A memory-only broker restarted with the topic re-created
+larger gives exactly that. Measured on this machine with kafka-python 3.0.12, without the fix: 4 of 10
+such rounds ended with the consumer holding no partitions for good; with it, 10 of 10 were assigned.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+
+from adae_stream.stream.broker import EmbeddedBroker
+from adae_stream.stream.client_fixes import keep_pending_join_visible
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+class _Assignments(AsyncConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.assigned: set | None = None
+
+    async def on_partitions_revoked(self, revoked):
+        self.assigned = None
+
+    async def on_partitions_assigned(self, assigned):
+        self.assigned = set(assigned)
+
+
+def _create(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def _poll_until_assigned(consumer: KafkaConsumer, listener: _Assignments, partitions: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        consumer.poll(timeout_ms=10)  # the pipeline's idle poll timeout (IDLE_POLL_MS)
+        if listener.assigned is not None and len(listener.assigned) == partitions:
+            return True
+    return False
+
+
+def test_fix_applies_to_the_installed_kafka_python():
+    consumer = KafkaConsumer(group_id="g", bootstrap_servers="127.0.0.1:1", api_version=(3, 9))
+    try:
+        consumer.subscribe(["t"])  # need_rejoin() only speaks for group-assigned subscriptions
+        coordinator = consumer._coordinator
+        assert keep_pending_join_visible(consumer)
+        coordinator.rejoin_needed, coordinator._join_task, coordinator.rejoining = False, None, False
+        coordinator._joined_subscription = coordinator._subscription.subscription  # nothing else asks for a join
+        assert not coordinator.need_rejoin()
+        coordinator._join_task = object()  # a join in flight, or finished and not yet consumed
+        assert coordinator.need_rejoin()
+        coordinator._join_task, coordinator.rejoining = None, True  # revoked, assignment not yet in
+        assert coordinator.need_rejoin()
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_rejoin_after_partition_count_change_always_assigns(tmp_path):
+    broker = EmbeddedBroker().start()
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    consumer = None
+    try:
+        _create(broker.bootstrap, topic, 3)
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=f"g-{topic}", enable_auto_commit=False,
+                                 session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        assert keep_pending_join_visible(consumer)
+        listener = _Assignments()
+        consumer.subscribe([topic], listener=listener)
+        assert _poll_until_assigned(consumer, listener, 3, 30)
+        outcomes = []
+        for partitions in range(4, 9):
+            broker.stop()  # memory-only: it comes back empty
+            until = time.monotonic() + 2
+            while time.monotonic() < until:
+                consumer.poll(timeout_ms=10)
+            broker.start()
+            _create(broker.bootstrap, topic, partitions)
+            outcomes.append(_poll_until_assigned(consumer, listener, partitions, 25))
+    finally:
+        if consumer is not None:
+            consumer.close(autocommit=False)
+        broker.stop()
+    assert outcomes == [True] * 5, f"rounds that never got their partitions: {outcomes}"
