@@ -9,7 +9,7 @@ milliseconds between then and the task's end sees ``need_rejoin()`` False and sk
 entirely. From then on nothing awaits the finished join, so ``on_partitions_assigned`` never runs: no
 partitions, no fetches and no error, while the member keeps its place in the group. The upstream
 diagnostic PR dpkp/kafka-python#2855 describes the symptom ("the consumer spins without an
-assignment"). Our loop polls every few milliseconds, and the race hit about one run in four of the
+assignment"). Our loop polls every few milliseconds, and the race hit 4 runs in 10 of the
 broker-restart test.
 
 The Java client avoids it with ``rejoinNeededOrPending()``: a join that has started and has not been
