@@ -73,9 +73,10 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 
     Revocation is handled right here: while this hook runs, the pipeline thread is parked inside
     ``consumer.poll()`` (which awaits the hook before it sends JoinGroup), so finishing in-flight work
-    from this loop touches nothing concurrently; the commit is awaited with the non-blocking ``commit_async``, and the
-    group only moves our partitions once it is done. Assignment is queued: the pipeline thread seeks the
-    new partitions to their committed offsets (blocking calls) before it ingests anything else.
+    from this loop touches nothing concurrently; the commit is awaited with the non-blocking
+    ``commit_async``, and the group only moves our partitions once it is done. Assignment is queued: the
+    pipeline thread seeks the new partitions to their committed offsets (blocking calls) before it
+    ingests anything else.
     """
 
     def __init__(self, pipeline: "Pipeline") -> None:
