@@ -32,8 +32,9 @@ def test_bfloat16_scores_follow_float32_and_the_threshold_is_inferred_in_bfloat1
     assert np.median(np.abs(s16 - s32) / np.maximum(s32, 1e-6)) < 0.1
     assert np.corrcoef(np.log(s16 + 1e-7), np.log(s32 + 1e-7))[0, 1] > 0.95
     # infer_threshold scores in bfloat16, so the percentile holds for the scores it is compared with
-    d16.infer_threshold(X, threshold_perc=90)
-    assert 0.89 <= np.mean(d16.score(X) <= d16.threshold) <= 0.91
+    # (the 95th percentile, as the float32 detector's, so the flags below compare like with like)
+    d16.infer_threshold(X, threshold_perc=95)
+    assert 0.94 <= np.mean(d16.score(X) <= d16.threshold) <= 0.96
     # detection and correction survive the change of precision
     x_adv = fgsm(det.model, Xte[:200], digits_setup["yte"][:200], eps=0.3)
     f32, f16 = det.correct(x_adv)["data"], d16.correct(x_adv)["data"]
