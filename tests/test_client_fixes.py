@@ -65,7 +65,7 @@ def test_fix_applies_to_the_installed_kafka_python():
         consumer.close(autocommit=False)
 
 
-def test_rejoin_after_partition_count_change_always_assigns(tmp_path):
+def test_rejoin_after_partition_count_change_always_assigns():
     broker = EmbeddedBroker().start()
     topic = f"t-{uuid.uuid4().hex[:8]}"
     consumer = None

@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kafka import __version__ as KAFKA_PYTHON_VERSION
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def keep_pending_join_visible(consumer: Any) -> bool:
     plain = getattr(coordinator, "need_rejoin", None)
     if plain is None or not hasattr(coordinator, "_join_task") or not hasattr(coordinator, "rejoining"):
         log.warning("kafka-python %s: consumer coordinator internals differ from 3.0.x; group-join race fix not applied",
-                    _kafka_version())
+                    KAFKA_PYTHON_VERSION)
         return False
 
     def need_rejoin_or_pending() -> bool:
@@ -44,11 +46,3 @@ def keep_pending_join_visible(consumer: Any) -> bool:
 
     coordinator.need_rejoin = need_rejoin_or_pending
     return True
-
-
-def _kafka_version() -> str:
-    try:
-        from kafka.version import __version__
-    except ImportError:
-        return "?"
-    return __version__
