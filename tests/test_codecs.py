@@ -150,3 +150,31 @@ def test_encode_families_and_response_round_trip():
     assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial"]
     assert body["parameters"] == {"threshold": 0.25, "detector_version": "0.1.0"}
     assert body["outputs"][0]["shape"] == [3]
+
+
+def test_npy_headers_parsed_once_still_decode_each_body_and_reject_each_bad_one():
+    """decode caches parsed .npy headers: same-shape requests must still get their own data, a bad
+    header must be rejected every time, and version 2.0 headers must read like 1.0 ones."""
+    ct = [("content-type", b"application/x-npy")]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        x = rng.normal(size=(3, 4)).astype(np.float32)
+        np.testing.assert_array_equal(decode(rec(_npy(x), ct), SHAPE, MAX).instances, x)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, X, version=(2, 0))
+    np.testing.assert_array_equal(decode(rec(buf.getvalue(), ct), SHAPE, MAX).instances, X)
+    bad = b"\x93NUMPY\x01\x00\x10\x00{'descr': 'junk'"
+    assert [reason_of(bad, ct) for _ in range(2)] == ["decode", "decode"]
+    assert reason_of(b"\x93NUMPY\x03\x00" + _npy(X)[8:], ct) == "decode"
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 1000])
+def test_npy_answer_is_exactly_what_numpy_writes(n):
+    """The answer's .npy preamble is built once per (fields, n); the bytes must match np.save's."""
+    result = {"corrected": np.arange(n), "is_adversarial": np.arange(n) % 2 == 0, "instance_score": np.linspace(0, 1, n, dtype=np.float32)}
+    req = decode(rec(*encode_request(np.zeros((n, 4), np.float32), "npy", "r")), SHAPE, 10**6)
+    body, _ = encode(req, result, {"model_name": "m", "threshold": 0.5, "detector_version": "v"})
+    expected = np.zeros(n, dtype=[("corrected", np.int64), ("is_adversarial", np.bool_), ("instance_score", np.float32)])
+    for k, v in result.items():
+        expected[k] = v
+    assert body == _npy(expected)

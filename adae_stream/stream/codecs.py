@@ -11,6 +11,7 @@ is allocated from them; numeric conversion is vectorised numpy (no per-element P
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -165,9 +166,21 @@ def _to_array(data: Any, shape: list[int] | None, input_shape: tuple[int, ...], 
     return a
 
 
-def _decode_npy(record: RawRecord, input_shape: tuple[int, ...]) -> Request:
-    value = record.value
-    fp = io.BytesIO(value)
+def _npy_preamble(value: bytes) -> bytes:
+    """Magic, version and header dict: the same bytes for every request of one shape and dtype."""
+    if len(value) >= 10 and value[6] == 1:
+        return value[: 10 + int.from_bytes(value[8:10], "little")]
+    if len(value) >= 12 and value[6] == 2:
+        return value[: 12 + int.from_bytes(value[8:12], "little")]
+    return value[:16]  # not a version we read: the parser says so
+
+
+@functools.lru_cache(maxsize=128)
+def _parse_npy_preamble(preamble: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Cached because numpy parses the header dict with ast.literal_eval (~13 us, most of a request's
+    decode); traffic repeats a handful of headers. Only headers that parse are cached, and numpy caps
+    a header at 10,000 bytes, so hostile input cannot grow the cache past 128 small entries."""
+    fp = io.BytesIO(preamble)
     try:
         version = np.lib.format.read_magic(fp)
         if version == (1, 0):
@@ -178,12 +191,19 @@ def _decode_npy(record: RawRecord, input_shape: tuple[int, ...]) -> Request:
             raise ValueError(f"unsupported .npy version {version}")
     except Exception as exc:  # numpy's header parser raises several types on hostile bytes
         raise DecodeError("decode", f"invalid .npy header: {str(exc)[:200]}") from None
+    return tuple(shape), bool(fortran), dtype
+
+
+def _decode_npy(record: RawRecord, input_shape: tuple[int, ...]) -> Request:
+    value = record.value
+    preamble = _npy_preamble(value)
+    shape, fortran, dtype = _parse_npy_preamble(preamble)
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
         raise DecodeError("dtype", f".npy dtype {dtype} is not a plain numeric type")
     if len(shape) == 0 or tuple(shape[1:]) != tuple(input_shape):
         raise DecodeError("shape", f".npy shape {list(shape)} does not match the detector's input (n, {', '.join(map(str, input_shape))})")
     count = math.prod(shape)
-    offset = fp.tell()
+    offset = len(preamble)
     if count * dtype.itemsize != len(value) - offset:
         raise DecodeError("shape", f".npy body has {len(value) - offset} bytes but shape {list(shape)} x {dtype} needs {count * dtype.itemsize}")
     a = np.frombuffer(value, dtype=dtype, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
@@ -196,6 +216,20 @@ def _decode_npy(record: RawRecord, input_shape: tuple[int, ...]) -> Request:
 # --------------------------------------------------------------------------- encoding
 RESULT_DTYPES = {"corrected": np.int64, "is_adversarial": np.bool_, "instance_score": np.float32, "no_defense": np.int64, "defense": np.int64}
 V2_TYPES = {"corrected": "INT64", "is_adversarial": "BOOL", "instance_score": "FP32", "no_defense": "INT64", "defense": "INT64"}
+
+
+@functools.lru_cache(maxsize=32)
+def _result_dtype(names: tuple[str, ...]) -> np.dtype:
+    return np.dtype([(k, RESULT_DTYPES[k]) for k in names])
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_result_header(names: tuple[str, ...], n: int) -> bytes:
+    """The .npy preamble np.lib.format.write_array would write for n records of these fields, built once
+    per (fields, n) instead of per answer (its repr-and-pad costs as much as the rest of the encode)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(np.empty(n, dtype=_result_dtype(names))))
+    return buf.getvalue()
 
 
 def encode(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -220,12 +254,10 @@ def encode(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
         body.update({"threshold": info["threshold"], "detector_version": info["detector_version"]})
         payload, ctype = json.dumps(body, separators=(",", ":")).encode(), JSON
     else:
-        arr = np.empty(request.n, dtype=[(k, RESULT_DTYPES[k]) for k in names])
+        arr = np.empty(request.n, dtype=_result_dtype(tuple(names)))
         for k in names:
             arr[k] = result[k]
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, arr, allow_pickle=False)
-        payload, ctype = buf.getvalue(), NPY
+        payload, ctype = _npy_result_header(tuple(names), request.n) + arr.tobytes(), NPY
     headers = [("request-id", request.id.encode()), ("content-type", ctype.encode()), ("adae-threshold", repr(info["threshold"]).encode())]
     return payload, headers
 
