@@ -28,15 +28,15 @@ def as_precision(det, precision: str, x_threshold: np.ndarray, perc: float = 95.
 
 
 def speed(models: dict, batches=(32, 256), min_time_s: float = 1.5) -> list[dict]:
-    from benchmarks.compute import rate
+    from benchmarks.compute import rates
 
     rows = []
     for name, (det, x) in models.items():
         d16 = as_precision(det, "mixed_bfloat16", x[:256])
         for b in batches:
             xb = x[:b]
-            r32 = rate(lambda: det.correct(xb, batch_size=b), b, min_time_s)
-            r16 = rate(lambda: d16.correct(xb, batch_size=b), b, min_time_s)
+            r = rates({"float32": lambda: det.correct(xb, batch_size=b), "mixed_bfloat16": lambda: d16.correct(xb, batch_size=b)}, b, min_time_s)
+            r32, r16 = r["float32"], r["mixed_bfloat16"]
             rows.append({"model": name, "batch": b, "float32": r32, "mixed_bfloat16": r16, "speedup": r16 / r32})
             print(f"  {name:8s} batch {b:4d}: correct() float32 {r32:9.0f}/s  mixed_bfloat16 {r16:9.0f}/s  speed-up {r16 / r32:4.2f}", flush=True)
     return rows

