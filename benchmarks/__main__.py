@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and print every figure with the ratios asked for in one run.
 
-    python -m benchmarks            # full (about 12 minutes on 2 cores)
+    python -m benchmarks            # full (about 8 minutes on 2 cores)
     python -m benchmarks --quick    # smaller counts
     python -m benchmarks --soak 600 # RSS over a 10-minute soak (tabular JSON at a steady rate)
 
