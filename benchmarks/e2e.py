@@ -283,7 +283,7 @@ def _measure(bootstrap: str, topic_in: str, requests: TopicReader, answers: Topi
              rate_rps: float, seconds: float) -> np.ndarray:
     """Latencies (ms) of `seconds` of load at rate_rps, after WARMUP_S of the same load whose answers are
     awaited but not counted. A consumer's first second of traffic left ~245,000 objects of cyclic garbage
-    (kafka-python's timeout exceptions and their tracebacks) that one 60-170 ms collection then freed:
+    (kafka-python's timeout exceptions and their tracebacks) that one 60-190 ms collection then freed:
     a start-up cost, which set the p99 of a 10 s run at low load when it was counted."""
     warm = _offer(bootstrap, topic_in, x, per_request, rate_rps, WARMUP_S, "warm")
     requests.wait(warm, 60)
@@ -323,9 +323,9 @@ def latency(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int,
     pt.halt.set()
     pt.join(30)
 
-    _, lat = pipeline_at_load(bootstrap, det, det_path, x, per_request, rate_rps, seconds, max_batch, buckets, delay_ms, fetch_wait_ms)
+    pipeline, lat = pipeline_at_load(bootstrap, det, det_path, x, per_request, rate_rps, seconds, max_batch, buckets, delay_ms, fetch_wait_ms)
     typical = max(1, min(max_batch, int(round(rate_rps * per_request * (delay_ms / 1000.0 + 0.02)))))
-    scorer = det.stream_scorer(buckets)
+    scorer = pipeline.scorer  # the run's own scorer, already traced for every bucket
     xb = x[:typical]
     scorer(xb)
     t0 = time.perf_counter()
