@@ -5,6 +5,7 @@ Every problem becomes one ConfigError line that names the key, raised at start-u
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 SECRET_MARKERS = ("password", "secret", "token", "key")  # ssl_keyfile is a path, but redacting it costs nothing
 
@@ -176,22 +179,53 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _is_text(tp: Any) -> bool:
+    """str, a Literal of strings, or either of them optional: values taken from the environment verbatim."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return all(_is_text(a) for a in args)
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in args)
+    return tp is str
+
+
+def _env_value(name: str, raw: str, tp: Any) -> Any:
+    """A string field's value is the variable's text as it is (a password '123' or 'null' stays that
+    string); other fields are parsed as YAML scalars or flow collections ('7', 'true', '[1, 8]')."""
+    if tp is not None and _is_text(tp):
+        return raw
+    try:
+        return yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"environment variable {name}: not a valid value: {str(exc).splitlines()[0]}") from exc
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """Only ADAE_<SECTION>__<KEY> with a known section, and ADAE_<TOP_LEVEL_KEY>, are config. Other ADAE_*
+    names are not ours: Kubernetes, for one, injects ADAE_STREAM_SERVICE_HOST, ADAE_STREAM_PORT and more
+    for a Service named adae-stream. An unknown key in a known section is still an error (a typo)."""
+    hints = typing.get_type_hints(Config)
+    sections = {name: tp for name, tp in hints.items() if dataclasses.is_dataclass(tp)}
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith("ADAE_") or name in ("ADAE_CONFIG",):
+        if not name.startswith("ADAE_"):
             continue
-        parts = name[len("ADAE_"):].lower().split("__")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"environment variable {name}: not a valid value: {exc}") from exc
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
+        section, sep, rest = name[len("ADAE_"):].lower().partition("__")
+        if not sep and section in hints and section not in sections:
+            out[section] = _env_value(name, raw, hints[section])
+            continue
+        if not sep or section not in sections or not rest:
+            log.debug("environment variable %s ignored: not ADAE_<SECTION>__<KEY> with a known section", name)
+            continue
+        key, *deeper = rest.split("__")
+        field_tp = typing.get_type_hints(sections[section]).get(key)
+        value = _env_value(name, raw, None if deeper else field_tp)
+        node = out.setdefault(section, {})
+        for part in [key, *deeper][:-1]:
+            node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"environment variable {name}: conflicts with another override")
-        node[parts[-1]] = value
+        node[([key, *deeper])[-1]] = value
     return out
 
 

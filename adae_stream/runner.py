@@ -70,7 +70,7 @@ def run_pipeline(cfg: Config, scorer=None, bootstrap: str | None = None, install
         pipeline = Pipeline(cfg, scorer, metrics, bootstrap)
         pipeline.metrics_url = None
         if metrics is not None:
-            metrics.ready.set(0)
+            metrics.ready.set_function(lambda: 1.0 if pipeline.ready else 0.0)
             server = MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port, ready=lambda: pipeline.ready, alive=pipeline.alive).start()
             stack.callback(server.stop)
             pipeline.metrics_url = f"http://{cfg.metrics.host}:{server.port}/metrics"

@@ -101,7 +101,7 @@ def end_to_end(bootstrap: str, det, det_path: str, x: np.ndarray, fmt: str, per_
     xs = np.concatenate([x] * int(np.ceil(n_requests * per_request / len(x))))[: n_requests * per_request]
     records = _records(xs, fmt, per_request, "e2e")
     p = _producer(bootstrap)
-    from adae_stream.stream.app import ensure_topics
+    from adae_stream.stream.clients import ensure_topics
 
     ensure_topics(cfg, bootstrap)
     for payload, headers, key in records:
@@ -231,7 +231,7 @@ def _step(requests: dict[bytes, int], answers: dict[bytes, int], prefix: str, n:
 def _pipeline_under_load(bootstrap: str, det, det_path: str, max_batch: int, buckets: list[int], delay_ms: float, fetch_wait_ms: int,
                          pipeline_cls=None):
     """A pipeline thread on fresh topics, joined and warm, with readers of its input and output."""
-    from adae_stream.stream.app import ensure_topics
+    from adae_stream.stream.clients import ensure_topics
 
     cfg = _config(bootstrap, det_path, max_batch, delay_ms, buckets, fetch_wait_ms)
     ensure_topics(cfg, bootstrap)

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from adae_stream.stream.codecs import DecodeError, RawRecord, decode, decode_response, encode, encode_request
+from adae_stream.errors import DecodeError
+from adae_stream.stream.codecs import RawRecord, decode, decode_response, encode, encode_request
 
 SHAPE = (4,)
 MAX = 100_000

@@ -116,3 +116,62 @@ def test_cli_missing_detector(tmp_path):
     out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "detector.json is missing" in out.stderr.strip().splitlines()[-1]
+
+
+# What the kubelet injects into every pod of a namespace holding a Service named adae-stream (port 9108,
+# named metrics), plus the Docker-link style variables it still sets; none of them is our config.
+KUBERNETES_SERVICE_ENV = {
+    "ADAE_STREAM_SERVICE_HOST": "10.96.12.34",
+    "ADAE_STREAM_SERVICE_PORT": "9108",
+    "ADAE_STREAM_SERVICE_PORT_METRICS": "9108",
+    "ADAE_STREAM_PORT": "tcp://10.96.12.34:9108",
+    "ADAE_STREAM_PORT_9108_TCP": "tcp://10.96.12.34:9108",
+    "ADAE_STREAM_PORT_9108_TCP_PROTO": "tcp",
+    "ADAE_STREAM_PORT_9108_TCP_PORT": "9108",
+    "ADAE_STREAM_PORT_9108_TCP_ADDR": "10.96.12.34",
+    "ADAE_KAFKA_SERVICE_HOST": "10.96.0.9",  # a Service named adae-kafka: one underscore, not a section
+    "ADAE_CONFIG": "/etc/adae/config.yaml",  # read by the CLI, not a key
+    "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+}
+
+
+def test_kubernetes_service_variables_are_not_config(tmp_path):
+    cfg = load_config(ROOT / "config.yaml", environ={**KUBERNETES_SERVICE_ENV, "ADAE_KAFKA__GROUP_ID": "g"})
+    assert cfg.kafka.group_id == "g"
+    assert cfg.metrics.port == 9108 and cfg.kafka.bootstrap_servers == "embedded"
+
+
+def test_cli_starts_past_config_with_kubernetes_variables(tmp_path):
+    """The shipped deployment used to exit 2 with "config key 'stream_port' is unknown"."""
+    import os
+
+    p = write(tmp_path, "detector:\n  path: " + str(tmp_path / "none") + "\n")
+    env = {**os.environ, **KUBERNETES_SERVICE_ENV}
+    out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert "unknown" not in out.stderr
+    assert "detector.json is missing" in out.stderr.strip().splitlines()[-1]  # got as far as loading the detector
+
+
+@pytest.mark.parametrize("secret", ["123456", "null", "", "true", "~", "[a, b]", "0x1F", "  spaced  ", "#hash", "a: b"])
+def test_string_fields_from_the_environment_are_taken_verbatim(secret):
+    cfg = load_config(None, environ={"ADAE_KAFKA__SASL_PLAIN_PASSWORD": secret, "ADAE_KAFKA__GROUP_ID": "007"})
+    assert cfg.kafka.sasl_plain_password == secret
+    assert cfg.kafka.group_id == "007"
+
+
+def test_typed_fields_from_the_environment_are_parsed():
+    env = {"ADAE_KAFKA__CREATE_TOPICS": "false", "ADAE_BATCHING__BUCKET_SIZES": "[1, 8]", "ADAE_KAFKA__COMPRESSION_TYPE": "zstd",
+           "ADAE_DELIVERY": "exactly_once", "ADAE_LOG_LEVEL": "DEBUG", "ADAE_DEMO__MIX__CLEAN": "0.9"}
+    cfg = load_config(None, environ=env)
+    assert cfg.kafka.create_topics is False and cfg.batching.bucket_sizes == [1, 8] and cfg.kafka.compression_type == "zstd"
+    assert cfg.delivery == "exactly_once" and cfg.log_level == "DEBUG" and cfg.demo.mix["clean"] == 0.9
+
+
+@pytest.mark.parametrize("env, key", [({"ADAE_KAFKA__INPUT_TOPK": "x"}, "kafka.input_topk"),
+                                      ({"ADAE_KAFKA__SECURITY_PROTOCOL": "plaintext"}, "kafka.security_protocol"),
+                                      ({"ADAE_DELIVERY": "never"}, "delivery")])
+def test_bad_values_in_known_sections_still_fail_naming_the_key(env, key):
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, environ=env)
+    assert f"'{key}'" in str(ei.value)

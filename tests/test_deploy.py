@@ -104,6 +104,7 @@ def test_k8s_manifests_match_the_code():
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
     assert pod["terminationGracePeriodSeconds"] >= 30
+    assert pod["enableServiceLinks"] is False  # no ADAE_STREAM_* service variables in the pod's environment
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/etc/adae" in mounts and any(cfg.detector.path.startswith(m) for m in mounts)
     env = {e["name"]: "x" for e in container.get("env", [])}

@@ -8,7 +8,8 @@ import signal
 import numpy as np
 import pytest
 
-from adae_stream.stream.codecs import REASONS, encode_request
+from adae_stream.errors import DEAD_LETTER_REASONS
+from adae_stream.stream.codecs import encode_request
 from tests.kafka_helpers import collect, make_config, producer
 from tests.process_helpers import PipelineProcess
 
@@ -89,7 +90,7 @@ def test_fuzz_thousand_bad_records(broker, digits_setup, digits_detector_path, t
     for key, rec in by_key.items():
         h = dict(rec.headers)
         reason = h["error-reason"].decode()
-        assert reason in REASONS and h["error-message"]
+        assert reason in DEAD_LETTER_REASONS and h["error-message"]
         value, expected = bad[key]
         if expected is not None:
             assert reason == expected, (key, reason, expected, h["error-message"])

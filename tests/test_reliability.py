@@ -15,7 +15,7 @@ from kafka.structs import TopicPartition
 
 from adae_stream.stream.broker import EmbeddedBroker, free_port
 from adae_stream.stream.codecs import decode_response
-from tests.kafka_helpers import make_config
+from tests.kafka_helpers import make_config, producer
 from tests.process_helpers import PipelineProcess, Traffic
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -257,22 +257,32 @@ def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_p
           f"first process exit {rc1}; answered after restart {len(set(got) & set(ids2))}/{len(ids2)}")
     assert cpu_share < 0.3
     assert rc1 == 1
-    assert text1.count("pipeline stopped: publishing the answer to request") == 1
+    assert text1.count("pipeline stopped: publishing the answer to the request at") == 1
     assert "its offset is not committed" in text1
     assert set(ids2) <= set(got)
     assert rc2 == 0
 
 
-def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_path, tmp_path):
-    """Answers that cannot be published: clear error, exit 1, and no offset committed for those records."""
-    from tests.kafka_helpers import produce_requests
-
-    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"output_topic": "bad topic name!", "create_topics": False})
-    from adae_stream.stream.app import ensure_topics
+@pytest.mark.parametrize("unusable", ["output_topic", "dead_letter_topic"])
+def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_path, tmp_path, unusable):
+    """A topic the service cannot write to is a failure of the whole service, not of a record: one clear
+    line, exit 1, and no offset committed for the records it could not publish."""
     from dataclasses import replace
 
-    ensure_topics(replace(cfg, kafka=replace(cfg.kafka, output_topic=cfg.kafka.input_topic)), broker.bootstrap)
-    sent = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
+    from adae_stream.stream.clients import ensure_topics
+    from tests.kafka_helpers import produce_requests
+
+    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={unusable: "bad topic name!", "create_topics": False})
+    ensure_topics(replace(cfg, kafka=replace(cfg.kafka, **{unusable: cfg.kafka.input_topic})), broker.bootstrap)
+    if unusable == "output_topic":
+        sent = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
+        what = "publishing the answer to the request at"
+    else:
+        p = producer(broker.bootstrap)
+        sent = {f"junk-{i}": p.send(cfg.kafka.input_topic, value=b"not a request", key=f"junk-{i}".encode()) for i in range(10)}
+        p.flush()
+        p.close()
+        what = "publishing the dead-letter record for"
     proc = PipelineProcess(cfg, tmp_path, "badout").start()
     try:
         rc = proc.wait(120)
@@ -280,7 +290,7 @@ def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_p
         proc.cleanup()
     text = proc.text()
     assert rc == 1, text[-2000:]
-    assert "publishing the answer to request" in text and "its offset is not committed" in text
+    assert text.count("pipeline stopped: ") == 1 and what in text and "its offset is not committed" in text
     c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
     committed = {p: c.committed(TopicPartition(cfg.kafka.input_topic, p)) for p in range(cfg.kafka.partitions)}
     c.close()

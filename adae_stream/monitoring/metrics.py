@@ -13,9 +13,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
+from adae_stream.errors import DEAD_LETTER_REASONS
 from adae_stream.monitoring.drift import ks_2samp
-
-DEAD_LETTER_REASONS = ("decode", "schema", "shape", "dtype", "non_finite", "too_large", "scoring")
 
 
 def score_buckets(threshold: float | None) -> list[float]:
@@ -129,7 +128,7 @@ class PipelineMetrics:
         )
         self.lag = Gauge("adae_consumer_lag", "Records behind the partition's high watermark (uncommitted).", ["topic", "partition"], registry=r)
         self.kafka_up = Gauge("adae_kafka_up", "1 while the Kafka clients are connected, else 0.", registry=r)
-        self.ready = Gauge("adae_ready", "1 once the detector is loaded and partitions are assigned.", registry=r)
+        self.ready = Gauge("adae_ready", "1 while the detector is loaded, partitions are assigned and no fatal error occurred.", registry=r)
         self.build = Gauge("adae_build_info", "Build information (value 1).", ["version", "detector", "tensorflow"], registry=r)
         info = build_info or {}
         self.build.labels(info.get("version", ""), info.get("detector", ""), info.get("tensorflow", "")).set(1)

@@ -1,37 +1,43 @@
-"""The pipeline: owns the Kafka consumer, producer and loop (an Application in the Quix Streams sense).
+"""The pipeline loop (an Application in the Quix Streams sense): owns the consumer and the loop.
 
-Loop: poll -> decode (bad records to the dead-letter topic) -> micro-batch -> score (one compiled call)
--> split -> encode -> produce. A record's offset becomes committable only once the broker acked its
-answer (OffsetTracker), so delivery is at-least-once even though batches mix polls and partitions.
-Revocation and stop: stop polling, score what is pending, flush, commit, close.
+Loop: poll -> decode -> micro-batch -> score (one compiled call) -> split -> answer. Each job has its own
+module: the clients and topics (clients.py), where each record ends up and the per-record error policy
+(sink.py), what may be committed (commit.py), the rebalance hooks (rebalance.py). A record's offset
+becomes committable only once the broker acked its answer or dead-letter record (OffsetTracker), so
+delivery is at-least-once even though batches mix polls and partitions.
+
+Every step for one record sits inside an error boundary: whatever one record does, it costs that record
+(dead-lettered with a reason), never the service. Only failures of the whole service stop the loop.
 """
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from typing import Any, Protocol
 
 import numpy as np
-from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import CommitFailedError, KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaConfigurationError, KafkaError
+from kafka.structs import TopicPartition
 
-from adae_stream.config import Config, kafka_security_kwargs
+from adae_stream.config import Config
+from adae_stream.errors import DecodeError, PipelineError
 from adae_stream.stream.batcher import Assembler, Batch, Batcher
 from adae_stream.stream.client_fixes import keep_pending_join_visible
-from adae_stream.stream.codecs import DecodeError, RawRecord, Request, decode, encode
+from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics
+from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, Request, decode
+from adae_stream.stream.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
 from adae_stream.stream.offsets import OffsetTracker
+from adae_stream.stream.rebalance import RebalanceListener
+from adae_stream.stream.sink import Sink, Tally
 
 log = logging.getLogger(__name__)
 
-DLQ_OVERHEAD = 64 * 1024
 IDLE_POLL_MS = 10  # the longest the loop blocks in poll() (see Pipeline._poll_timeout_ms)
+FAILURE_FLUSH_S = 5.0  # after a fatal error: how long to wait for answers already sent, and for the commit
 
 
 class BatchScorer(Protocol):
@@ -64,67 +70,6 @@ class NullMetrics:
     def set_kafka_up(self, up): pass
 
 
-class PipelineError(RuntimeError):
-    """A fatal pipeline condition (broker unreachable past the deadline, publish failure)."""
-
-
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """Rebalance hooks, run by kafka-python 3 on its I/O loop (where blocking client calls are forbidden).
-
-    Revocation is handled right here: while this hook runs, the pipeline thread is parked inside
-    ``consumer.poll()`` (which awaits the hook before it sends JoinGroup), so finishing in-flight work
-    from this loop touches nothing concurrently; the commit is awaited with the non-blocking
-    ``commit_async``, and the group only moves our partitions once it is done. Assignment is queued: the
-    pipeline thread seeks the new partitions to their committed offsets (blocking calls) before it
-    ingests anything else.
-    """
-
-    def __init__(self, pipeline: "Pipeline") -> None:
-        self.pipeline = pipeline
-
-    async def on_partitions_revoked(self, revoked):
-        p = self.pipeline
-        if p._closing or not revoked:
-            return
-        log.info("partitions revoked: %s; finishing in-flight work first", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
-        try:
-            offsets = p._finish_in_flight()
-            if p.exactly_once:
-                p._commit_transaction()  # blocks only on the producer's own I/O thread
-            elif offsets:
-                await p.consumer.commit_async({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
-                p.tracker.mark_committed(offsets)
-        except Exception as exc:
-            log.error("could not commit in-flight work before revocation: %s (its new owner redoes it)", exc)
-        p._forget(revoked)
-
-    async def on_partitions_assigned(self, assigned):
-        self.pipeline._assignments.put(set(assigned))
-
-    async def on_partitions_lost(self, lost):
-        log.warning("partitions lost (evicted from the group): %s; uncommitted work will be redone by their new owner",
-                    sorted(f"{tp.topic}-{tp.partition}" for tp in lost))
-        self.pipeline._forget(lost)
-
-
-def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000) -> None:
-    """Create the input, output and dead-letter topics if missing (kafka.create_topics)."""
-    k = cfg.kafka
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-admin", bootstrap_timeout_ms=bootstrap_timeout_ms,
-                             **kafka_security_kwargs(k))
-    try:
-        existing = set(admin.list_topics())
-        wanted = [t for t in dict.fromkeys([k.input_topic, k.output_topic, k.dead_letter_topic]) if t not in existing]
-        for topic in wanted:
-            try:
-                admin.create_topics([NewTopic(topic, k.partitions, k.replication_factor)])
-                log.info("created topic %s (%d partitions)", topic, k.partitions)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
-
-
 class Pipeline:
     def __init__(self, config: Config, scorer: BatchScorer, metrics: Metrics | None = None, bootstrap_servers: str | None = None) -> None:
         self.cfg = config
@@ -137,16 +82,17 @@ class Pipeline:
         self.batcher = Batcher(config.batching.max_batch_size, config.batching.max_batch_delay_ms / 1000.0)
         self.assembler = Assembler()
         self.tracker = OffsetTracker()
+        self.stats = Tally()  # ok, dead_letter, batches, instances, transactions
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
+        self.sink: Sink | None = None
+        self.committer: Committer | None = None
+        self.assignments: queue.SimpleQueue[set[TopicPartition]] = queue.SimpleQueue()  # from the rebalance listener
+        self.closing = False  # set at shutdown: close() may revoke, and the drain already did that work
         self._stop = threading.Event()
-        self._closing = False
-        self._commit_in_flight = False
-        self._out_partitions: set[int] = set()
-        self._assignments: queue.SimpleQueue = queue.SimpleQueue()
         self._fatal: str | None = None
-        self._assigned: set = set()
-        self._last_commit = 0.0
+        self._assigned: set[TopicPartition] = set()
+        self._unpositioned: set[TopicPartition] = set()  # assigned, not yet sought to the committed offset
         self._last_housekeeping = 0.0
         self.last_loop = time.monotonic()
         self.info = {"model_name": config.detector.model_name, "threshold": float(scorer.threshold), "detector_version": scorer.version}
@@ -155,10 +101,6 @@ class Pipeline:
             self._fields.append("instance_score")
         if config.detector.return_all_predictions:
             self._fields += ["no_defense", "defense"]
-        self._producer_max = max(2 * self.k.max_message_bytes + DLQ_OVERHEAD, 1024 * 1024)
-        self.stats = {"ok": 0, "dead_letter": 0, "batches": 0, "instances": 0, "transactions": 0}
-        self.exactly_once = config.delivery == "exactly_once"
-        self._in_txn = False
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -166,8 +108,14 @@ class Pipeline:
         self._stop.set()
 
     @property
+    def failure(self) -> str | None:
+        """Why the service stopped (or is stopping) with exit 1; None while healthy."""
+        return self._fatal or (self.sink.failure if self.sink is not None else None)
+
+    @property
     def ready(self) -> bool:
-        return self.consumer is not None and bool(self._assigned) and self._fatal is None
+        """Detector loaded (it is, once constructed), partitions assigned, no fatal error."""
+        return self.consumer is not None and bool(self._assigned) and self.failure is None
 
     def alive(self, stall_s: float = 60.0) -> bool:
         return time.monotonic() - self.last_loop < stall_s
@@ -181,39 +129,33 @@ class Pipeline:
             # process. Frozen, it is skipped by the cyclic GC, whose full collections would otherwise walk it
             # in the middle of traffic (~150 ms per full collection, measured with gc.collect()).
             gc.freeze()
-            while not self._stop.is_set() and self._fatal is None:
-                self.last_loop = time.monotonic()
-                polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
-                repositioned = self._apply_assignments()
-                for tp, records in polled.items():
-                    if tp in repositioned:
-                        continue  # fetched before the seek: they come again from the committed offset
-                    for rec in records:
-                        self._ingest(tp, rec)
-                self._score(force=False)
-                self._commit(force=False)
-                self._housekeeping()
+            while not self._stop.is_set():
+                self._turn()
         except PipelineError as exc:
             self._fatal = str(exc)
         finally:
             gc.unfreeze()
             self._shutdown()
-        if self._fatal:
-            log.error("pipeline stopped: %s", self._fatal)
+        if self.failure:
+            log.error("pipeline stopped: %s", self.failure)
             return 1
         return 0
 
-    def _client_common(self, bootstrap_timeout_ms: int = 30000) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap, "client_id": self.k.client_id, "bootstrap_timeout_ms": bootstrap_timeout_ms,
-                **kafka_security_kwargs(self.k)}
-
-    def _transactional_kwargs(self) -> dict[str, Any]:
-        """exactly_once: a transactional producer. The id is unique per process; zombie fencing comes from
-        the consumer group metadata sent with the offsets (KIP-447), not from a static id."""
-        if not self.exactly_once:
-            return {}
-        tid = f"{self.k.client_id}-{self.k.group_id}-{socket.gethostname()}-{os.getpid()}"
-        return {"transactional_id": tid, "enable_idempotence": True}
+    def _turn(self) -> None:
+        self.last_loop = time.monotonic()
+        polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
+        skip = self._position_assigned()
+        for tp, records in polled.items():
+            if tp in skip:
+                continue  # fetched before the seek: they come again from the committed offset
+            for rec in records:
+                self._ingest(tp, rec)
+        self.sink.drain()
+        self._score(force=False)
+        self.committer.commit()
+        self._housekeeping()
+        if self.sink.failure:
+            raise PipelineError(self.sink.failure)
 
     def _connect(self) -> bool:
         """Build the clients, retrying with exponential backoff until kafka.connect_timeout_s."""
@@ -225,27 +167,11 @@ class Pipeline:
             try:
                 if self.k.create_topics:
                     ensure_topics(self.cfg, self.bootstrap, attempt_ms)
-                self.producer = KafkaProducer(
-                    acks="all", linger_ms=self.k.linger_ms, batch_size=1024 * 1024, max_request_size=self._producer_max,
-                    compression_type=self.k.compression_type, delivery_timeout_ms=int(self.k.delivery_timeout_s * 1000),
-                    request_timeout_ms=min(30000, int(self.k.delivery_timeout_s * 1000) // 2), max_in_flight_requests_per_connection=1,
-                    max_block_ms=int(self.k.delivery_timeout_s * 1000),
-                    **self._transactional_kwargs(),
-                    **self._client_common(attempt_ms),
-                )
-                if self.exactly_once:
-                    self.producer.init_transactions()
-                self.consumer = KafkaConsumer(
-                    group_id=self.k.group_id, enable_auto_commit=False, auto_offset_reset=self.k.auto_offset_reset,
-                    session_timeout_ms=self.k.session_timeout_ms, heartbeat_interval_ms=self.k.heartbeat_interval_ms,
-                    fetch_max_wait_ms=self.k.fetch_max_wait_ms, max_poll_records=self.k.max_poll_records,
-                    max_partition_fetch_bytes=max(1024 * 1024, self.k.max_message_bytes + DLQ_OVERHEAD),
-                    fetch_max_bytes=max(50 * 1024 * 1024, 2 * self.k.max_message_bytes),
-                    isolation_level="read_committed" if self.cfg.delivery == "exactly_once" else "read_uncommitted",
-                    **self._client_common(attempt_ms),
-                )
+                self.producer = build_producer(self.cfg, self.bootstrap, attempt_ms)
+                self.consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
                 keep_pending_join_visible(self.consumer)
-                self.consumer.subscribe([self.k.input_topic], listener=_Rebalance(self))
+                self._build_sink_and_committer()
+                self.consumer.subscribe([self.k.input_topic], listener=RebalanceListener(self))
                 self.metrics.set_kafka_up(True)
                 log.info("connected to Kafka at %s; consuming %s as group %s", self.bootstrap, self.k.input_topic, self.k.group_id)
                 return True
@@ -263,17 +189,50 @@ class Pipeline:
                 delay = min(delay * 2, 10.0)
         return False
 
+    def _build_sink_and_committer(self) -> None:
+        interval_s, timeout_s = self.k.commit_interval_ms / 1000.0, self.k.delivery_timeout_s
+        if self.cfg.delivery == "exactly_once":
+            self.committer = TransactionalCommitter(self.producer, self.consumer, self.tracker, lambda: self._assigned,
+                                                    interval_s, timeout_s, self.stats)
+        else:
+            self.committer = AtLeastOnceCommitter(self.consumer, self.tracker, lambda: self._assigned, interval_s, timeout_s)
+        self.sink = Sink(self.producer, self.k, self.tracker, self.metrics, self.stats, before_send=self.committer.before_send)
+
     def _shutdown(self) -> None:
-        self._closing = True  # close() may revoke: the drain below already did that work
+        self.closing = True
         try:
             if self.consumer is not None and self.producer is not None:
-                self._drain()
+                if self.failure is None:
+                    self._drain()
+                else:
+                    self._wind_down_after_failure()
         except Exception as exc:  # closing must go on; nothing more is committed past unpublished work anyway
             log.error("error while draining at shutdown: %s", exc)
             self._fatal = self._fatal or f"drain failed: {exc}"
         finally:
             self._close_clients()
-            log.info("pipeline closed: %d answered, %d dead-lettered, %d batches", self.stats["ok"], self.stats["dead_letter"], self.stats["batches"])
+            log.info("pipeline closed: %d answered, %d dead-lettered, %d batches",
+                     self.stats["ok"], self.stats["dead_letter"], self.stats["batches"])
+
+    def _drain(self) -> None:
+        """Score everything pending, wait for every answer's ack, commit: used at stop."""
+        self.finish_in_flight()
+        if self.failure is None:
+            self.committer.commit(force=True)
+        else:
+            self._wind_down_after_failure()
+
+    def _wind_down_after_failure(self) -> None:
+        """After a fatal error nothing new is published. Answers already sent get a short while to be acked,
+        and only what is acked is committed: the failed record is not, so no later offset of its partition
+        is either. An open transaction is aborted."""
+        if self.committer.abandon():
+            return
+        try:
+            self.producer.flush(timeout=FAILURE_FLUSH_S)
+        except KafkaError as exc:
+            log.warning("answers still unacked at stop (they are redone after a restart): %s", exc)
+        self.committer.commit(force=True, timeout_s=FAILURE_FLUSH_S)
 
     def _close_clients(self) -> None:
         if self.consumer is not None:
@@ -289,48 +248,60 @@ class Pipeline:
                 log.warning("closing producer: %s", exc)
             self.producer = None
 
-    def _drain(self) -> None:
-        """Score everything pending, wait for every answer's ack, commit: used at stop."""
-        self._finish_in_flight()
-        self._commit(force=True)
-
-    # ------------------------------------------------------------------ rebalance
-    def _finish_in_flight(self) -> dict:
-        """Score what is pending, wait for every answer's ack; return the offsets now safe to commit."""
+    # ------------------------------------------------------------------ rebalance (see rebalance.py)
+    def finish_in_flight(self) -> None:
+        """Score what is pending and wait until every answer and dead letter is acked (or failed)."""
         self._score(force=True)
-        self.producer.flush(timeout=self.k.delivery_timeout_s)
-        return {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
+        self.sink.flush(self.k.delivery_timeout_s)
 
-    def _forget(self, partitions) -> None:
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop everything held for these partitions: their new owner (or our own re-seek) redoes it."""
         self.tracker.remove(partitions)
-        self._assigned -= set(partitions)
+        for req in self.batcher.discard_partitions(partitions):
+            self.assembler.discard(req)
+        self.assembler.discard_partitions(partitions)
+        self._assigned -= partitions
+        self._unpositioned -= partitions
         for tp in partitions:
             self.metrics.set_lag(tp.topic, tp.partition, None)
 
-    def _apply_assignments(self) -> set:
-        """Handle queued assignments; returns the partitions that were repositioned."""
-        repositioned: set = set()
-        while True:
-            try:
-                assigned = self._assignments.get_nowait()
-            except queue.Empty:
-                return repositioned
-            self._on_assigned(assigned)
-            repositioned |= assigned
+    def lose(self, lost: set[TopicPartition]) -> None:
+        """Partitions lost without revocation: drop their pending work and abort an open transaction. The
+        aborted transaction also held answers of the partitions we keep, so those are redone too."""
+        self.forget(lost)
+        if self.committer is not None and self.committer.abandon():
+            kept = set(self._assigned)
+            self.forget(kept)
+            self.assignments.put(kept)
 
-    def _on_assigned(self, assigned) -> None:
-        """Resume every assigned partition from its committed offset (or the reset policy when none).
+    def _position_assigned(self) -> set[TopicPartition]:
+        """Seek newly assigned partitions to their committed offset (or the reset policy when none).
+
+        Returns the partitions whose records in this poll must be skipped: the ones sought now (their
+        records come again from the new position) and the ones not yet sought. A partition whose
+        committed offset could not be read stays paused and unsought, and is tried again next turn, so
+        a failed read can never skip records.
 
         kafka-python keeps its in-memory fetch position for partitions that stay assigned across a
         rebalance; if the broker's log was truncated or re-created meanwhile, that position would skip
         records. Seeking to the committed offset is the at-least-once contract, whatever happened.
         """
-        self.tracker.remove(assigned)
-        for tp in assigned:
+        while True:
+            try:
+                assigned = self.assignments.get_nowait()
+            except queue.Empty:
+                break
+            self.tracker.remove(assigned)
+            self._assigned |= assigned
+            self._unpositioned |= assigned
+            log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+        skip = set(self._unpositioned)
+        for tp in sorted(self._unpositioned):
             try:
                 committed = self.consumer.committed(tp, timeout_ms=int(self.k.delivery_timeout_s * 1000))
             except KafkaError as exc:
-                log.warning("could not read the committed offset of %s-%d (%s); keeping the client's position", tp.topic, tp.partition, exc)
+                log.warning("could not read the committed offset of %s-%d (%s); partition paused, retrying", tp.topic, tp.partition, exc)
+                self.consumer.pause(tp)
                 continue
             if committed is not None:
                 self.consumer.seek(tp, committed)
@@ -338,8 +309,9 @@ class Pipeline:
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek_to_end(tp)
-        self._assigned |= set(assigned)
-        log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+            self.consumer.resume(tp)
+            self._unpositioned.discard(tp)
+        return skip
 
     # ------------------------------------------------------------------ per record
     def _poll_timeout_ms(self) -> int:
@@ -351,13 +323,20 @@ class Pipeline:
         due = self.batcher.time_until_due()
         return IDLE_POLL_MS if due is None else int(min(IDLE_POLL_MS, due * 1000.0))
 
-    def _ingest(self, tp: TopicPartition, rec) -> None:
+    def _ingest(self, tp: TopicPartition, rec: Any) -> None:
         self.tracker.add(tp, rec.offset)
         raw = RawRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers or [], rec.timestamp)
         try:
             req = decode(raw, self.scorer.input_shape, self.k.max_message_bytes)
         except DecodeError as exc:
-            self._dead_letter(raw, exc.reason, exc.message)
+            self.sink.dead_letter(raw, exc.reason, exc.message)
+            return
+        except Exception as exc:  # a decoder bug costs this record, not the service
+            log.exception("decoding %s-%d@%d raised unexpectedly", rec.topic, rec.partition, rec.offset)
+            self.sink.dead_letter(raw, "internal", f"decoding raised {type(exc).__name__}: {exc}"[:500])
+            return
+        if req.n == 0:  # nothing to score: answered at once, with empty outputs
+            self._publish(req, {k: np.empty(0, RESULT_DTYPES[k]) for k in self._fields})
             return
         req.arrival = time.monotonic()
         self.batcher.add(req)
@@ -371,8 +350,8 @@ class Pipeline:
                 self._scoring_failed(batch, exc)
                 continue
             elapsed = time.perf_counter() - t0
-            self.stats["batches"] += 1
-            self.stats["instances"] += batch.size
+            self.stats.add("batches")
+            self.stats.add("instances", batch.size)
             self.metrics.observe_batch(batch.size, elapsed)
             self.metrics.observe_results(result["instance_score"], result["is_adversarial"], result["corrected"], result["no_defense"])
             for req, res in self.assembler.add(batch, {k: result[k] for k in self._fields}):
@@ -383,131 +362,12 @@ class Pipeline:
         for req in {id(s.request): s.request for s in batch.segments}.values():
             self.batcher.discard(req)
             self.assembler.discard(req)
-            self._dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
+            self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
 
     def _publish(self, req: Request, result: dict[str, np.ndarray]) -> None:
-        payload, headers = encode(req, result, self.info)
-        rec = req.record
-        tp = TopicPartition(rec.topic, rec.partition)
-        what = f"answer to request {req.id!r} ({rec.topic}-{rec.partition}@{rec.offset})"
-        try:
-            self._begin_transaction()
-            future = self.producer.send(self.k.output_topic, value=payload, key=rec.key, headers=headers, partition=self._out_partition(rec))
-        except Exception as exc:  # rejected before it left: invalid topic, record too large, metadata timeout
-            self._publish_failed(what, exc)
-            return
+        self.sink.answer(req, result, self.info)
 
-        def ok(_md, tp=tp, offset=rec.offset, ts=rec.timestamp):
-            self.tracker.done(tp, offset)
-            self.stats["ok"] += 1
-            self.metrics.request_done("ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None)
-
-        future.add_callback(ok)
-        future.add_errback(self._publish_failed, what)
-
-    def _dead_letter(self, rec: RawRecord, reason: str, message: str) -> None:
-        log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message)
-        value = rec.value or b""
-        headers = [(k, v) for k, v in (rec.headers or []) if not k.startswith("error-")]
-        headers += [("error-reason", reason.encode()), ("error-message", message.encode("utf-8", "replace")[:4000]),
-                    ("source-topic", rec.topic.encode()), ("source-partition", str(rec.partition).encode()), ("source-offset", str(rec.offset).encode())]
-        if len(value) > self._producer_max - DLQ_OVERHEAD:
-            headers.append(("error-truncated-from", str(len(value)).encode()))
-            value = value[: self._producer_max - DLQ_OVERHEAD]
-        tp = TopicPartition(rec.topic, rec.partition)
-        what = f"dead-letter record for {rec.topic}-{rec.partition}@{rec.offset}"
-        try:
-            self._begin_transaction()
-            future = self.producer.send(self.k.dead_letter_topic, value=value, key=rec.key, headers=headers)
-        except Exception as exc:
-            self._publish_failed(what, exc)
-            return
-
-        def ok(_md, tp=tp, offset=rec.offset):
-            self.tracker.done(tp, offset)
-            self.stats["dead_letter"] += 1
-            self.metrics.request_done("dead_letter", reason=reason)
-
-        future.add_callback(ok)
-        future.add_errback(self._publish_failed, what)
-
-    def _publish_failed(self, what: str, exc: Exception) -> None:
-        # kafka-python calls errbacks as f(*args, exception); runs on the producer's I/O thread (or inline
-        # for send-time errors). The record stays not-done, so neither its offset nor any later one of its
-        # partition is ever committed. The first failure is fatal and logged; the rest follow from it.
-        if self._fatal is None:
-            self._fatal = f"publishing the {what} failed: {exc!r}; its offset is not committed"
-            log.error(self._fatal)
-        else:
-            log.debug("also failed: %s: %r", what, exc)
-        self._stop.set()
-
-    def _out_partition(self, rec: RawRecord) -> int | None:
-        """Keyed records follow the key (same partitioner as the input); unkeyed keep the input partition."""
-        if rec.key is not None:
-            return None
-        if not self._out_partitions:  # looked up once (partitions are never removed from a topic)
-            self._out_partitions = set(self.producer.partitions_for(self.k.output_topic) or ())
-        return rec.partition if rec.partition in self._out_partitions else None
-
-    # ------------------------------------------------------------------ commits and housekeeping
-    def _commit(self, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_commit < self.k.commit_interval_ms / 1000.0:
-            return
-        self._last_commit = now
-        if self.exactly_once:
-            self._commit_transaction()
-            return
-        offsets = {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
-        if not offsets:
-            return
-        request = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-        if not force:
-            # In the loop: asynchronous, one at a time, so a broker round trip never stalls the records behind it.
-            if self._commit_in_flight:
-                return
-            self._commit_in_flight = True
-            future = self.consumer.commit_async(request)
-            future.add_callback(lambda _r: self.tracker.mark_committed(offsets))
-            future.add_errback(lambda exc: log.warning("offset commit failed: %s; will retry", exc))
-            future.add_both(lambda _r: setattr(self, "_commit_in_flight", False))
-            return
-        try:
-            self.consumer.commit(request, timeout_ms=int(self.k.delivery_timeout_s * 1000))
-            self.tracker.mark_committed(offsets)
-        except CommitFailedError as exc:
-            log.warning("offset commit rejected (group rebalanced): %s; those records will be redelivered", exc)
-        except KafkaError as exc:  # includes the commit timeout
-            log.warning("offset commit failed: %s", exc)
-
-    def _begin_transaction(self) -> None:
-        if self.exactly_once and not self._in_txn:
-            self.producer.begin_transaction()
-            self._in_txn = True
-
-    def _commit_transaction(self) -> None:
-        """Commit the open transaction: its answers and the input offsets they cover, atomically."""
-        if not self._in_txn:
-            return
-        self.producer.flush(timeout=self.k.delivery_timeout_s)
-        offsets = {tp: off for tp, off in self.tracker.to_commit().items() if tp in self._assigned}
-        try:
-            if offsets:
-                self.producer.send_offsets_to_transaction({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
-                                                          self.consumer.group_metadata())
-            self.producer.commit_transaction()
-        except KafkaError as exc:
-            try:
-                self.producer.abort_transaction()
-            except KafkaError:
-                pass
-            raise PipelineError(f"transaction failed and was aborted: {exc!r}; a restart resumes from the last committed offsets") from exc
-        finally:
-            self._in_txn = False
-        self.tracker.mark_committed(offsets)
-        self.stats["transactions"] += 1
-
+    # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:
         now = time.monotonic()
         if now - self._last_housekeeping < 1.0:
@@ -518,7 +378,7 @@ class Pipeline:
         # requests/s, ~200,000 such objects piled up every ~3 s and were freed in one full collection
         # of 60-70 ms that stalled every thread. Collected every second here, each pass took < 5 ms.
         gc.collect()
-        for tp in list(self._assigned):
+        for tp in self._assigned - self._unpositioned:
             hw = self.consumer.highwater(tp)
             point = self.tracker.commit_point(tp)
             if point is None:

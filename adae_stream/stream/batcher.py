@@ -15,6 +15,11 @@ import numpy as np
 from adae_stream.stream.codecs import Request
 
 
+def _partition_of(request: Request) -> tuple[str, int]:
+    """(topic, partition): equal to a kafka TopicPartition, which is a namedtuple of the same fields."""
+    return (request.record.topic, request.record.partition)
+
+
 @dataclass
 class Segment:
     request: Request
@@ -54,6 +59,14 @@ class Batcher:
             if entry[0] is request:
                 self._queue.remove(entry)
                 self.pending_instances -= request.n - entry[1]
+
+    def discard_partitions(self, partitions: set) -> list[Request]:
+        """Drop the pending requests read from these (topic, partition)s: they were lost or revoked, and
+        their new owner redoes them. Returns the dropped requests."""
+        dropped = [entry[0] for entry in self._queue if _partition_of(entry[0]) in partitions]
+        for req in dropped:
+            self.discard(req)
+        return dropped
 
     def time_until_due(self) -> float | None:
         """Seconds until a batch is due (0: now); None when nothing is pending."""
@@ -96,6 +109,11 @@ class Assembler:
 
     def discard(self, request: Request) -> None:
         self._partial.pop(id(request), None)
+
+    def discard_partitions(self, partitions: set) -> None:
+        for key, (req, _, _) in list(self._partial.items()):
+            if _partition_of(req) in partitions:
+                del self._partial[key]
 
     def add(self, batch: Batch, result: dict[str, np.ndarray]) -> list[tuple[Request, dict[str, np.ndarray]]]:
         done = []

@@ -5,7 +5,7 @@ Formats (chosen by the ``content-type`` header, else sniffed from the body):
 - ``application/json`` with ``{"instances": [...]}``: V1 request.
 - ``application/x-npy``: a .npy array (n, ...); the request id from the ``request-id`` header or the key.
 
-Every rejection is a DecodeError with a reason from REASONS, so bad input lands on the dead-letter topic
+Every rejection is a DecodeError with a reason from DECODE_REASONS, so bad input lands on the dead-letter topic
 with a machine-readable cause. Declared shapes are checked against limits and the body before anything
 is allocated from them; numeric conversion is vectorised numpy (no per-element Python loops).
 """
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-REASONS = ("decode", "schema", "shape", "dtype", "non_finite", "too_large", "scoring")
+from adae_stream.errors import DecodeError
 JSON, NPY = "application/json", "application/x-npy"
 V2_DATATYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 NPY_MAGIC = b"\x93NUMPY"
@@ -36,14 +36,6 @@ class RawRecord(NamedTuple):
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
     timestamp: int = -1
-
-
-class DecodeError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(eq=False)
@@ -126,6 +118,8 @@ def _decode_v2(record: RawRecord, body: dict, input_shape: tuple[int, ...], max_
     rid = body.get("id")
     if rid is not None and not isinstance(rid, str):
         raise DecodeError("schema", "'id' must be a string")
+    if rid and not _is_unicode(rid):
+        raise DecodeError("schema", "'id' is not valid Unicode (it holds a lone surrogate escape such as \\ud800)")
     dt = tensor["datatype"]
     if not isinstance(dt, str) or dt.upper() not in V2_DATATYPES:
         raise DecodeError("dtype", f"datatype {dt!r} is not numeric (one of {', '.join(sorted(V2_DATATYPES))})")
@@ -141,6 +135,15 @@ def _decode_v2(record: RawRecord, body: dict, input_shape: tuple[int, ...], max_
     params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
     x = _to_array(tensor["data"], shape, input_shape, "data")
     return Request(rid or fallback_id(record), x, "v2", record, input_name=str(tensor["name"]), parameters=params)
+
+
+def _is_unicode(text: str) -> bool:
+    """json.loads accepts lone surrogate escapes ("\\ud800"), which no UTF-8 answer or header can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _to_array(data: Any, shape: list[int] | None, input_shape: tuple[int, ...], what: str) -> np.ndarray:

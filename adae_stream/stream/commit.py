@@ -1,0 +1,162 @@
+"""What may be committed, and how: at-least-once offset commits, or transactions (exactly_once).
+
+Both commit only what the OffsetTracker calls safe: per partition, the lowest offset whose answer (or
+dead-letter record) the broker has not acked yet. The loop calls ``commit`` every turn (it decides
+whether the interval has passed), ``commit_on_revoke`` from the rebalance listener, and ``abandon``
+when partitions are lost or the service failed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Collection, Protocol
+
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from adae_stream.errors import PipelineError
+from adae_stream.stream.offsets import OffsetTracker
+from adae_stream.stream.sink import Tally
+
+log = logging.getLogger(__name__)
+
+
+class Committer(Protocol):
+    def before_send(self) -> None:
+        """Called before every send (opens a transaction when there is none)."""
+
+    def commit(self, force: bool = False, timeout_s: float | None = None) -> None:
+        """Commit what is safe, if the commit interval has passed (or force)."""
+
+    async def commit_on_revoke(self) -> None:
+        """Commit what is safe before the group moves our partitions (runs on the consumer's I/O loop)."""
+
+    def abandon(self) -> bool:
+        """Give up work that was sent but not committed. True when sent answers were discarded with it
+        (an aborted transaction), so the loop must redo every assigned partition from its committed offset."""
+
+
+def _offsets(tracker: OffsetTracker, assigned: Callable[[], Collection[TopicPartition]]) -> dict[Any, int]:
+    owned = assigned()
+    return {tp: off for tp, off in tracker.to_commit().items() if tp in owned}
+
+
+def _request(offsets: dict[Any, int]) -> dict[Any, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+
+
+class _Interval:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = 0.0
+
+    def due(self, force: bool) -> bool:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True
+
+
+class AtLeastOnceCommitter:
+    """Offsets committed by the consumer: asynchronously in the loop (one at a time, so a broker round trip
+    never stalls the records behind it), synchronously at stop."""
+
+    def __init__(self, consumer: Any, tracker: OffsetTracker, assigned: Callable[[], Collection[TopicPartition]],
+                 interval_s: float, timeout_s: float) -> None:
+        self.consumer, self.tracker, self.assigned = consumer, tracker, assigned
+        self.interval = _Interval(interval_s)
+        self.timeout_s = timeout_s
+        self._in_flight = False
+
+    def before_send(self) -> None:
+        pass
+
+    def commit(self, force: bool = False, timeout_s: float | None = None) -> None:
+        if not self.interval.due(force):
+            return
+        offsets = _offsets(self.tracker, self.assigned)
+        if not offsets:
+            return
+        if not force:
+            if self._in_flight:
+                return
+            self._in_flight = True
+            future = self.consumer.commit_async(_request(offsets))
+            future.add_callback(lambda _r: self.tracker.mark_committed(offsets))
+            future.add_errback(lambda exc: log.warning("offset commit failed: %s; will retry", exc))
+            future.add_both(lambda _r: setattr(self, "_in_flight", False))
+            return
+        try:
+            self.consumer.commit(_request(offsets), timeout_ms=int((timeout_s or self.timeout_s) * 1000))
+            self.tracker.mark_committed(offsets)
+        except CommitFailedError as exc:
+            log.warning("offset commit rejected (group rebalanced): %s; those records will be redelivered", exc)
+        except KafkaError as exc:  # includes the commit timeout
+            log.warning("offset commit failed: %s", exc)
+
+    async def commit_on_revoke(self) -> None:
+        offsets = _offsets(self.tracker, self.assigned)
+        if offsets:
+            await self.consumer.commit_async(_request(offsets))
+            self.tracker.mark_committed(offsets)
+
+    def abandon(self) -> bool:
+        return False  # acked answers stay published; their records are redone by the next owner at worst
+
+
+class TransactionalCommitter:
+    """Each commit interval's answers and the input offsets they cover commit in one transaction
+    (send_offsets_to_transaction with the group metadata: KIP-447 fencing)."""
+
+    def __init__(self, producer: Any, consumer: Any, tracker: OffsetTracker,
+                 assigned: Callable[[], Collection[TopicPartition]], interval_s: float, timeout_s: float, tally: Tally) -> None:
+        self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
+        self.interval = _Interval(interval_s)
+        self.timeout_s = timeout_s
+        self.tally = tally
+        self._open = False
+
+    def before_send(self) -> None:
+        if not self._open:
+            self.producer.begin_transaction()
+            self._open = True
+
+    def commit(self, force: bool = False, timeout_s: float | None = None) -> None:
+        if self.interval.due(force):
+            self._commit_open(timeout_s or self.timeout_s)
+
+    async def commit_on_revoke(self) -> None:
+        self._commit_open(self.timeout_s)  # blocks only on the producer's own I/O thread
+
+    def _commit_open(self, timeout_s: float) -> None:
+        if not self._open:
+            return
+        self.producer.flush(timeout=timeout_s)
+        offsets = _offsets(self.tracker, self.assigned)
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction(_request(offsets), self.consumer.group_metadata())
+            self.producer.commit_transaction()
+        except KafkaError as exc:
+            self._abort()
+            raise PipelineError(f"transaction failed and was aborted: {exc!r}; a restart resumes from the last "
+                                "committed offsets") from exc
+        finally:
+            self._open = False
+        self.tracker.mark_committed(offsets)
+        self.tally.add("transactions")
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction()
+        except KafkaError as exc:
+            log.warning("aborting the transaction failed: %s (the broker aborts it on timeout)", exc)
+
+    def abandon(self) -> bool:
+        if not self._open:
+            return False
+        self._abort()
+        self._open = False
+        log.warning("open transaction aborted; its answers are redone from the committed offsets")
+        return True

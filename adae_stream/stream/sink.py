@@ -1,0 +1,249 @@
+"""Where each record ends up: its answer on the output topic, or the record itself on the dead-letter topic.
+
+The per-record error policy lives here (README, "Error policy"):
+- a failure that belongs to one record (its answer cannot be encoded or is over the output topic's
+  limit, the client or broker rejects that record) sends the original record to the dead-letter topic
+  with a reason, and the pipeline goes on;
+- if the dead-letter topic rejects that record as well, a minimal dead-letter record (no value: the error
+  headers and the source coordinates) keeps its coordinates;
+- anything else (the broker unreachable past the delivery timeout, authorization, a fenced producer,
+  the minimal record rejected too) is a failure of the whole service. The first one is kept as
+  ``failure``; the loop stops on it, and the record stays unacked, so its offset is never committed.
+
+Producer callbacks run on kafka-python's I/O thread. They never send from there (a send can block on
+buffer memory that only that thread frees): a record to dead-letter after a rejection is queued, and the
+loop thread sends it in ``drain()`` or ``flush()``.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
+from kafka.structs import TopicPartition
+
+from adae_stream.config import KafkaConfig
+from adae_stream.stream.clients import dead_letter_limit
+from adae_stream.stream.codecs import RawRecord, Request, encode
+from adae_stream.stream.offsets import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+# Errors that condemn one record, not the service: the record's size or content.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordError, InvalidRecordError)
+SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
+MAX_ERROR_MESSAGE = 4000
+BATCH_OVERHEAD = 61  # v2 record batch header
+RECORD_OVERHEAD = 21  # length, attributes, timestamp and offset deltas, key and value lengths (varints)
+HEADER_OVERHEAD = 10  # two varint lengths
+
+
+class Outcomes(Protocol):
+    """The part of the metrics the sink reports to."""
+
+    def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None: ...
+
+
+def is_record_error(exc: BaseException) -> bool:
+    """Whether a send failure belongs to the record: its size, or content the client cannot serialise
+    (TypeError: a header kafka-python refuses; UnicodeError: text no UTF-8 can carry). kafka-python's other
+    ValueErrors name the topic (an illegal name): a failure of the service."""
+    return isinstance(exc, RECORD_ERRORS) or isinstance(exc, (TypeError, UnicodeError)) and not isinstance(exc, KafkaError)
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """An upper bound of the record's size alone in a v2 batch: what a topic's max.message.bytes limits."""
+    size = BATCH_OVERHEAD + RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+    return size + sum(HEADER_OVERHEAD + len(k.encode("utf-8", "surrogatepass")) + len(v) for k, v in headers)
+
+
+def clean_headers(headers: Sequence[tuple[Any, Any]] | None) -> list[tuple[str, bytes]]:
+    """The input's headers made valid for a new record: kafka-python hands a null value over as None, which
+    send() refuses. Our own error and source headers are dropped so that they are not doubled."""
+    out = []
+    for key, value in headers or ():
+        if not isinstance(key, str) or key.startswith("error-") or key in SOURCE_HEADERS:
+            continue
+        out.append((key, bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""))
+    return out
+
+
+class Tally:
+    """Counters written from the loop thread and from producer callbacks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """What one send was for: enough to dead-letter the source record if the send fails."""
+
+    record: RawRecord
+    reason: str | None = None  # None: an answer; else the dead-letter reason
+    message: str = ""
+    minimal: bool = False
+
+    def describe(self) -> str:
+        where = f"{self.record.topic}-{self.record.partition}@{self.record.offset}"
+        if self.reason is None:
+            return f"answer to the request at {where}"
+        return f"{'minimal ' if self.minimal else ''}dead-letter record for {where}"
+
+
+class Sink:
+    def __init__(self, producer: Any, kafka: KafkaConfig, tracker: OffsetTracker, outcomes: Outcomes,
+                 tally: Tally, before_send: Callable[[], None] = lambda: None) -> None:
+        self.producer = producer
+        self.k = kafka
+        self.tracker = tracker
+        self.outcomes = outcomes
+        self.tally = tally
+        self.before_send = before_send  # opens a transaction under exactly_once
+        self.answer_limit = kafka.max_message_bytes
+        self.dead_letter_limit = dead_letter_limit(kafka)
+        self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._failure: str | None = None
+        self._out_partitions: set[int] = set()
+
+    @property
+    def failure(self) -> str | None:
+        """The first failure of the whole service, or None."""
+        return self._failure
+
+    # ------------------------------------------------------------------ answers
+    def answer(self, request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        rec = request.record
+        try:
+            payload, headers = encode(request, result, info)
+        except Exception as exc:  # this answer only: e.g. an id no UTF-8 header can carry
+            self.dead_letter(rec, "encode", f"the answer could not be encoded: {type(exc).__name__}: {exc}")
+            return
+        size = record_size(rec.key, payload, headers)
+        if size > self.answer_limit:
+            self.dead_letter(rec, "answer_too_large", f"the answer would be {size} bytes, over the output topic's limit "
+                                                      f"kafka.max_message_bytes={self.answer_limit}")
+            return
+        self._send(self.k.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
+
+    def _out_partition(self, rec: RawRecord) -> int | None:
+        """Keyed records follow the key (same partitioner as the input); unkeyed keep the input partition."""
+        if rec.key is not None:
+            return None
+        if not self._out_partitions:  # looked up once (partitions are never removed from a topic)
+            self._out_partitions = set(self.producer.partitions_for(self.k.output_topic) or ())
+        return rec.partition if rec.partition in self._out_partitions else None
+
+    # ------------------------------------------------------------------ dead letters
+    def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
+        log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message[:500])
+        key, value, headers = self._dead_letter_record(rec, reason, message, minimal)
+        self._send(self.k.dead_letter_topic, key, value, headers, _Delivery(rec, reason, message, minimal))
+
+    def _dead_letter_record(self, rec: RawRecord, reason: str, message: str,
+                            minimal: bool) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+        """The original record with error headers, cut to fit the dead-letter topic: the value is
+        truncated first, then the copied headers go, then the key (a minimal record)."""
+        error = [("error-reason", reason.encode()),
+                 ("error-message", message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]),
+                 ("source-topic", rec.topic.encode("utf-8", "replace")),
+                 ("source-partition", str(rec.partition).encode()), ("source-offset", str(rec.offset).encode())]
+        if minimal:
+            key = rec.key if record_size(rec.key, b"", error) <= self.dead_letter_limit else None
+            return key, b"", [*error, ("error-minimal", b"true")]
+        value = rec.value or b""
+        copied = clean_headers(rec.headers)
+        marks = [("error-truncated-from", str(len(value)).encode())]
+        if record_size(rec.key, b"", copied + error + marks) > self.dead_letter_limit:
+            marks.append(("error-headers-dropped", str(len(copied)).encode()))
+            copied = []
+        room = self.dead_letter_limit - record_size(rec.key, b"", copied + error + marks)
+        if room < 0:
+            return self._dead_letter_record(rec, reason, message, minimal=True)
+        if len(value) <= room:
+            marks = marks[1:]
+        return rec.key, value[:room], copied + error + marks
+
+    # ------------------------------------------------------------------ sending and its outcomes
+    def _send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]],
+              delivery: _Delivery, keep_partition: bool = False) -> None:
+        try:
+            self.before_send()
+            out_partition = self._out_partition(delivery.record) if keep_partition else None
+            future = self.producer.send(topic, value=value, key=key, headers=headers, partition=out_partition)
+        except Exception as exc:  # refused before it left: too large, bad content, metadata timeout
+            self._failed(delivery, exc)
+            return
+        future.add_callback(self._acked, delivery)
+        future.add_errback(self._failed, delivery)
+
+    def _acked(self, delivery: _Delivery, _metadata: Any) -> None:
+        rec = delivery.record
+        self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
+        if delivery.reason is None:
+            self.tally.add("ok")
+            ts = rec.timestamp
+            self.outcomes.request_done("ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None)
+        else:
+            self.tally.add("dead_letter")
+            self.outcomes.request_done("dead_letter", reason=delivery.reason)
+
+    def _failed(self, delivery: _Delivery, exc: BaseException) -> None:
+        """kafka-python calls errbacks as f(*args, exception), on its I/O thread (or inline for send-time errors)."""
+        if is_record_error(exc) and not delivery.minimal:
+            self._retries.put((delivery, exc))
+            return
+        self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
+
+    def _fail(self, message: str) -> None:
+        """Keep the first failure; the loop stops on it and logs it once ("pipeline stopped: ...")."""
+        with self._lock:
+            first = self._failure is None
+            if first:
+                self._failure = message
+        if not first:
+            log.debug("also failed: %s", message)
+
+    def drain(self) -> None:
+        """Dead-letter the records whose send was rejected for a reason of their own (loop thread)."""
+        while True:
+            try:
+                delivery, exc = self._retries.get_nowait()
+            except queue.Empty:
+                return
+            rec, why = delivery.record, f"{type(exc).__name__}: {exc}"
+            if delivery.reason is None:
+                self.dead_letter(rec, "rejected", f"the answer was rejected: {why}")
+            else:
+                self.dead_letter(rec, delivery.reason, f"{delivery.message} (the full dead-letter record was rejected: {why})",
+                                 minimal=True)
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until every record sent so far, and every dead letter its rejection caused, is acked or failed."""
+        while True:
+            self.producer.flush(timeout=timeout_s)
+            if self._retries.empty():
+                return
+            self.drain()

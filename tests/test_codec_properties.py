@@ -1,0 +1,124 @@
+"""Property-based fuzzing of the decoders and encoders (hypothesis).
+
+Whatever bytes and headers come in, decode either returns a request that encode can answer in its own
+family (and the answer parses back to the same id and instance count), or raises the decoder's own
+DecodeError. Nothing else may escape: any other exception would be a record able to reach the loop's
+last-resort boundary, i.e. a bug.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adae_stream.errors import DECODE_REASONS, DecodeError
+from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_response, encode
+
+SHAPE = (2, 2)
+MAX_BYTES = 64 * 1024
+INFO = {"model_name": "m", "threshold": 0.25, "detector_version": "v"}
+FIELDS = list(RESULT_DTYPES)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+ids = st.one_of(st.text(max_size=40), st.sampled_from(["\ud800", "a\udfffb", "", "x" * 5000]), st.integers(), st.none(),
+                st.floats(), st.lists(st.integers(), max_size=2))
+header_values = st.one_of(st.none(), st.binary(max_size=40), st.sampled_from(
+    [b"application/json", b"application/x-npy", b"application/vnd.kserve.v2+json; charset=utf-8", b"\xff\xfe\x00", b""]))
+header_lists = st.lists(st.tuples(st.sampled_from(["content-type", "request-id", "Content-Type", "x-trace", "error-reason"]),
+                                  header_values), max_size=4)
+keys = st.one_of(st.none(), st.binary(max_size=30))
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                                 st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                           max_leaves=30)
+
+
+def check(value: bytes, headers, key) -> None:
+    record = RawRecord("in", 1, 42, key, value, headers, 1000)
+    try:
+        req = decode(record, SHAPE, MAX_BYTES)
+    except DecodeError as exc:
+        assert exc.reason in DECODE_REASONS and exc.message
+        return
+    assert req.instances.shape == (req.n, *SHAPE) and req.instances.dtype == np.float32
+    assert np.isfinite(req.instances).all()
+    result = {k: np.zeros(req.n, RESULT_DTYPES[k]) for k in FIELDS}
+    payload, out_headers = encode(req, result, INFO)
+    assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in out_headers)
+    answer = decode_response(payload, out_headers)
+    assert answer["id"] == req.id and len(answer["corrected"]) == req.n
+
+
+@SETTINGS
+@given(value=st.binary(max_size=300), headers=header_lists, key=keys)
+def test_any_bytes_decode_to_an_answerable_request_or_a_decode_error(value, headers, key):
+    check(value, headers, key)
+
+
+def v2_body(rid, shape, datatype, data, extra) -> dict:
+    body = {"inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}], **extra}
+    if rid is not None:
+        body["id"] = rid
+    return body
+
+
+@SETTINGS
+@given(rid=ids, n=st.integers(0, 3), datatype=st.sampled_from(["FP32", "INT8", "UINT64", "BOOL", "BYTES", 7, "fp16"]),
+       data=st.one_of(st.none(), json_values, st.lists(st.floats(width=32), max_size=16)),
+       shape=st.one_of(st.none(), st.lists(st.integers(-2, 4), max_size=4)),
+       extra=st.dictionaries(st.sampled_from(["parameters", "outputs", "id", "inputs"]), json_values, max_size=2),
+       headers=header_lists, key=keys, allow_nan=st.booleans())
+def test_v2_json_bodies(rid, n, datatype, data, shape, extra, headers, key, allow_nan):
+    if data is None:
+        data = np.linspace(-1, 1, n * 4).tolist()
+    body = v2_body(rid, [n, *SHAPE] if shape is None else shape, datatype, data, extra)
+    check(json.dumps(body, allow_nan=allow_nan).encode() if allow_nan or _finite(body) else b"{}", headers, key)
+
+
+def _finite(body) -> bool:
+    try:
+        json.dumps(body, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+@SETTINGS
+@given(instances=json_values, headers=header_lists, key=keys)
+def test_v1_json_bodies(instances, headers, key):
+    check(json.dumps({"instances": instances}).encode(), headers, key)
+
+
+@SETTINGS
+@given(dtype=st.sampled_from(["<f4", ">f8", "<i2", "|u1", "<c8", "|b1", "<M8[s]", "|S3", "<U2", "|V4"]),
+       shape=st.lists(st.integers(0, 3), max_size=4), fortran=st.booleans(), cut=st.integers(-8, 8),
+       flip=st.integers(0, 200), headers=header_lists, key=keys)
+def test_npy_bodies(dtype, shape, fortran, cut, flip, headers, key):
+    arr = np.zeros(shape, dtype=dtype)
+    if fortran:
+        arr = np.asfortranarray(arr)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    value = bytearray(buf.getvalue())
+    if cut > 0:
+        value = value[:-cut]
+    if flip < len(value) and flip % 3 == 0:
+        value[flip] ^= 0xFF  # damage the header or the body
+    check(bytes(value), [("content-type", b"application/x-npy"), *headers], key)
+
+
+def test_fuzzers_reach_both_outcomes():
+    """check() sees both outcomes: a good request, a lone-surrogate id, and a body nested 100,000 deep."""
+    good = json.dumps(v2_body("a", [1, *SHAPE], "FP32", [0.0] * 4, {})).encode()
+    record = RawRecord("in", 0, 0, None, good, [], 0)
+    assert decode(record, SHAPE, MAX_BYTES).n == 1
+    for bad in (json.dumps(v2_body("\ud800", [1, *SHAPE], "FP32", [0.0] * 4, {})).encode(), b"[" * 100_000):
+        try:
+            decode(RawRecord("in", 0, 0, None, bad, [], 0), SHAPE, 1024 * 1024)
+        except DecodeError as exc:
+            assert exc.reason in ("schema", "decode")
+        else:
+            raise AssertionError("accepted a bad record")

@@ -1,0 +1,139 @@
+"""Rebalance paths of the loop that a healthy broker rarely takes: a committed-offset read that fails, lost
+partitions, an aborted transaction. The Pipeline is real; the consumer and producer are stand-ins that
+fail on cue, because a real broker cannot be made to fail one call on demand. The graceful paths run
+against the real broker in tests/test_reliability.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+from kafka.errors import KafkaTimeoutError
+from kafka.structs import TopicPartition
+
+from adae_stream.config import load_config
+from adae_stream.stream.app import Pipeline
+from adae_stream.stream.codecs import RawRecord, Request
+from adae_stream.stream.commit import AtLeastOnceCommitter, TransactionalCommitter
+from adae_stream.stream.sink import Tally
+
+A, B = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+class Scorer:
+    input_shape = (2,)
+    threshold = 0.5
+    version = "test"
+
+    def __call__(self, x):
+        raise AssertionError("not scored in these tests")
+
+
+class Consumer:
+    def __init__(self, committed: dict, failures: dict | None = None) -> None:
+        self.offsets = committed
+        self.failures = dict(failures or {})  # tp -> how many reads fail first
+        self.sought: dict = {}
+        self.paused: set = set()
+
+    def committed(self, tp, timeout_ms=None):
+        if self.failures.get(tp, 0) > 0:
+            self.failures[tp] -= 1
+            raise KafkaTimeoutError("coordinator not available")
+        return self.offsets.get(tp)
+
+    def seek(self, tp, offset):
+        self.sought[tp] = offset
+
+    def seek_to_beginning(self, tp):
+        self.sought[tp] = "beginning"
+
+    def pause(self, tp):
+        self.paused.add(tp)
+
+    def resume(self, tp):
+        self.paused.discard(tp)
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def begin_transaction(self):
+        self.calls.append("begin")
+
+    def abort_transaction(self):
+        self.calls.append("abort")
+
+
+def pipeline(consumer) -> Pipeline:
+    cfg = load_config(None, environ={}, overrides={"kafka": {"bootstrap_servers": "127.0.0.1:1"}, "metrics": {"enabled": False}})
+    p = Pipeline(cfg, Scorer(), None, cfg.kafka.bootstrap_servers)
+    p.consumer = consumer
+    p.committer = AtLeastOnceCommitter(consumer, p.tracker, lambda: p._assigned, 0.2, 1.0)
+    return p
+
+
+def request(tp: TopicPartition, offset: int, n: int = 3) -> Request:
+    return Request(f"{tp.partition}-{offset}", np.zeros((n, 2), np.float32), "v2", RawRecord(tp.topic, tp.partition, offset, None, b"{}"))
+
+
+def test_failed_committed_read_pauses_and_never_skips_records():
+    consumer = Consumer({A: 10, B: 20}, failures={B: 2})
+    p = pipeline(consumer)
+    p.assignments.put({A, B})
+    assert p._position_assigned() == {A, B}  # records of both in this poll are skipped
+    assert consumer.sought == {A: 10} and consumer.paused == {B}
+    assert p._position_assigned() == {B}  # A is read normally now; B still unread: still skipped
+    assert B not in consumer.sought and consumer.paused == {B}
+    assert p._position_assigned() == {B}  # sought on this turn: its records in this poll came before the seek
+    assert consumer.sought == {A: 10, B: 20} and not consumer.paused
+    assert p._position_assigned() == set()
+    assert p.ready is True
+
+
+def test_partition_without_committed_offset_follows_the_reset_policy():
+    consumer = Consumer({})
+    p = pipeline(consumer)
+    p.assignments.put({A})
+    p._position_assigned()
+    assert consumer.sought == {A: "beginning"}
+
+
+def test_lost_partitions_drop_their_pending_requests():
+    p = pipeline(Consumer({}))
+    p.assignments.put({A, B})
+    p._position_assigned()
+    for tp, off in ((A, 0), (B, 0), (A, 1)):
+        p.tracker.add(tp, off)
+        p.batcher.add(request(tp, off))
+    p.lose({A})
+    pending = [entry[0].record.partition for entry in p.batcher._queue]
+    assert pending == [1] and p.batcher.pending_instances == 3
+    assert p._assigned == {B} and p.tracker.commit_point(A) is None and p.tracker.commit_point(B) == 0
+    assert p.assignments.empty()  # at-least-once: the partitions we keep go on where they are
+
+
+def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
+    consumer, producer = Consumer({A: 5, B: 7}), Producer()
+    p = pipeline(consumer)
+    p.committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p._assigned, 0.2, 1.0, Tally())
+    p.assignments.put({A, B})
+    p._position_assigned()
+    p.committer.before_send()
+    for tp in (A, B):
+        p.tracker.add(tp, 5 if tp == A else 7)
+        p.tracker.done(tp, 5 if tp == A else 7)  # answered inside the open transaction, which is now void
+    p.lose({A})
+    assert producer.calls == ["begin", "abort"]
+    assert p.tracker.to_commit() == {}  # nothing of the aborted transaction can be committed
+    assert p.assignments.get_nowait() == {B}  # B is sought back to its committed offset and redone
+    consumer.sought.clear()
+    p.assignments.put({B})
+    p._position_assigned()
+    assert consumer.sought == {B: 7}
+
+
+def test_abandon_without_an_open_transaction_aborts_nothing():
+    consumer, producer = Consumer({}), Producer()
+    p = pipeline(consumer)
+    committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p._assigned, 0.2, 1.0, Tally())
+    assert committer.abandon() is False and producer.calls == []
