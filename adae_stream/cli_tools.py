@@ -30,11 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("produce", help="replay a .npy file as requests to the input topic")
     p.add_argument("--file", required=True)
-    p.add_argument("--format", choices=["v2", "v1", "npy"], default="v2")
+    p.add_argument("--format", choices=["v2", "v1", "npy", "proto", "triton"], default="v2",
+                   help="proto: OIP protobuf with raw contents; triton: V2 JSON with a binary tensor tail")
     p.add_argument("--batch", type=int, default=8, help="instances per request")
     p.add_argument("--rate", type=float, default=0.0, help="requests per second (0: as fast as possible)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: config)")
-    p.add_argument("--topic", help="default: kafka.input_topic")
+    p.add_argument("--topic", help="default: the first of kafka.input_topic")
     p.add_argument("--config", default="config.yaml")
     p.set_defaults(func=cmd_produce)
 
@@ -98,14 +99,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_produce(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
-    from adae_stream.config import kafka_security_kwargs
+    from adae_stream.config import input_topics, kafka_security_kwargs
     from adae_stream.stream.codecs import encode_request
 
     cfg = _config(args.config)
+    topic = args.topic or next(iter(input_topics(cfg.kafka)), None)
+    if topic is None:
+        print("adae-stream: kafka.input_pattern names no topic to produce to: give --topic", file=sys.stderr)
+        return 2
     X = np.load(args.file, allow_pickle=False)
     producer = KafkaProducer(bootstrap_servers=_bootstrap(args, cfg), linger_ms=10, batch_size=1024 * 1024,
                              max_request_size=cfg.kafka.max_message_bytes, **kafka_security_kwargs(cfg.kafka))
-    topic = args.topic or cfg.kafka.input_topic
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     start = time.monotonic()
     n = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +28,12 @@ class ConfigError(ValueError):
 @dataclass
 class KafkaConfig:
     bootstrap_servers: str = "embedded"
-    input_topic: str = "adae-requests"
+    input_topic: str | list[str] = "adae-requests"  # one topic or a list (a tap may read several)
+    input_pattern: str | None = None  # a regex of topics to read instead (e.g. ^seldon\.prod\.model\..*\.inputs$)
+    # answers: answer every request. Monitor-only taps of a platform's traffic: flagged publishes only
+    # the flagged instances of a request (with their instance_index), nothing publishes no answer at all;
+    # both export every metric and never write to the input topics.
+    publish: Literal["answers", "flagged", "nothing"] = "answers"
     output_topic: str = "adae-predictions"
     dead_letter_topic: str = "adae-dead-letter"
     group_id: str = "adae-stream"
@@ -259,7 +265,33 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     return cfg
 
 
+def input_topics(k: KafkaConfig) -> list[str]:
+    """The input topics named in the config (none when kafka.input_pattern selects them)."""
+    if k.input_pattern:
+        return []
+    return [k.input_topic] if isinstance(k.input_topic, str) else list(k.input_topic)
+
+
+def _validate_topics(k: KafkaConfig) -> None:
+    """The service never writes to a topic it reads: no feedback loop, and a monitor-only tap leaves the
+    tapped platform's topics alone."""
+    pattern = None
+    if k.input_pattern:
+        try:
+            pattern = re.compile(k.input_pattern)
+        except re.error as exc:
+            raise ConfigError(f"config key 'kafka.input_pattern': not a valid regular expression: {exc}") from None
+    elif not input_topics(k) or not all(input_topics(k)):
+        raise ConfigError("config key 'kafka.input_topic': name at least one topic (or set kafka.input_pattern)")
+    for key in ("output_topic", "dead_letter_topic"):
+        topic = getattr(k, key)
+        if topic in input_topics(k) or (pattern is not None and pattern.match(topic)):  # as kafka-python matches
+            raise ConfigError(f"config key 'kafka.{key}': {topic!r} is also read as input; the service never writes "
+                              "to a topic it reads")
+
+
 def _validate_ranges(cfg: Config) -> None:
+    _validate_topics(cfg.kafka)
     checks = [
         ("kafka.max_message_bytes", cfg.kafka.max_message_bytes >= 1024, "must be >= 1024"),
         ("kafka.partitions", cfg.kafka.partitions >= 1, "must be >= 1"),

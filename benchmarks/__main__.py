@@ -6,7 +6,8 @@
 
 Sections: (1)-(3) compute, (4) end to end, (5) the Kafka client alone, then on a fresh broker the
 saturating load with a live load generator and the added latency at fractions of it.
-`python -m benchmarks.stages` splits one load point's latency by stage; `python -m benchmarks.precision`
+`python -m benchmarks.stages` splits one load point's latency by stage; `python -m benchmarks.formats`
+compares the wire families; `python -m benchmarks.precision`
 measures mixed precision.
 """
 from __future__ import annotations
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             results["e2e"].append(r)
             print(f"  {model:8s} {fmt:4s} max batch {r['max_batch_size']:4d}: {r['inst_per_s']:10.0f} instances/s ({r['MB_per_s']:.1f} MB/s in, "
                   f"{r['answered']}/{r['requests']} answered, {r['batches']} batches)  e2e/floor(at max batch) {r['e2e/floor']:.2f}")
+
+        print("\n(4b) end to end by wire family: protobuf and Triton binary against npy, same batching")
+        from benchmarks import formats
+
+        results["formats"] = formats.run(broker.bootstrap, models, paths, {"tabular": n_tab // 2, "cifar": n_cif // 2}, 1 if args.quick else 2)
 
         print("\n(5) Kafka client alone (produce + consume the same records, no scoring)")
         results["kafka_alone"] = []

@@ -27,6 +27,13 @@ def bad_records(rng: np.random.Generator, n: int, good_x: np.ndarray):
         np.save(buf, arr, allow_pickle=allow_pickle)
         return buf.getvalue()
 
+    proto, _ = encode_request(good_x[:2], "proto", "p")
+    triton, triton_headers = encode_request(good_x[:2], "triton", "t")
+    triton_len = dict(triton_headers)["inference-header-content-length"]
+
+    def wrong_length(n: int) -> bytes:
+        return str(n + 1 if n == int(triton_len) else n).encode()
+
     kinds = [
         lambda: (rng.bytes(int(rng.integers(1, 2000))), [], None),
         lambda: (rng.bytes(int(rng.integers(1, 500))), [("content-type", b"application/json")], "decode"),
@@ -50,6 +57,15 @@ def bad_records(rng: np.random.Generator, n: int, good_x: np.ndarray):
         lambda: (npy(np.array([[None] * 8] * 8, dtype=object).reshape(1, 8, 8, 1), allow_pickle=True), [("content-type", b"application/x-npy")], "dtype"),
         lambda: (npy(np.zeros((3, 8, 8, 1), np.float32))[:-17], [("content-type", b"application/x-npy")], "shape"),
         lambda: (b"\x93NUMPY\x01\x00" + rng.bytes(40), [("content-type", b"application/x-npy")], "decode"),
+        # protobuf (Seldon Core v2), Triton binary JSON, CloudEvents: each damaged
+        lambda: (proto[: int(rng.integers(1, len(proto) - 1))], [("content-type", b"application/x-protobuf")], None),
+        lambda: (proto.replace(b"\x00\x00\x80", b"\x00\x00", 1)[:-4], [("content-type", b"application/x-protobuf")], None),
+        lambda: (rng.bytes(int(rng.integers(1, 300))), [("content-type", b"application/x-protobuf")], None),
+        lambda: (b"\x00\x01" + rng.bytes(3), [], "decode"),  # schema-registry magic, framing cut short
+        lambda: (triton, [("Inference-Header-Content-Length", wrong_length(int(rng.integers(-5, 10**6))))], "decode"),
+        lambda: (triton[:-int(rng.integers(1, 200))], [("Inference-Header-Content-Length", triton_len)], "shape"),
+        lambda: (b"{" + rng.bytes(50), [("content-type", b"application/cloudevents+json")], "decode"),
+        lambda: (valid, [("ce_specversion", b"1.0"), ("ce_type", b"org.kubeflow.serving.inference.request")], "schema"),
     ]
     for i in range(n):
         yield kinds[i % len(kinds)]()
@@ -71,7 +87,7 @@ def test_fuzz_thousand_bad_records(broker, digits_setup, digits_detector_path, t
             bad[key] = (value, reason)
             if i % 5 == 0:
                 gid = f"good-{i}"
-                payload, h = encode_request(X[i % 400 : i % 400 + 3], rng.choice(["v2", "v1", "npy"]), gid)
+                payload, h = encode_request(X[i % 400 : i % 400 + 3], rng.choice(["v2", "v1", "npy", "proto", "triton"]), gid)
                 p.send(cfg.kafka.input_topic, value=payload, key=gid.encode(), headers=h)
                 good.add(gid)
         p.flush()

@@ -13,7 +13,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
-from adae_stream.errors import DEAD_LETTER_REASONS
+from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
 from adae_stream.monitoring.drift import ks_2samp
 
 
@@ -108,10 +108,15 @@ class PipelineMetrics:
         self.changed = Counter("adae_corrected_changed", "Instances whose corrected prediction differs from the undefended one.", registry=r)
         self.requests = Counter("adae_requests", "Input records handled, by outcome.", ["status"], registry=r)
         self.dead_letter = Counter("adae_dead_letter", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r)
-        for status in ("ok", "dead_letter"):
+        self.skipped = Counter("adae_skipped", "Records that are not requests (responses sharing the topic), by kind.", ["kind"],
+                               registry=r)
+        # ok: answered; dead_letter; skipped: not a request; monitored: scored, nothing to publish (kafka.publish)
+        for status in ("ok", "dead_letter", "skipped", "monitored"):
             self.requests.labels(status)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letter.labels(reason)
+        for kind in SKIP_KINDS:
+            self.skipped.labels(kind)
         self.score = NumpyHistogram("adae_score", "Adversarial scores of instances (KL divergence, nats).", score_buckets(threshold), r)
         self.flag_rate = Gauge("adae_flag_rate", "Fraction of flagged instances over the recent score window.", registry=r)
         self.threshold = Gauge("adae_threshold", "The detector's adversarial-score threshold.", registry=r)
@@ -164,8 +169,10 @@ class PipelineMetrics:
 
     def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None:
         self.requests.labels(status).inc()
-        if reason is not None:
+        if status == "dead_letter":
             self.dead_letter.labels(reason).inc()
+        elif status == "skipped":
+            self.skipped.labels(reason).inc()
         if end_to_end_s is not None and end_to_end_s >= 0:
             self.end_to_end.observe(end_to_end_s)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import queue
+import re
 import threading
 import time
 from typing import Any, Protocol
@@ -23,8 +24,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaConfigurationError, KafkaError
 from kafka.structs import TopicPartition
 
-from adae_stream.config import Config
-from adae_stream.errors import DecodeError, PipelineError
+from adae_stream.config import Config, input_topics
+from adae_stream.errors import DecodeError, NotARequest, PipelineError
 from adae_stream.stream.batcher import Assembler, Batch, Batcher
 from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics
@@ -37,6 +38,7 @@ from adae_stream.stream.sink import Sink, Tally
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 10  # the longest the loop blocks in poll() (see Pipeline._poll_timeout_ms)
+TOPIC_CHECK_S = 10.0  # how often kafka.input_pattern is matched against the cluster's topics again
 FAILURE_FLUSH_S = 5.0  # after a fatal error: how long to wait for answers already sent, and for the commit
 
 
@@ -93,6 +95,8 @@ class Pipeline:
         self._fatal: str | None = None
         self._assigned: set[TopicPartition] = set()
         self._unpositioned: set[TopicPartition] = set()  # assigned, not yet sought to the committed offset
+        self._subscribed: set[str] = set()
+        self._last_topic_check = 0.0
         self._last_housekeeping = 0.0
         self.last_loop = time.monotonic()
         self.info = {"model_name": config.detector.model_name, "threshold": float(scorer.threshold), "detector_version": scorer.version}
@@ -141,8 +145,40 @@ class Pipeline:
             return 1
         return 0
 
+    def _subscribe(self) -> None:
+        """Subscribe to the input topics; for kafka.input_pattern, to the topics that match it now.
+
+        The pattern is resolved here, against the cluster's topic list, rather than by kafka-python's own
+        pattern subscription: in 3.0.12 that one asks for a metadata refresh at the start of every poll()
+        and, measured against the embedded broker, never completed the group join (no partitions after
+        20 s with polls of 10 ms to 3 s). An explicit list joins like any other subscription.
+        """
+        self._last_topic_check = time.monotonic()
+        if self.k.input_pattern:
+            pattern = re.compile(self.k.input_pattern)
+            try:
+                topics = {t for t in self.consumer.topics() if pattern.match(t)}
+            except KafkaError as exc:
+                log.warning("could not list topics for kafka.input_pattern: %s; keeping %s", exc, sorted(self._subscribed))
+                return
+        else:
+            topics = set(input_topics(self.k))
+        if topics == self._subscribed:
+            return
+        if not topics:
+            log.warning("no topic matches kafka.input_pattern %r yet; checking every %.0f s", self.k.input_pattern, TOPIC_CHECK_S)
+            return
+        log.info("subscribing to %s", ", ".join(sorted(topics)))
+        self.consumer.subscribe(sorted(topics), listener=RebalanceListener(self))
+        self._subscribed = topics
+
     def _turn(self) -> None:
         self.last_loop = time.monotonic()
+        if self.k.input_pattern and time.monotonic() - self._last_topic_check > TOPIC_CHECK_S:
+            self._subscribe()
+        if not self._subscribed:
+            self._stop.wait(IDLE_POLL_MS / 1000.0)
+            return
         polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
         skip = self._position_assigned()
         for tp, records in polled.items():
@@ -171,9 +207,10 @@ class Pipeline:
                 self.consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
                 keep_pending_join_visible(self.consumer)
                 self._build_sink_and_committer()
-                self.consumer.subscribe([self.k.input_topic], listener=RebalanceListener(self))
+                self._subscribe()
                 self.metrics.set_kafka_up(True)
-                log.info("connected to Kafka at %s; consuming %s as group %s", self.bootstrap, self.k.input_topic, self.k.group_id)
+                log.info("connected to Kafka at %s; consuming %s as group %s; publishing %s", self.bootstrap,
+                         self.k.input_pattern or ", ".join(input_topics(self.k)), self.k.group_id, self.k.publish)
                 return True
             except KafkaConfigurationError as exc:
                 self._close_clients()
@@ -331,6 +368,9 @@ class Pipeline:
         except DecodeError as exc:
             self.sink.dead_letter(raw, exc.reason, exc.message)
             return
+        except NotARequest as exc:
+            self.sink.skip(raw, "skipped", exc.kind)
+            return
         except Exception as exc:  # a decoder bug costs this record, not the service
             log.exception("decoding %s-%d@%d raised unexpectedly", rec.topic, rec.partition, rec.offset)
             self.sink.dead_letter(raw, "internal", f"decoding raised {type(exc).__name__}: {exc}"[:500])
@@ -365,6 +405,13 @@ class Pipeline:
             self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
 
     def _publish(self, req: Request, result: dict[str, np.ndarray]) -> None:
+        """Answer, or under a monitor-only kafka.publish, the flagged instances alone or nothing."""
+        if self.k.publish != "answers":
+            flagged = np.flatnonzero(result["is_adversarial"])
+            if self.k.publish == "nothing" or flagged.size == 0:
+                self.sink.skip(req.record, "monitored")
+                return
+            result = {"instance_index": flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
         self.sink.answer(req, result, self.info)
 
     # ------------------------------------------------------------------ housekeeping

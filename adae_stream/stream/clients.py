@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from adae_stream.config import Config, KafkaConfig, kafka_security_kwargs
+from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,11 @@ def dead_letter_limit(k: KafkaConfig) -> int:
 
 
 def topic_limits(k: KafkaConfig) -> dict[str, int]:
-    """max.message.bytes for each topic the service creates."""
-    limits = {k.input_topic: k.max_message_bytes, k.output_topic: k.max_message_bytes}
+    """max.message.bytes for each topic the service creates. A monitor-only tap (kafka.publish flagged or
+    nothing) never creates its input topics: they belong to the platform it taps."""
+    limits = {topic: k.max_message_bytes for topic in input_topics(k)} if k.publish == "answers" else {}
+    if k.publish != "nothing":
+        limits[k.output_topic] = k.max_message_bytes
     limits[k.dead_letter_topic] = dead_letter_limit(k)
     return limits
 

@@ -156,6 +156,13 @@ class Sink:
             self._out_partitions = set(self.producer.partitions_for(self.k.output_topic) or ())
         return rec.partition if rec.partition in self._out_partitions else None
 
+    def skip(self, rec: RawRecord, status: str, reason: str | None = None) -> None:
+        """A record that needs no record of ours (a response sharing the topic, or a monitor-only tap's
+        unflagged request): done at once, counted under `status`."""
+        self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
+        self.tally.add(status)
+        self.outcomes.request_done(status, reason=reason)
+
     # ------------------------------------------------------------------ dead letters
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
         log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message[:500])

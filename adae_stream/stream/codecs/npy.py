@@ -1,0 +1,81 @@
+""".npy requests and answers: an array (n, ...) of any plain numeric dtype in, a structured array out."""
+from __future__ import annotations
+
+import functools
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from adae_stream.errors import DecodeError
+from adae_stream.stream.codecs import tensors
+from adae_stream.stream.codecs.records import NPY, RawRecord, Request, fallback_id
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_preamble(value: bytes) -> bytes:
+    """Magic, version and header dict: the same bytes for every request of one shape and dtype."""
+    if len(value) >= 10 and value[6] == 1:
+        return value[: 10 + int.from_bytes(value[8:10], "little")]
+    if len(value) >= 12 and value[6] == 2:
+        return value[: 12 + int.from_bytes(value[8:12], "little")]
+    return value[:16]  # not a version we read: the parser says so
+
+
+@functools.lru_cache(maxsize=128)
+def _parse_npy_preamble(preamble: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Cached because numpy parses the header dict with ast.literal_eval (~13 us, most of a request's
+    decode); traffic repeats a handful of headers. Only headers that parse are cached, and numpy caps
+    a header at 10,000 bytes, so hostile input cannot grow the cache past 128 small entries."""
+    fp = io.BytesIO(preamble)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as exc:  # numpy's header parser raises several types on hostile bytes
+        raise DecodeError("decode", f"invalid .npy header: {str(exc)[:200]}") from None
+    return tuple(shape), bool(fortran), dtype
+
+
+def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...]) -> Request:
+    preamble = _npy_preamble(value)
+    shape, fortran, dtype = _parse_npy_preamble(preamble)
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
+        raise DecodeError("dtype", f".npy dtype {dtype} is not a plain numeric type")
+    if len(shape) == 0 or tuple(shape[1:]) != tuple(input_shape):
+        raise DecodeError("shape", f".npy shape {list(shape)} does not match the detector's input (n, {', '.join(map(str, input_shape))})")
+    count = math.prod(shape)
+    offset = len(preamble)
+    if count * dtype.itemsize != len(value) - offset:
+        raise DecodeError("shape", f".npy body has {len(value) - offset} bytes but shape {list(shape)} x {dtype} needs {count * dtype.itemsize}")
+    a = np.frombuffer(value, dtype=dtype, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
+    return Request(fallback_id(record), tensors.finite_float32(a, ".npy array"), "npy", record)
+
+
+@functools.lru_cache(maxsize=32)
+def _result_dtype(names: tuple[str, ...]) -> np.dtype:
+    return np.dtype([(k, tensors.RESULT_DTYPES[k]) for k in names])
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_result_header(names: tuple[str, ...], n: int) -> bytes:
+    """The .npy preamble np.lib.format.write_array would write for n records of these fields, built once
+    per (fields, n) instead of per answer (its repr-and-pad costs as much as the rest of the encode)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(np.empty(n, dtype=_result_dtype(names))))
+    return buf.getvalue()
+
+
+def encode_npy(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+    names = tuple(result)
+    n = len(result[names[0]])
+    arr = np.empty(n, dtype=_result_dtype(names))
+    for k in names:
+        arr[k] = result[k]
+    return _npy_result_header(names, n) + arr.tobytes(), NPY, []
