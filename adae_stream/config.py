@@ -34,6 +34,8 @@ class KafkaConfig:
     # the flagged instances of a request (with their instance_index), nothing publishes no answer at all;
     # both export every metric and never write to the input topics.
     publish: Literal["answers", "flagged", "nothing"] = "answers"
+    feedback_topic: str | None = None  # ground-truth labels of earlier requests (unset: no feedback loop)
+    flagged_topic: str | None = None  # every request with a flagged instance, for review (unset: off)
     output_topic: str = "adae-predictions"
     dead_letter_topic: str = "adae-dead-letter"
     group_id: str = "adae-stream"
@@ -93,6 +95,18 @@ class MetricsConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    window_s: float = 3600.0  # how long an answer waits for its labels (and how far back a restart reads)
+    max_instances: int = 1_000_000  # memory bound of the join: oldest answers go first
+
+
+@dataclass
+class FlaggedConfig:
+    sample_rate: float = 1.0  # share of requests with a flagged instance captured (by request id: stable)
+    max_instances: int = 256  # flagged instances per captured record; the rest are counted, not sent
+
+
+@dataclass
 class DemoConfig:
     duration_s: float = 60.0
     rate: float = 200.0
@@ -110,6 +124,8 @@ class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    flagged: FlaggedConfig = field(default_factory=FlaggedConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -283,11 +299,17 @@ def _validate_topics(k: KafkaConfig) -> None:
             raise ConfigError(f"config key 'kafka.input_pattern': not a valid regular expression: {exc}") from None
     elif not input_topics(k) or not all(input_topics(k)):
         raise ConfigError("config key 'kafka.input_topic': name at least one topic (or set kafka.input_pattern)")
-    for key in ("output_topic", "dead_letter_topic"):
+    for key in ("output_topic", "dead_letter_topic", "feedback_topic", "flagged_topic"):
         topic = getattr(k, key)
+        if topic is None:
+            continue
         if topic in input_topics(k) or (pattern is not None and pattern.match(topic)):  # as kafka-python matches
             raise ConfigError(f"config key 'kafka.{key}': {topic!r} is also read as input; the service never writes "
-                              "to a topic it reads")
+                              "to a topic it reads, and feedback is not a request")
+    named = [t for t in (k.output_topic, k.dead_letter_topic, k.feedback_topic, k.flagged_topic) if t is not None]
+    if len(set(named)) != len(named):
+        raise ConfigError("config keys 'kafka.output_topic', 'dead_letter_topic', 'feedback_topic', 'flagged_topic': "
+                          "each needs its own topic")
 
 
 def _validate_ranges(cfg: Config) -> None:
@@ -302,6 +324,12 @@ def _validate_ranges(cfg: Config) -> None:
         ("batching.bucket_sizes", bool(cfg.batching.bucket_sizes) and min(cfg.batching.bucket_sizes) >= 1, "must be a non-empty list of positive sizes"),
         ("metrics.port", 0 <= cfg.metrics.port <= 65535, "must be a TCP port"),
         ("metrics.window_size", cfg.metrics.window_size >= 10, "must be >= 10"),
+        ("feedback.window_s", cfg.feedback.window_s > 0, "must be > 0"),
+        ("feedback.max_instances", cfg.feedback.max_instances >= 1, "must be >= 1"),
+        ("flagged.sample_rate", 0.0 <= cfg.flagged.sample_rate <= 1.0, "must be between 0 and 1"),
+        ("flagged.max_instances", cfg.flagged.max_instances >= 1, "must be >= 1"),
+        ("kafka.feedback_topic", cfg.kafka.feedback_topic is None or cfg.kafka.publish == "answers",
+         "feedback joins the answers on the output topic: it needs kafka.publish 'answers'"),
     ]
     for key, ok, msg in checks:
         if not ok:

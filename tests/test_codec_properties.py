@@ -190,3 +190,22 @@ def test_cloudevent_bodies(attributes, data, base64_data, headers, key):
     check(json.dumps(event).encode(), [("content-type", b"application/cloudevents+json"), *headers], key)
     binary = [("ce_" + k, str(v).encode("utf-8", "surrogatepass")) for k, v in attributes.items()]
     check(json.dumps(data).encode() if not isinstance(data, bytes) else data or b"x", [("ce_specversion", b"1.0"), *binary, *headers], key)
+
+
+@SETTINGS
+@given(value=st.one_of(st.binary(max_size=80), json_values.map(lambda v: json.dumps(v).encode()),
+                       st.fixed_dictionaries({"id": st.one_of(st.text(max_size=8), st.integers()),
+                                               "labels": st.one_of(st.lists(st.integers(-3, 2**40), max_size=5), json_values)}
+                                              ).map(lambda v: json.dumps(v).encode())))
+def test_feedback_records_parse_or_raise_a_decode_error(value):
+    from adae_stream.stream.feedback import FeedbackJoin, parse_feedback
+
+    try:
+        request_id, labels = parse_feedback(value)
+    except DecodeError as exc:
+        assert exc.reason in DECODE_REASONS
+        return
+    assert isinstance(request_id, str) and labels.dtype == np.int64 and (labels >= 0).all()
+    join = FeedbackJoin(60, 100, clock=lambda: 0.0)
+    join.remember(request_id, {k: np.zeros(len(labels), np.int64) for k in ("no_defense", "defense", "corrected", "is_adversarial")})
+    assert join.label(request_id, labels).result == "joined" or len(labels) == 0

@@ -45,6 +45,12 @@ def test_demo_end_to_end_short_mode(tmp_path):
     assert kinds["clean"]["acc_corrected"] > 0.85
     md = (report / "report.md").read_text()
     assert "| fgsm |" in md and "AUROC" in md
+    # the loop closed: labels sent as feedback (some lost, some duplicated) are what the service counted
+    live, sent = summary["run"]["live_accuracy_from_metrics"], summary["run"]["feedback_sent"]
+    assert sent["lost"] > 0 and sent["sent"] > 0
+    assert live["labelled_instances"] == (sent["sent"] - sent["duplicated"]) * 8  # 8 instances a request; duplicates once
+    assert all(0 < live[p] <= 1 for p in ("no_defense", "defense", "corrected"))
+    assert "Live accuracy from the feedback loop" in md
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path):

@@ -54,7 +54,8 @@ def test_alert_rules_pass_promtool_unit_tests():
     names = {r["alert"] for g in alerts["groups"] for r in g["rules"] if "alert" in r}
     tested = set(re.findall(r"alertname: (\w+)", (DEPLOY / "prometheus" / "alerts_test.yml").read_text()))
     assert names == tested, f"alerts without unit tests: {names - tested}"
-    assert {"AdaeFlagRateSpike", "AdaeFlagRateHigh", "AdaeScoreDrift", "AdaeDeadLetterRate", "AdaeConsumerLagGrowing", "AdaeNoTraffic", "AdaePipelineDown"} <= names
+    assert {"AdaeFlagRateSpike", "AdaeFlagRateHigh", "AdaeScoreDrift", "AdaeDeadLetterRate", "AdaeConsumerLagGrowing", "AdaeNoTraffic", "AdaePipelineDown",
+            "AdaeCorrectionHurts", "AdaeLiveAccuracyDrop", "AdaeFeedbackStopped"} <= names
 
 
 def _exprs_in_dashboard(dash: dict) -> list[str]:

@@ -65,6 +65,13 @@ def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delive
     for r in table:
         lines.append(f"| {r['kind']} | {r['requests']} | {r['instances']} | {_fmt(r['flag_rate'])} | {_fmt(r['auroc_vs_clean'])} | "
                      f"{_fmt(r['acc_no_defense'])} | {_fmt(r['acc_defense'])} | {_fmt(r['acc_corrected'])} |")
+    live = run_info.get("live_accuracy_from_metrics")
+    if live and live.get("labelled_instances"):
+        sent = run_info.get("feedback_sent", {})
+        lines += ["", "Live accuracy from the feedback loop, as the service's own metrics report it "
+                  f"(`adae_feedback_correct_total / adae_feedback_instances_total`; {live['labelled_instances']:.0f} labelled "
+                  f"instances; {sent.get('lost', 0)} label records lost and {sent.get('duplicated', 0)} duplicated on purpose): "
+                  f"undefended {_fmt(live['no_defense'])}, defense {_fmt(live['defense'])}, corrected {_fmt(live['corrected'])}."]
     lines += ["", "![scores](scores.png)", "", "![accuracy](accuracy.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "summary.json").write_text(json.dumps({"threshold": threshold, "delivery": delivery, "run": run_info, "kinds": table}, indent=1))

@@ -5,6 +5,8 @@ Everything runs in this process except the broker: the pipeline on a thread (exa
 """
 from __future__ import annotations
 
+import heapq
+import json
 import logging
 import sys
 import threading
@@ -69,6 +71,52 @@ class TrafficGenerator(threading.Thread):
         self.producer.close()
 
 
+class FeedbackSender:
+    """Publishes the labels the demo knows as feedback, the way a labelling pipeline would: seconds after
+    the answer, some never (loss), some twice (duplicates)."""
+
+    def __init__(self, bootstrap: str, topic: str, seed: int, security: dict, delay_s: tuple[float, float] = (0.5, 3.0),
+                 loss: float = 0.1, duplicate: float = 0.05) -> None:
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **security)
+        self.topic, self.delay_s, self.loss, self.duplicate = topic, delay_s, loss, duplicate
+        self.rng = np.random.default_rng(seed + 1)
+        self.due: list[tuple[float, str, list[int]]] = []
+        self.counts = {"sent": 0, "lost": 0, "duplicated": 0}
+
+    def answered(self, request_id: str, labels: np.ndarray) -> None:
+        if self.rng.random() < self.loss:
+            self.counts["lost"] += 1
+            return
+        copies = 2 if self.rng.random() < self.duplicate else 1
+        self.counts["duplicated"] += copies - 1
+        for _ in range(copies):
+            heapq.heappush(self.due, (time.monotonic() + self.rng.uniform(*self.delay_s), request_id, labels.tolist()))
+
+    def send_due(self, flush_all: bool = False) -> None:
+        now = time.monotonic()
+        while self.due and (flush_all or self.due[0][0] <= now):
+            _, request_id, labels = heapq.heappop(self.due)
+            self.producer.send(self.topic, value=json.dumps({"id": request_id, "labels": labels}).encode(), key=request_id.encode())
+            self.counts["sent"] += 1
+
+    def close(self) -> None:
+        self.send_due(flush_all=True)
+        self.producer.flush()
+        self.producer.close()
+
+
+def live_accuracy(registry) -> dict[str, float]:
+    """Live accuracy of each prediction as the service's own metrics report it (labelled instances only)."""
+    n = registry.get_sample_value("adae_feedback_instances_total") or 0.0
+    out = {"labelled_instances": n}
+    for prediction in ("no_defense", "defense", "corrected"):
+        correct = registry.get_sample_value("adae_feedback_correct_total", {"prediction": prediction}) or 0.0
+        out[prediction] = correct / n if n else float("nan")
+    return out
+
+
 class LiveView:
     """A refreshing console table on a terminal; plain periodic lines when output is not a TTY."""
 
@@ -93,7 +141,7 @@ class LiveView:
         self.stream.flush()
 
 
-def render(elapsed: float, duration: float, gen: TrafficGenerator, stats, throughput: float) -> str:
+def render(elapsed: float, duration: float, gen: TrafficGenerator, stats, throughput: float, live: dict | None = None) -> str:
     frac = min(1.0, elapsed / duration) if duration else 1.0
     bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
     answered = sum(r["requests"] for r in stats.table())
@@ -105,6 +153,9 @@ def render(elapsed: float, duration: float, gen: TrafficGenerator, stats, throug
     for r in stats.table():
         au = "" if r["kind"] == "clean" or np.isnan(r["auroc_vs_clean"]) else f"{r['auroc_vs_clean']:.2f}"
         lines.append(f"{r['kind']:<10} {r['instances']:>6} {r['flag_rate']:>8.1%} {au:>6} {r['acc_no_defense']:>9.1%} {r['acc_defense']:>8.1%} {r['acc_corrected']:>8.1%}")
+    if live is not None and live["labelled_instances"]:
+        lines.append(f"{'live (feedback, from the service metrics)':<44} {live['labelled_instances']:>6.0f} labelled: "
+                     f"undef {live['no_defense']:.1%} def {live['defense']:.1%} corr {live['corrected']:.1%}")
     return "\n".join(lines)
 
 
@@ -119,6 +170,9 @@ def run_demo(cfg: Config) -> int:
     from adae_stream.stream.codecs import decode_response
 
     d = cfg.demo
+    # close the loop: the demo labels its own traffic, and captures flagged requests for review
+    cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or "adae-feedback"
+    cfg.kafka.flagged_topic = cfg.kafka.flagged_topic or "adae-flagged"
     t0 = time.monotonic()
     detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
     print(f"detector: {det_path} ({'from cache' if cached else f'trained in {time.monotonic() - t0:.1f}s'}), threshold {detector.threshold:.4g}")
@@ -153,6 +207,12 @@ def run_demo(cfg: Config) -> int:
             return 1
         print(f"pipeline ready; metrics: {holder['pipeline'].metrics_url or 'disabled'}")
         gen = TrafficGenerator(bootstrap, cfg.kafka.input_topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
+        feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic, d.seed, security)
+        registry = getattr(holder["pipeline"].metrics, "registry", None)
+
+        def live() -> dict | None:
+            return live_accuracy(registry) if registry is not None else None
+
         stats = DemoStats()
         view = LiveView()
         answered_instances = 0
@@ -170,8 +230,10 @@ def run_demo(cfg: Config) -> int:
                         if sent is not None and stats.answered_ids[ans["id"]] == 1:
                             stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
                             answered_instances += len(sent.labels)
+                            feedback.answered(ans["id"], sent.labels)
+                feedback.send_due()
                 elapsed = time.monotonic() - start
-                view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9)))
+                view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()))
                 with gen.lock:
                     outstanding = len(set(gen.sent) - set(stats.answered_ids))
                 if not gen.is_alive() and outstanding == 0:
@@ -186,7 +248,10 @@ def run_demo(cfg: Config) -> int:
             print("\ninterrupted: stopping traffic and the pipeline", file=sys.stderr)
             gen.stop_event.set()
         elapsed = time.monotonic() - start
-        view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9)), force=True)
+        feedback.close()  # the labels still due go out now; the pipeline joins them before it stops
+        _wait_for_labels(registry, feedback.counts["sent"], timeout_s=15)
+        view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()), force=True)
+        live_final = live()
         gen.stop_event.set()
         gen.join(10)
         holder["pipeline"].stop()
@@ -195,11 +260,25 @@ def run_demo(cfg: Config) -> int:
         delivery = _delivery_check(bootstrap, cfg.kafka.output_topic, set(gen.sent), security)
         consumer.close()
     run_info = {"throughput": answered_instances / max(elapsed, 1e-9), "p50_ms": stats.latency_ms(50), "p99_ms": stats.latency_ms(99),
-                "duration_s": elapsed, "pipeline_exit_code": holder.get("rc")}
+                "duration_s": elapsed, "pipeline_exit_code": holder.get("rc"), "feedback_sent": feedback.counts,
+                "live_accuracy_from_metrics": live_final}
     out = write_report(d.report_dir, stats, detector.threshold, delivery, run_info)
     print(f"\nproduced {delivery['produced']} requests; answered {delivery['answered']}, missing {delivery['missing']}, duplicated {delivery['duplicates']}")
     print(f"report: {out / 'report.md'} (plots: {out / 'scores.png'}, {out / 'accuracy.png'})")
     return 0 if delivery["missing"] == 0 and holder.get("rc") == 0 else 1
+
+
+def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
+    """Until the service has handled every feedback record sent (or the timeout)."""
+    if registry is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        handled = sum(registry.get_sample_value("adae_feedback_records_total", {"result": r}) or 0.0
+                      for r in ("joined", "duplicate", "unknown", "late", "dead_letter"))
+        if handled >= sent:
+            return
+        time.sleep(0.2)
 
 
 def _delivery_check(bootstrap: str, topic: str, produced: set[str], security: dict) -> dict:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
+from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS, Outcome
 from adae_stream.monitoring.drift import ks_2samp
 
 
@@ -110,8 +111,9 @@ class PipelineMetrics:
         self.dead_letter = Counter("adae_dead_letter", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r)
         self.skipped = Counter("adae_skipped", "Records that are not requests (responses sharing the topic), by kind.", ["kind"],
                                registry=r)
-        # ok: answered; dead_letter; skipped: not a request; monitored: scored, nothing to publish (kafka.publish)
-        for status in ("ok", "dead_letter", "skipped", "monitored"):
+        # ok: answered; dead_letter; skipped: not a request; monitored: scored, nothing to publish (kafka.publish);
+        # feedback: a feedback record handled
+        for status in ("ok", "dead_letter", "skipped", "monitored", "feedback"):
             self.requests.labels(status)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letter.labels(reason)
@@ -137,6 +139,30 @@ class PipelineMetrics:
         self.build = Gauge("adae_build_info", "Build information (value 1).", ["version", "detector", "tensorflow"], registry=r)
         info = build_info or {}
         self.build.labels(info.get("version", ""), info.get("detector", ""), info.get("tensorflow", "")).set(1)
+        # the feedback loop: live accuracy of each defense and the flag's precision / recall, from labels
+        self.feedback_records = Counter("adae_feedback_records", "Feedback records, by what became of them.", ["result"], registry=r)
+        self.feedback_instances = Counter("adae_feedback_instances", "Labelled instances joined with their answers.", registry=r)
+        self.feedback_correct = Counter("adae_feedback_correct", "Joined instances whose prediction equals the label.",
+                                        ["prediction"], registry=r)
+        self.feedback_flag = Counter("adae_feedback_flag_instances",
+                                     "Joined instances by flag and by whether the undefended prediction was right.",
+                                     ["flag", "undefended"], registry=r)
+        self.feedback_join_answers = Gauge("adae_feedback_join_answers", "Answers held for joining with feedback.", registry=r)
+        self.feedback_join_instances = Gauge("adae_feedback_join_instances", "Instances held for joining (memory bound).",
+                                             registry=r)
+        self.feedback_last = Gauge("adae_feedback_last_joined_timestamp_seconds", "When a label last joined an answer.",
+                                   registry=r)
+        self.flagged_captured = Counter("adae_flagged_captured", "Requests with flagged instances, by capture outcome.",
+                                        ["result"], registry=r)
+        for result in FEEDBACK_RESULTS:
+            self.feedback_records.labels(result)
+        for prediction in PREDICTIONS:
+            self.feedback_correct.labels(prediction)
+        for flag in ("flagged", "unflagged"):
+            for undefended in ("wrong", "correct"):
+                self.feedback_flag.labels(flag, undefended)
+        for result in ("sent", "sampled_out", "rejected"):
+            self.flagged_captured.labels(result)
         self.class_counter = None
         if n_classes is not None and n_classes <= max_class_labels:
             self.class_counter = Counter("adae_predicted_class", "Corrected predictions by class.", ["class"], registry=r)
@@ -188,6 +214,23 @@ class PipelineMetrics:
 
     def set_kafka_up(self, up: bool) -> None:
         self.kafka_up.set(1 if up else 0)
+
+    def feedback_outcome(self, outcome: Outcome) -> None:
+        self.feedback_records.labels(outcome.result).inc()
+        if outcome.instances:
+            self.feedback_instances.inc(outcome.instances)
+            for prediction, n in outcome.correct.items():
+                self.feedback_correct.labels(prediction).inc(n)
+            for (flag, undefended), n in outcome.confusion.items():
+                self.feedback_flag.labels(flag, undefended).inc(n)
+            self.feedback_last.set_to_current_time()
+
+    def set_feedback_state(self, answers: int, instances: int) -> None:
+        self.feedback_join_answers.set(answers)
+        self.feedback_join_instances.set(instances)
+
+    def flagged_capture(self, result: str) -> None:
+        self.flagged_captured.labels(result).inc()
 
     # --- drift, off the hot path
     def update_drift(self) -> None:

@@ -15,6 +15,7 @@ import gc
 import logging
 import queue
 import re
+import zlib
 import threading
 import time
 from typing import Any, Protocol
@@ -28,9 +29,10 @@ from adae_stream.config import Config, input_topics
 from adae_stream.errors import DecodeError, NotARequest, PipelineError
 from adae_stream.stream.batcher import Assembler, Batch, Batcher
 from adae_stream.stream.client_fixes import keep_pending_join_visible
-from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics
-from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, Request, decode
+from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_since
+from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, Request, decode, decode_response, encode_flagged
 from adae_stream.stream.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
+from adae_stream.stream.feedback import FeedbackJoin, Outcome, parse_feedback, rebuild
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.rebalance import RebalanceListener
 from adae_stream.stream.sink import Sink, Tally
@@ -60,6 +62,9 @@ class Metrics(Protocol):
     def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None: ...
     def set_lag(self, topic: str, partition: int, lag: int | None) -> None: ...
     def set_kafka_up(self, up: bool) -> None: ...
+    def feedback_outcome(self, outcome: Outcome) -> None: ...
+    def set_feedback_state(self, answers: int, instances: int) -> None: ...
+    def flagged_capture(self, result: str) -> None: ...
 
 
 class NullMetrics:
@@ -70,6 +75,9 @@ class NullMetrics:
     def request_done(self, status, reason=None, end_to_end_s=None): pass
     def set_lag(self, topic, partition, lag): pass
     def set_kafka_up(self, up): pass
+    def feedback_outcome(self, outcome): pass
+    def set_feedback_state(self, answers, instances): pass
+    def flagged_capture(self, result): pass
 
 
 class Pipeline:
@@ -105,6 +113,9 @@ class Pipeline:
             self._fields.append("instance_score")
         if config.detector.return_all_predictions:
             self._fields += ["no_defense", "defense"]
+        self.join = FeedbackJoin(config.feedback.window_s, config.feedback.max_instances, self.metrics) \
+            if self.k.feedback_topic else None
+        self._join_rebuilt = False
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -163,6 +174,8 @@ class Pipeline:
                 return
         else:
             topics = set(input_topics(self.k))
+        if topics and self.k.feedback_topic:
+            topics.add(self.k.feedback_topic)
         if topics == self._subscribed:
             return
         if not topics:
@@ -207,6 +220,7 @@ class Pipeline:
                 self.consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
                 keep_pending_join_visible(self.consumer)
                 self._build_sink_and_committer()
+                self._rebuild_join()
                 self._subscribe()
                 self.metrics.set_kafka_up(True)
                 log.info("connected to Kafka at %s; consuming %s as group %s; publishing %s", self.bootstrap,
@@ -225,6 +239,19 @@ class Pipeline:
                 self._stop.wait(min(delay, left))
                 delay = min(delay * 2, 10.0)
         return False
+
+    def _rebuild_join(self) -> None:
+        """After a restart, the answers still waiting for labels are read back from the output topic (the
+        changelog), from now minus feedback.window_s: no database, no state of our own on disk."""
+        if self.join is None or self._join_rebuilt:
+            return
+        t0 = time.monotonic()
+        since_ms = int((time.time() - self.cfg.feedback.window_s) * 1000)
+        records = read_since(self.cfg, self.bootstrap, self.k.output_topic, since_ms, timeout_s=max(30.0, self.k.connect_timeout_s))
+        kept = rebuild(self.join, records, decode_response)
+        self._join_rebuilt = True
+        log.info("feedback join rebuilt from %s: %d answers (%d instances) of the last %.0f s, in %.1f s", self.k.output_topic,
+                 kept, self.join.instances, self.cfg.feedback.window_s, time.monotonic() - t0)
 
     def _build_sink_and_committer(self) -> None:
         interval_s, timeout_s = self.k.commit_interval_ms / 1000.0, self.k.delivery_timeout_s
@@ -363,6 +390,9 @@ class Pipeline:
     def _ingest(self, tp: TopicPartition, rec: Any) -> None:
         self.tracker.add(tp, rec.offset)
         raw = RawRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers or [], rec.timestamp)
+        if self.join is not None and rec.topic == self.k.feedback_topic:
+            self._feedback(raw)
+            return
         try:
             req = decode(raw, self.scorer.input_shape, self.k.max_message_bytes)
         except DecodeError as exc:
@@ -404,8 +434,44 @@ class Pipeline:
             self.assembler.discard(req)
             self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
 
+    def _feedback(self, raw: RawRecord) -> None:
+        """Labels for an earlier answer: joined and counted; malformed ones are dead-lettered."""
+        try:
+            request_id, labels = parse_feedback(raw.value)
+            self.join.label(request_id, labels)
+        except DecodeError as exc:
+            self.metrics.feedback_outcome(Outcome("dead_letter"))
+            self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
+            return
+        self.sink.skip(raw, "feedback")
+
+    def _capture_flagged(self, req: Request, result: dict[str, np.ndarray]) -> None:
+        """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""
+        flagged = np.flatnonzero(result["is_adversarial"])
+        if flagged.size == 0:
+            return
+        if zlib.crc32(req.id.encode("utf-8", "replace")) / 2**32 >= self.cfg.flagged.sample_rate:
+            self.metrics.flagged_capture("sampled_out")
+            return
+        keep = flagged[: self.cfg.flagged.max_instances]
+        fields = {"instance_index": keep.astype(np.int64), **{k: v[keep] for k, v in result.items()}}
+        try:
+            payload, headers = encode_flagged(req, req.instances[keep], fields, self.info)
+        except Exception as exc:  # a capture is a copy: it costs itself, never the answer
+            log.warning("flagged capture of request %r could not be encoded: %s", req.id, exc)
+            self.metrics.flagged_capture("rejected")
+            return
+        if flagged.size > keep.size:
+            headers.append(("flagged-truncated-from", str(flagged.size).encode()))
+        self.sink.capture(self.k.flagged_topic, req.record, payload, headers)
+
     def _publish(self, req: Request, result: dict[str, np.ndarray]) -> None:
-        """Answer, or under a monitor-only kafka.publish, the flagged instances alone or nothing."""
+        """Answer (and remember it for feedback), or under a monitor-only kafka.publish, the flagged
+        instances alone or nothing; capture flagged requests when kafka.flagged_topic is set."""
+        if self.k.flagged_topic:
+            self._capture_flagged(req, result)
+        if self.join is not None:
+            self.join.remember(req.id, result)
         if self.k.publish != "answers":
             flagged = np.flatnonzero(result["is_adversarial"])
             if self.k.publish == "nothing" or flagged.size == 0:

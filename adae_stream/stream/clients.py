@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import TopicPartition
 
 from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
 
@@ -34,6 +36,9 @@ def topic_limits(k: KafkaConfig) -> dict[str, int]:
     if k.publish != "nothing":
         limits[k.output_topic] = k.max_message_bytes
     limits[k.dead_letter_topic] = dead_letter_limit(k)
+    for topic in (k.feedback_topic, k.flagged_topic):
+        if topic is not None:
+            limits[topic] = k.max_message_bytes
     return limits
 
 
@@ -56,6 +61,44 @@ def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000
                 pass
     finally:
         admin.close()
+
+
+def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s: float) -> list[Any]:
+    """Every record of ``topic`` from timestamp ``since_ms`` to its end, read outside any group.
+
+    The end is the high watermark each fetch response carries, not ListOffsets: the embedded broker
+    answered end_offsets with 1 for partitions holding 10 records each (probed), while its fetch high
+    watermarks are right (the lag metric uses them too).
+    """
+    k = cfg.kafka
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-rebuild", group_id=None,
+                             enable_auto_commit=False, max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(k)),
+                             **kafka_security_kwargs(k))
+    records: list[Any] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return records
+        consumer.assign(tps)
+        starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
+        left = set()
+        for tp in tps:
+            if starts.get(tp) is not None:  # None: no record at or after since_ms in this partition
+                consumer.seek(tp, starts[tp].offset)
+                left.add(tp)
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for recs in consumer.poll(timeout_ms=200).values():
+                records.extend(recs)
+            for tp in list(left):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and consumer.position(tp) >= highwater:
+                    left.discard(tp)
+        if left:
+            log.warning("reading %s back timed out after %.0f s; %d partitions not read to the end", topic, timeout_s, len(left))
+    finally:
+        consumer.close()
+    return records
 
 
 def _common(k: KafkaConfig, bootstrap: str, bootstrap_timeout_ms: int) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class Outcomes(Protocol):
     """The part of the metrics the sink reports to."""
 
     def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None: ...
+    def flagged_capture(self, result: str) -> None: ...
 
 
 def is_record_error(exc: BaseException) -> bool:
@@ -162,6 +163,33 @@ class Sink:
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
         self.tally.add(status)
         self.outcomes.request_done(status, reason=reason)
+
+    def capture(self, topic: str, rec: RawRecord, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """A flagged-sample record. It is a copy for review, not the request's outcome: a capture the topic
+        refuses (too large, invalid) is counted and logged, not dead-lettered; a failure of the service
+        is fatal as everywhere else. Its request's offset is marked done by the answer alone."""
+        size = record_size(rec.key, value, headers)
+        if size > self.answer_limit:
+            log.warning("flagged capture of %s-%d@%d not sent: %d bytes, over kafka.max_message_bytes", rec.topic,
+                        rec.partition, rec.offset, size)
+            self.outcomes.flagged_capture("rejected")
+            return
+
+        def failed(exc: BaseException) -> None:
+            if is_record_error(exc):
+                log.warning("flagged capture of %s-%d@%d rejected: %r", rec.topic, rec.partition, rec.offset, exc)
+                self.outcomes.flagged_capture("rejected")
+            else:
+                self._fail(f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}")
+
+        try:
+            self.before_send()
+            future = self.producer.send(topic, value=value, key=rec.key, headers=headers)
+        except Exception as exc:
+            failed(exc)
+            return
+        future.add_callback(lambda _md: self.outcomes.flagged_capture("sent"))
+        future.add_errback(failed)
 
     # ------------------------------------------------------------------ dead letters
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:

@@ -38,7 +38,7 @@ from adae_stream.stream.codecs.records import (
     header,
     header_text,
 )
-from adae_stream.stream.codecs.tensors import RESULT_DTYPES
+from adae_stream.stream.codecs.tensors import RESULT_DTYPES, RESULT_OIP
 from adae_stream.stream.proto.open_inference_pb2 import ModelInferRequest, ModelInferResponse
 
 __all__ = ["RESULT_DTYPES", "Envelope", "RawRecord", "Request", "decode", "decode_response", "encode", "encode_request",
@@ -127,6 +127,44 @@ def encode(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
     return payload, [("content-type", ctype.encode()), *headers]
 
 
+def encode_flagged(request: Request, instances: np.ndarray, result: dict[str, np.ndarray],
+                   info: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A flagged-sample record, for review and relabelling: the flagged instances' input data (an `input`
+    tensor) with their positions, scores, flags and predictions, and the request's id and coordinates.
+    In the request's family: npy, a protobuf ModelInferResponse, or V2 JSON for the JSON families."""
+    n = len(instances)
+    x = np.ascontiguousarray(instances, dtype="<f4")
+    if request.fmt == "npy":
+        arr = np.empty(n, dtype=[("input", "<f4", x.shape[1:]), *[(k, RESULT_DTYPES[k]) for k in result]])
+        arr["input"] = x
+        for k, v in result.items():
+            arr[k] = v
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, arr, allow_pickle=False)
+        payload, ctype = buf.getvalue(), NPY
+    elif request.fmt == "proto":
+        msg = ModelInferResponse(model_name=info["model_name"], id=request.id)
+        oip_proto.set_parameter(msg.parameters["threshold"], info["threshold"])
+        oip_proto.set_parameter(msg.parameters["detector_version"], info["detector_version"])
+        msg.outputs.add(name="input", datatype="FP32", shape=list(x.shape))
+        msg.raw_output_contents.append(x.tobytes())
+        for k, v in result.items():
+            msg.outputs.add(name=k, datatype=RESULT_OIP[k], shape=[n])
+            msg.raw_output_contents.append(v.astype(np.dtype(RESULT_DTYPES[k]).newbyteorder("<"), copy=False).tobytes())
+        payload, ctype = msg.SerializeToString(), PROTOBUF
+    else:
+        outputs = [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+        outputs += [{"name": k, "shape": [n], "datatype": RESULT_OIP[k], "data": v.tolist()} for k, v in result.items()]
+        body = {"id": request.id, "model_name": info["model_name"], "outputs": outputs,
+                "parameters": {"threshold": info["threshold"], "detector_version": info["detector_version"]}}
+        payload, ctype = json.dumps(body, separators=(",", ":")).encode(), JSON
+    rec = request.record
+    return payload, [("content-type", ctype.encode()), ("request-id", request.id.encode()),
+                     ("adae-threshold", repr(info["threshold"]).encode()), ("source-topic", rec.topic.encode("utf-8", "replace")),
+                     ("source-partition", str(rec.partition).encode()), ("source-offset", str(rec.offset).encode()),
+                     *echoed_headers(rec)]
+
+
 # --------------------------------------------------------------------------- client side
 REQUEST_FORMATS = ("v2", "v1", "npy", "proto", "triton")
 
@@ -184,9 +222,9 @@ def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[
         msg = ModelInferResponse.FromString(body)
         out = {}
         for i, tensor in enumerate(msg.outputs):
-            dtype = np.dtype(RESULT_DTYPES[tensor.name]).newbyteorder("<")
+            dtype = np.dtype(RESULT_DTYPES.get(tensor.name, np.float32)).newbyteorder("<")
             if msg.raw_output_contents:
-                out[tensor.name] = np.frombuffer(msg.raw_output_contents[i], dtype=dtype)
+                out[tensor.name] = np.frombuffer(msg.raw_output_contents[i], dtype=dtype).reshape(list(tensor.shape))
             else:
                 out[tensor.name] = np.asarray(getattr(tensor.contents, oip_proto.TYPED_FIELD[tensor.datatype]), dtype=dtype)
         out["id"] = msg.id
@@ -199,7 +237,7 @@ def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[
         for o in body["outputs"]:
             size = (o.get("parameters") or {}).get("binary_data_size")
             if size is None:
-                out[o["name"]] = np.asarray(o["data"], dtype=RESULT_DTYPES.get(o["name"]))
+                out[o["name"]] = np.asarray(o["data"], dtype=RESULT_DTYPES.get(o["name"], np.float32)).reshape(o["shape"])
             else:
                 out[o["name"]] = np.frombuffer(tail[:size], dtype=np.dtype(RESULT_DTYPES[o["name"]]).newbyteorder("<"))
                 tail = tail[size:]

@@ -92,7 +92,7 @@ def parameter_value(p: InferParameter) -> Any:
     return getattr(p, choice) if choice else None
 
 
-def _set_parameter(p: InferParameter, value: Any) -> None:
+def set_parameter(p: InferParameter, value: Any) -> None:
     if isinstance(value, bool):
         p.bool_param = value
     elif isinstance(value, int):
@@ -107,8 +107,8 @@ def _response_head(names: tuple[str, ...], n: int, info: tuple[str, float, str])
     """Everything of an answer but its id and contents: model name, parameters, output metadata."""
     model_name, threshold, version = info
     answer = ModelInferResponse(model_name=model_name)
-    _set_parameter(answer.parameters["threshold"], threshold)
-    _set_parameter(answer.parameters["detector_version"], version)
+    set_parameter(answer.parameters["threshold"], threshold)
+    set_parameter(answer.parameters["detector_version"], version)
     for name in names:
         answer.outputs.add(name=name, datatype=tensors.RESULT_OIP[name], shape=[n])
     return answer

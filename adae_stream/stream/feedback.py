@@ -1,0 +1,171 @@
+"""Ground-truth feedback joined with the answers the service gave: live accuracy of each defense.
+
+A feedback record carries the true labels of an earlier request, ``{"id": "<request id>", "labels":
+[<int>, ...]}``, one label per instance in request order. Labels may come minutes or hours after the
+answer, more than once, for unknown ids, or never.
+
+The join keeps, per answered request, the per-instance predictions (no_defense, defense, corrected),
+flags and scores, for ``feedback.window_s``. Nothing else stores them: the output topic already is the
+changelog, so after a restart the state is rebuilt by reading it from the offsets at now minus the
+window. Memory is bounded by ``feedback.max_instances`` (oldest answers go first) and exported.
+A label for a (request, instance) counts once while its answer is in the window.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from adae_stream.errors import DecodeError
+from adae_stream.stream.codecs.records import parse_json
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = ("no_defense", "defense", "corrected")
+# What became of a feedback record (the `result` label of adae_feedback_records_total).
+FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "dead_letter")
+MAX_LABELS = 1_000_000
+
+
+@dataclass
+class Answer:
+    """What the service answered for one request, as the join needs it."""
+
+    timestamp_s: float
+    no_defense: np.ndarray
+    defense: np.ndarray
+    corrected: np.ndarray
+    is_adversarial: np.ndarray
+    labelled: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.labelled = np.zeros(len(self.corrected), dtype=bool)
+
+    @property
+    def n(self) -> int:
+        return len(self.corrected)
+
+
+@dataclass
+class Outcome:
+    """A feedback record's effect: its result and the counts it adds (all zero unless joined)."""
+
+    result: str
+    instances: int = 0
+    correct: dict[str, int] = field(default_factory=dict)
+    confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
+
+
+class FeedbackMetrics(Protocol):
+    def feedback_outcome(self, outcome: Outcome) -> None: ...
+    def set_feedback_state(self, answers: int, instances: int) -> None: ...
+
+
+def parse_feedback(value: bytes | None) -> tuple[str, np.ndarray]:
+    """(request id, labels) of a feedback record, or DecodeError with a dead-letter reason."""
+    if not value:
+        raise DecodeError("decode", "empty feedback record")
+    body = parse_json(value, "feedback")
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
+        raise DecodeError("schema", 'feedback must be {"id": "<request id>", "labels": [<int>, ...]}')
+    labels = body.get("labels")
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise DecodeError("schema", "feedback 'labels' must be a list of integer class labels")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in labels):
+        raise DecodeError("dtype", "feedback 'labels' must be non-negative integers")
+    return body["id"], np.asarray(labels, dtype=np.int64)
+
+
+class FeedbackJoin:
+    def __init__(self, window_s: float, max_instances: int, metrics: FeedbackMetrics | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.window_s = window_s
+        self.max_instances = max_instances
+        self.metrics = metrics
+        self.clock = clock
+        self._answers: OrderedDict[str, Answer] = OrderedDict()  # by id, oldest first
+        self._instances = 0
+        # ids that left the window (or were evicted for memory), so a label for them counts as late, not
+        # unknown; bounded like the answers themselves
+        self._gone: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    @property
+    def instances(self) -> int:
+        return self._instances
+
+    def remember(self, request_id: str, fields: dict[str, np.ndarray], timestamp_s: float | None = None) -> None:
+        """Keep an answer (live, or read back from the output topic at start-up)."""
+        if not all(k in fields for k in (*PREDICTIONS, "is_adversarial")):
+            return  # an answer without all predictions (return_all_predictions off) cannot be joined
+        ts = self.clock() if timestamp_s is None else timestamp_s
+        old = self._answers.pop(request_id, None)
+        if old is not None:
+            self._instances -= old.n
+        answer = Answer(ts, *(np.asarray(fields[k]) for k in (*PREDICTIONS, "is_adversarial")))
+        self._answers[request_id] = answer
+        self._instances += answer.n
+        self._gone.pop(request_id, None)
+        self._evict()
+
+    def label(self, request_id: str, labels: np.ndarray) -> Outcome:
+        """Join one feedback record; raises DecodeError (shape) when its label count is not the answer's."""
+        self._evict()
+        answer = self._answers.get(request_id)
+        if answer is None:
+            outcome = Outcome("late" if request_id in self._gone else "unknown")
+        elif len(labels) != answer.n:
+            raise DecodeError("shape", f"feedback for {request_id!r} has {len(labels)} labels, its answer {answer.n} instances")
+        else:
+            new = ~answer.labelled
+            answer.labelled[:] = True
+            if not new.any():
+                outcome = Outcome("duplicate")
+            else:
+                y = labels[new]
+                correct = {p: int((getattr(answer, p)[new] == y).sum()) for p in PREDICTIONS}
+                undefended_wrong = answer.no_defense[new] != y
+                flagged = answer.is_adversarial[new].astype(bool)
+                confusion = {}
+                for flag_name, flag_mask in (("flagged", flagged), ("unflagged", ~flagged)):
+                    for outcome_name, mask in (("wrong", undefended_wrong), ("correct", ~undefended_wrong)):
+                        confusion[(flag_name, outcome_name)] = int((flag_mask & mask).sum())
+                outcome = Outcome("joined", int(new.sum()), correct, confusion)
+        if self.metrics is not None:
+            self.metrics.feedback_outcome(outcome)
+        return outcome
+
+    def _evict(self) -> None:
+        horizon = self.clock() - self.window_s
+        while self._answers:
+            request_id, answer = next(iter(self._answers.items()))
+            if answer.timestamp_s >= horizon and self._instances <= self.max_instances:
+                break
+            self._answers.popitem(last=False)
+            self._instances -= answer.n
+            self._gone[request_id] = None
+        while len(self._gone) > max(1000, len(self._answers)):
+            self._gone.popitem(last=False)
+        if self.metrics is not None:
+            self.metrics.set_feedback_state(len(self._answers), self._instances)
+
+
+def rebuild(join: FeedbackJoin, records: list[Any], decode_response: Callable[[bytes, Any], dict[str, Any]]) -> int:
+    """Fill the join from output-topic records (oldest first by timestamp). Returns the answers kept.
+    Records that are not answers we can read are skipped (the topic may hold other writers' records)."""
+    kept = 0
+    for rec in sorted(records, key=lambda r: r.timestamp):
+        try:
+            answer = decode_response(rec.value, rec.headers)
+        except Exception:  # noqa: BLE001 - anything unreadable is not one of our answers
+            continue
+        if isinstance(answer.get("id"), str) and "instance_index" not in answer:
+            join.remember(answer["id"], answer, rec.timestamp / 1000.0)
+            kept += 1
+    return kept
