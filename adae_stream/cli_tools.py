@@ -15,13 +15,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fit a detector for a saved classifier and save it")
     p.add_argument("--model", required=True, help="classifier .keras file (softmax outputs)")
     p.add_argument("--data", required=True, help="training instances, .npy (n, ...)")
+    p.add_argument("--labels", help="true labels of --data, .npy (n,): the card's accuracies use them (else agreement "
+                                   "with the classifier)")
     p.add_argument("--ae-preset", choices=["dense", "conv"], default="dense")
     p.add_argument("--latent-dim", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="at most this many (early stopping on the validation loss)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--w-recon", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--threshold-perc", type=float, default=95.0)
+    p.add_argument("--target-fpr", type=float, default=0.05,
+                   help="false-positive rate on clean data to calibrate the threshold for, on the held-out split (default)")
+    p.add_argument("--val-split", type=float, default=0.2, help="share of --data held out for calibration and early stopping")
+    p.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
+    p.add_argument("--threshold-perc", type=float, default=None,
+                   help="instead of --target-fpr: the seed's percentile of the training scores (optimistic: the AE fits them)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                    help="what scoring computes in; the threshold is inferred in it (training is float32)")
     p.add_argument("--out", required=True, help="directory to save the detector to")
@@ -86,13 +93,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     if X.shape[1:] != shape:
         print(f"adae-stream: --data has instances of shape {X.shape[1:]}, the classifier expects {shape}", file=sys.stderr)
         return 2
+    from adae_stream.detector.calibration import min_held_out
+
+    if args.threshold_perc is None:  # calibration: refuse before training when the held-out set cannot support the rate
+        if not 0.0 < args.val_split < 1.0 or not 0.0 < args.target_fpr < 1.0:
+            print("adae-stream: --val-split and --target-fpr must be between 0 and 1", file=sys.stderr)
+            return 2
+        held_out, need = int(len(X) * args.val_split), min_held_out(args.target_fpr)
+        if held_out < need:
+            print(f"adae-stream: --target-fpr {args.target_fpr:g} needs at least {need} held-out clean instances; "
+                  f"--val-split {args.val_split:g} of {len(X)} gives {held_out}. Use more data, a larger --val-split, "
+                  "or a higher rate.", file=sys.stderr)
+            return 2
+    y = np.load(args.labels, allow_pickle=False).astype(np.int64) if args.labels else None
+    if y is not None and y.shape != (len(X),):
+        print(f"adae-stream: --labels has shape {y.shape}, --data holds {len(X)} instances", file=sys.stderr)
+        return 2
+    order = np.random.default_rng(0).permutation(len(X))
+    n_val = int(len(X) * args.val_split) if 0.0 < args.val_split < 1.0 else 0
+    X_val, X_fit = X[order[:n_val]], X[order[n_val:]]
+    y_held = None if y is None else (y[order[:n_val]] if n_val else y[order])
     preset = AE_PRESETS[args.ae_preset]
     ae = preset(shape, args.latent_dim) if args.latent_dim else preset(shape)
     det = AdversarialAE(ae=ae, model=model, temperature=args.temperature, precision=args.precision, data_type="image" if len(shape) == 3 else "tabular")
-    det.fit(X, w_recon=args.w_recon, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet)
-    thr = det.infer_threshold(X, threshold_perc=args.threshold_perc)
+    det.fit(X_fit, w_recon=args.w_recon, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet,
+            validation_data=X_val if n_val else None, patience=args.patience if n_val else None)
+    if args.threshold_perc is not None:
+        thr = det.infer_threshold(X_fit, threshold_perc=args.threshold_perc)
+        how = f"at the {args.threshold_perc}th percentile of the training scores"
+    else:
+        cal = det.calibrate_threshold(X_val, args.target_fpr)
+        thr = cal.threshold
+        how = (f"for a false-positive rate of {args.target_fpr:g}: {cal.expected_fpr:.2%} of {cal.held_out} held-out clean "
+               f"instances flagged, at most {cal.fpr_upper_bound:.2%} at {cal.confidence:.0%} confidence")
+    from adae_stream.detector.card import evaluate, write_card
+    from adae_stream.detector.identity import detector_identity
+
+    X_held = X_val if n_val else X[order]  # without a held-out split, the card can only use the training data
+    det.meta["card"] = evaluate(det, X_held, y_held)
+    det.meta["identity"] = detector_identity(det)
     save_detector(det, args.out)
-    print(f"saved detector to {args.out} (threshold {thr:.6g} at the {args.threshold_perc}th percentile)")
+    card = write_card(args.out, det, det.meta["card"], det.score(X_fit), det.score(X_held))
+    print(f"saved detector to {args.out} (threshold {thr:.6g} {how}; {len(det.history)} epochs); card: {card}")
     return 0
 
 

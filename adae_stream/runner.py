@@ -39,8 +39,9 @@ def load_scorer(cfg: Config):
     import tensorflow as tf
 
     devices = [d.name for d in tf.config.list_logical_devices()]
-    log.info("detector %s loaded (input %s, threshold %.6g, scoring in %s%s); TensorFlow %s devices: %s",
-             cfg.detector.path, scorer.input_shape, scorer.threshold, detector.precision,
+    log.info("detector %s loaded: detector_id %s, classifier_id %s (input %s, threshold %.6g, scoring in %s%s); "
+             "TensorFlow %s devices: %s", cfg.detector.path, scorer.identity["detector_id"], scorer.identity["classifier_id"],
+             scorer.input_shape, scorer.threshold, detector.precision,
              " with XLA" if cfg.detector.jit_compile else "", tf.__version__, ", ".join(devices))
     scorer.warmup(cfg.batching.max_batch_size)
     scorer.tf_version = tf.__version__
@@ -54,6 +55,7 @@ def build_metrics(cfg: Config, scorer):
         threshold=scorer.threshold, reference_scores=scorer.reference_scores, n_classes=getattr(scorer, "n_classes", None),
         window_size=cfg.metrics.window_size, max_class_labels=cfg.metrics.max_class_labels,
         build_info={"version": __version__, "detector": scorer.version, "tensorflow": getattr(scorer, "tf_version", "")},
+        detector_identity=scorer.identity,
     )
 
 

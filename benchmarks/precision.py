@@ -43,12 +43,12 @@ def speed(models: dict, batches=(32, 256), min_time_s: float = 1.5) -> list[dict
 
 
 def fidelity(epochs: int = 30, seed: int = 0) -> dict:
-    from adae_stream.demo.attacks import fgsm
+    from adae_stream.detector.attacks import fgsm
     from adae_stream.demo.data import load_digits_split
     from adae_stream.demo.detector_cache import train_demo_detector
-    from adae_stream.demo.stats import auroc
+    from adae_stream.detector.evaluation import auroc
 
-    det = train_demo_detector(epochs, seed)
+    det, _, _ = train_demo_detector(epochs, seed)
     Xtr, _, Xte, yte = load_digits_split(seed)
     held_out = Xtr[int(len(Xtr) * 0.8):]  # the recipe's threshold data
     x_adv = fgsm(det.model, Xte, yte, eps=0.2)

@@ -33,6 +33,7 @@ class _TimedScorer:
     def __init__(self, scorer, busy: Counter) -> None:
         self._scorer, self._busy = scorer, busy
         self.input_shape, self.threshold, self.version = scorer.input_shape, scorer.threshold, scorer.version
+        self.identity = scorer.identity
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         t = time.perf_counter()

@@ -134,7 +134,7 @@ def test_encode_families_and_response_round_trip():
         "corrected": np.array([1, 2, 0]), "is_adversarial": np.array([True, False, True]),
         "instance_score": np.array([0.5, 0.01, 3.0], np.float32), "no_defense": np.array([1, 2, 2]), "defense": np.array([0, 2, 0]),
     }
-    info = {"model_name": "m", "threshold": 0.25, "detector_version": "0.1.0"}
+    info = {"model_name": "m", "threshold": 0.25, "detector_version": "0.1.0", "detector_id": "d1", "classifier_id": "c1"}
     for fmt in ("v2", "v1", "npy"):
         payload, headers = encode_request(X, fmt, "id-9")
         req = decode(rec(payload, headers), SHAPE, MAX)
@@ -149,7 +149,7 @@ def test_encode_families_and_response_round_trip():
     req = decode(rec(*encode_request(X, "v2", "q")), SHAPE, MAX)
     body = json.loads(encode(req, {k: result[k] for k in ("corrected", "is_adversarial")}, info)[0])
     assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial"]
-    assert body["parameters"] == {"threshold": 0.25, "detector_version": "0.1.0"}
+    assert body["parameters"] == {"threshold": 0.25, "detector_version": "0.1.0", "detector_id": "d1", "classifier_id": "c1"}
     assert body["outputs"][0]["shape"] == [3]
 
 
@@ -174,7 +174,7 @@ def test_npy_answer_is_exactly_what_numpy_writes(n):
     """The answer's .npy preamble is built once per (fields, n); the bytes must match np.save's."""
     result = {"corrected": np.arange(n), "is_adversarial": np.arange(n) % 2 == 0, "instance_score": np.linspace(0, 1, n, dtype=np.float32)}
     req = decode(rec(*encode_request(np.zeros((n, 4), np.float32), "npy", "r")), SHAPE, 10**6)
-    body, _ = encode(req, result, {"model_name": "m", "threshold": 0.5, "detector_version": "v"})
+    body, _ = encode(req, result, {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"})
     expected = np.zeros(n, dtype=[("corrected", np.int64), ("is_adversarial", np.bool_), ("instance_score", np.float32)])
     for k, v in result.items():
         expected[k] = v

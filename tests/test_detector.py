@@ -236,7 +236,7 @@ def test_digits_fgsm_detection_and_correction(digits_setup):
     """On real (offline) digits: FGSM adversarials score high and correction recovers accuracy."""
     from sklearn.metrics import roc_auc_score
 
-    from adae_stream.demo.attacks import fgsm
+    from adae_stream.detector.attacks import fgsm
 
     s = digits_setup
     det, clf, Xte, yte = s["detector"], s["clf"], s["Xte"], s["yte"]
@@ -251,3 +251,81 @@ def test_digits_fgsm_detection_and_correction(digits_setup):
     assert corrected_acc > attacked_acc + 0.08, (attacked_acc, corrected_acc)
     clean_out = det.correct(Xte)["data"]
     assert np.mean(clean_out["corrected"] == yte) > 0.9  # correction costs little on clean data
+
+
+def test_early_stopping_restores_the_best_validation_epoch(iris, iris_model):
+    """fit's keyword-only extras: a validation loss per epoch, stop after `patience` epochs without a better one,
+    and the best epoch's weights back in place (the seed's positional signature is unchanged)."""
+    import tensorflow as tf
+
+    from adae_stream import AdversarialAE
+    from tests.conftest import iris_ae_nets
+
+    X, _ = iris
+    tf.keras.utils.set_random_seed(3)
+    enc, dec = iris_ae_nets()
+    det = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model)
+    det.fit(X[:100], epochs=60, batch_size=16, verbose=False, optimizer=tf.keras.optimizers.Adam(0.05),
+            validation_data=X[100:], patience=3)
+    best = int(np.argmin(det.val_history))
+    assert len(det.val_history) == len(det.history) <= 60
+    assert len(det.val_history) == 60 or len(det.val_history) - 1 - best == 3  # stopped exactly `patience` epochs later
+    x_val = tf.convert_to_tensor(X[100:], tf.float32)
+    from adae_stream.detector.losses import loss_adv_ae
+
+    restored = float(loss_adv_ae(x_val, det.ae(x_val), model=iris_model, w_model=1.0, w_recon=0.0))
+    assert restored == pytest.approx(det.val_history[best], rel=1e-5)
+
+
+def test_fit_loss_curve_matches_alibi_detects_trainer_on_the_same_batches(iris, iris_model):
+    """Issue 16's training parity: with the same initial weights and the same batches in the same order, fit's
+    per-batch losses equal those of alibi-detect's trainer loop (eager GradientTape, model.losses added, Adam 1e-3,
+    one step per batch), and each equals the loss formula computed in numpy from the weights before that step."""
+    import tensorflow as tf
+
+    from adae_stream import AdversarialAE
+    from tests.conftest import iris_ae_nets
+
+    X, _ = iris
+    tf.keras.utils.set_random_seed(11)
+    enc, dec = iris_ae_nets()
+    ours = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model, temperature=0.7)
+    enc2, dec2 = iris_ae_nets()
+    ref = AdversarialAE(encoder_net=enc2, decoder_net=dec2, model=iris_model, temperature=0.7)
+    ref.ae(tf.constant(X[:2]))
+    ours.ae(tf.constant(X[:2]))
+    for a, b in zip(ref.ae.weights, ours.ae.weights):
+        a.assign(b)
+    initial = [w.numpy().copy() for w in ours.ae.weights]
+    epochs, batch_size, w_model, w_recon = 3, 32, 0.9, 0.1
+    ours.fit(X, epochs=epochs, batch_size=batch_size, w_model=w_model, w_recon=w_recon, verbose=False,
+             rng=np.random.default_rng(5), optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3))
+
+    # alibi-detect 0.13.0's trainer loop, fed the batches fit drew (same generator, same seed)
+    optimizer = tf.keras.optimizers.Adam(learning_rate=1e-3)
+    rng = np.random.default_rng(5)
+    ref_losses, numpy_losses = [], []
+    for _ in range(epochs):
+        order = rng.permutation(len(X))
+        for i in range(0, len(X), batch_size):
+            x = tf.constant(X[order[i : i + batch_size]])
+            x_pred_np = ref.ae(x).numpy()
+            p = iris_model(x).numpy() ** (1 / 0.7)
+            p /= p.sum(-1, keepdims=True)
+            kl = _np_kld(p, iris_model(x_pred_np).numpy())
+            err = (x.numpy() - x_pred_np) ** 2
+            numpy_losses.append(w_model * kl.mean() + w_recon * (kl.std() / (err.std() + 1e-10)) * err.mean())
+            with tf.GradientTape() as tape:
+                y_hat = ref.ae(x)
+                loss = loss_adv_ae(x, y_hat, model=iris_model, w_model=w_model, w_recon=w_recon, temperature=0.7)
+                if ref.ae.losses:
+                    loss += sum(ref.ae.losses)
+            grads = tape.gradient(loss, ref.ae.trainable_weights)
+            optimizer.apply_gradients(zip(grads, ref.ae.trainable_weights))
+            ref_losses.append(float(loss))
+    assert len(ours.batch_history) == len(ref_losses) == epochs * int(np.ceil(len(X) / batch_size))
+    np.testing.assert_allclose(ours.batch_history, ref_losses, rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(ref_losses, numpy_losses, rtol=2e-4, atol=1e-7)
+    assert any(not np.allclose(w0, w.numpy()) for w0, w in zip(initial, ours.ae.weights))  # the steps moved the weights
+    for a, b in zip(ref.ae.weights, ours.ae.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)

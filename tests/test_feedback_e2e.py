@@ -13,7 +13,7 @@ import signal
 import numpy as np
 import pytest
 
-from adae_stream.demo.attacks import fgsm
+from adae_stream.detector.attacks import fgsm
 from adae_stream.stream.broker import free_port
 from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import collect, make_config, produce_requests, producer

@@ -77,7 +77,7 @@ def test_rebuild_reads_answers_of_every_family_back():
         payload, headers = encode_request(np.zeros((2, 4), np.float32), fmt, f"id-{fmt}")
         req = decode(RawRecord("in", 0, i, b"k", payload, headers), (4,), 1 << 20)
         value, out_headers = encode(req, answer([i, 1], [i, 1], [i, 2], [True, False]), {"model_name": "m", "threshold": 0.5,
-                                                                                           "detector_version": "v"})
+                                                                                           "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"})
         records.append(type("Rec", (), {"value": value, "headers": out_headers, "timestamp": 1_000_000 + i})())
     records.append(type("Rec", (), {"value": b"not ours", "headers": [], "timestamp": 1})())
     join = FeedbackJoin(3600, 1000, clock=lambda: 1_000.5)

@@ -9,7 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from adae_stream.demo.attacks import fgsm
+from adae_stream.detector.attacks import fgsm
 from adae_stream.runner import run_pipeline
 from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import collect, produce_requests, make_config
@@ -98,7 +98,7 @@ class SlowScorer:
     def __init__(self, inner, delay_s: float) -> None:
         self.inner, self.delay_s = inner, delay_s
         self.input_shape, self.threshold, self.version = inner.input_shape, inner.threshold, inner.version
-        self.reference_scores, self.n_classes = inner.reference_scores, inner.n_classes
+        self.reference_scores, self.n_classes, self.identity = inner.reference_scores, inner.n_classes, inner.identity
         self.in_call = threading.Event()
 
     def __call__(self, x):

@@ -50,6 +50,9 @@ def test_every_request_answered_once_and_equal_to_correct(broker, digits_setup, 
             assert body["parameters"]["threshold"] == pytest.approx(det.threshold)
             assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
             assert [o["datatype"] for o in body["outputs"]] == ["INT64", "BOOL", "FP32", "INT64", "INT64"]
+            assert body["parameters"]["detector_id"] == digits_scorer.identity["detector_id"] != ""
+            assert body["parameters"]["classifier_id"] == digits_scorer.identity["classifier_id"]
+        assert dict(rec.headers)["adae-detector-id"] == digits_scorer.identity["detector_id"].encode()
     # ordering within a partition: answers follow request order for each input partition
     produced_order = {rid: i for i, rid in enumerate(sent)}
     per_partition = defaultdict(list)

@@ -16,7 +16,7 @@ def weighted_leaf_dtypes(model) -> list[str]:
 
 
 def test_bfloat16_scores_follow_float32_and_the_threshold_is_inferred_in_bfloat16(digits_setup):
-    from adae_stream.demo.attacks import fgsm
+    from adae_stream.detector.attacks import fgsm
 
     det = digits_setup["detector"]
     X, Xte = digits_setup["Xtr"], digits_setup["Xte"]

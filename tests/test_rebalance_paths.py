@@ -22,6 +22,7 @@ class Scorer:
     input_shape = (2,)
     threshold = 0.5
     version = "test"
+    identity = {"detector_id": "d", "classifier_id": "c"}
 
     def __call__(self, x):
         raise AssertionError("not scored in these tests")

@@ -94,3 +94,33 @@ def test_safe_mode_refuses_lambda_layers(tmp_path, iris_model):
     path = save_detector(ad, tmp_path / "lambda")
     with pytest.raises(DetectorLoadError, match="ae.keras"):
         load_detector(path)
+
+
+def test_detector_identity_is_a_content_hash(digits_setup, tmp_path):
+    """The same detector saved twice keeps its id; a changed threshold, temperature or AE weight gives a new one;
+    the classifier id follows the classifier alone. Every answer carries the id (see test_pipeline_e2e)."""
+    import json
+
+    from adae_stream import load_detector, save_detector
+    from adae_stream.detector.identity import detector_identity
+
+    det = digits_setup["detector"]
+    first = json.loads((save_detector(det, tmp_path / "a") / "detector.json").read_text())
+    second = json.loads((save_detector(det, tmp_path / "b") / "detector.json").read_text())
+    assert first["detector_id"] == second["detector_id"] and len(first["detector_id"]) == 16
+    assert detector_identity(load_detector(tmp_path / "a")) == {"detector_id": first["detector_id"], "classifier_id": first["classifier_id"]}
+    original = det.threshold
+    try:
+        det.threshold = original * 1.01
+        assert detector_identity(det)["detector_id"] != first["detector_id"]
+        assert detector_identity(det)["classifier_id"] == first["classifier_id"]
+    finally:
+        det.threshold = original
+    other = load_detector(tmp_path / "a")
+    other.temperature = 0.5
+    assert detector_identity(other)["detector_id"] != first["detector_id"]
+    weight = other.ae.trainable_variables[0]
+    other.temperature = det.temperature
+    weight.assign(weight + 1e-3)
+    assert detector_identity(other)["detector_id"] != first["detector_id"]
+    assert detector_identity(other)["classifier_id"] == first["classifier_id"]

@@ -26,7 +26,7 @@ from adae_stream.stream.sink import Sink, Tally, clean_headers, is_record_error,
 
 LIMIT = 4096
 RESULT = {"corrected": np.array([1]), "is_adversarial": np.array([False]), "instance_score": np.array([0.1], np.float32)}
-INFO = {"model_name": "m", "threshold": 0.5, "detector_version": "v"}
+INFO = {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"}
 
 
 class Producer:

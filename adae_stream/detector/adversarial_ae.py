@@ -14,7 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from adae_stream import __version__
+from adae_stream.detector.calibration import Calibration, calibrate
 from adae_stream.detector.hidden import build_hidden_models
+from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.losses import loss_adv_ae
 from adae_stream.detector.precision import check_precision, compute_copy, sync
 from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer, ThresholdedScorer
@@ -125,7 +127,7 @@ class AdversarialAE:
         # its own FusedScorer (never the cached one): the stream's thread and API callers stay independent
         fused = self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
         return ThresholdedScorer(fused, self.threshold, self.input_shape, self.n_classes,
-                                 self.meta["version"], self.reference_scores)
+                                 self.meta["version"], self.reference_scores, detector_identity(self))
 
     def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
         return FusedScorer(self._compute_model, self._compute_ae, self.model_hl, self.w_model_hl, self.temperature, bucket_sizes, jit_compile)
@@ -144,11 +146,22 @@ class AdversarialAE:
         log_metric: tuple[str, tf.keras.metrics.Metric] | None = None,
         callbacks: Sequence[tf.keras.callbacks.Callback] | tf.keras.callbacks.Callback | None = None,
         preprocess_fn: Callable[[np.ndarray], Any] | None = None,
+        *,
+        validation_data: np.ndarray | None = None,
+        patience: int | None = None,
+        rng: np.random.Generator | None = None,
     ) -> "AdversarialAE":
         """Train the AE so that M(AE(x)) matches M(x); the classifier (and hidden extractors) stay frozen.
 
         ``loss_fn(x_true, x_pred, model=, model_hl=, w_model=, w_recon=, w_model_hl=, temperature=)``
         runs inside a compiled training step, so it must be written in TF ops (as the default is).
+
+        Keyword-only extras (the seed's signature is unchanged): with ``validation_data`` (clean instances
+        the AE does not train on) the loss on them is recorded each epoch in ``val_history``; with
+        ``patience`` as well, training stops once it has not improved for that many epochs, and the
+        weights of the best epoch are restored. ``rng`` draws each epoch's batch order (a full permutation;
+        alibi-detect shuffles through a 1,024-instance buffer, so its batches differ beyond that size), for
+        reproducible runs. Per-batch losses are kept in ``batch_history``.
         """
         X = np.asarray(X)
         if X.ndim < 2 or X.shape[0] == 0:
@@ -172,6 +185,10 @@ class AdversarialAE:
         optimizer.build(ae.trainable_variables)
 
         @tf.function(reduce_retracing=True)
+        def eval_loss(x: tf.Tensor) -> tf.Tensor:
+            return loss_fn(x, ae(x, training=False), **loss_kwargs)
+
+        @tf.function(reduce_retracing=True)
         def train_step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 x_pred = ae(x, training=True)
@@ -187,8 +204,11 @@ class AdversarialAE:
         )
         n = len(X)
         n_batches = int(np.ceil(n / batch_size))
-        rng = np.random.default_rng()
+        rng = rng if rng is not None else np.random.default_rng()
         history: list[float] = []
+        batch_history: list[float] = []
+        val_history: list[float] = []
+        best: tuple[float, list[np.ndarray]] | None = None
         cb.on_train_begin()
         for epoch in range(epochs):
             cb.on_epoch_begin(epoch)
@@ -204,6 +224,7 @@ class AdversarialAE:
                 if preprocess_fn is not None:
                     xb = preprocess_fn(xb)
                 loss, x_pred = train_step(tf.convert_to_tensor(xb, tf.float32))
+                batch_history.append(float(loss))
                 total += float(loss)
                 values = [("loss", total / (step + 1))]
                 if log_metric:
@@ -213,13 +234,39 @@ class AdversarialAE:
                     bar.update(step + 1, values=values)
             logs = dict(values)
             history.append(logs["loss"])
+            if validation_data is not None:
+                logs["val_loss"] = self._validation_loss(eval_loss, validation_data, batch_size, preprocess_fn)
+                val_history.append(logs["val_loss"])
+                if best is None or logs["val_loss"] < best[0]:
+                    best = (logs["val_loss"], [v.numpy() for v in ae.trainable_variables])
+                if verbose:
+                    print(f"val_loss {logs['val_loss']:.6g}")
             cb.on_epoch_end(epoch, logs)
             if getattr(ae, "stop_training", False):
                 break
+            if patience is not None and best is not None and len(val_history) - 1 - val_history.index(best[0]) >= patience:
+                break
         cb.on_train_end()
+        if patience is not None and best is not None:  # early stopping restores the best epoch's weights
+            for var, value in zip(ae.trainable_variables, best[1]):
+                var.assign(value)
         sync(self._compute_ae, self.ae)
         self.history = history
+        self.batch_history = batch_history
+        self.val_history = val_history
         return self
+
+    @staticmethod
+    def _validation_loss(eval_loss: Callable, X: np.ndarray, batch_size: int, preprocess_fn: Callable | None) -> float:
+        """Mean loss over the validation set, weighted by batch size."""
+        total, n = 0.0, 0
+        for i in range(0, len(X), batch_size):
+            xb = X[i : i + batch_size]
+            if preprocess_fn is not None:
+                xb = preprocess_fn(xb)
+            total += float(eval_loss(tf.convert_to_tensor(xb, tf.float32))) * len(xb)
+            n += len(xb)
+        return total / max(n, 1)
 
     # ------------------------------------------------------------------ threshold
     def infer_threshold(
@@ -230,10 +277,29 @@ class AdversarialAE:
             raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
         scores = self.score(X, batch_size=batch_size)
         self.threshold = float(np.percentile(scores, threshold_perc) + margin)
+        self._keep_reference(scores)
+        self.meta.pop("calibration", None)
+        return self.threshold
+
+    def calibrate_threshold(self, X_clean: np.ndarray, target_fpr: float, confidence: float = 0.95,
+                            batch_size: int = DEFAULT_BATCH_SIZE) -> Calibration:
+        """Set the threshold for a target false-positive rate on clean data the AE did not train on.
+
+        ``infer_threshold`` keeps the seed's meaning (a percentile of the scores it is given); this is the
+        path to a false-alarm rate an operator chooses. The result (threshold, expected rate and its
+        upper bound) is kept in ``meta["calibration"]`` and saved with the detector."""
+        scores = self.score(X_clean, batch_size=batch_size)
+        calibration = calibrate(scores, target_fpr, confidence)
+        self.threshold = calibration.threshold
+        self._keep_reference(scores)
+        self.meta["calibration"] = calibration.as_dict()
+        return calibration
+
+    def _keep_reference(self, scores: np.ndarray) -> None:
+        """A sample of clean scores, kept for the stream's drift signal."""
         if len(scores) > MAX_REFERENCE_SCORES:
             scores = np.random.default_rng(0).choice(scores, MAX_REFERENCE_SCORES, replace=False)
         self.reference_scores = np.sort(scores.astype(np.float32))
-        return self.threshold
 
     # ------------------------------------------------------------------ scoring
     def score(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_predictions: bool = False):

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from adae_stream import __version__
+from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.adversarial_ae import AdversarialAE
 from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
 
@@ -50,6 +51,7 @@ def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
             "adae_stream_version": __version__,
             "keras_version": getattr(tf.keras, "__version__", None),
             "tensorflow_version": tf.__version__,
+            **detector_identity(detector),  # detector_id, classifier_id: content hashes (detector/identity.py)
             "threshold": detector.threshold,
             "temperature": detector.temperature,
             "precision": detector.precision,

@@ -151,8 +151,9 @@ class ThresholdedScorer:
     """What the stream sees of a detector: shapes, threshold, and ``x -> result arrays``. No TF types leak."""
 
     def __init__(self, fused: FusedScorer, threshold: float, input_shape: tuple[int, ...], n_classes: int,
-                 version: str, reference_scores: np.ndarray | None) -> None:
+                 version: str, reference_scores: np.ndarray | None, identity: dict[str, str] | None = None) -> None:
         self.fused = fused
+        self.identity = dict(identity or {})  # detector_id, classifier_id
         self.threshold = float(threshold)
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes

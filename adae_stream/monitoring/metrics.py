@@ -10,7 +10,7 @@ import threading
 from typing import Iterable, Sequence
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import HistogramMetricFamily
 
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
@@ -102,6 +102,7 @@ class PipelineMetrics:
         max_class_labels: int = 20,
         build_info: dict[str, str] | None = None,
         registry: CollectorRegistry | None = None,
+        detector_identity: dict[str, str] | None = None,
     ) -> None:
         r = self.registry = registry or CollectorRegistry()
         self.instances = Counter("adae_instances", "Instances scored by the detector.", registry=r)
@@ -163,6 +164,9 @@ class PipelineMetrics:
                 self.feedback_flag.labels(flag, undefended)
         for result in ("sent", "sampled_out", "rejected"):
             self.flagged_captured.labels(result)
+        # which detector answers: content ids (detector/identity.py), so a dashboard shows when it changed
+        self.detector_info = Info("adae_detector", "The detector answering: its content ids.", registry=r)
+        self.detector_info.info({k: str(v) for k, v in (detector_identity or {}).items()})
         self.class_counter = None
         if n_classes is not None and n_classes <= max_class_labels:
             self.class_counter = Counter("adae_predicted_class", "Corrected predictions by class.", ["class"], registry=r)

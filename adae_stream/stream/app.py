@@ -50,6 +50,7 @@ class BatchScorer(Protocol):
     input_shape: tuple[int, ...]
     threshold: float
     version: str
+    identity: dict[str, str]  # detector_id, classifier_id: returned in every answer
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
 
@@ -107,7 +108,8 @@ class Pipeline:
         self._last_topic_check = 0.0
         self._last_housekeeping = 0.0
         self.last_loop = time.monotonic()
-        self.info = {"model_name": config.detector.model_name, "threshold": float(scorer.threshold), "detector_version": scorer.version}
+        self.info = {"model_name": config.detector.model_name, "threshold": float(scorer.threshold), "detector_version": scorer.version,
+                     "detector_id": scorer.identity.get("detector_id", ""), "classifier_id": scorer.identity.get("classifier_id", "")}
         self._fields = ["corrected", "is_adversarial"]
         if config.detector.return_instance_score:
             self._fields.append("instance_score")
@@ -470,15 +472,14 @@ class Pipeline:
         instances alone or nothing; capture flagged requests when kafka.flagged_topic is set."""
         if self.k.flagged_topic:
             self._capture_flagged(req, result)
-        if self.join is not None:
-            self.join.remember(req.id, result)
         if self.k.publish != "answers":
             flagged = np.flatnonzero(result["is_adversarial"])
             if self.k.publish == "nothing" or flagged.size == 0:
                 self.sink.skip(req.record, "monitored")
                 return
             result = {"instance_index": flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
-        self.sink.answer(req, result, self.info)
+        if self.sink.answer(req, result, self.info) and self.join is not None:  # only answers that go out can be labelled
+            self.join.remember(req.id, result)
 
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:

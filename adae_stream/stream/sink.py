@@ -135,19 +135,21 @@ class Sink:
         return self._failure
 
     # ------------------------------------------------------------------ answers
-    def answer(self, request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    def answer(self, request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> bool:
+        """Send the answer; False when the request was dead-lettered instead (its answer cannot go out)."""
         rec = request.record
         try:
             payload, headers = encode(request, result, info)
         except Exception as exc:  # this answer only: e.g. an id no UTF-8 header can carry
             self.dead_letter(rec, "encode", f"the answer could not be encoded: {type(exc).__name__}: {exc}")
-            return
+            return False
         size = record_size(rec.key, payload, headers)
         if size > self.answer_limit:
             self.dead_letter(rec, "answer_too_large", f"the answer would be {size} bytes, over the output topic's limit "
                                                       f"kafka.max_message_bytes={self.answer_limit}")
-            return
+            return False
         self._send(self.k.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
+        return True
 
     def _out_partition(self, rec: RawRecord) -> int | None:
         """Keyed records follow the key (same partitioner as the input); unkeyed keep the input partition."""

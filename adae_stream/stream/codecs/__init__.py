@@ -38,7 +38,7 @@ from adae_stream.stream.codecs.records import (
     header,
     header_text,
 )
-from adae_stream.stream.codecs.tensors import RESULT_DTYPES, RESULT_OIP
+from adae_stream.stream.codecs.tensors import ANSWER_PARAMETERS, RESULT_DTYPES, RESULT_OIP
 from adae_stream.stream.proto.open_inference_pb2 import ModelInferRequest, ModelInferResponse
 
 __all__ = ["RESULT_DTYPES", "Envelope", "RawRecord", "Request", "decode", "decode_response", "encode", "encode_request",
@@ -117,7 +117,8 @@ def encode(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
     """Body and headers of the answer, in the request's family (and envelope); ``result`` holds the fields
     to publish, in RESULT_DTYPES order. ``info`` carries model_name, threshold and detector_version."""
     payload, ctype, extra = ENCODERS[request.fmt](request, result, info)
-    headers = [("request-id", request.id.encode()), ("adae-threshold", repr(info["threshold"]).encode()), *extra,
+    headers = [("request-id", request.id.encode()), ("adae-threshold", repr(info["threshold"]).encode()),
+               ("adae-detector-id", info["detector_id"].encode()), *extra,
                *echoed_headers(request.record)]
     if header(request.record, SELDON_TYPE) is not None:
         headers.append((SELDON_TYPE, b"proto/InferModelResponse" if request.fmt == "proto" else b"json/inferModelResponse"))
@@ -144,8 +145,8 @@ def encode_flagged(request: Request, instances: np.ndarray, result: dict[str, np
         payload, ctype = buf.getvalue(), NPY
     elif request.fmt == "proto":
         msg = ModelInferResponse(model_name=info["model_name"], id=request.id)
-        oip_proto.set_parameter(msg.parameters["threshold"], info["threshold"])
-        oip_proto.set_parameter(msg.parameters["detector_version"], info["detector_version"])
+        for key in ANSWER_PARAMETERS:
+            oip_proto.set_parameter(msg.parameters[key], info[key])
         msg.outputs.add(name="input", datatype="FP32", shape=list(x.shape))
         msg.raw_output_contents.append(x.tobytes())
         for k, v in result.items():
@@ -156,7 +157,7 @@ def encode_flagged(request: Request, instances: np.ndarray, result: dict[str, np
         outputs = [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
         outputs += [{"name": k, "shape": [n], "datatype": RESULT_OIP[k], "data": v.tolist()} for k, v in result.items()]
         body = {"id": request.id, "model_name": info["model_name"], "outputs": outputs,
-                "parameters": {"threshold": info["threshold"], "detector_version": info["detector_version"]}}
+                "parameters": {k: info[k] for k in ANSWER_PARAMETERS}}
         payload, ctype = json.dumps(body, separators=(",", ":")).encode(), JSON
     rec = request.record
     return payload, [("content-type", ctype.encode()), ("request-id", request.id.encode()),

@@ -124,12 +124,12 @@ def _json_array(data: Any, declared: list[int] | None, input_shape: tuple[int, .
 
 
 @functools.lru_cache(maxsize=256)
-def _all_binary_json_after_id(names: tuple[str, ...], n: int, model_name: str, threshold: float, version: str) -> bytes:
+def _all_binary_json_after_id(names: tuple[str, ...], n: int, model_name: str, parameters: tuple[tuple[str, Any], ...]) -> bytes:
     """The JSON part of an answer whose outputs all go in the binary tail, from just after the id on: it is
     the same for every answer of n instances (its json.dumps cost as much as the rest of the encode)."""
     outputs = [{"name": k, "shape": [n], "datatype": tensors.RESULT_OIP[k],
                 "parameters": {"binary_data_size": n * np.dtype(tensors.RESULT_DTYPES[k]).itemsize}} for k in names]
-    body = {"id": "", "model_name": model_name, "outputs": outputs, "parameters": {"threshold": threshold, "detector_version": version}}
+    body = {"id": "", "model_name": model_name, "outputs": outputs, "parameters": dict(parameters)}
     return json.dumps(body, separators=(",", ":")).encode()[len(b'{"id":""'):]
 
 
@@ -144,13 +144,13 @@ def encode_json(request: Request, result: dict[str, np.ndarray], info: dict[str,
     binary = request.binary_outputs
     if ALL in binary or binary >= set(names):  # all outputs binary: the JSON part is a cached template
         text = b'{"id":' + json.dumps(request.id).encode() + _all_binary_json_after_id(
-            tuple(names), n, info["model_name"], info["threshold"], info["detector_version"])
+            tuple(names), n, info["model_name"], tuple((k, info[k]) for k in tensors.ANSWER_PARAMETERS))
         tail = b"".join(_little_endian(k, result[k]) for k in names)
         return text + tail, OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
     if request.fmt == "v1":
         body: dict[str, Any] = {"id": request.id, "predictions": result["corrected"].tolist()}
         body.update({k: result[k].tolist() for k in names if k != "corrected"})
-        body.update({"threshold": info["threshold"], "detector_version": info["detector_version"]})
+        body.update({k: info[k] for k in tensors.ANSWER_PARAMETERS})
         return json.dumps(body, separators=(",", ":")).encode(), JSON, []
     outputs, tail = [], []
     for k in names:
@@ -163,7 +163,7 @@ def encode_json(request: Request, result: dict[str, np.ndarray], info: dict[str,
             out["data"] = result[k].tolist()
         outputs.append(out)
     body = {"id": request.id, "model_name": info["model_name"], "outputs": outputs,
-            "parameters": {"threshold": info["threshold"], "detector_version": info["detector_version"]}}
+            "parameters": {k: info[k] for k in tensors.ANSWER_PARAMETERS}}
     text = json.dumps(body, separators=(",", ":")).encode()
     if not tail:
         return text, JSON, []

@@ -103,25 +103,25 @@ def set_parameter(p: InferParameter, value: Any) -> None:
         p.string_param = str(value)
 
 
-def _response_head(names: tuple[str, ...], n: int, info: tuple[str, float, str]) -> ModelInferResponse:
+def _response_head(names: tuple[str, ...], n: int, info: tuple[tuple[str, Any], ...]) -> ModelInferResponse:
     """Everything of an answer but its id and contents: model name, parameters, output metadata."""
-    model_name, threshold, version = info
-    answer = ModelInferResponse(model_name=model_name)
-    set_parameter(answer.parameters["threshold"], threshold)
-    set_parameter(answer.parameters["detector_version"], version)
+    answer = ModelInferResponse(model_name=dict(info)["model_name"])
+    for key, value in info:
+        if key != "model_name":
+            set_parameter(answer.parameters[key], value)
     for name in names:
         answer.outputs.add(name=name, datatype=tensors.RESULT_OIP[name], shape=[n])
     return answer
 
 
 @functools.lru_cache(maxsize=256)
-def _serialized_head(names: tuple[str, ...], n: int, info: tuple[str, float, str]) -> bytes:
+def _serialized_head(names: tuple[str, ...], n: int, info: tuple[tuple[str, Any], ...]) -> bytes:
     return _response_head(names, n, info).SerializeToString()
 
 
 def encode_proto(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     names, n = tuple(result), len(next(iter(result.values())))
-    key = (info["model_name"], info["threshold"], info["detector_version"])
+    key = (("model_name", info["model_name"]), *((k, info[k]) for k in tensors.ANSWER_PARAMETERS))
     if request.raw_contents:
         # Serialised protobuf messages concatenate as a merge (the encoding's own rule): the head, the same
         # for every answer of n instances, is serialised once; only the id and raw contents are per answer.

@@ -15,6 +15,8 @@ from adae_stream.errors import DecodeError
 # OIP datatypes the detector can score, as little-endian numpy types (raw and binary contents are LE).
 OIP_DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
               "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+# What every answer says about the detector that gave it (V2/V1 parameters, protobuf parameters; npy headers).
+ANSWER_PARAMETERS = ("threshold", "detector_version", "detector_id", "classifier_id")
 # Answer fields: numpy type and OIP datatype.
 RESULT_DTYPES = {"corrected": np.int64, "is_adversarial": np.bool_, "instance_score": np.float32, "no_defense": np.int64,
                  "defense": np.int64, "instance_index": np.int64}

@@ -1,6 +1,7 @@
 """White-box attacks (FGSM, PGD) against the classifier with TF gradients, and common corruptions.
 
-Inputs live in [0, 1]; every output is clipped back into it.
+Image inputs live in [0, 1] and every output is clipped back into it; ``bounds=None`` leaves tabular
+features unclipped.
 """
 from __future__ import annotations
 
@@ -15,22 +16,30 @@ def _loss_grad_sign(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Ten
     return tf.sign(tape.gradient(loss, x))
 
 
-def fgsm(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1) -> np.ndarray:
+Bounds = tuple[float, float] | None
+
+
+def _clip(x: tf.Tensor, bounds: Bounds) -> tf.Tensor:
+    return x if bounds is None else tf.clip_by_value(x, bounds[0], bounds[1])
+
+
+def fgsm(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, bounds: Bounds = (0.0, 1.0)) -> np.ndarray:
     """Fast gradient sign method: one step of size eps along the sign of the loss gradient."""
     xt = tf.convert_to_tensor(x, tf.float32)
     adv = xt + eps * _loss_grad_sign(model, xt, tf.convert_to_tensor(y))
-    return tf.clip_by_value(adv, 0.0, 1.0).numpy()
+    return _clip(adv, bounds).numpy()
 
 
-def pgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, alpha: float = 0.02, steps: int = 10, seed: int = 0) -> np.ndarray:
+def pgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, alpha: float = 0.02, steps: int = 10, seed: int = 0,
+        bounds: Bounds = (0.0, 1.0)) -> np.ndarray:
     """Projected gradient descent in the L-inf ball of radius eps, from a random start."""
     x0 = tf.convert_to_tensor(x, tf.float32)
     yt = tf.convert_to_tensor(y)
     rng = np.random.default_rng(seed)
-    adv = tf.clip_by_value(x0 + rng.uniform(-eps, eps, size=x.shape).astype(np.float32), 0.0, 1.0)
+    adv = _clip(x0 + rng.uniform(-eps, eps, size=x.shape).astype(np.float32), bounds)
     for _ in range(steps):
         adv = adv + alpha * _loss_grad_sign(model, adv, yt)
-        adv = tf.clip_by_value(tf.clip_by_value(adv, x0 - eps, x0 + eps), 0.0, 1.0)
+        adv = _clip(tf.clip_by_value(adv, x0 - eps, x0 + eps), bounds)
     return adv.numpy()
 
 
