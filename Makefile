@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: demo test bench promtool clean
+.PHONY: demo test test-fast bench promtool clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP) promtool
 	$(PY) -m pytest -q $(ARGS)
+
+# The inner loop: no broker, no subprocesses, no long runs (the markers are in pyproject.toml).
+test-fast: $(STAMP) promtool
+	$(PY) -m pytest -q -m "not broker and not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)

@@ -184,19 +184,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
             polled = consumer.poll(timeout_ms=500)
             if not polled and args.timeout and time.monotonic() - idle_since > args.timeout:
                 break
-            for records in polled.values():
-                for rec in records:
-                    idle_since = time.monotonic()
-                    seen += 1
-                    try:
-                        out = decode_response(rec.value, rec.headers)
-                    except (ValueError, KeyError) as exc:
-                        print(f"p{rec.partition}@{rec.offset}: unreadable answer: {exc}")
-                        continue
-                    flags = out.get("is_adversarial", np.zeros(0, bool))
-                    scores = out.get("instance_score")
-                    score_txt = f" max score {float(np.max(scores)):.4g}" if scores is not None and len(scores) else ""
-                    print(f"{out['id']}: n={len(out['corrected'])} flagged={int(np.sum(flags))}{score_txt} corrected={json.dumps(out['corrected'][:16].tolist())}")
+            for rec in (r for records in polled.values() for r in records):
+                if args.max and seen >= args.max:
+                    break  # the limit counts answers, not polls
+                idle_since = time.monotonic()
+                seen += 1
+                try:
+                    out = decode_response(rec.value, rec.headers)
+                except (ValueError, KeyError) as exc:
+                    print(f"p{rec.partition}@{rec.offset}: unreadable answer: {exc}")
+                    continue
+                flags = out.get("is_adversarial", np.zeros(0, bool))
+                scores = out.get("instance_score")
+                score_txt = f" max score {float(np.max(scores)):.4g}" if scores is not None and len(scores) else ""
+                print(f"{out['id']}: n={len(out['corrected'])} flagged={int(np.sum(flags))}{score_txt} "
+                      f"corrected={json.dumps(out['corrected'][:16].tolist())}")
     except KeyboardInterrupt:
         pass
     finally:

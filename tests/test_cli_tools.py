@@ -19,6 +19,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "adae_stream.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     clf_path = tmp_path / "clf.keras"
     digits_setup["clf"].save(clf_path)
@@ -36,6 +37,7 @@ def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     assert wrong.returncode == 2 and "expects (8, 8, 1)" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_train_cli_calibrates_to_a_target_rate_on_held_out_data(tmp_path, digits_setup):
     clf_path = tmp_path / "clf.keras"
     digits_setup["clf"].save(clf_path)
@@ -75,19 +77,22 @@ def test_produce_and_tail(broker, tmp_path, digits_setup, digits_scorer, digits_
     np.save(tmp_path / "x.npy", digits_setup["Xte"][:40])
     run = start_pipeline(cfg, digits_scorer)
     try:
-        for fmt in ("v2", "v1", "npy"):
+        for fmt in ("v2", "v1", "npy", "proto", "triton"):
             out = cli("produce", "--file", str(tmp_path / "x.npy"), "--format", fmt, "--batch", "8", "--rate", "50",
                       "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.input_topic)
             assert out.returncode == 0, out.stderr[-2000:]
             assert f"produced 5 requests (40 instances, {fmt})" in out.stdout
-        assert len(collect(broker.bootstrap, cfg.kafka.output_topic, 15, timeout_s=60)) == 15
-        tail = cli("tail", "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.output_topic, "--from-beginning", "--max", "15", "--timeout", "20")
+        assert len(collect(broker.bootstrap, cfg.kafka.output_topic, 25, timeout_s=60)) == 25
+        tail = cli("tail", "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.output_topic, "--from-beginning", "--max", "25", "--timeout", "20")
+        # --max counts answers, not polls: one poll that brings all 25 still prints only 3 (it printed 15 before)
+        few = cli("tail", "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.output_topic, "--from-beginning", "--max", "3", "--timeout", "20")
     finally:
         run.stop()
     assert tail.returncode == 0, tail.stderr[-2000:]
     lines = [line for line in tail.stdout.splitlines() if line.startswith("req-")]
-    assert len(lines) == 15
+    assert len(lines) == 25  # every family's answers are readable by tail
     assert all("n=8" in line and "flagged=" in line and "corrected=[" in line for line in lines)
+    assert few.returncode == 0 and len([line for line in few.stdout.splitlines() if line.startswith("req-")]) == 3
 
 
 def test_produce_refuses_embedded(tmp_path):

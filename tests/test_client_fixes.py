@@ -53,7 +53,12 @@ def test_fix_applies_to_the_installed_kafka_python():
     try:
         consumer.subscribe(["t"])  # need_rejoin() only speaks for group-assigned subscriptions
         coordinator = consumer._coordinator
-        assert keep_pending_join_visible(consumer)
+        internals = ("need_rejoin", "_join_task", "rejoining", "_joined_subscription", "_subscription")
+        missing = [name for name in internals if not hasattr(coordinator, name)]
+        assert not missing and keep_pending_join_visible(consumer), (
+            "adae_stream/stream/client_fixes.py keep_pending_join_visible (the group-join race fix) no longer applies to "
+            f"kafka-python {__import__('kafka').__version__}: its coordinator lacks {missing or 'the expected shape'}. "
+            "Re-check the race and the fix before widening the kafka-python bound in pyproject.toml.")
         coordinator.rejoin_needed, coordinator._join_task, coordinator.rejoining = False, None, False
         coordinator._joined_subscription = coordinator._subscription.subscription  # nothing else asks for a join
         assert not coordinator.need_rejoin()

@@ -104,6 +104,7 @@ def test_secret_values_never_in_errors(tmp_path):
     assert "sasl_plain_password" in str(ei.value) and "987654321" not in str(ei.value)
 
 
+@pytest.mark.slow
 def test_cli_reports_one_clear_line(tmp_path):
     p = write(tmp_path, "kafka:\n  partitons: 3\n")
     out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True, timeout=120)
@@ -111,6 +112,7 @@ def test_cli_reports_one_clear_line(tmp_path):
     assert out.stderr.strip().splitlines() == ["adae-stream: config key 'kafka.partitons' is unknown (known keys in kafka: " + out.stderr.split("known keys in kafka: ")[1].strip()]
 
 
+@pytest.mark.slow
 def test_cli_missing_detector(tmp_path):
     p = write(tmp_path, "detector:\n  path: " + str(tmp_path / "none") + "\n")
     out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)], capture_output=True, text=True, timeout=120)
@@ -141,6 +143,7 @@ def test_kubernetes_service_variables_are_not_config(tmp_path):
     assert cfg.metrics.port == 9108 and cfg.kafka.bootstrap_servers == "embedded"
 
 
+@pytest.mark.slow
 def test_cli_starts_past_config_with_kubernetes_variables(tmp_path):
     """The shipped deployment used to exit 2 with "config key 'stream_port' is unknown"."""
     import os
