@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adae_stream.config import Config
+from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def live_accuracy(registry) -> dict[str, float]:
     """Live accuracy of each prediction as the service's own metrics report it (labelled instances only)."""
     n = registry.get_sample_value("adae_feedback_instances_total") or 0.0
     out = {"labelled_instances": n}
-    for prediction in ("no_defense", "defense", "corrected"):
+    for prediction in PREDICTIONS:
         correct = registry.get_sample_value("adae_feedback_correct_total", {"prediction": prediction}) or 0.0
         out[prediction] = correct / n if n else float("nan")
     return out
@@ -275,7 +276,7 @@ def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         handled = sum(registry.get_sample_value("adae_feedback_records_total", {"result": r}) or 0.0
-                      for r in ("joined", "duplicate", "unknown", "late", "dead_letter"))
+                      for r in FEEDBACK_RESULTS)
         if handled >= sent:
             return
         time.sleep(0.2)

@@ -43,8 +43,9 @@ def topic_limits(k: KafkaConfig) -> dict[str, int]:
 
 
 def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000) -> None:
-    """Create the input, output and dead-letter topics if missing (kafka.create_topics), each with a
-    max.message.bytes that fits what the service writes to it (brokers default to 1 MiB)."""
+    """Create the topics of topic_limits() that are missing (kafka.create_topics): input (not for a
+    monitor-only tap), output, dead-letter, feedback and flagged, each with a max.message.bytes that fits
+    what the service writes to it (brokers default to 1 MiB)."""
     k = cfg.kafka
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-admin",
                              bootstrap_timeout_ms=bootstrap_timeout_ms, **kafka_security_kwargs(k))
