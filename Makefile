@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: demo test test-fast bench promtool clean
+.PHONY: demo test test-fast lint bench promtool clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,18 @@ promtool:
 demo: $(STAMP)
 	$(VENV)/bin/adae-stream demo $(ARGS)
 
-test: $(STAMP) promtool
+# Lint, format and types first (seconds), then the whole suite.
+test: $(STAMP) promtool lint
 	$(PY) -m pytest -q $(ARGS)
 
-# The inner loop: no broker, no subprocesses, no long runs (the markers are in pyproject.toml).
+# The inner loop: no broker, no subprocesses, no long runs (the markers are in pyproject.toml), on up to 4 cores.
 test-fast: $(STAMP) promtool
-	$(PY) -m pytest -q -m "not broker and not slow" $(ARGS)
+	$(PY) -m pytest -q -m "not broker and not slow" -n auto --maxprocesses 4 --dist worksteal $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)

@@ -3,10 +3,12 @@
 The detector pulls in TensorFlow; the stream, config and monitoring modules do not. The public names are
 resolved lazily so that importing ``adae_stream.stream`` (or the CLI's ``--help``) stays fast and TF-free.
 """
+
 from __future__ import annotations
 
-__version__ = "0.1.0"
-__all__ = ["AdversarialAE", "save_detector", "load_detector", "__version__"]
+from adae_stream.version import __version__
+
+__all__ = ["AdversarialAE", "__version__", "load_detector", "save_detector"]
 
 
 def __getattr__(name: str):

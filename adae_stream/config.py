@@ -2,6 +2,7 @@
 
 Every problem becomes one ConfigError line that names the key, raised at start-up, never mid-stream.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,13 +17,11 @@ from typing import Any, Literal
 
 import yaml
 
+from adae_stream.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SECRET_MARKERS = ("password", "secret", "token", "key")  # ssl_keyfile is a path, but redacting it costs nothing
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the message is one line naming the key."""
 
 
 @dataclass
@@ -111,7 +110,16 @@ class DemoConfig:
     duration_s: float = 60.0
     rate: float = 200.0
     batch: int = 8
-    mix: dict[str, float] = field(default_factory=lambda: {"clean": 0.5, "fgsm": 0.15, "pgd": 0.15, "noise": 0.07, "blur": 0.07, "occlusion": 0.06})
+    mix: dict[str, float] = field(
+        default_factory=lambda: {
+            "clean": 0.5,
+            "fgsm": 0.15,
+            "pgd": 0.15,
+            "noise": 0.07,
+            "blur": 0.07,
+            "occlusion": 0.06,
+        }
+    )
     seed: int = 0
     cache_dir: str = ".adae-cache"
     report_dir: str = "demo-report"
@@ -132,8 +140,14 @@ class Config:
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with secrets replaced, safe to log."""
-        def walk(d: dict) -> dict:
-            return {k: walk(v) if isinstance(v, dict) else ("***" if v is not None and _is_secret(k) else v) for k, v in d.items()}
+
+        def walk(section: dict) -> dict:
+            return {
+                key: walk(value)
+                if isinstance(value, dict)
+                else ("***" if value is not None and _is_secret(key) else value)
+                for key, value in section.items()
+            }
 
         return walk(dataclasses.asdict(self))
 
@@ -175,7 +189,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         return {str(k): _check(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
         shown = "(value hidden)" if _is_secret(where.rsplit(".", 1)[-1]) else repr(value)
         raise ConfigError(f"config key '{where}': expected {tp.__name__}, got {type(value).__name__} {shown}")
     return value
@@ -187,12 +201,15 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"config key '{where}' is unknown (known keys{' in ' + prefix if prefix else ''}: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"config key '{where}' is unknown (known keys{' in ' + prefix if prefix else ''}: "
+            f"{', '.join(sorted(names))})"
+        )
     kwargs = {}
     for name, value in data.items():
         where = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{where}': expected a section (mapping), got {type(value).__name__}")
             kwargs[name] = _build(tp, value, where)
@@ -232,7 +249,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith("ADAE_"):
             continue
-        section, sep, rest = name[len("ADAE_"):].lower().partition("__")
+        section, sep, rest = name[len("ADAE_") :].lower().partition("__")
         if not sep and section in hints and section not in sections:
             out[section] = _env_value(name, raw, hints[section])
             continue
@@ -258,7 +275,9 @@ def _merge(base: dict, over: dict) -> dict:
     return merged
 
 
-def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None, overrides: dict | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike | None = None, environ: dict[str, str] | None = None, overrides: dict | None = None
+) -> Config:
     """Read YAML (if given), apply environment then explicit overrides, validate everything."""
     data: dict = {}
     if path is not None:
@@ -281,35 +300,43 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     return cfg
 
 
-def input_topics(k: KafkaConfig) -> list[str]:
+def input_topics(kafka: KafkaConfig) -> list[str]:
     """The input topics named in the config (none when kafka.input_pattern selects them)."""
-    if k.input_pattern:
+    if kafka.input_pattern:
         return []
-    return [k.input_topic] if isinstance(k.input_topic, str) else list(k.input_topic)
+    return [kafka.input_topic] if isinstance(kafka.input_topic, str) else list(kafka.input_topic)
 
 
-def _validate_topics(k: KafkaConfig) -> None:
+def _validate_topics(kafka: KafkaConfig) -> None:
     """The service never writes to a topic it reads: no feedback loop, and a monitor-only tap leaves the
     tapped platform's topics alone."""
     pattern = None
-    if k.input_pattern:
+    if kafka.input_pattern:
         try:
-            pattern = re.compile(k.input_pattern)
+            pattern = re.compile(kafka.input_pattern)
         except re.error as exc:
             raise ConfigError(f"config key 'kafka.input_pattern': not a valid regular expression: {exc}") from None
-    elif not input_topics(k) or not all(input_topics(k)):
+    elif not input_topics(kafka) or not all(input_topics(kafka)):
         raise ConfigError("config key 'kafka.input_topic': name at least one topic (or set kafka.input_pattern)")
     for key in ("output_topic", "dead_letter_topic", "feedback_topic", "flagged_topic"):
-        topic = getattr(k, key)
+        topic = getattr(kafka, key)
         if topic is None:
             continue
-        if topic in input_topics(k) or (pattern is not None and pattern.match(topic)):  # as kafka-python matches
-            raise ConfigError(f"config key 'kafka.{key}': {topic!r} is also read as input; the service never writes "
-                              "to a topic it reads, and feedback is not a request")
-    named = [t for t in (k.output_topic, k.dead_letter_topic, k.feedback_topic, k.flagged_topic) if t is not None]
+        if topic in input_topics(kafka) or (pattern is not None and pattern.match(topic)):  # as kafka-python matches
+            raise ConfigError(
+                f"config key 'kafka.{key}': {topic!r} is also read as input; the service never writes "
+                "to a topic it reads, and feedback is not a request"
+            )
+    named = [
+        t
+        for t in (kafka.output_topic, kafka.dead_letter_topic, kafka.feedback_topic, kafka.flagged_topic)
+        if t is not None
+    ]
     if len(set(named)) != len(named):
-        raise ConfigError("config keys 'kafka.output_topic', 'dead_letter_topic', 'feedback_topic', 'flagged_topic': "
-                          "each needs its own topic")
+        raise ConfigError(
+            "config keys 'kafka.output_topic', 'dead_letter_topic', 'feedback_topic', 'flagged_topic': "
+            "each needs its own topic"
+        )
 
 
 def _validate_ranges(cfg: Config) -> None:
@@ -318,28 +345,48 @@ def _validate_ranges(cfg: Config) -> None:
         ("kafka.max_message_bytes", cfg.kafka.max_message_bytes >= 1024, "must be >= 1024"),
         ("kafka.partitions", cfg.kafka.partitions >= 1, "must be >= 1"),
         ("kafka.connect_timeout_s", cfg.kafka.connect_timeout_s > 0, "must be > 0"),
-        ("kafka.delivery_timeout_s", cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000, "must exceed 2 s + 2 x linger_ms"),
+        (
+            "kafka.delivery_timeout_s",
+            cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000,
+            "must exceed 2 s + 2 x linger_ms",
+        ),
         ("batching.max_batch_size", cfg.batching.max_batch_size >= 1, "must be >= 1"),
         ("batching.max_batch_delay_ms", cfg.batching.max_batch_delay_ms >= 0, "must be >= 0"),
-        ("batching.bucket_sizes", bool(cfg.batching.bucket_sizes) and min(cfg.batching.bucket_sizes) >= 1, "must be a non-empty list of positive sizes"),
+        (
+            "batching.bucket_sizes",
+            bool(cfg.batching.bucket_sizes) and min(cfg.batching.bucket_sizes) >= 1,
+            "must be a non-empty list of positive sizes",
+        ),
         ("metrics.port", 0 <= cfg.metrics.port <= 65535, "must be a TCP port"),
         ("metrics.window_size", cfg.metrics.window_size >= 10, "must be >= 10"),
         ("feedback.window_s", cfg.feedback.window_s > 0, "must be > 0"),
         ("feedback.max_instances", cfg.feedback.max_instances >= 1, "must be >= 1"),
         ("flagged.sample_rate", 0.0 <= cfg.flagged.sample_rate <= 1.0, "must be between 0 and 1"),
         ("flagged.max_instances", cfg.flagged.max_instances >= 1, "must be >= 1"),
-        ("kafka.feedback_topic", cfg.kafka.feedback_topic is None or cfg.kafka.publish == "answers",
-         "feedback joins the answers on the output topic: it needs kafka.publish 'answers'"),
+        (
+            "kafka.feedback_topic",
+            cfg.kafka.feedback_topic is None or cfg.kafka.publish == "answers",
+            "feedback joins the answers on the output topic: it needs kafka.publish 'answers'",
+        ),
     ]
     for key, ok, msg in checks:
         if not ok:
             raise ConfigError(f"config key '{key}': {msg}")
 
 
-def kafka_security_kwargs(k: KafkaConfig) -> dict[str, Any]:
+def kafka_security_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
     """The SSL/SASL settings passed through to kafka-python clients unchanged (None values left out)."""
     keys = [
-        "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "sasl_kerberos_service_name",
-        "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_crlfile", "ssl_check_hostname",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_kerberos_service_name",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_crlfile",
+        "ssl_check_hostname",
     ]
-    return {key: getattr(k, key) for key in keys if getattr(k, key) is not None}
+    return {key: getattr(kafka, key) for key in keys if getattr(kafka, key) is not None}

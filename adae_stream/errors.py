@@ -1,38 +1,24 @@
 """The project's exceptions and dead-letter reasons, in one module that imports neither TensorFlow nor Kafka.
 
-Kept apart so that any layer (codecs, the loop, metrics, the CLI) can name them without pulling in
-the heavy modules that raise them.
+Kept apart so that any layer (codecs, the loop, metrics, the CLI) can name and catch them without
+pulling in the heavy modules that raise them. Every exception derives from ``AdaeError``, so a caller
+embedding the package can catch the project's errors apart from everyone else's; the builtin base each
+also has (ValueError, RuntimeError) keeps what callers caught before working.
 """
+
 from __future__ import annotations
 
 # Why a record went to the dead-letter topic (the `error-reason` header and the `reason` label of
 # adae_dead_letter_total). The first six come from decoding the request itself.
 DECODE_REASONS = ("decode", "schema", "shape", "dtype", "non_finite", "too_large")
-DEAD_LETTER_REASONS = DECODE_REASONS + (
+DEAD_LETTER_REASONS = (
+    *DECODE_REASONS,
     "scoring",  # the detector raised on the batch that held the request
     "encode",  # the answer could not be serialised (e.g. an id that is not valid Unicode)
     "answer_too_large",  # the answer exceeds kafka.max_message_bytes, the output topic's limit
     "rejected",  # the client or broker refused the answer record itself (too large, invalid)
     "internal",  # an unexpected error confined to this record: a bug, reported rather than fatal
 )
-
-
-class DecodeError(Exception):
-    """A record that is not a request the detector can score; `reason` is one of DECODE_REASONS."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        if reason not in DECODE_REASONS:
-            raise ValueError(f"unknown decode reason {reason!r}")
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-
-
-class PipelineError(RuntimeError):
-    """A failure of the whole service (broker unreachable past the deadline, authorization, a fenced
-    producer, the dead-letter topic unusable): the pipeline stops with exit 1 and commits nothing past
-    unpublished work."""
-
 
 # Records that are not requests although they share a topic with requests: counted and skipped
 # (the `kind` label of adae_skipped_total), neither answered nor dead-lettered.
@@ -43,12 +29,69 @@ SKIP_KINDS = (
 )
 
 
-class NotARequest(Exception):
+class AdaeError(Exception):
+    """Base of every exception adae-stream raises on purpose."""
+
+
+class _ClassifiedRecord(AdaeError):
+    """A verdict on one record: a label from a closed set (a metric label value) and a one-line message."""
+
+    labels: tuple[str, ...] = ()
+
+    def __init__(self, label: str, message: str) -> None:
+        if label not in self.labels:
+            raise ValueError(f"unknown {type(self).__name__} label {label!r}; expected one of {self.labels}")
+        super().__init__(f"{label}: {message}")
+        self.label = label
+        self.message = message
+
+
+class DecodeError(_ClassifiedRecord):
+    """A record that is not a request the detector can score; `reason` is one of DECODE_REASONS."""
+
+    labels = DECODE_REASONS
+
+    @property
+    def reason(self) -> str:
+        return self.label
+
+
+class NotARequest(_ClassifiedRecord):
     """An inference response, not a request; `kind` is one of SKIP_KINDS."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        if kind not in SKIP_KINDS:
-            raise ValueError(f"unknown skip kind {kind!r}")
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
+    labels = SKIP_KINDS
+
+    @property
+    def kind(self) -> str:
+        return self.label
+
+
+class PipelineError(AdaeError, RuntimeError):
+    """A failure of the whole service (broker unreachable past the deadline, authorization, a fenced
+    producer, the dead-letter topic unusable): the pipeline stops with exit 1 and commits nothing past
+    unpublished work."""
+
+
+class ConfigError(AdaeError, ValueError):
+    """Invalid configuration; the message is one line naming the key."""
+
+
+class BrokerError(AdaeError, RuntimeError):
+    """The embedded broker could not be found or started."""
+
+
+class DetectorLoadError(AdaeError, RuntimeError):
+    """A saved detector could not be loaded (missing or corrupt file, unsupported version)."""
+
+
+class ThresholdNotSetError(AdaeError, ValueError):
+    """predict/correct were called before a threshold was given or inferred."""
+
+
+class CalibrationError(AdaeError, ValueError):
+    """The held-out set cannot support the rate asked for."""
+
+
+# What `adae-stream run` turns into one line on stderr and exit status 2 (or 1 for PipelineError, which
+# the pipeline reports itself) instead of a traceback: the operator's to fix, not a bug.
+STARTUP_ERRORS: tuple[type[AdaeError], ...] = (ConfigError, BrokerError, DetectorLoadError, ThresholdNotSetError)

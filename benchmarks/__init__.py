@@ -1,1 +1,4 @@
-"""Benchmarks: print figures, never assert timings. `python -m benchmarks` or `adae-stream bench`."""
+"""Benchmarks: print figures, never assert timings.
+
+`make bench` or `python -m benchmarks`, from a checkout: the benchmarks are not part of the wheel.
+"""

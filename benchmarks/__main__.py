@@ -10,6 +10,7 @@ saturating load with a live load generator and the added latency at fractions of
 compares the wire families; `python -m benchmarks.precision`
 measures mixed precision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--soak", type=float, default=0.0, help="also run an RSS soak for this many seconds")
     ap.add_argument("--json", help="write all figures to this file")
-    ap.add_argument("--latency-repeats", type=int, default=None, help="runs of the half-load latency point (default 3, 1 with --quick)")
+    ap.add_argument(
+        "--latency-repeats",
+        type=int,
+        default=None,
+        help="runs of the half-load latency point (default 3, 1 with --quick)",
+    )
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -39,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.models import BATCHING, cifar, tabular
     from benchmarks.soak import rss_mb
 
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, TF {tf.__version__}, "
-          f"devices {[d.name for d in tf.config.list_logical_devices()]}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, TF "
+        f"{tf.__version__}, "
+        f"devices {[d.name for d in tf.config.list_logical_devices()]}"
+    )
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick}
     models = {"tabular": tabular(), "cifar": cifar()}
 
@@ -58,28 +67,58 @@ def main(argv: list[str] | None = None) -> int:
         cif_det, cif_x = models["cifar"]
         tab_batch, cif_batch = BATCHING["tabular"], BATCHING["cifar"]
         e = [
-            ("tabular", "v2", e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "v2", 64, n_tab, *tab_batch)),
-            ("tabular", "npy", e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "npy", 64, n_tab, *tab_batch)),
-            ("tabular", "npy", e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "npy", 64, n_tab, *cif_batch)),
-            ("cifar", "npy", e2e.end_to_end(broker.bootstrap, cif_det, paths["cifar"], cif_x, "npy", 32, n_cif, *cif_batch)),
-            ("cifar", "v2", e2e.end_to_end(broker.bootstrap, cif_det, paths["cifar"], cif_x, "v2", 32, n_cif // 2, *cif_batch)),
+            (
+                "tabular",
+                "v2",
+                e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "v2", 64, n_tab, *tab_batch),
+            ),
+            (
+                "tabular",
+                "npy",
+                e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "npy", 64, n_tab, *tab_batch),
+            ),
+            (
+                "tabular",
+                "npy",
+                e2e.end_to_end(broker.bootstrap, tab_det, paths["tabular"], tab_x, "npy", 64, n_tab, *cif_batch),
+            ),
+            (
+                "cifar",
+                "npy",
+                e2e.end_to_end(broker.bootstrap, cif_det, paths["cifar"], cif_x, "npy", 32, n_cif, *cif_batch),
+            ),
+            (
+                "cifar",
+                "v2",
+                e2e.end_to_end(broker.bootstrap, cif_det, paths["cifar"], cif_x, "v2", 32, n_cif // 2, *cif_batch),
+            ),
         ]
         results["e2e"] = []
         for model, fmt, r in e:
             r["model"] = model
             r["e2e/floor"] = r["inst_per_s"] / floor[(model, r["max_batch_size"])]
             results["e2e"].append(r)
-            print(f"  {model:8s} {fmt:4s} max batch {r['max_batch_size']:4d}: {r['inst_per_s']:10.0f} instances/s ({r['MB_per_s']:.1f} MB/s in, "
-                  f"{r['answered']}/{r['requests']} answered, {r['batches']} batches)  e2e/floor(at max batch) {r['e2e/floor']:.2f}")
+            print(
+                f"  {model:8s} {fmt:4s} max batch {r['max_batch_size']:4d}: {r['inst_per_s']:10.0f} instances/s "
+                f"({r['MB_per_s']:.1f} MB/s in, "
+                f"{r['answered']}/{r['requests']} answered, {r['batches']} batches)  e2e/floor(at max batch) "
+                f"{r['e2e/floor']:.2f}"
+            )
 
         print("\n(4b) end to end by wire family: protobuf and Triton binary against npy, same batching")
         from benchmarks import formats
 
-        results["formats"] = formats.run(broker.bootstrap, models, paths, {"tabular": n_tab // 2, "cifar": n_cif // 2}, 1 if args.quick else 2)
+        results["formats"] = formats.run(
+            broker.bootstrap, models, paths, {"tabular": n_tab // 2, "cifar": n_cif // 2}, 1 if args.quick else 2
+        )
 
         print("\n(5) Kafka client alone (produce + consume the same records, no scoring)")
         results["kafka_alone"] = []
-        for model, fmt, per, n in [("tabular", "v2", 64, n_tab), ("tabular", "npy", 64, n_tab), ("cifar", "npy", 32, n_cif)]:
+        for model, fmt, per, n in [
+            ("tabular", "v2", 64, n_tab),
+            ("tabular", "npy", 64, n_tab),
+            ("cifar", "npy", 32, n_cif),
+        ]:
             x = models[model][1]
             r = e2e.kafka_alone(broker.bootstrap, x, fmt, per, n)
             r["model"] = model
@@ -95,28 +134,49 @@ def main(argv: list[str] | None = None) -> int:
     # holding 1.58 GB and 21 ms on a fresh one (at 1,830 req/s: 50 vs 60 ms, within noise).
     print(f"\n(the broker held {broker_rss:.0f} MB after the runs above; the live runs below use a fresh one)")
     with EmbeddedBroker() as broker:
-        print("\nsaturating load with a live load generator on the same machine (tabular npy, 64 instances per request)")
-        sat = e2e.live_saturation(broker.bootstrap, tab_det, paths["tabular"], tab_x, 64, *tab_batch, seconds=3 if args.quick else 4)
+        print(
+            "\nsaturating load with a live load generator on the same machine (tabular npy, 64 instances per request)"
+        )
+        sat = e2e.live_saturation(
+            broker.bootstrap, tab_det, paths["tabular"], tab_x, 64, *tab_batch, seconds=3 if args.quick else 4
+        )
         results["live_saturation"] = sat
         for st in sat["steps"]:
-            print(f"  asked {st['asked_rps']:6.0f} req/s: offered {st['offered_rps']:6.0f}, answered at {st['answered_rps']:6.0f} req/s "
-                  f"({st['answered']}/{st['sent']}), p50 {st['p50_ms']:.0f} ms p99 {st['p99_ms']:.0f} ms: "
-                  f"{'kept up' if st['kept_up'] and not st['generator_limited'] else 'generator-limited' if st['generator_limited'] else 'fell behind'}")
+            verdict = "kept up" if st["kept_up"] and not st["generator_limited"] else "fell behind"
+            if st["generator_limited"]:
+                verdict = "generator-limited"
+            print(
+                f"  asked {st['asked_rps']:6.0f} req/s: offered {st['offered_rps']:6.0f}, answered at "
+                f"{st['answered_rps']:6.0f} req/s "
+                f"({st['answered']}/{st['sent']}), p50 {st['p50_ms']:.0f} ms p99 {st['p99_ms']:.0f} ms: "
+                f"{verdict}"
+            )
         pre = next(x for x in results["e2e"] if x["model"] == "tabular" and x["format"] == "npy")["inst_per_s"] / 64
         print(f"  saturating load: {sat['saturation_rps']:.0f} req/s live (pre-produced: {pre:.0f} req/s)")
 
-        print("\nadded latency vs the pass-through loop at fixed fractions of the live saturating load (tabular npy, 64 instances per request)")
+        print(
+            "\nadded latency vs the pass-through loop at fixed fractions of the live saturating load (tabular npy, 64 "
+            "instances per request)"
+        )
         results["latency"] = []
         repeats = args.latency_repeats or (1 if args.quick else 3)
-        for frac in ((0.25, 0.5) if args.quick else (0.05, 0.25, 0.5)):
+        for frac in (0.25, 0.5) if args.quick else (0.05, 0.25, 0.5):
             rate = max(5.0, frac * sat["saturation_rps"])
             for _ in range(repeats if frac == 0.5 else 1):
-                r = e2e.latency(broker.bootstrap, tab_det, paths["tabular"], tab_x, 64, rate, 5 if args.quick else 10, *tab_batch)
+                r = e2e.latency(
+                    broker.bootstrap, tab_det, paths["tabular"], tab_x, 64, rate, 5 if args.quick else 10, *tab_batch
+                )
                 r["fraction_of_saturation"] = frac
                 results["latency"].append(r)
-                print(f"  {frac:4.0%} of saturation, {rate:6.0f} req/s ({rate * 64:7.0f} instances/s): pipeline p50 {r['p50_ms']:6.1f} ms p99 {r['p99_ms']:6.1f} ms; "
-                      f"pass-through p50 {r['passthrough_p50_ms']:5.1f} p99 {r['passthrough_p99_ms']:5.1f}; added p50 {r['added_p50_ms']:6.1f} p99 {r['added_p99_ms']:6.1f} "
-                      f"(target added p99 <= {r['max_batch_delay_ms']:.0f} + 2 x {r['batch_compute_ms']:.2f} = {r['target_added_p99_ms']:.1f} ms)", flush=True)
+                print(
+                    f"  {frac:4.0%} of saturation, {rate:6.0f} req/s ({rate * 64:7.0f} instances/s): pipeline p50 "
+                    f"{r['p50_ms']:6.1f} ms p99 {r['p99_ms']:6.1f} ms; "
+                    f"pass-through p50 {r['passthrough_p50_ms']:5.1f} p99 {r['passthrough_p99_ms']:5.1f}; added p50 "
+                    f"{r['added_p50_ms']:6.1f} p99 {r['added_p99_ms']:6.1f} "
+                    f"(target added p99 <= {r['max_batch_delay_ms']:.0f} + 2 x {r['batch_compute_ms']:.2f} = "
+                    f"{r['target_added_p99_ms']:.1f} ms)",
+                    flush=True,
+                )
 
         if args.soak:
             from benchmarks.soak import soak
@@ -124,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nsoak: {args.soak:.0f} s of steady tabular V2 traffic, RSS of the pipeline process")
             results["soak"] = soak(broker.bootstrap, paths["tabular"], tab_x, args.soak)
             s = results["soak"]
-            print(f"  RSS start {s['rss_start_mb']:.0f} MB -> end {s['rss_end_mb']:.0f} MB (max {s['rss_max_mb']:.0f} MB), {s['answered']}/{s['requests']} answered")
+            print(
+                f"  RSS start {s['rss_start_mb']:.0f} MB -> end {s['rss_end_mb']:.0f} MB (max {s['rss_max_mb']:.0f} "
+                f"MB), {s['answered']}/{s['requests']} answered"
+            )
 
     if args.json:
         with open(args.json, "w") as f:

@@ -9,6 +9,7 @@ in a subprocess) fits and calibrates the detector on another 20,000 (its 20 % va
 held-out clean instances), and the clean flag rate is measured on the last 20,000, which nothing saw.
 Targets: within ±30 % (relative) of 0.05 and ±40 % of 0.01.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,28 +31,68 @@ def one(seed: int, target: float, tmp: Path) -> dict:
 
     from adae_stream import load_detector
 
-    X, y = make_classification(n_samples=60_000, n_features=20, n_informative=12, n_classes=4, n_clusters_per_class=2,
-                               class_sep=1.2, random_state=seed)
+    X, y = make_classification(
+        n_samples=60_000,
+        n_features=20,
+        n_informative=12,
+        n_classes=4,
+        n_clusters_per_class=2,
+        class_sep=1.2,
+        random_state=seed,
+    )
     X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
     tf.keras.utils.set_random_seed(seed)
-    clf = tf.keras.Sequential([tf.keras.Input((20,)), tf.keras.layers.Dense(64, activation="relu"),
-                               tf.keras.layers.Dense(64, activation="relu"), tf.keras.layers.Dense(4, activation="softmax")])
+    clf = tf.keras.Sequential(
+        [
+            tf.keras.Input((20,)),
+            tf.keras.layers.Dense(64, activation="relu"),
+            tf.keras.layers.Dense(64, activation="relu"),
+            tf.keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     clf.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clf.fit(X[:20_000], y[:20_000], epochs=10, batch_size=256, verbose=0)
     clf.save(tmp / "clf.keras")
     np.save(tmp / "data.npy", X[20_000:40_000])
-    out = subprocess.run([sys.executable, "-m", "adae_stream.cli", "train", "--model", str(tmp / "clf.keras"), "--data",
-                          str(tmp / "data.npy"), "--target-fpr", str(target), "--epochs", "30", "--out", str(tmp / "det"),
-                          "--quiet"], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adae_stream.cli",
+            "train",
+            "--model",
+            str(tmp / "clf.keras"),
+            "--data",
+            str(tmp / "data.npy"),
+            "--target-fpr",
+            str(target),
+            "--epochs",
+            "30",
+            "--out",
+            str(tmp / "det"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     det = load_detector(tmp / "det")
     cal = det.meta["calibration"]
     fresh = float((det.score(X[40_000:]) > det.threshold).mean())
-    return {"seed": seed, "target": target, "held_out": cal["held_out"], "expected": cal["expected_fpr"],
-            "upper_bound": cal["fpr_upper_bound"], "fresh_clean_rate": fresh, "relative_error": fresh / target - 1,
-            "within_tolerance": abs(fresh / target - 1) <= TOLERANCE[target], "below_bound": fresh <= cal["fpr_upper_bound"],
-            "classifier_accuracy": float(np.mean(clf.predict(X[40_000:], verbose=0).argmax(1) == y[40_000:]))}
+    return {
+        "seed": seed,
+        "target": target,
+        "held_out": cal["held_out"],
+        "expected": cal["expected_fpr"],
+        "upper_bound": cal["fpr_upper_bound"],
+        "fresh_clean_rate": fresh,
+        "relative_error": fresh / target - 1,
+        "within_tolerance": abs(fresh / target - 1) <= TOLERANCE[target],
+        "below_bound": fresh <= cal["fpr_upper_bound"],
+        "classifier_accuracy": float(np.mean(clf.predict(X[40_000:], verbose=0).argmax(1) == y[40_000:])),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 r = one(seed, target, Path(tmp))
             rows.append(r)
-            print(f"seed {seed} target {target:.2f}: held-out {r['held_out']}, expected {r['expected']:.4f} "
-                  f"(bound {r['upper_bound']:.4f}), fresh clean {r['fresh_clean_rate']:.4f} "
-                  f"({r['relative_error']:+.0%}; within ±{TOLERANCE[target]:.0%}: {r['within_tolerance']}), "
-                  f"classifier accuracy {r['classifier_accuracy']:.3f}", flush=True)
+            print(
+                f"seed {seed} target {target:.2f}: held-out {r['held_out']}, expected {r['expected']:.4f} "
+                f"(bound {r['upper_bound']:.4f}), fresh clean {r['fresh_clean_rate']:.4f} "
+                f"({r['relative_error']:+.0%}; within ±{TOLERANCE[target]:.0%}: {r['within_tolerance']}), "
+                f"classifier accuracy {r['classifier_accuracy']:.3f}",
+                flush=True,
+            )
     ok = all(r["within_tolerance"] for r in rows)
     print(f"all within tolerance: {ok}")
     return 0 if ok else 1

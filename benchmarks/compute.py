@@ -1,13 +1,17 @@
 """(1) the compute floor, (2) the reference way (eager, pass by pass), (3) AdversarialAE.correct()."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
 
-def rates(fns: dict[str, Callable[[], object]], n_instances: int, min_time_s: float = 1.0, rounds: int = 3, warmup: int = 2) -> dict[str, float]:
+def rates(
+    fns: dict[str, Callable[[], object]], n_instances: int, min_time_s: float = 1.0, rounds: int = 3, warmup: int = 2
+) -> dict[str, float]:
     """Instances per second of each fn() (each handles n_instances): the best of ``rounds`` timed windows.
 
     The variants take turns, one window each per round, so a slow stretch of this shared machine hits
@@ -76,7 +80,9 @@ def graph_flops(det) -> int:
 
     from adae_stream.detector.losses import kld
 
-    fn = tf.function(lambda x: kld(det.model(x), det.model(det.ae(x)))).get_concrete_function(tf.TensorSpec((1, *det.input_shape), tf.float32))
+    fn = tf.function(lambda x: kld(det.model(x), det.model(det.ae(x)))).get_concrete_function(
+        tf.TensorSpec((1, *det.input_shape), tf.float32)
+    )
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
     previous = tf.get_logger().level
@@ -101,7 +107,10 @@ def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.
     from benchmarks.precision import as_precision
 
     peaks = {d: matmul_peak(d, min_time_s=min_time_s) for d in ("float32", "bfloat16")}
-    print(f"  machine: float32 matmul {peaks['float32']:.0f} GFLOP/s, bfloat16 matmul {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
+    print(
+        f"  machine: float32 matmul {peaks['float32']:.0f} GFLOP/s, bfloat16 matmul {peaks['bfloat16']:.0f} GFLOP/s",
+        flush=True,
+    )
     rows = []
     for name, (det, x) in models.items():
         det.scorer().warmup(det.input_shape)
@@ -111,21 +120,47 @@ def run_compute(models: dict, batches=(1, 32, 256, 1024), min_time_s: float = 1.
         for b in batches:
             xb = x[:b]
             xla_scorer = det.scorer(jit_compile=True)
-            r = rates({
-                "floor": floor_fn(det, xb),
-                "floor_xla": floor_fn(det, xb, jit=True),
-                "reference": reference_fn(det, xb, b),
-                "correct": lambda: det.correct(xb, batch_size=b),
-                "correct_xla": lambda: xla_scorer(xb, det.threshold, b),
-                "correct_bf16": lambda: d16.correct(xb, batch_size=b),
-            }, b, min_time_s)
-            floor, floor_xla, ref, api, api_xla, api_bf16 = (r[k] for k in ("floor", "floor_xla", "reference", "correct", "correct_xla", "correct_bf16"))
-            rows.append({"model": name, "batch": b, "mflop_per_instance": flops / 1e6, "floor": floor, "floor_xla": floor_xla, "reference": ref,
-                         "correct": api, "correct_xla": api_xla, "correct_bf16": api_bf16, "correct/floor": api / floor,
-                         "correct/reference": api / ref, "correct_bf16/reference": api_bf16 / ref,
-                         "floor_gflops": floor * flops / 1e9, "reference_gflops": ref * flops / 1e9})
-            print(f"  {name:8s} batch {b:5d}: floor {floor:10.0f}/s ({floor * flops / 1e9:5.0f} GFLOP/s)  floor+XLA {floor_xla:10.0f}/s  "
-                  f"reference {ref:10.0f}/s ({ref * flops / 1e9:5.0f} GFLOP/s)  correct() {api:10.0f}/s  correct()+XLA {api_xla:10.0f}/s  "
-                  f"correct()+bf16 {api_bf16:10.0f}/s  correct/floor {api / floor:5.2f}  correct/reference {api / ref:5.2f}  "
-                  f"bf16/reference {api_bf16 / ref:5.2f}", flush=True)
+            r = rates(
+                {
+                    "floor": floor_fn(det, xb),
+                    "floor_xla": floor_fn(det, xb, jit=True),
+                    "reference": reference_fn(det, xb, b),
+                    "correct": partial(det.correct, xb, batch_size=b),
+                    "correct_xla": partial(xla_scorer, xb, det.threshold, b),
+                    "correct_bf16": partial(d16.correct, xb, batch_size=b),
+                },
+                b,
+                min_time_s,
+            )
+            floor, floor_xla, ref, api, api_xla, api_bf16 = (
+                r[k] for k in ("floor", "floor_xla", "reference", "correct", "correct_xla", "correct_bf16")
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "batch": b,
+                    "mflop_per_instance": flops / 1e6,
+                    "floor": floor,
+                    "floor_xla": floor_xla,
+                    "reference": ref,
+                    "correct": api,
+                    "correct_xla": api_xla,
+                    "correct_bf16": api_bf16,
+                    "correct/floor": api / floor,
+                    "correct/reference": api / ref,
+                    "correct_bf16/reference": api_bf16 / ref,
+                    "floor_gflops": floor * flops / 1e9,
+                    "reference_gflops": ref * flops / 1e9,
+                }
+            )
+            print(
+                f"  {name:8s} batch {b:5d}: floor {floor:10.0f}/s ({floor * flops / 1e9:5.0f} GFLOP/s)  floor+XLA "
+                f"{floor_xla:10.0f}/s  "
+                f"reference {ref:10.0f}/s ({ref * flops / 1e9:5.0f} GFLOP/s)  correct() {api:10.0f}/s  correct()+XLA "
+                f"{api_xla:10.0f}/s  "
+                f"correct()+bf16 {api_bf16:10.0f}/s  correct/floor {api / floor:5.2f}  correct/reference "
+                f"{api / ref:5.2f}  "
+                f"bf16/reference {api_bf16 / ref:5.2f}",
+                flush=True,
+            )
     return {"peak_gflops": peaks, "rows": rows}

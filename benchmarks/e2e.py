@@ -1,4 +1,5 @@
 """(4) end to end through the embedded broker, (5) the Kafka client alone, and latency at fixed load."""
+
 from __future__ import annotations
 
 import threading
@@ -13,20 +14,37 @@ from adae_stream.config import BatchingConfig, load_config
 from adae_stream.stream.codecs import encode_request
 
 
-def _config(bootstrap: str, det_path: str, max_batch: int, delay_ms: float, buckets: list[int], fetch_wait_ms: int = 20):
+def _config(
+    bootstrap: str, det_path: str, max_batch: int, delay_ms: float, buckets: list[int], fetch_wait_ms: int = 20
+):
     tag = uuid.uuid4().hex[:8]
-    return load_config(None, environ={}, overrides={
-        "kafka": {"bootstrap_servers": bootstrap, "input_topic": f"bin-{tag}", "output_topic": f"bout-{tag}", "dead_letter_topic": f"bdlq-{tag}",
-                  "group_id": f"bg-{tag}", "partitions": 4, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-                  "max_poll_records": 2000, "fetch_max_wait_ms": fetch_wait_ms},
-        "detector": {"path": det_path, "return_all_predictions": True},
-        "batching": {"max_batch_size": max_batch, "max_batch_delay_ms": delay_ms, "bucket_sizes": buckets},
-        "metrics": {"enabled": False},
-    })
+    return load_config(
+        None,
+        environ={},
+        overrides={
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": f"bin-{tag}",
+                "output_topic": f"bout-{tag}",
+                "dead_letter_topic": f"bdlq-{tag}",
+                "group_id": f"bg-{tag}",
+                "partitions": 4,
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+                "max_poll_records": 2000,
+                "fetch_max_wait_ms": fetch_wait_ms,
+            },
+            "detector": {"path": det_path, "return_all_predictions": True},
+            "batching": {"max_batch_size": max_batch, "max_batch_delay_ms": delay_ms, "bucket_sizes": buckets},
+            "metrics": {"enabled": False},
+        },
+    )
 
 
 def _producer(bootstrap: str) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024)
+    return KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=10, batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024
+    )
 
 
 def _records(x: np.ndarray, fmt: str, per_request: int, prefix: str) -> list[tuple[bytes, list, bytes]]:
@@ -38,7 +56,9 @@ def _records(x: np.ndarray, fmt: str, per_request: int, prefix: str) -> list[tup
     return out
 
 
-def _assign(c: KafkaConsumer, topic: str, positions: dict[TopicPartition, int], deadline: float) -> list[TopicPartition]:
+def _assign(
+    c: KafkaConsumer, topic: str, positions: dict[TopicPartition, int], deadline: float
+) -> list[TopicPartition]:
     """Assign every partition of topic to c (no group), each at its position in ``positions`` (else 0)."""
     while (parts := c.partitions_for_topic(topic)) is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -64,8 +84,13 @@ class TopicReader:
     def wait(self, count: int, timeout_s: float) -> dict[bytes, int]:
         """Read until ``count`` distinct keys have arrived (or the timeout); returns key -> timestamp."""
         deadline = time.monotonic() + timeout_s
-        c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50,
-                          max_partition_fetch_bytes=32 * 1024 * 1024)
+        c = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=32 * 1024 * 1024,
+        )
         try:
             tps = _assign(c, self.topic, self.positions, deadline)
             while len(self.stamps) < count and time.monotonic() < deadline:
@@ -93,8 +118,17 @@ def _start_pipeline(cfg, scorer, pipeline_cls=None):
     return p, t
 
 
-def end_to_end(bootstrap: str, det, det_path: str, x: np.ndarray, fmt: str, per_request: int, n_requests: int,
-               max_batch: int = 256, buckets: list[int] | None = None) -> dict:
+def end_to_end(
+    bootstrap: str,
+    det,
+    det_path: str,
+    x: np.ndarray,
+    fmt: str,
+    per_request: int,
+    n_requests: int,
+    max_batch: int = 256,
+    buckets: list[int] | None = None,
+) -> dict:
     """Pre-produce n_requests, then run the pipeline: instances/s from first to last answer (broker timestamps)."""
     buckets = buckets or BatchingConfig().bucket_sizes
     cfg = _config(bootstrap, det_path, max_batch, 5, buckets)
@@ -119,8 +153,17 @@ def end_to_end(bootstrap: str, det, det_path: str, x: np.ndarray, fmt: str, per_
     # first answer's batch was already scored: count from the start of the run to the last answer
     span = max((stamps[-1] - t0 * 1000) / 1000.0, 1e-9)
     mb = sum(len(r[0]) for r in records) / 1e6
-    return {"format": fmt, "max_batch_size": max_batch, "requests": len(records), "instances": len(records) * per_request, "answered": len(out),
-            "inst_per_s": len(records) * per_request / span, "MB_in": mb, "MB_per_s": mb / span, "batches": pipeline.stats["batches"]}
+    return {
+        "format": fmt,
+        "max_batch_size": max_batch,
+        "requests": len(records),
+        "instances": len(records) * per_request,
+        "answered": len(out),
+        "inst_per_s": len(records) * per_request / span,
+        "MB_in": mb,
+        "MB_per_s": mb / span,
+        "batches": pipeline.stats["batches"],
+    }
 
 
 def _ensure(bootstrap: str, *topics: str) -> None:
@@ -139,8 +182,14 @@ class PassThrough(threading.Thread):
         super().__init__(daemon=True)
         # no consumer group: a group join on the embedded broker waits session_timeout/2, which is not transport
         # cost; partitions assigned here, so consumption starts the moment run() does (kafka_alone's clock)
-        self.c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=fetch_wait_ms,
-                               max_poll_records=2000, max_partition_fetch_bytes=32 * 1024 * 1024)
+        self.c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_wait_ms,
+            max_poll_records=2000,
+            max_partition_fetch_bytes=32 * 1024 * 1024,
+        )
         _assign(self.c, topic_in, {}, time.monotonic() + 30)
         self.p = _producer(bootstrap)
         self.topic_out = topic_out
@@ -182,7 +231,9 @@ def kafka_alone(bootstrap: str, x: np.ndarray, fmt: str, per_request: int, n_req
     return {"format": fmt, "records": len(out), "instances_per_s": len(out) * per_request / span}
 
 
-def _generate(bootstrap: str, topic: str, payloads: list[bytes], headers: list, rate_rps: float, n: int, prefix: str) -> None:
+def _generate(
+    bootstrap: str, topic: str, payloads: list[bytes], headers: list, rate_rps: float, n: int, prefix: str
+) -> None:
     """The load generator, run in its own process so it does not share the pipeline's GIL.
 
     linger_ms=2, as clients do (Apache Kafka 4.0's Java producer defaults to 5 ms, KIP-1030): with 0,
@@ -194,7 +245,7 @@ def _generate(bootstrap: str, topic: str, payloads: list[bytes], headers: list, 
     start = time.monotonic()
     for i in range(n):
         rid = f"{prefix}-{i}".encode()
-        p.send(topic, value=payloads[i % len(payloads)], key=rid, headers=headers + [("request-id", rid)])
+        p.send(topic, value=payloads[i % len(payloads)], key=rid, headers=[*headers, ("request-id", rid)])
         time.sleep(max(0.0, start + (i + 1) / rate_rps - time.monotonic()))
     p.flush()
     p.close()
@@ -205,13 +256,17 @@ def _npy_payloads(x: np.ndarray, per_request: int) -> tuple[list[bytes], list]:
     return payloads, [("content-type", b"application/x-npy")]
 
 
-def _offer(bootstrap: str, topic: str, x: np.ndarray, per_request: int, rate_rps: float, seconds: float, prefix: str) -> int:
+def _offer(
+    bootstrap: str, topic: str, x: np.ndarray, per_request: int, rate_rps: float, seconds: float, prefix: str
+) -> int:
     """Send npy requests at rate_rps for `seconds` from a separate process; returns how many were sent."""
     import multiprocessing
 
     payloads, headers = _npy_payloads(x, per_request)
     n = max(1, int(rate_rps * seconds))
-    gen = multiprocessing.get_context("spawn").Process(target=_generate, args=(bootstrap, topic, payloads, headers, rate_rps, n, prefix))
+    gen = multiprocessing.get_context("spawn").Process(
+        target=_generate, args=(bootstrap, topic, payloads, headers, rate_rps, n, prefix)
+    )
     gen.start()
     gen.join(seconds + 120)
     return n
@@ -224,12 +279,25 @@ def _step(requests: dict[bytes, int], answers: dict[bytes, int], prefix: str, n:
     lat = np.array([answers[k] - requests[k] for k in keys if k in answers and k in requests], dtype=float)
     span = max((sent.max() - sent.min()) / 1000.0, 1e-3) if len(sent) > 1 else 1e-3
     last = max((answers[k] for k in keys if k in answers), default=sent.max() if len(sent) else 0)
-    return {"sent": len(sent), "answered": len(lat), "offered_rps": float((len(sent) - 1) / span),
-            "answered_rps": float(len(lat) / max((last - sent.min()) / 1000.0, 1e-3)) if len(sent) else 0.0, "latency_ms": lat}
+    return {
+        "sent": len(sent),
+        "answered": len(lat),
+        "offered_rps": float((len(sent) - 1) / span),
+        "answered_rps": float(len(lat) / max((last - sent.min()) / 1000.0, 1e-3)) if len(sent) else 0.0,
+        "latency_ms": lat,
+    }
 
 
-def _pipeline_under_load(bootstrap: str, det, det_path: str, max_batch: int, buckets: list[int], delay_ms: float, fetch_wait_ms: int,
-                         pipeline_cls=None):
+def _pipeline_under_load(
+    bootstrap: str,
+    det,
+    det_path: str,
+    max_batch: int,
+    buckets: list[int],
+    delay_ms: float,
+    fetch_wait_ms: int,
+    pipeline_cls=None,
+):
     """A pipeline thread on fresh topics, joined and warm, with readers of its input and output."""
     from adae_stream.stream.clients import ensure_topics
 
@@ -238,11 +306,29 @@ def _pipeline_under_load(bootstrap: str, det, det_path: str, max_batch: int, buc
     scorer = det.stream_scorer(buckets)
     scorer.warmup(max_batch)
     pipeline, thread = _start_pipeline(cfg, scorer, pipeline_cls)
-    return cfg, pipeline, thread, TopicReader(bootstrap, cfg.kafka.input_topic), TopicReader(bootstrap, cfg.kafka.output_topic)
+    return (
+        cfg,
+        pipeline,
+        thread,
+        TopicReader(bootstrap, cfg.kafka.input_topic),
+        TopicReader(bootstrap, cfg.kafka.output_topic),
+    )
 
 
-def live_saturation(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int, max_batch: int, buckets: list[int],
-                    start_rps: float = 1200.0, factor: float = 1.25, seconds: float = 4.0, delay_ms: float = 5.0, fetch_wait_ms: int = 20) -> dict:
+def live_saturation(
+    bootstrap: str,
+    det,
+    det_path: str,
+    x: np.ndarray,
+    per_request: int,
+    max_batch: int,
+    buckets: list[int],
+    start_rps: float = 1200.0,
+    factor: float = 1.25,
+    seconds: float = 4.0,
+    delay_ms: float = 5.0,
+    fetch_wait_ms: int = 20,
+) -> dict:
     """The saturating load with the load generator and the broker on the same machine, as in the latency runs.
 
     Saturation measured from pre-produced data leaves the whole machine to the pipeline; a live load
@@ -253,7 +339,9 @@ def live_saturation(bootstrap: str, det, det_path: str, x: np.ndarray, per_reque
     The first step that is not kept up with, or that the generator cannot offer (below 90 % of the
     asked rate), ends the ramp; the saturating load is the highest offered rate that was kept up with.
     """
-    cfg, pipeline, thread, requests, answers = _pipeline_under_load(bootstrap, det, det_path, max_batch, buckets, delay_ms, fetch_wait_ms)
+    cfg, pipeline, thread, requests, answers = _pipeline_under_load(
+        bootstrap, det, det_path, max_batch, buckets, delay_ms, fetch_wait_ms
+    )
     steps, total, rate, best = [], 0, start_rps, 0.0
     try:
         while True:
@@ -264,8 +352,16 @@ def live_saturation(bootstrap: str, det, det_path: str, x: np.ndarray, per_reque
             kept = bool(st["answered"] == n and st["answered_rps"] >= 0.95 * st["offered_rps"])
             generator_limited = bool(st["offered_rps"] < 0.9 * rate)
             lat = st.pop("latency_ms")
-            steps.append({**st, "asked_rps": rate, "kept_up": kept, "generator_limited": generator_limited,
-                          "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None, "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None})
+            steps.append(
+                {
+                    **st,
+                    "asked_rps": rate,
+                    "kept_up": kept,
+                    "generator_limited": generator_limited,
+                    "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+                    "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+                }
+            )
             if not kept or generator_limited:
                 break
             best = st["offered_rps"]
@@ -279,8 +375,16 @@ def live_saturation(bootstrap: str, det, det_path: str, x: np.ndarray, per_reque
 WARMUP_S = 2.0
 
 
-def _measure(bootstrap: str, topic_in: str, requests: TopicReader, answers: TopicReader, x: np.ndarray, per_request: int,
-             rate_rps: float, seconds: float) -> np.ndarray:
+def _measure(
+    bootstrap: str,
+    topic_in: str,
+    requests: TopicReader,
+    answers: TopicReader,
+    x: np.ndarray,
+    per_request: int,
+    rate_rps: float,
+    seconds: float,
+) -> np.ndarray:
     """Latencies (ms) of `seconds` of load at rate_rps, after WARMUP_S of the same load whose answers are
     awaited but not counted. A consumer's first second of traffic left ~245,000 objects of cyclic garbage
     (kafka-python's timeout exceptions and their tracebacks) that one 60-190 ms collection then freed:
@@ -292,20 +396,47 @@ def _measure(bootstrap: str, topic_in: str, requests: TopicReader, answers: Topi
     return _step(requests.wait(warm + n, 60), answers.wait(warm + n, 60), "lat", n)["latency_ms"]
 
 
-def pipeline_at_load(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int, rate_rps: float, seconds: float,
-                     max_batch: int, buckets: list[int], delay_ms: float = 5.0, fetch_wait_ms: int = 20, pipeline_cls=None):
+def pipeline_at_load(
+    bootstrap: str,
+    det,
+    det_path: str,
+    x: np.ndarray,
+    per_request: int,
+    rate_rps: float,
+    seconds: float,
+    max_batch: int,
+    buckets: list[int],
+    delay_ms: float = 5.0,
+    fetch_wait_ms: int = 20,
+    pipeline_cls=None,
+):
     """Run a pipeline (of ``pipeline_cls``, to instrument it) at a fixed offered load of npy requests.
     Returns the stopped pipeline and each request's latency in ms (answer minus request CreateTime)."""
-    cfg, pipeline, thread, requests, answers = _pipeline_under_load(bootstrap, det, det_path, max_batch, buckets, delay_ms, fetch_wait_ms, pipeline_cls)
+    cfg, pipeline, thread, requests, answers = _pipeline_under_load(
+        bootstrap, det, det_path, max_batch, buckets, delay_ms, fetch_wait_ms, pipeline_cls
+    )
     try:
-        return pipeline, _measure(bootstrap, cfg.kafka.input_topic, requests, answers, x, per_request, rate_rps, seconds)
+        return pipeline, _measure(
+            bootstrap, cfg.kafka.input_topic, requests, answers, x, per_request, rate_rps, seconds
+        )
     finally:
         pipeline.stop()
         thread.join(60)
 
 
-def latency(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int, rate_rps: float, seconds: float,
-            max_batch: int = 256, buckets: list[int] | None = None, delay_ms: float = 5.0, fetch_wait_ms: int = 20) -> dict:
+def latency(
+    bootstrap: str,
+    det,
+    det_path: str,
+    x: np.ndarray,
+    per_request: int,
+    rate_rps: float,
+    seconds: float,
+    max_batch: int = 256,
+    buckets: list[int] | None = None,
+    delay_ms: float = 5.0,
+    fetch_wait_ms: int = 20,
+) -> dict:
     """Added latency at a fixed offered load: the pipeline vs the pass-through loop, same load, same records (npy).
 
     fetch_wait_ms is the same for both: the embedded broker sleeps out every long poll, adding a
@@ -319,12 +450,23 @@ def latency(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int,
     pt = PassThrough(bootstrap, topic_in, topic_out, fetch_wait_ms)
     pt.start()
     pt.ready.wait(30)
-    base = _measure(bootstrap, topic_in, TopicReader(bootstrap, topic_in), TopicReader(bootstrap, topic_out), x, per_request, rate_rps, seconds)
+    base = _measure(
+        bootstrap,
+        topic_in,
+        TopicReader(bootstrap, topic_in),
+        TopicReader(bootstrap, topic_out),
+        x,
+        per_request,
+        rate_rps,
+        seconds,
+    )
     pt.halt.set()
     pt.join(30)
 
-    pipeline, lat = pipeline_at_load(bootstrap, det, det_path, x, per_request, rate_rps, seconds, max_batch, buckets, delay_ms, fetch_wait_ms)
-    typical = max(1, min(max_batch, int(round(rate_rps * per_request * (delay_ms / 1000.0 + 0.02)))))
+    pipeline, lat = pipeline_at_load(
+        bootstrap, det, det_path, x, per_request, rate_rps, seconds, max_batch, buckets, delay_ms, fetch_wait_ms
+    )
+    typical = max(1, min(max_batch, round(rate_rps * per_request * (delay_ms / 1000.0 + 0.02))))
     scorer = pipeline.scorer  # the run's own scorer, already traced for every bucket
     xb = x[:typical]
     scorer(xb)
@@ -334,6 +476,19 @@ def latency(bootstrap: str, det, det_path: str, x: np.ndarray, per_request: int,
     batch_ms = (time.perf_counter() - t0) / 20 * 1000
     p = {q: float(np.percentile(lat, q)) for q in (50, 99)}
     b = {q: float(np.percentile(base, q)) for q in (50, 99)}
-    return {"rate_rps": rate_rps, "per_request": per_request, "max_batch_size": max_batch, "answered": len(lat), "p50_ms": p[50], "p99_ms": p[99],
-            "passthrough_p50_ms": b[50], "passthrough_p99_ms": b[99], "added_p50_ms": p[50] - b[50], "added_p99_ms": p[99] - b[99],
-            "max_batch_delay_ms": delay_ms, "batch_compute_ms": batch_ms, "typical_batch": typical, "target_added_p99_ms": delay_ms + 2 * batch_ms}
+    return {
+        "rate_rps": rate_rps,
+        "per_request": per_request,
+        "max_batch_size": max_batch,
+        "answered": len(lat),
+        "p50_ms": p[50],
+        "p99_ms": p[99],
+        "passthrough_p50_ms": b[50],
+        "passthrough_p99_ms": b[99],
+        "added_p50_ms": p[50] - b[50],
+        "added_p99_ms": p[99] - b[99],
+        "max_batch_delay_ms": delay_ms,
+        "batch_compute_ms": batch_ms,
+        "typical_batch": typical,
+        "target_added_p99_ms": delay_ms + 2 * batch_ms,
+    }

@@ -7,6 +7,7 @@ The families take turns round by round, each run on fresh topics, so the ratios 
 under the same machine load (these 2-core machines are noisy). Target (issue #13): protobuf and Triton
 binary within 0.9x of npy's instances/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,26 @@ def run(bootstrap: str, models: dict, paths: dict, n_requests: dict[str, int], r
         runs: dict[str, list[float]] = {f: [] for f in FAMILIES}
         for _ in range(rounds):
             for fmt in FAMILIES:
-                r = e2e.end_to_end(bootstrap, det, paths[model], x, fmt, per_request[model], n_requests[model], *BATCHING[model])
+                r = e2e.end_to_end(
+                    bootstrap, det, paths[model], x, fmt, per_request[model], n_requests[model], *BATCHING[model]
+                )
                 assert r["answered"] == r["requests"], r
                 runs[fmt].append(r["inst_per_s"])
         med = {f: statistics.median(v) for f, v in runs.items()}
-        out[model] = {"runs": runs, "median": med, "proto/npy": med["proto"] / med["npy"], "triton/npy": med["triton"] / med["npy"],
-                      "per_round_ratios": {f: [a / b for a, b in zip(runs[f], runs["npy"])] for f in ("proto", "triton")}}
-        print(f"  {model:8s} median instances/s: " + ", ".join(f"{f} {med[f]:,.0f}" for f in FAMILIES)
-              + f"; proto/npy {out[model]['proto/npy']:.2f}, triton/npy {out[model]['triton/npy']:.2f}")
+        out[model] = {
+            "runs": runs,
+            "median": med,
+            "proto/npy": med["proto"] / med["npy"],
+            "triton/npy": med["triton"] / med["npy"],
+            "per_round_ratios": {
+                f: [a / b for a, b in zip(runs[f], runs["npy"], strict=True)] for f in ("proto", "triton")
+            },
+        }
+        print(
+            f"  {model:8s} median instances/s: "
+            + ", ".join(f"{f} {med[f]:,.0f}" for f in FAMILIES)
+            + f"; proto/npy {out[model]['proto/npy']:.2f}, triton/npy {out[model]['triton/npy']:.2f}"
+        )
     return out
 
 

@@ -1,4 +1,5 @@
 """The two benchmark model sets: a small tabular one and the seed's CIFAR-shaped nets."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,12 @@ def cifar():
     from adae_stream.detector.presets import cifar_decoder, cifar_encoder, small_cnn
 
     tf.keras.utils.set_random_seed(0)
-    det = AdversarialAE(encoder_net=cifar_encoder(), decoder_net=cifar_decoder(), model=small_cnn((32, 32, 3), 10, width=16), data_type="image")
+    det = AdversarialAE(
+        encoder_net=cifar_encoder(),
+        decoder_net=cifar_decoder(),
+        model=small_cnn((32, 32, 3), 10, width=16),
+        data_type="image",
+    )
     x = np.random.default_rng(0).uniform(size=(1024, 32, 32, 3)).astype(np.float32)
     det.infer_threshold(x[:256], 95)
     return det, x

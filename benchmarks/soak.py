@@ -1,4 +1,5 @@
 """RSS over a long run: the pipeline as a real process, steady traffic, RSS sampled from /proc."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,16 +26,35 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def soak(bootstrap: str, det_path: str, x: np.ndarray, seconds: float, rate_rps: float = 200.0, per_request: int = 16) -> dict:
+def soak(
+    bootstrap: str, det_path: str, x: np.ndarray, seconds: float, rate_rps: float = 200.0, per_request: int = 16
+) -> dict:
     tag = uuid.uuid4().hex[:8]
-    cfg = load_config(None, environ={}, overrides={
-        "kafka": {"bootstrap_servers": bootstrap, "input_topic": f"soak-{tag}", "output_topic": f"soak-out-{tag}",
-                  "dead_letter_topic": f"soak-dlq-{tag}", "group_id": f"soak-{tag}", "session_timeout_ms": 6000},
-        "detector": {"path": det_path}, "metrics": {"enabled": True, "port": 0}, "log_level": "WARNING"})
+    cfg = load_config(
+        None,
+        environ={},
+        overrides={
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": f"soak-{tag}",
+                "output_topic": f"soak-out-{tag}",
+                "dead_letter_topic": f"soak-dlq-{tag}",
+                "group_id": f"soak-{tag}",
+                "session_timeout_ms": 6000,
+            },
+            "detector": {"path": det_path},
+            "metrics": {"enabled": True, "port": 0},
+            "log_level": "WARNING",
+        },
+    )
     path = os.path.join(tempfile.mkdtemp(), "soak.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(dataclasses.asdict(cfg), f)
-    proc = subprocess.Popen([sys.executable, "-m", "adae_stream.cli", "run", "--config", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adae_stream.cli", "run", "--config", path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(15)
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     samples = []
@@ -59,5 +79,13 @@ def soak(bootstrap: str, det_path: str, x: np.ndarray, seconds: float, rate_rps:
 
     answered = len(read_topic(bootstrap, cfg.kafka.output_topic, i, timeout_s=120))
     rss = [s[1] for s in samples]
-    return {"seconds": seconds, "requests": i, "answered": answered, "rate_rps": rate_rps, "rss_start_mb": rss[0], "rss_end_mb": rss[-1],
-            "rss_max_mb": max(rss), "samples": samples}
+    return {
+        "seconds": seconds,
+        "requests": i,
+        "answered": answered,
+        "rate_rps": rate_rps,
+        "rss_start_mb": rss[0],
+        "rss_end_mb": rss[-1],
+        "rss_max_mb": max(rss),
+        "samples": samples,
+    }

@@ -14,6 +14,7 @@ the pipeline up for 2 s at the same rate and measures only what follows. It also
 moving work to another thread could help: only the time outside the model call could overlap, and
 on 2 cores the model call already uses both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ class _TimedScorer:
 
     def __init__(self, scorer, busy: Counter) -> None:
         self._scorer, self._busy = scorer, busy
-        self.input_shape, self.threshold, self.version = scorer.input_shape, scorer.threshold, scorer.version
-        self.identity = scorer.identity
+        self.info = scorer.info
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         t = time.perf_counter()
@@ -41,6 +41,9 @@ class _TimedScorer:
             return self._scorer(x)
         finally:
             self._busy["model call"] += time.perf_counter() - t
+
+    def warmup(self, up_to: int | None = None) -> None:
+        self._scorer.warmup(up_to)
 
 
 def timed_pipeline_class():
@@ -94,15 +97,32 @@ def timed_pipeline_class():
     return TimedPipeline
 
 
-def profile(bootstrap: str, det, det_path: str, x: np.ndarray, rate_rps: float, seconds: float, max_batch: int, buckets: list[int]) -> dict:
+def profile(
+    bootstrap: str,
+    det,
+    det_path: str,
+    x: np.ndarray,
+    rate_rps: float,
+    seconds: float,
+    max_batch: int,
+    buckets: list[int],
+) -> dict:
     from benchmarks import e2e
 
-    pipeline, _ = e2e.pipeline_at_load(bootstrap, det, det_path, x, 64, rate_rps, seconds, max_batch, buckets, pipeline_cls=timed_pipeline_class())
+    pipeline, _ = e2e.pipeline_at_load(
+        bootstrap, det, det_path, x, 64, rate_rps, seconds, max_batch, buckets, pipeline_cls=timed_pipeline_class()
+    )
     wall = pipeline.window[1] - pipeline.window[0]
     st = np.array(pipeline.stages)
-    split = {"before the loop": st[:, 1] - st[:, 0], "inside the loop": st[:, 2] - st[:, 1], "total": st[:, 2] - st[:, 0]}
+    split = {
+        "before the loop": st[:, 1] - st[:, 0],
+        "inside the loop": st[:, 2] - st[:, 1],
+        "total": st[:, 2] - st[:, 0],
+    }
     return {
-        "rate_rps": rate_rps, "requests": len(st), "wall_s": wall,
+        "rate_rps": rate_rps,
+        "requests": len(st),
+        "wall_s": wall,
         "latency_ms": {k: {f"p{q}": float(np.percentile(v, q)) for q in (50, 90, 99)} for k, v in split.items()},
         "busy_s": pipeline.busy_in_window,
     }
@@ -110,7 +130,12 @@ def profile(bootstrap: str, det, det_path: str, x: np.ndarray, rate_rps: float, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.stages")
-    ap.add_argument("--rate", type=float, default=1830.0, help="requests/s offered, 64 instances each (default: about half the live saturating load here)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=1830.0,
+        help="requests/s offered, 64 instances each (default: about half the live saturating load here)",
+    )
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args(argv)
 
@@ -122,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     path = str(save_detector(det, f"{tempfile.mkdtemp(prefix='adae-stages-')}/tabular"))
     with EmbeddedBroker() as broker:
         r = profile(broker.bootstrap, det, path, x, args.rate, args.seconds, *BATCHING["tabular"])
-    print(f"tabular npy, {r['rate_rps']:.0f} requests/s x 64 instances, {r['requests']} requests, {r['wall_s']:.1f} s from the first request taken to the last answer")
+    print(
+        f"tabular npy, {r['rate_rps']:.0f} requests/s x 64 instances, {r['requests']} requests, {r['wall_s']:.1f} s "
+        "from the first request taken to the last answer"
+    )
     for stage, q in r["latency_ms"].items():
         print(f"  {stage:16s} p50 {q['p50']:6.1f} ms  p90 {q['p90']:6.1f} ms  p99 {q['p99']:6.1f} ms")
-    print("  pipeline thread, share of that time: " + ", ".join(
-        f"{k} {v / r['wall_s']:.0%}" for k, v in sorted(r["busy_s"].items(), key=lambda kv: -kv[1])))
+    print(
+        "  pipeline thread, share of that time: "
+        + ", ".join(f"{k} {v / r['wall_s']:.0%}" for k, v in sorted(r["busy_s"].items(), key=lambda kv: -kv[1]))
+    )
     return 0
 
 

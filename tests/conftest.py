@@ -1,4 +1,5 @@
 """Shared fixtures. TF log noise is silenced before anything imports TensorFlow."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,12 @@ def iris_model(iris):
 def iris_ae_nets():
     import tensorflow as tf
 
-    encoder_net = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(2)])
-    decoder_net = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(4)])
+    encoder_net = tf.keras.Sequential(
+        [tf.keras.Input((4,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(2)]
+    )
+    decoder_net = tf.keras.Sequential(
+        [tf.keras.Input((2,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(4)]
+    )
     return encoder_net, decoder_net
 
 

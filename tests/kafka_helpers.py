@@ -1,4 +1,5 @@
 """Helpers for broker-backed tests: produce requests, collect answers, run a pipeline in a thread."""
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,15 @@ def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
     """A config on fresh topics and group, with the test-friendly group timings from the brief."""
     tag = uuid.uuid4().hex[:8]
     kafka = {
-        "bootstrap_servers": bootstrap, "input_topic": f"in-{tag}", "output_topic": f"out-{tag}", "dead_letter_topic": f"dlq-{tag}",
-        "group_id": f"g-{tag}", "partitions": 3, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "connect_timeout_s": 20,
+        "bootstrap_servers": bootstrap,
+        "input_topic": f"in-{tag}",
+        "output_topic": f"out-{tag}",
+        "dead_letter_topic": f"dlq-{tag}",
+        "group_id": f"g-{tag}",
+        "partitions": 3,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+        "connect_timeout_s": 20,
     }
     kafka.update(sections.pop("kafka", {}))
     overrides = {"kafka": kafka, "detector": {"path": str(detector_path)}, "metrics": {"enabled": False}}
@@ -28,10 +36,14 @@ def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
 
 
 def producer(bootstrap: str) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024, max_request_size=64 * 1024 * 1024)
+    return KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024, max_request_size=64 * 1024 * 1024
+    )
 
 
-def produce_requests(bootstrap: str, topic: str, X: np.ndarray, fmt: str, batch: int, prefix: str = "r", keys: bool = True) -> dict[str, np.ndarray]:
+def produce_requests(
+    bootstrap: str, topic: str, X: np.ndarray, fmt: str, batch: int, prefix: str = "r", keys: bool = True
+) -> dict[str, np.ndarray]:
     """Send X in requests of `batch` instances; returns {request_id: instances}."""
     p = producer(bootstrap)
     sent = {}
@@ -47,8 +59,15 @@ def produce_requests(bootstrap: str, topic: str, X: np.ndarray, fmt: str, batch:
 
 def collect(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, idle_s: float | None = None) -> list:
     """Read records from the start of `topic` until `expected` arrived (or timeout / idle)."""
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                      group_id=None, fetch_max_wait_ms=100, max_partition_fetch_bytes=64 * 1024 * 1024)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=64 * 1024 * 1024,
+    )
     out = []
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()

@@ -1,4 +1,5 @@
 """Run `adae-stream run` as a real subprocess (so SIGKILL/SIGTERM and RSS are real), and produce traffic."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,12 +31,18 @@ class PipelineProcess:
         self.log: Path | None = None
         self.starts = 0
 
-    def start(self) -> "PipelineProcess":
+    def start(self) -> PipelineProcess:
         self.starts += 1
         self.log = self.tmp / f"{self.name}-{self.starts}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "adae_stream.cli", "run", "--config", str(self.cfg_path)], cwd=ROOT,
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "adae_stream.cli", "run", "--config", str(self.cfg_path)],
+            cwd=ROOT,
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
         return self
 
     def text(self) -> str:
@@ -70,7 +77,7 @@ class PipelineProcess:
             except ProcessLookupError:
                 pass
             self.proc.wait(10)
-            raise AssertionError(f"{self.name} did not exit within {timeout_s}s:\n{self.text()[-6000:]}")
+            raise AssertionError(f"{self.name} did not exit within {timeout_s}s:\n{self.text()[-6000:]}") from None
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -91,7 +98,9 @@ class PipelineProcess:
 class Traffic(threading.Thread):
     """Steady V2 requests of `batch` instances at `rate` per second until stop(); remembers ids in order."""
 
-    def __init__(self, bootstrap: str, topic: str, X: np.ndarray, rate: float, batch: int = 4, prefix: str = "t") -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, X: np.ndarray, rate: float, batch: int = 4, prefix: str = "t"
+    ) -> None:
         super().__init__(daemon=True)
         self.p = producer(bootstrap)
         self.topic, self.X, self.rate, self.batch, self.prefix = topic, X, rate, batch, prefix

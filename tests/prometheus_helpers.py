@@ -1,4 +1,5 @@
 """Start a real Prometheus server (Debian's `prometheus`) on loopback and query it over HTTP."""
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,24 @@ class Prometheus:
         assert binary, "the prometheus server is required (Debian package 'prometheus'); `make test` installs it"
         self.port = free_port()
         cfg = tmp / "prometheus.yml"
-        cfg.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
-        }))
+        cfg.write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+                }
+            )
+        )
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=open(tmp / "prometheus.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=open(tmp / "prometheus.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30

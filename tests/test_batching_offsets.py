@@ -1,4 +1,5 @@
 """Batcher, Assembler and OffsetTracker without Kafka."""
+
 from __future__ import annotations
 
 import threading
@@ -75,7 +76,7 @@ def test_zero_instance_request_completes():
     b = Batcher(max_batch_size=4, max_delay_s=0.0)
     b.add(Request("empty", np.zeros((0, 2), np.float32), "v2", RawRecord("t", 0, 0, None, b"", [], 0)))
     batch = b.take()
-    (r, res), = Assembler().add(batch, {"v": np.zeros(0)})
+    ((r, res),) = Assembler().add(batch, {"v": np.zeros(0)})
     assert r.id == "empty" and res["v"].shape == (0,)
 
 

@@ -1,11 +1,13 @@
 """Calibration to a target false-positive rate: the bound, the threshold, and the rate on fresh clean data."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from adae_stream.detector.calibration import CalibrationError, binomial_cdf, calibrate, clopper_pearson_upper, min_held_out
+from adae_stream.detector.calibration import binomial_cdf, calibrate, clopper_pearson_upper, min_held_out
+from adae_stream.errors import CalibrationError
 
 
 @pytest.mark.parametrize("k, n", [(0, 10), (1, 100), (5, 200), (50, 1000), (99, 100), (300, 20000)])

@@ -1,7 +1,9 @@
 """The command-line tools around the pipeline: train, produce, tail (real processes, real broker)."""
+
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,15 @@ from tests.kafka_helpers import collect, make_config, start_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "adae_stream.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def cli(command_line: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``adae-stream <command_line>`` as its own process (the arguments are split like a shell's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "adae_stream.cli", *shlex.split(command_line)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -24,8 +33,10 @@ def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     clf_path = tmp_path / "clf.keras"
     digits_setup["clf"].save(clf_path)
     np.save(tmp_path / "train.npy", digits_setup["Xtr"][:400])
-    out = cli("train", "--model", str(clf_path), "--data", str(tmp_path / "train.npy"), "--ae-preset", "conv", "--epochs", "2",
-              "--threshold-perc", "90", "--val-split", "0", "--precision", "mixed_bfloat16", "--out", str(tmp_path / "det"), "--quiet")
+    out = cli(
+        f"train --model {clf_path} --data {tmp_path / 'train.npy'} --ae-preset conv --epochs 2 --threshold-perc 90 "
+        f"--val-split 0 --precision mixed_bfloat16 --out {tmp_path / 'det'} --quiet"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     det = load_detector(tmp_path / "det")
     assert det.precision == "mixed_bfloat16"  # and the threshold below was inferred on bfloat16 scores
@@ -33,7 +44,7 @@ def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     assert det.threshold == pytest.approx(float(np.percentile(scores, 90)), rel=1e-5)
     assert f"saved detector to {tmp_path / 'det'}" in out.stdout
     np.save(tmp_path / "wrong.npy", np.zeros((10, 5), np.float32))
-    wrong = cli("train", "--model", str(clf_path), "--data", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "y"))
+    wrong = cli(f"train --model {clf_path} --data {tmp_path / 'wrong.npy'} --out {tmp_path / 'y'}")
     assert wrong.returncode == 2 and "expects (8, 8, 1)" in wrong.stderr
 
 
@@ -44,12 +55,14 @@ def test_train_cli_calibrates_to_a_target_rate_on_held_out_data(tmp_path, digits
     X = np.concatenate([digits_setup["Xtr"], digits_setup["Xte"]])
     np.save(tmp_path / "train.npy", X)
     np.save(tmp_path / "labels.npy", np.concatenate([digits_setup["ytr"], digits_setup["yte"]]))
-    small = cli("train", "--model", str(clf_path), "--data", str(tmp_path / "train.npy"), "--target-fpr", "0.01",
-                "--out", str(tmp_path / "no"), "--quiet")
+    small = cli(
+        f"train --model {clf_path} --data {tmp_path / 'train.npy'} --target-fpr 0.01 --out {tmp_path / 'no'} --quiet"
+    )
     assert small.returncode == 2 and "needs at least 1000 held-out clean instances" in small.stderr  # 20 % of 1797
-    out = cli("train", "--model", str(clf_path), "--data", str(tmp_path / "train.npy"), "--ae-preset", "conv", "--epochs", "40",
-              "--patience", "2", "--target-fpr", "0.05", "--labels", str(tmp_path / "labels.npy"), "--out", str(tmp_path / "det"),
-              "--quiet")
+    out = cli(
+        f"train --model {clf_path} --data {tmp_path / 'train.npy'} --ae-preset conv --epochs 40 --patience 2 "
+        f"--target-fpr 0.05 --labels {tmp_path / 'labels.npy'} --out {tmp_path / 'det'} --quiet"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     det = load_detector(tmp_path / "det")
     cal = det.meta["calibration"]
@@ -68,7 +81,10 @@ def test_train_cli_calibrates_to_a_target_rate_on_held_out_data(tmp_path, digits
     md = (tmp_path / "det" / "card.md").read_text()
     assert f"{cal['expected_fpr']:.2%} of them flagged" in md and "| pgd | 0.2 |" in md
     assert (tmp_path / "det" / "card.png").stat().st_size > 10_000
-    assert det.meta["identity"]["detector_id"] == json.loads((tmp_path / "det" / "detector.json").read_text())["detector_id"]
+    assert (
+        det.meta["identity"]["detector_id"]
+        == json.loads((tmp_path / "det" / "detector.json").read_text())["detector_id"]
+    )
 
 
 @pytest.mark.broker
@@ -78,14 +94,22 @@ def test_produce_and_tail(broker, tmp_path, digits_setup, digits_scorer, digits_
     run = start_pipeline(cfg, digits_scorer)
     try:
         for fmt in ("v2", "v1", "npy", "proto", "triton"):
-            out = cli("produce", "--file", str(tmp_path / "x.npy"), "--format", fmt, "--batch", "8", "--rate", "50",
-                      "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.input_topic)
+            out = cli(
+                f"produce --file {tmp_path / 'x.npy'} --format {fmt} --batch 8 --rate 50 --bootstrap "
+                f"{broker.bootstrap} --topic {cfg.kafka.input_topic}"
+            )
             assert out.returncode == 0, out.stderr[-2000:]
             assert f"produced 5 requests (40 instances, {fmt})" in out.stdout
         assert len(collect(broker.bootstrap, cfg.kafka.output_topic, 25, timeout_s=60)) == 25
-        tail = cli("tail", "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.output_topic, "--from-beginning", "--max", "25", "--timeout", "20")
+        tail = cli(
+            f"tail --bootstrap {broker.bootstrap} --topic {cfg.kafka.output_topic} --from-beginning --max 25 --timeout "
+            "20"
+        )
         # --max counts answers, not polls: one poll that brings all 25 still prints only 3 (it printed 15 before)
-        few = cli("tail", "--bootstrap", broker.bootstrap, "--topic", cfg.kafka.output_topic, "--from-beginning", "--max", "3", "--timeout", "20")
+        few = cli(
+            f"tail --bootstrap {broker.bootstrap} --topic {cfg.kafka.output_topic} --from-beginning --max 3 --timeout "
+            "20"
+        )
     finally:
         run.stop()
     assert tail.returncode == 0, tail.stderr[-2000:]
@@ -97,5 +121,5 @@ def test_produce_and_tail(broker, tmp_path, digits_setup, digits_scorer, digits_
 
 def test_produce_refuses_embedded(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
-    out = cli("produce", "--file", str(tmp_path / "x.npy"), "--config", str(ROOT / "config.yaml"))
+    out = cli(f"produce --file {tmp_path / 'x.npy'} --config {ROOT / 'config.yaml'}")
     assert out.returncode == 2 and "--bootstrap" in out.stderr

@@ -5,6 +5,7 @@ polls with short timeouts as the pipeline does. A memory-only broker restarted w
 larger gives exactly that. Measured on this machine with kafka-python 3.0.12, without the fix: 4 of 10
 such rounds ended with the consumer holding no partitions for good; with it, 10 of 10 were assigned.
 """
+
 from __future__ import annotations
 
 import time
@@ -56,9 +57,11 @@ def test_fix_applies_to_the_installed_kafka_python():
         internals = ("need_rejoin", "_join_task", "rejoining", "_joined_subscription", "_subscription")
         missing = [name for name in internals if not hasattr(coordinator, name)]
         assert not missing and keep_pending_join_visible(consumer), (
-            "adae_stream/stream/client_fixes.py keep_pending_join_visible (the group-join race fix) no longer applies to "
+            "adae_stream/stream/client_fixes.py keep_pending_join_visible (the group-join race fix) no longer applies "
+            "to "
             f"kafka-python {__import__('kafka').__version__}: its coordinator lacks {missing or 'the expected shape'}. "
-            "Re-check the race and the fix before widening the kafka-python bound in pyproject.toml.")
+            "Re-check the race and the fix before widening the kafka-python bound in pyproject.toml."
+        )
         coordinator.rejoin_needed, coordinator._join_task, coordinator.rejoining = False, None, False
         coordinator._joined_subscription = coordinator._subscription.subscription  # nothing else asks for a join
         assert not coordinator.need_rejoin()
@@ -76,8 +79,13 @@ def test_rejoin_after_partition_count_change_always_assigns():
     consumer = None
     try:
         _create(broker.bootstrap, topic, 3)
-        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=f"g-{topic}", enable_auto_commit=False,
-                                 session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        consumer = KafkaConsumer(
+            bootstrap_servers=broker.bootstrap,
+            group_id=f"g-{topic}",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
         assert keep_pending_join_visible(consumer)
         listener = _Assignments()
         consumer.subscribe([topic], listener=listener)

@@ -3,9 +3,10 @@
 Whatever bytes and headers come in, decode either returns a request that encode can answer in its own
 family (and the answer parses back to the same id and instance count), raises the decoder's own
 DecodeError, or says NotARequest (a response sharing the topic). Every family is covered: JSON, npy,
-protobuf (bare and framed), Triton binary JSON, CloudEvents binary and structured. Nothing else may escape: any other exception would be a record able to reach the loop's
-last-resort boundary, i.e. a bug.
+protobuf (bare and framed), Triton binary JSON, CloudEvents binary and structured. Nothing else may
+escape: any other exception would be a record able to reach the loop's last-resort boundary, i.e. a bug.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,17 +25,40 @@ INFO = {"model_name": "m", "threshold": 0.25, "detector_version": "v", "detector
 FIELDS = list(RESULT_DTYPES)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-ids = st.one_of(st.text(max_size=40), st.sampled_from(["\ud800", "a\udfffb", "", "x" * 5000]), st.integers(), st.none(),
-                st.floats(), st.lists(st.integers(), max_size=2))
-header_values = st.one_of(st.none(), st.binary(max_size=40), st.sampled_from(
-    [b"application/json", b"application/x-npy", b"application/vnd.kserve.v2+json; charset=utf-8", b"\xff\xfe\x00", b""]))
-header_lists = st.lists(st.tuples(st.sampled_from(["content-type", "request-id", "Content-Type", "x-trace", "error-reason"]),
-                                  header_values), max_size=4)
+ids = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["\ud800", "a\udfffb", "", "x" * 5000]),
+    st.integers(),
+    st.none(),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+)
+header_values = st.one_of(
+    st.none(),
+    st.binary(max_size=40),
+    st.sampled_from(
+        [
+            b"application/json",
+            b"application/x-npy",
+            b"application/vnd.kserve.v2+json; charset=utf-8",
+            b"\xff\xfe\x00",
+            b"",
+        ]
+    ),
+)
+header_lists = st.lists(
+    st.tuples(
+        st.sampled_from(["content-type", "request-id", "Content-Type", "x-trace", "error-reason"]), header_values
+    ),
+    max_size=4,
+)
 keys = st.one_of(st.none(), st.binary(max_size=30))
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                                 st.dictionaries(st.text(max_size=6), inner, max_size=4)),
-                           max_leaves=30)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=30,
+)
 
 
 def check(value: bytes, headers, key) -> None:
@@ -70,11 +94,17 @@ def v2_body(rid, shape, datatype, data, extra) -> dict:
 
 
 @SETTINGS
-@given(rid=ids, n=st.integers(0, 3), datatype=st.sampled_from(["FP32", "INT8", "UINT64", "BOOL", "BYTES", 7, "fp16"]),
-       data=st.one_of(st.none(), json_values, st.lists(st.floats(width=32), max_size=16)),
-       shape=st.one_of(st.none(), st.lists(st.integers(-2, 4), max_size=4)),
-       extra=st.dictionaries(st.sampled_from(["parameters", "outputs", "id", "inputs"]), json_values, max_size=2),
-       headers=header_lists, key=keys, allow_nan=st.booleans())
+@given(
+    rid=ids,
+    n=st.integers(0, 3),
+    datatype=st.sampled_from(["FP32", "INT8", "UINT64", "BOOL", "BYTES", 7, "fp16"]),
+    data=st.one_of(st.none(), json_values, st.lists(st.floats(width=32), max_size=16)),
+    shape=st.one_of(st.none(), st.lists(st.integers(-2, 4), max_size=4)),
+    extra=st.dictionaries(st.sampled_from(["parameters", "outputs", "id", "inputs"]), json_values, max_size=2),
+    headers=header_lists,
+    key=keys,
+    allow_nan=st.booleans(),
+)
 def test_v2_json_bodies(rid, n, datatype, data, shape, extra, headers, key, allow_nan):
     if data is None:
         data = np.linspace(-1, 1, n * 4).tolist()
@@ -97,9 +127,15 @@ def test_v1_json_bodies(instances, headers, key):
 
 
 @SETTINGS
-@given(dtype=st.sampled_from(["<f4", ">f8", "<i2", "|u1", "<c8", "|b1", "<M8[s]", "|S3", "<U2", "|V4"]),
-       shape=st.lists(st.integers(0, 3), max_size=4), fortran=st.booleans(), cut=st.integers(-8, 8),
-       flip=st.integers(0, 200), headers=header_lists, key=keys)
+@given(
+    dtype=st.sampled_from(["<f4", ">f8", "<i2", "|u1", "<c8", "|b1", "<M8[s]", "|S3", "<U2", "|V4"]),
+    shape=st.lists(st.integers(0, 3), max_size=4),
+    fortran=st.booleans(),
+    cut=st.integers(-8, 8),
+    flip=st.integers(0, 200),
+    headers=header_lists,
+    key=keys,
+)
 def test_npy_bodies(dtype, shape, fortran, cut, flip, headers, key):
     arr = np.zeros(shape, dtype=dtype)
     if fortran:
@@ -141,9 +177,16 @@ def _proto_request(x: np.ndarray, rid: str, raw: bool) -> bytes:
 
 
 @SETTINGS
-@given(n=st.integers(0, 3), raw=st.booleans(), rid=st.text(max_size=10), framing=st.sampled_from([b"", b"\x00\x00\x00\x00\x01\x00",
-       b"\x00\x00\x00\x00\x01\x04\x02\x06", b"\x00\x01"]), cut=st.integers(0, 12), flips=st.lists(st.integers(0, 400), max_size=3),
-       headers=header_lists, key=keys)
+@given(
+    n=st.integers(0, 3),
+    raw=st.booleans(),
+    rid=st.text(max_size=10),
+    framing=st.sampled_from([b"", b"\x00\x00\x00\x00\x01\x00", b"\x00\x00\x00\x00\x01\x04\x02\x06", b"\x00\x01"]),
+    cut=st.integers(0, 12),
+    flips=st.lists(st.integers(0, 400), max_size=3),
+    headers=header_lists,
+    key=keys,
+)
 def test_protobuf_bodies(n, raw, rid, framing, cut, flips, headers, key):
     value = bytearray(framing + _proto_request(np.ones((n, *SHAPE), np.float32), rid, raw))
     if cut:
@@ -163,40 +206,81 @@ def test_bytes_that_look_like_protobuf(value, headers, key):
 
 
 @SETTINGS
-@given(body=st.one_of(st.binary(max_size=100), json_values.map(lambda v: json.dumps(v).encode())),
-       tail=st.binary(max_size=64), size=st.one_of(st.none(), st.integers(-4, 80), st.text(max_size=3)),
-       length=st.one_of(st.none(), st.integers(-3, 400), st.binary(max_size=6)), headers=header_lists, key=keys)
+@given(
+    body=st.one_of(st.binary(max_size=100), json_values.map(lambda v: json.dumps(v).encode())),
+    tail=st.binary(max_size=64),
+    size=st.one_of(st.none(), st.integers(-4, 80), st.text(max_size=3)),
+    length=st.one_of(st.none(), st.integers(-3, 400), st.binary(max_size=6)),
+    headers=header_lists,
+    key=keys,
+)
 def test_triton_binary_bodies(body, tail, size, length, headers, key):
-    prefix = json.dumps({"id": "t", "inputs": [{"name": "x", "shape": [len(tail) // 16, *SHAPE], "datatype": "FP32",
-                                                "parameters": {"binary_data_size": size}}]}).encode()
+    prefix = json.dumps(
+        {
+            "id": "t",
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [len(tail) // 16, *SHAPE],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": size},
+                }
+            ],
+        }
+    ).encode()
     for text in (prefix, body):
-        declared = [] if length is None else [("Inference-Header-Content-Length",
-                                               length if isinstance(length, bytes) else str(length).encode())]
+        declared = (
+            []
+            if length is None
+            else [("Inference-Header-Content-Length", length if isinstance(length, bytes) else str(length).encode())]
+        )
         check(text + tail, [*declared, *headers], key)
 
 
 @SETTINGS
-@given(attributes=st.dictionaries(st.sampled_from(["id", "type", "source", "specversion", "datacontenttype", "namespace"]),
-                                  st.one_of(st.text(max_size=12), st.integers(), st.none()), max_size=6),
-       data=st.one_of(st.none(), json_values, st.binary(max_size=60)), base64_data=st.booleans(), headers=header_lists, key=keys)
+@given(
+    attributes=st.dictionaries(
+        st.sampled_from(["id", "type", "source", "specversion", "datacontenttype", "namespace"]),
+        st.one_of(st.text(max_size=12), st.integers(), st.none()),
+        max_size=6,
+    ),
+    data=st.one_of(st.none(), json_values, st.binary(max_size=60)),
+    base64_data=st.booleans(),
+    headers=header_lists,
+    key=keys,
+)
 def test_cloudevent_bodies(attributes, data, base64_data, headers, key):
     import base64 as b64
 
     event = dict(attributes)
     if isinstance(data, bytes):
-        event["data_base64" if base64_data else "data"] = b64.b64encode(data).decode() if base64_data else data.decode("latin-1")
+        event["data_base64" if base64_data else "data"] = (
+            b64.b64encode(data).decode() if base64_data else data.decode("latin-1")
+        )
     elif data is not None:
         event["data"] = data
     check(json.dumps(event).encode(), [("content-type", b"application/cloudevents+json"), *headers], key)
     binary = [("ce_" + k, str(v).encode("utf-8", "surrogatepass")) for k, v in attributes.items()]
-    check(json.dumps(data).encode() if not isinstance(data, bytes) else data or b"x", [("ce_specversion", b"1.0"), *binary, *headers], key)
+    check(
+        json.dumps(data).encode() if not isinstance(data, bytes) else data or b"x",
+        [("ce_specversion", b"1.0"), *binary, *headers],
+        key,
+    )
 
 
 @SETTINGS
-@given(value=st.one_of(st.binary(max_size=80), json_values.map(lambda v: json.dumps(v).encode()),
-                       st.fixed_dictionaries({"id": st.one_of(st.text(max_size=8), st.integers()),
-                                               "labels": st.one_of(st.lists(st.integers(-3, 2**40), max_size=5), json_values)}
-                                              ).map(lambda v: json.dumps(v).encode())))
+@given(
+    value=st.one_of(
+        st.binary(max_size=80),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {
+                "id": st.one_of(st.text(max_size=8), st.integers()),
+                "labels": st.one_of(st.lists(st.integers(-3, 2**40), max_size=5), json_values),
+            }
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
 def test_feedback_records_parse_or_raise_a_decode_error(value):
     from adae_stream.stream.feedback import FeedbackJoin, parse_feedback
 
@@ -207,5 +291,8 @@ def test_feedback_records_parse_or_raise_a_decode_error(value):
         return
     assert isinstance(request_id, str) and labels.dtype == np.int64 and (labels >= 0).all()
     join = FeedbackJoin(60, 100, clock=lambda: 0.0)
-    join.remember(request_id, {k: np.zeros(len(labels), np.int64) for k in ("no_defense", "defense", "corrected", "is_adversarial")})
+    join.remember(
+        request_id,
+        {k: np.zeros(len(labels), np.int64) for k in ("no_defense", "defense", "corrected", "is_adversarial")},
+    )
     assert join.label(request_id, labels).result == "joined" or len(labels) == 0

@@ -1,4 +1,5 @@
 """decode/encode without Kafka: formats, validation reasons, round trips."""
+
 from __future__ import annotations
 
 import io
@@ -43,7 +44,10 @@ def test_sniffing_without_content_type():
 
 
 def test_v2_nested_data_and_int_dtypes():
-    body = {"id": "n1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "INT32", "data": [[1, 2, 3, 4], [5, 6, 7, 8]]}]}
+    body = {
+        "id": "n1",
+        "inputs": [{"name": "x", "shape": [2, 4], "datatype": "INT32", "data": [[1, 2, 3, 4], [5, 6, 7, 8]]}],
+    }
     req = decode(rec(json.dumps(body).encode()), SHAPE, MAX)
     assert req.id == "n1" and req.input_name == "x"
     np.testing.assert_array_equal(req.instances, np.arange(1, 9).reshape(2, 4))
@@ -78,7 +82,11 @@ def v2(shape, data, datatype="FP32", **extra):
         (b"abc", [], "decode"),
         (b"[1, 2]", [], "schema"),
         (b'{"x": 1}', [], "schema"),
-        (json.dumps({"inputs": [{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}] * 2}).encode(), [], "schema"),
+        (
+            json.dumps({"inputs": [{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}] * 2}).encode(),
+            [],
+            "schema",
+        ),
         (json.dumps({"inputs": [{"name": "a", "shape": [1, 4]}]}).encode(), [], "schema"),
         (v2("1,4", [0] * 4), [], "schema"),
         (v2([1, 4], [0] * 4, id=5), [], "schema"),
@@ -131,10 +139,19 @@ def test_too_large_record():
 
 def test_encode_families_and_response_round_trip():
     result = {
-        "corrected": np.array([1, 2, 0]), "is_adversarial": np.array([True, False, True]),
-        "instance_score": np.array([0.5, 0.01, 3.0], np.float32), "no_defense": np.array([1, 2, 2]), "defense": np.array([0, 2, 0]),
+        "corrected": np.array([1, 2, 0]),
+        "is_adversarial": np.array([True, False, True]),
+        "instance_score": np.array([0.5, 0.01, 3.0], np.float32),
+        "no_defense": np.array([1, 2, 2]),
+        "defense": np.array([0, 2, 0]),
     }
-    info = {"model_name": "m", "threshold": 0.25, "detector_version": "0.1.0", "detector_id": "d1", "classifier_id": "c1"}
+    info = {
+        "model_name": "m",
+        "threshold": 0.25,
+        "detector_version": "0.1.0",
+        "detector_id": "d1",
+        "classifier_id": "c1",
+    }
     for fmt in ("v2", "v1", "npy"):
         payload, headers = encode_request(X, fmt, "id-9")
         req = decode(rec(payload, headers), SHAPE, MAX)
@@ -149,7 +166,12 @@ def test_encode_families_and_response_round_trip():
     req = decode(rec(*encode_request(X, "v2", "q")), SHAPE, MAX)
     body = json.loads(encode(req, {k: result[k] for k in ("corrected", "is_adversarial")}, info)[0])
     assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial"]
-    assert body["parameters"] == {"threshold": 0.25, "detector_version": "0.1.0", "detector_id": "d1", "classifier_id": "c1"}
+    assert body["parameters"] == {
+        "threshold": 0.25,
+        "detector_version": "0.1.0",
+        "detector_id": "d1",
+        "classifier_id": "c1",
+    }
     assert body["outputs"][0]["shape"] == [3]
 
 
@@ -172,10 +194,20 @@ def test_npy_headers_parsed_once_still_decode_each_body_and_reject_each_bad_one(
 @pytest.mark.parametrize("n", [0, 1, 3, 1000])
 def test_npy_answer_is_exactly_what_numpy_writes(n):
     """The answer's .npy preamble is built once per (fields, n); the bytes must match np.save's."""
-    result = {"corrected": np.arange(n), "is_adversarial": np.arange(n) % 2 == 0, "instance_score": np.linspace(0, 1, n, dtype=np.float32)}
+    result = {
+        "corrected": np.arange(n),
+        "is_adversarial": np.arange(n) % 2 == 0,
+        "instance_score": np.linspace(0, 1, n, dtype=np.float32),
+    }
     req = decode(rec(*encode_request(np.zeros((n, 4), np.float32), "npy", "r")), SHAPE, 10**6)
-    body, _ = encode(req, result, {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"})
-    expected = np.zeros(n, dtype=[("corrected", np.int64), ("is_adversarial", np.bool_), ("instance_score", np.float32)])
+    body, _ = encode(
+        req,
+        result,
+        {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"},
+    )
+    expected = np.zeros(
+        n, dtype=[("corrected", np.int64), ("is_adversarial", np.bool_), ("instance_score", np.float32)]
+    )
     for k, v in result.items():
         expected[k] = v
     assert body == _npy(expected)

@@ -1,4 +1,5 @@
 """The README's first command, run end to end in a short mode, and the demo's cache behaviour."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,12 @@ pytestmark = pytest.mark.broker
 
 def readme_first_command() -> str:
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    commands = [line.split("#")[0].strip() for b in blocks for line in b.splitlines() if line.strip() and not line.strip().startswith("#")]
+    commands = [
+        line.split("#")[0].strip()
+        for b in blocks
+        for line in b.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     return commands[0]
 
 
@@ -24,8 +30,11 @@ def test_readme_first_command_is_make_demo():
 
 
 def test_demo_end_to_end_short_mode(tmp_path):
-    args = f"--duration 10 --rate 30 --port 0 --epochs 10 --seed 3 --cache-dir {tmp_path / 'cache'} --report-dir {tmp_path / 'report'}"
-    cmd = shlex.split(readme_first_command()) + [f"ARGS={args}"]
+    args = (
+        f"--duration 10 --rate 30 --port 0 --epochs 10 --seed 3 --cache-dir {tmp_path / 'cache'} "
+        f"--report-dir {tmp_path / 'report'}"
+    )
+    cmd = [*shlex.split(readme_first_command()), f"ARGS={args}"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = tmp_path / "report"
@@ -48,7 +57,9 @@ def test_demo_end_to_end_short_mode(tmp_path):
     # the loop closed: labels sent as feedback (some lost, some duplicated) are what the service counted
     live, sent = summary["run"]["live_accuracy_from_metrics"], summary["run"]["feedback_sent"]
     assert sent["lost"] > 0 and sent["sent"] > 0
-    assert live["labelled_instances"] == (sent["sent"] - sent["duplicated"]) * 8  # 8 instances a request; duplicates once
+    assert (
+        live["labelled_instances"] == (sent["sent"] - sent["duplicated"]) * 8
+    )  # 8 instances a request; duplicates once
     assert all(0 < live[p] <= 1 for p in ("no_defense", "defense", "corrected"))
     assert "Live accuracy from the feedback loop" in md
 

@@ -1,4 +1,5 @@
 """deploy/ checked against the code: alert rules (promtool), dashboard and manifests vs real metric names."""
+
 from __future__ import annotations
 
 import json
@@ -41,21 +42,35 @@ def exported_names() -> set[str]:
     names = set()
     for line in generate_latest(m.registry).decode().splitlines():
         if line and not line.startswith("#"):
-            names.add(re.split(r"[{ ]", line, 1)[0])
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
 
 
 def test_alert_rules_pass_promtool_unit_tests():
-    check = subprocess.run([promtool(), "check", "rules", "alerts.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True)
+    check = subprocess.run(
+        [promtool(), "check", "rules", "alerts.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    test = subprocess.run([promtool(), "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True)
+    test = subprocess.run(
+        [promtool(), "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True
+    )
     assert test.returncode == 0, test.stdout + test.stderr
     alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     names = {r["alert"] for g in alerts["groups"] for r in g["rules"] if "alert" in r}
     tested = set(re.findall(r"alertname: (\w+)", (DEPLOY / "prometheus" / "alerts_test.yml").read_text()))
     assert names == tested, f"alerts without unit tests: {names - tested}"
-    assert {"AdaeFlagRateSpike", "AdaeFlagRateHigh", "AdaeScoreDrift", "AdaeDeadLetterRate", "AdaeConsumerLagGrowing", "AdaeNoTraffic", "AdaePipelineDown",
-            "AdaeCorrectionHurts", "AdaeLiveAccuracyDrop", "AdaeFeedbackStopped"} <= names
+    assert {
+        "AdaeFlagRateSpike",
+        "AdaeFlagRateHigh",
+        "AdaeScoreDrift",
+        "AdaeDeadLetterRate",
+        "AdaeConsumerLagGrowing",
+        "AdaeNoTraffic",
+        "AdaePipelineDown",
+        "AdaeCorrectionHurts",
+        "AdaeLiveAccuracyDrop",
+        "AdaeFeedbackStopped",
+    } <= names
 
 
 def _exprs_in_dashboard(dash: dict) -> list[str]:
@@ -71,7 +86,17 @@ def test_dashboard_queries_reference_exported_metrics(exported_names):
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for topic in ("heatmap", "flag rate", "drift", "throughput", "latency", "lag", "dead letter"):
         assert topic in titles
-    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m").replace("$job", ".*")} for i, e in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m").replace("$job", ".*")}
+                    for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     tmp = ROOT / ".pytest_cache" / "dashboard_rules.yml"
     tmp.parent.mkdir(exist_ok=True)
     tmp.write_text(yaml.safe_dump(rules))
@@ -117,7 +142,9 @@ def test_k8s_manifests_match_the_code():
     keda = docs[("ScaledObject", "adae-stream")]
     trig = keda["spec"]["triggers"][0]
     assert trig["type"] == "kafka"
-    assert trig["metadata"]["topic"] == cfg.kafka.input_topic and trig["metadata"]["consumerGroup"] == cfg.kafka.group_id
+    assert (
+        trig["metadata"]["topic"] == cfg.kafka.input_topic and trig["metadata"]["consumerGroup"] == cfg.kafka.group_id
+    )
     assert trig["metadata"]["bootstrapServers"] == cfg.kafka.bootstrap_servers
     assert keda["spec"]["maxReplicaCount"] <= cfg.kafka.partitions  # more replicas than partitions would idle
     selector = dep["spec"]["selector"]["matchLabels"]

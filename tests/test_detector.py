@@ -1,15 +1,17 @@
 """The detector against its contract: the reference's grid, the formulas in numpy, every parameter."""
+
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from adae_stream import AdversarialAE
-from adae_stream.detector.adversarial_ae import ThresholdNotSetError
 from adae_stream.detector.losses import loss_adv_ae
+from adae_stream.errors import ThresholdNotSetError
 from tests.conftest import iris_ae_nets
 
 GRID = list(itertools.product([None, 5.0], [1.0, 0.5], [0.0, 1e-5], [True, False]))
@@ -22,7 +24,13 @@ def test_reference_grid(iris, iris_model, threshold, w_model, w_recon, return_in
     encoder_net, decoder_net = iris_ae_nets()
     ad = AdversarialAE(threshold=threshold, encoder_net=encoder_net, decoder_net=decoder_net, model=iris_model)
     assert ad.threshold == threshold
-    assert ad.meta == {"name": "AdversarialAE", "detector_type": "adversarial", "data_type": None, "online": False, "version": ad.meta["version"]}
+    assert ad.meta == {
+        "name": "AdversarialAE",
+        "detector_type": "adversarial",
+        "data_type": None,
+        "online": False,
+        "version": ad.meta["version"],
+    }
     for layer in ad.model.layers:
         assert not layer.trainable
     ad.fit(X, w_model=w_model, w_recon=w_recon, epochs=5, verbose=False)
@@ -39,7 +47,10 @@ def test_reference_grid(iris, iris_model, threshold, w_model, w_recon, return_in
     assert ad_preds["data"]["is_adversarial"].sum() == (ad.score(X) > ad.threshold).sum()
     if return_instance_score:
         assert ad_preds["data"]["instance_score"].shape == (X.shape[0],)
-        assert ad_preds["data"]["is_adversarial"].sum() == (ad_preds["data"]["instance_score"] > ad.threshold).astype(int).sum()
+        assert (
+            ad_preds["data"]["is_adversarial"].sum()
+            == (ad_preds["data"]["instance_score"] > ad.threshold).astype(int).sum()
+        )
     else:
         assert ad_preds["data"]["instance_score"] is None
 
@@ -56,7 +67,9 @@ def test_score_matches_numpy_formulas(iris, iris_model, temperature, hidden):
     X, _ = iris
     encoder_net, decoder_net = iris_ae_nets()
     kwargs = {"hidden_layer_kld": {1: 4, 2: 3}, "w_model_hl": [0.3, 2.0]} if hidden else {}
-    ad = AdversarialAE(encoder_net=encoder_net, decoder_net=decoder_net, model=iris_model, temperature=temperature, **kwargs)
+    ad = AdversarialAE(
+        encoder_net=encoder_net, decoder_net=decoder_net, model=iris_model, temperature=temperature, **kwargs
+    )
     ad.fit(X, epochs=3, verbose=False)
     x_recon = ad.ae.predict(X, verbose=0)
     p = iris_model.predict(X, verbose=0).astype(np.float64)
@@ -66,7 +79,7 @@ def test_score_matches_numpy_formulas(iris, iris_model, temperature, hidden):
     expected = _np_kld(p, q)
     if hidden:
         assert len(ad.model_hl) == 2
-        for m, w in zip(ad.model_hl, [0.3, 2.0]):
+        for m, w in zip(ad.model_hl, [0.3, 2.0], strict=True):
             expected += w * _np_kld(m.predict(X, verbose=0), m.predict(x_recon, verbose=0))
     score, p_out, q_out = ad.score(X, return_predictions=True)
     np.testing.assert_allclose(score, expected, atol=1e-5)
@@ -78,9 +91,27 @@ def test_training_loss_matches_numpy_formula(iris, iris_model):
     X, _ = iris
     X = X[:64]
     encoder_net, decoder_net = iris_ae_nets()
-    ad = AdversarialAE(encoder_net=encoder_net, decoder_net=decoder_net, model=iris_model, hidden_layer_kld={1: 3}, w_model_hl=[0.7], temperature=0.8)
+    ad = AdversarialAE(
+        encoder_net=encoder_net,
+        decoder_net=decoder_net,
+        model=iris_model,
+        hidden_layer_kld={1: 3},
+        w_model_hl=[0.7],
+        temperature=0.8,
+    )
     x_pred = ad.ae(X).numpy()
-    loss = float(loss_adv_ae(tf.constant(X), tf.constant(x_pred), model=iris_model, model_hl=ad.model_hl, w_model=0.6, w_recon=0.2, w_model_hl=ad.w_model_hl, temperature=0.8))
+    loss = float(
+        loss_adv_ae(
+            tf.constant(X),
+            tf.constant(x_pred),
+            model=iris_model,
+            model_hl=ad.model_hl,
+            w_model=0.6,
+            w_recon=0.2,
+            w_model_hl=ad.w_model_hl,
+            temperature=0.8,
+        )
+    )
     p = iris_model(X).numpy() ** (1 / 0.8)
     p /= p.sum(-1, keepdims=True)
     kl = _np_kld(p, iris_model(x_pred).numpy())
@@ -153,7 +184,7 @@ def test_fit_parameters_all_work(iris, iris_model, capsys):
         return x * 1.0
 
     class Record(tf.keras.callbacks.Callback):
-        epochs: list = []
+        epochs: ClassVar[list[tuple[int, float]]] = []
 
         def on_epoch_end(self, epoch, logs=None):
             Record.epochs.append((epoch, logs["loss"]))
@@ -162,17 +193,26 @@ def test_fit_parameters_all_work(iris, iris_model, capsys):
         return tf.reduce_mean(tf.square(x_true - x_pred)) * kwargs["w_model"]
 
     ad.fit(
-        X, loss_fn=custom_loss, w_model=2.0, w_recon=0.1, optimizer=tf.keras.optimizers.SGD, epochs=3, batch_size=50,
-        verbose=True, log_metric=("mae", tf.keras.metrics.MeanAbsoluteError()), callbacks=[Record()], preprocess_fn=preprocess_fn,
+        X,
+        loss_fn=custom_loss,
+        w_model=2.0,
+        w_recon=0.1,
+        optimizer=tf.keras.optimizers.SGD,
+        epochs=3,
+        batch_size=50,
+        verbose=True,
+        log_metric=("mae", tf.keras.metrics.MeanAbsoluteError()),
+        callbacks=[Record()],
+        preprocess_fn=preprocess_fn,
     )
     out = capsys.readouterr().out
     assert "Epoch 3/3" in out and "loss" in out and "mae" in out
     assert seen_batches == [50, 50, 50] * 3 + [50]  # 3 batches per epoch (+1 for building the AE)
     assert [e for e, _ in Record.epochs] == [0, 1, 2]
     assert len(ad.history) == 3 and ad.history[-1] < ad.history[0]
-    for a, b in zip(before, ad.model.get_weights()):
+    for a, b in zip(before, ad.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # classifier frozen
-    for a, b in zip(hl_before, ad.model_hl[0].get_weights()):
+    for a, b in zip(hl_before, ad.model_hl[0].get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # hidden extractors frozen
     ad.fit(X, epochs=1, verbose=False)
     assert capsys.readouterr().out == ""
@@ -210,7 +250,9 @@ def test_constructor_errors(iris_model):
     with pytest.raises(TypeError, match="model"):
         AdversarialAE(ae=tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4)]))
     with pytest.raises(ValueError, match="temperature"):
-        AdversarialAE(ae=tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4)]), model=iris_model, temperature=0.0)
+        AdversarialAE(
+            ae=tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4)]), model=iris_model, temperature=0.0
+        )
 
 
 def test_seed_cifar_nets_and_dense_tabular_classifier():
@@ -219,7 +261,12 @@ def test_seed_cifar_nets_and_dense_tabular_classifier():
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (16, 32, 32, 3)).astype(np.float32)
-    ad = AdversarialAE(encoder_net=cifar_encoder(), decoder_net=cifar_decoder(), model=small_cnn((32, 32, 3), 10, width=8), temperature=0.5)
+    ad = AdversarialAE(
+        encoder_net=cifar_encoder(),
+        decoder_net=cifar_decoder(),
+        model=small_cnn((32, 32, 3), 10, width=8),
+        temperature=0.5,
+    )
     ad.fit(x, epochs=1, batch_size=8, verbose=False)
     assert ad.ae.losses  # the l1 regularisers of the seed nets are part of the loss
     ad.infer_threshold(x, 50)
@@ -265,8 +312,15 @@ def test_early_stopping_restores_the_best_validation_epoch(iris, iris_model):
     tf.keras.utils.set_random_seed(3)
     enc, dec = iris_ae_nets()
     det = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model)
-    det.fit(X[:100], epochs=60, batch_size=16, verbose=False, optimizer=tf.keras.optimizers.Adam(0.05),
-            validation_data=X[100:], patience=3)
+    det.fit(
+        X[:100],
+        epochs=60,
+        batch_size=16,
+        verbose=False,
+        optimizer=tf.keras.optimizers.Adam(0.05),
+        validation_data=X[100:],
+        patience=3,
+    )
     best = int(np.argmin(det.val_history))
     assert len(det.val_history) == len(det.history) <= 60
     assert len(det.val_history) == 60 or len(det.val_history) - 1 - best == 3  # stopped exactly `patience` epochs later
@@ -294,12 +348,20 @@ def test_fit_loss_curve_matches_alibi_detects_trainer_on_the_same_batches(iris, 
     ref = AdversarialAE(encoder_net=enc2, decoder_net=dec2, model=iris_model, temperature=0.7)
     ref.ae(tf.constant(X[:2]))
     ours.ae(tf.constant(X[:2]))
-    for a, b in zip(ref.ae.weights, ours.ae.weights):
+    for a, b in zip(ref.ae.weights, ours.ae.weights, strict=True):
         a.assign(b)
     initial = [w.numpy().copy() for w in ours.ae.weights]
     epochs, batch_size, w_model, w_recon = 3, 32, 0.9, 0.1
-    ours.fit(X, epochs=epochs, batch_size=batch_size, w_model=w_model, w_recon=w_recon, verbose=False,
-             rng=np.random.default_rng(5), optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3))
+    ours.fit(
+        X,
+        epochs=epochs,
+        batch_size=batch_size,
+        w_model=w_model,
+        w_recon=w_recon,
+        verbose=False,
+        rng=np.random.default_rng(5),
+        optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3),
+    )
 
     # alibi-detect 0.13.0's trainer loop, fed the batches fit drew (same generator, same seed)
     optimizer = tf.keras.optimizers.Adam(learning_rate=1e-3)
@@ -321,11 +383,12 @@ def test_fit_loss_curve_matches_alibi_detects_trainer_on_the_same_batches(iris, 
                 if ref.ae.losses:
                     loss += sum(ref.ae.losses)
             grads = tape.gradient(loss, ref.ae.trainable_weights)
-            optimizer.apply_gradients(zip(grads, ref.ae.trainable_weights))
+            optimizer.apply_gradients(zip(grads, ref.ae.trainable_weights, strict=True))
             ref_losses.append(float(loss))
     assert len(ours.batch_history) == len(ref_losses) == epochs * int(np.ceil(len(X) / batch_size))
     np.testing.assert_allclose(ours.batch_history, ref_losses, rtol=2e-4, atol=1e-7)
     np.testing.assert_allclose(ref_losses, numpy_losses, rtol=2e-4, atol=1e-7)
-    assert any(not np.allclose(w0, w.numpy()) for w0, w in zip(initial, ours.ae.weights))  # the steps moved the weights
-    for a, b in zip(ref.ae.weights, ours.ae.weights):
+    # the steps moved the weights
+    assert any(not np.allclose(w0, w.numpy()) for w0, w in zip(initial, ours.ae.weights, strict=True))
+    for a, b in zip(ref.ae.weights, ours.ae.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)

@@ -1,4 +1,5 @@
 """KS drift in numpy vs scipy; metric names, buckets, window."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,13 @@ def test_score_buckets_around_threshold():
 
 
 def test_metrics_exposition_and_window():
-    m = PipelineMetrics(threshold=0.25, reference_scores=np.linspace(0, 0.3, 100), n_classes=3, window_size=10, build_info={"version": "v"})
+    m = PipelineMetrics(
+        threshold=0.25,
+        reference_scores=np.linspace(0, 0.3, 100),
+        n_classes=3,
+        window_size=10,
+        build_info={"version": "v"},
+    )
     scores = np.array([0.1, 0.25, 0.3, 5.0], np.float32)
     flags = scores > 0.25
     m.observe_results(scores, flags, np.array([0, 1, 2, 2]), np.array([0, 1, 1, 0]))
@@ -51,7 +58,7 @@ def test_metrics_exposition_and_window():
         m.observe_results(np.zeros(4, np.float32), np.zeros(4, bool), np.zeros(4, int), np.zeros(4, int))
     assert m.window.flag_rate() == 0.0
     m.update_drift()
-    assert 'adae_score_drift ' in generate_latest(m.registry).decode()
+    assert "adae_score_drift " in generate_latest(m.registry).decode()
     m.set_lag("t", 1, 7)
     assert 'adae_consumer_lag{partition="1",topic="t"} 7.0' in generate_latest(m.registry).decode()
     m.set_lag("t", 1, None)

@@ -1,4 +1,5 @@
 """delivery: exactly_once — transactional answers + offsets, as far as the embedded broker allows."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,14 @@ pytestmark = pytest.mark.broker
 
 
 def read_committed(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                      isolation_level="read_committed", fetch_max_wait_ms=100)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=100,
+    )
     out = []
     import time
 
@@ -27,7 +34,9 @@ def read_committed(bootstrap: str, topic: str, expected: int, timeout_s: float =
 
 def test_transactions_commit_answers_and_offsets_together(broker, digits_setup, digits_scorer, digits_detector_path):
     cfg = make_config(broker.bootstrap, digits_detector_path, delivery="exactly_once")
-    first = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:120], "v2", batch=4, prefix="a")
+    first = produce_requests(
+        broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:120], "v2", batch=4, prefix="a"
+    )
     run = start_pipeline(cfg, digits_scorer)
     got = read_committed(broker.bootstrap, cfg.kafka.output_topic, len(first))
     assert run.stop() == 0
@@ -42,7 +51,9 @@ def test_transactions_commit_answers_and_offsets_together(broker, digits_setup, 
     assert {tp: c.committed(tp) for tp in ends} == ends
     c.close()
     # restart: nothing is redone
-    second = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][120:160], "v2", batch=4, prefix="b")
+    second = produce_requests(
+        broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][120:160], "v2", batch=4, prefix="b"
+    )
     run = start_pipeline(cfg, digits_scorer)
     got = read_committed(broker.bootstrap, cfg.kafka.output_topic, len(first) + len(second))
     extra = collect(broker.bootstrap, cfg.kafka.output_topic, 10**9, timeout_s=3, idle_s=2)

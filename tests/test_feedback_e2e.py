@@ -5,6 +5,7 @@ with duplicates, unknown ids and malformed feedback in the mix, and again after 
 of answers given before it (the join is rebuilt from the output topic). Flagged requests are captured
 on the flagged topic with their input data.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,11 @@ PREDICTIONS = ("no_defense", "defense", "corrected")
 
 def expected(answers: dict[str, dict], labels: dict[str, np.ndarray]) -> dict[str, float]:
     """What the metrics must say for these labels joined with these answers (each request once)."""
-    out = {"instances": 0.0, **{p: 0.0 for p in PREDICTIONS}, **{f"{f}/{u}": 0.0 for f in ("flagged", "unflagged") for u in ("wrong", "correct")}}
+    out = {
+        "instances": 0.0,
+        **{p: 0.0 for p in PREDICTIONS},
+        **{f"{f}/{u}": 0.0 for f in ("flagged", "unflagged") for u in ("wrong", "correct")},
+    }
     for rid, y in labels.items():
         a = answers[rid]
         out["instances"] += len(y)
@@ -52,31 +57,49 @@ def send_feedback(bootstrap: str, topic: str, items: list[tuple[str, list[int]]]
 
 def check_metrics(prom: Prometheus, want: dict[str, float], records: dict[str, float]) -> None:
     total = sum(records.values())
-    assert prom.wait_for("sum(adae_feedback_records_total)", lambda v: v is not None and v >= total, timeout_s=60) == total
+    assert (
+        prom.wait_for("sum(adae_feedback_records_total)", lambda v: v is not None and v >= total, timeout_s=60) == total
+    )
     assert prom.query("sum(adae_feedback_instances_total)") == want["instances"]
     for p in PREDICTIONS:
         assert prom.query(f'adae_feedback_correct_total{{prediction="{p}"}}') == want[p], p
     for key in ("flagged/wrong", "flagged/correct", "unflagged/wrong", "unflagged/correct"):
         flag, undefended = key.split("/")
-        assert prom.query(f'adae_feedback_flag_instances_total{{flag="{flag}",undefended="{undefended}"}}') == want[key], key
+        assert (
+            prom.query(f'adae_feedback_flag_instances_total{{flag="{flag}",undefended="{undefended}"}}') == want[key]
+        ), key
     for result, n in records.items():
         assert prom.query(f'adae_feedback_records_total{{result="{result}"}}') == n, result
 
 
-def test_feedback_metrics_equal_answers_and_labels_across_a_restart(broker, digits_setup, digits_detector_path, tmp_path):
+def test_feedback_metrics_equal_answers_and_labels_across_a_restart(
+    broker, digits_setup, digits_detector_path, tmp_path
+):
     clf, Xte, yte = digits_setup["clf"], digits_setup["Xte"], digits_setup["yte"]
     port = free_port()
-    cfg = make_config(broker.bootstrap, digits_detector_path, metrics={"enabled": True, "port": port},
-                      kafka={"feedback_topic": "fb-" + str(port), "flagged_topic": "flagged-" + str(port)})
+    cfg = make_config(
+        broker.bootstrap,
+        digits_detector_path,
+        metrics={"enabled": True, "port": port},
+        kafka={"feedback_topic": "fb-" + str(port), "flagged_topic": "flagged-" + str(port)},
+    )
     proc = PipelineProcess(cfg, tmp_path, "feedback").start()
     prom = None
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
         prom = Prometheus(tmp_path, [f"127.0.0.1:{port}"])
         clean = produce_requests(broker.bootstrap, cfg.kafka.input_topic, Xte[:160], "v2", batch=4, prefix="clean")
-        adv = produce_requests(broker.bootstrap, cfg.kafka.input_topic, fgsm(clf, Xte[160:240], yte[160:240], eps=0.2), "npy",
-                               batch=4, prefix="adv")
-        truth = {f"clean-{i}": yte[i * 4 : i * 4 + 4] for i in range(40)} | {f"adv-{i}": yte[160 + i * 4 : 164 + i * 4] for i in range(20)}
+        adv = produce_requests(
+            broker.bootstrap,
+            cfg.kafka.input_topic,
+            fgsm(clf, Xte[160:240], yte[160:240], eps=0.2),
+            "npy",
+            batch=4,
+            prefix="adv",
+        )
+        truth = {f"clean-{i}": yte[i * 4 : i * 4 + 4] for i in range(40)} | {
+            f"adv-{i}": yte[160 + i * 4 : 164 + i * 4] for i in range(20)
+        }
         sent = clean | adv
         answers = {}
         for rec in collect(broker.bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90):
@@ -92,8 +115,11 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(broker, digi
         items += [(f"never-{i}", [1, 2, 3, 4]) for i in range(5)]  # unknown
         malformed = [b"not json", b'{"id": "clean-0"}', json.dumps({"id": first[0], "labels": [1]}).encode()]
         send_feedback(broker.bootstrap, cfg.kafka.feedback_topic, items, malformed)
-        check_metrics(prom, expected(answers, {rid: truth[rid] for rid in first}),
-                      {"joined": 45, "duplicate": 7, "unknown": 5, "late": 0, "dead_letter": 3})
+        check_metrics(
+            prom,
+            expected(answers, {rid: truth[rid] for rid in first}),
+            {"joined": 45, "duplicate": 7, "unknown": 5, "late": 0, "dead_letter": 3},
+        )
         dlq = collect(broker.bootstrap, cfg.kafka.dead_letter_topic, 3, timeout_s=30)
         assert sorted(dict(r.headers)["error-reason"] for r in dlq) == [b"decode", b"schema", b"shape"]
 
@@ -106,7 +132,9 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(broker, digi
         for rid, (rec, cap) in by_id.items():
             idx = np.flatnonzero(answers[rid]["is_adversarial"])
             np.testing.assert_array_equal(cap["instance_index"], idx)
-            np.testing.assert_allclose(cap["input"].reshape(len(idx), -1), sent[rid][idx].reshape(len(idx), -1), rtol=1e-6)
+            np.testing.assert_allclose(
+                cap["input"].reshape(len(idx), -1), sent[rid][idx].reshape(len(idx), -1), rtol=1e-6
+            )
             np.testing.assert_allclose(cap["instance_score"], answers[rid]["instance_score"][idx], rtol=1e-6)
             assert dict(rec.headers)["source-topic"] == cfg.kafka.input_topic.encode()
 
@@ -118,10 +146,17 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(broker, digi
         assert proc.wait_log("feedback join rebuilt", timeout_s=90), proc.text()[-3000:]
         assert f"{len(sent)} answers" in proc.text().split("feedback join rebuilt", 1)[1].split("\n", 1)[0]
         assert proc.wait_log("partitions assigned", timeout_s=90)
-        send_feedback(broker.bootstrap, cfg.kafka.feedback_topic, [(rid, truth[rid].tolist()) for rid in later] + [(first[0], truth[first[0]].tolist())])
+        send_feedback(
+            broker.bootstrap,
+            cfg.kafka.feedback_topic,
+            [(rid, truth[rid].tolist()) for rid in later] + [(first[0], truth[first[0]].tolist())],
+        )
         # the relabel of first[0] joins again: per-instance dedup lives with the answer, which was rebuilt unlabelled
-        check_metrics(prom, expected(answers, {rid: truth[rid] for rid in [*later, first[0]]}),
-                      {"joined": len(later) + 1, "duplicate": 0, "unknown": 0, "late": 0, "dead_letter": 0})
+        check_metrics(
+            prom,
+            expected(answers, {rid: truth[rid] for rid in [*later, first[0]]}),
+            {"joined": len(later) + 1, "duplicate": 0, "unknown": 0, "late": 0, "dead_letter": 0},
+        )
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:

@@ -1,4 +1,5 @@
 """The feedback join without Kafka: counts, duplicates, late and unknown labels, bounds, rebuild."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,13 @@ class Clock:
 
 
 def answer(no_defense, defense, corrected, flags):
-    return {"no_defense": np.array(no_defense), "defense": np.array(defense), "corrected": np.array(corrected),
-            "is_adversarial": np.array(flags, bool), "instance_score": np.zeros(len(flags), np.float32)}
+    return {
+        "no_defense": np.array(no_defense),
+        "defense": np.array(defense),
+        "corrected": np.array(corrected),
+        "is_adversarial": np.array(flags, bool),
+        "instance_score": np.zeros(len(flags), np.float32),
+    }
 
 
 def test_joined_counts_each_prediction_and_the_flag_confusion():
@@ -29,8 +35,12 @@ def test_joined_counts_each_prediction_and_the_flag_confusion():
     assert out.result == "joined" and out.instances == 4
     assert out.correct == {"no_defense": 3, "defense": 4, "corrected": 3}
     # undefended wrong only on instance 2, which is flagged: one true positive; flagged+right: 2 (1, 3)
-    assert out.confusion == {("flagged", "wrong"): 1, ("flagged", "correct"): 2, ("unflagged", "wrong"): 0,
-                             ("unflagged", "correct"): 1}
+    assert out.confusion == {
+        ("flagged", "wrong"): 1,
+        ("flagged", "correct"): 2,
+        ("unflagged", "wrong"): 0,
+        ("unflagged", "correct"): 1,
+    }
 
 
 def test_duplicate_labels_count_once_unknown_and_late_are_told_apart():
@@ -61,9 +71,19 @@ def test_memory_is_bounded_by_instances_oldest_first():
     assert join.label("r5", np.array([0, 0, 0])).result == "joined"
 
 
-@pytest.mark.parametrize("value, reason", [(b"", "decode"), (b"{", "decode"), (b'["x"]', "schema"), (b'{"labels": [1]}', "schema"),
-                                           (b'{"id": "a", "labels": "1"}', "schema"), (b'{"id": "a", "labels": [1.5]}', "dtype"),
-                                           (b'{"id": "a", "labels": [true]}', "dtype"), (b'{"id": "a", "labels": [-1]}', "dtype")])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"", "decode"),
+        (b"{", "decode"),
+        (b'["x"]', "schema"),
+        (b'{"labels": [1]}', "schema"),
+        (b'{"id": "a", "labels": "1"}', "schema"),
+        (b'{"id": "a", "labels": [1.5]}', "dtype"),
+        (b'{"id": "a", "labels": [true]}', "dtype"),
+        (b'{"id": "a", "labels": [-1]}', "dtype"),
+    ],
+)
 def test_malformed_feedback(value, reason):
     with pytest.raises(DecodeError) as ei:
         parse_feedback(value)
@@ -76,8 +96,11 @@ def test_rebuild_reads_answers_of_every_family_back():
     for i, fmt in enumerate(["v2", "v1", "npy", "proto", "triton"]):
         payload, headers = encode_request(np.zeros((2, 4), np.float32), fmt, f"id-{fmt}")
         req = decode(RawRecord("in", 0, i, b"k", payload, headers), (4,), 1 << 20)
-        value, out_headers = encode(req, answer([i, 1], [i, 1], [i, 2], [True, False]), {"model_name": "m", "threshold": 0.5,
-                                                                                           "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"})
+        value, out_headers = encode(
+            req,
+            answer([i, 1], [i, 1], [i, 2], [True, False]),
+            {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"},
+        )
         records.append(type("Rec", (), {"value": value, "headers": out_headers, "timestamp": 1_000_000 + i})())
     records.append(type("Rec", (), {"value": b"not ours", "headers": [], "timestamp": 1})())
     join = FeedbackJoin(3600, 1000, clock=lambda: 1_000.5)

@@ -1,4 +1,5 @@
 """Hostile input: >= 1000 generated bad records mixed with good ones, against the real process."""
+
 from __future__ import annotations
 
 import io
@@ -40,30 +41,86 @@ def bad_records(rng: np.random.Generator, n: int, good_x: np.ndarray):
         lambda: (b"", [], "decode"),
         lambda: (valid[: int(rng.integers(1, len(valid) - 1))], [("content-type", b"application/json")], "decode"),
         lambda: (b"[" * int(rng.integers(2000, 30000)) + b"]" * 10, [("content-type", b"application/json")], "decode"),
-        lambda: (v2({"inputs": [{"name": "i", "shape": [1, 9, 8, 1], "datatype": "FP32", "data": [0.0] * 72}]}), [], "shape"),
-        lambda: (v2({"inputs": [{"name": "i", "shape": [2, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}]}), [], "shape"),
-        lambda: (v2({"inputs": [{"name": "i", "shape": [1, 8, 8, 1], "datatype": "BYTES", "data": ["a"] * 64}]}), [], "dtype"),
-        lambda: (v2({"inputs": [{"name": "i", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": ["x"] * 64}]}), [], "dtype"),
+        lambda: (
+            v2({"inputs": [{"name": "i", "shape": [1, 9, 8, 1], "datatype": "FP32", "data": [0.0] * 72}]}),
+            [],
+            "shape",
+        ),
+        lambda: (
+            v2({"inputs": [{"name": "i", "shape": [2, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}]}),
+            [],
+            "shape",
+        ),
+        lambda: (
+            v2({"inputs": [{"name": "i", "shape": [1, 8, 8, 1], "datatype": "BYTES", "data": ["a"] * 64}]}),
+            [],
+            "dtype",
+        ),
+        lambda: (
+            v2({"inputs": [{"name": "i", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": ["x"] * 64}]}),
+            [],
+            "dtype",
+        ),
         lambda: (v2({"instances": [[[["1"]] * 8] * 8]}), [], "dtype"),
-        lambda: (b'{"inputs":[{"name":"i","shape":[1,8,8,1],"datatype":"FP32","data":[' + b",".join([b"NaN"] + [b"0"] * 63) + b"]}]}", [], "non_finite"),
-        lambda: (b'{"instances":[' + json.dumps(np.zeros((8, 8, 1)).tolist()).encode().replace(b"0.0", b"Infinity", 1) + b"]}", [], "non_finite"),
-        lambda: (v2({"inputs": [{"name": "i", "shape": [-5, 8, 8, 1], "datatype": "FP32", "data": [0.0]}]}), [], "shape"),
-        lambda: (v2({"inputs": [{"name": "i", "shape": [10**15, 8, 8, 1], "datatype": "FP32", "data": [0.0]}]}), [], "too_large"),
-        lambda: (rng.bytes(MAX_BYTES + int(rng.integers(1, 5000))), [("content-type", b"application/x-npy")], "too_large"),
-        lambda: (b"<xml/>", [("content-type", rng.choice([b"text/xml", b"application/protobuf", b"image/png"]))], "decode"),
-        lambda: (v2({"inputs": [{"name": "a", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}] * 2}), [], "schema"),
+        lambda: (
+            b'{"inputs":[{"name":"i","shape":[1,8,8,1],"datatype":"FP32","data":['
+            + b",".join([b"NaN"] + [b"0"] * 63)
+            + b"]}]}",
+            [],
+            "non_finite",
+        ),
+        lambda: (
+            b'{"instances":['
+            + json.dumps(np.zeros((8, 8, 1)).tolist()).encode().replace(b"0.0", b"Infinity", 1)
+            + b"]}",
+            [],
+            "non_finite",
+        ),
+        lambda: (
+            v2({"inputs": [{"name": "i", "shape": [-5, 8, 8, 1], "datatype": "FP32", "data": [0.0]}]}),
+            [],
+            "shape",
+        ),
+        lambda: (
+            v2({"inputs": [{"name": "i", "shape": [10**15, 8, 8, 1], "datatype": "FP32", "data": [0.0]}]}),
+            [],
+            "too_large",
+        ),
+        lambda: (
+            rng.bytes(MAX_BYTES + int(rng.integers(1, 5000))),
+            [("content-type", b"application/x-npy")],
+            "too_large",
+        ),
+        lambda: (
+            b"<xml/>",
+            [("content-type", rng.choice([b"text/xml", b"application/protobuf", b"image/png"]))],
+            "decode",
+        ),
+        lambda: (
+            v2({"inputs": [{"name": "a", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0.0] * 64}] * 2}),
+            [],
+            "schema",
+        ),
         lambda: (v2({"inputs": "nope"}), [], "schema"),
         lambda: (npy(np.zeros((1, 8, 8, 2), np.float32)), [("content-type", b"application/x-npy")], "shape"),
-        lambda: (npy(np.array([[None] * 8] * 8, dtype=object).reshape(1, 8, 8, 1), allow_pickle=True), [("content-type", b"application/x-npy")], "dtype"),
+        lambda: (
+            npy(np.array([[None] * 8] * 8, dtype=object).reshape(1, 8, 8, 1), allow_pickle=True),
+            [("content-type", b"application/x-npy")],
+            "dtype",
+        ),
         lambda: (npy(np.zeros((3, 8, 8, 1), np.float32))[:-17], [("content-type", b"application/x-npy")], "shape"),
         lambda: (b"\x93NUMPY\x01\x00" + rng.bytes(40), [("content-type", b"application/x-npy")], "decode"),
         # protobuf (Seldon Core v2), Triton binary JSON, CloudEvents: each damaged
         lambda: (proto[: int(rng.integers(1, len(proto) - 1))], [("content-type", b"application/x-protobuf")], None),
-        lambda: (proto.replace(b"\x00\x00\x80", b"\x00\x00", 1)[:-4], [("content-type", b"application/x-protobuf")], None),
+        lambda: (
+            proto.replace(b"\x00\x00\x80", b"\x00\x00", 1)[:-4],
+            [("content-type", b"application/x-protobuf")],
+            None,
+        ),
         lambda: (rng.bytes(int(rng.integers(1, 300))), [("content-type", b"application/x-protobuf")], None),
         lambda: (b"\x00\x01" + rng.bytes(3), [], "decode"),  # schema-registry magic, framing cut short
         lambda: (triton, [("Inference-Header-Content-Length", wrong_length(int(rng.integers(-5, 10**6))))], "decode"),
-        lambda: (triton[:-int(rng.integers(1, 200))], [("Inference-Header-Content-Length", triton_len)], "shape"),
+        lambda: (triton[: -int(rng.integers(1, 200))], [("Inference-Header-Content-Length", triton_len)], "shape"),
         lambda: (b"{" + rng.bytes(50), [("content-type", b"application/cloudevents+json")], "decode"),
         lambda: (valid, [("ce_specversion", b"1.0"), ("ce_type", b"org.kubeflow.serving.inference.request")], "schema"),
     ]
@@ -87,7 +144,9 @@ def test_fuzz_thousand_bad_records(broker, digits_setup, digits_detector_path, t
             bad[key] = (value, reason)
             if i % 5 == 0:
                 gid = f"good-{i}"
-                payload, h = encode_request(X[i % 400 : i % 400 + 3], rng.choice(["v2", "v1", "npy", "proto", "triton"]), gid)
+                payload, h = encode_request(
+                    X[i % 400 : i % 400 + 3], rng.choice(["v2", "v1", "npy", "proto", "triton"]), gid
+                )
                 p.send(cfg.kafka.input_topic, value=payload, key=gid.encode(), headers=h)
                 good.add(gid)
         p.flush()
@@ -114,5 +173,8 @@ def test_fuzz_thousand_bad_records(broker, digits_setup, digits_detector_path, t
             assert rec.value == value  # unchanged
         reasons[reason] = reasons.get(reason, 0) + 1
     assert {r.key.decode() for r in answers} == good
-    print(f"\n[fuzz] bad={len(bad)} good={len(good)} dead-letter reasons={reasons} RSS {rss_start:.0f} -> {rss_end:.0f} MB")
+    print(
+        f"\n[fuzz] bad={len(bad)} good={len(good)} dead-letter reasons={reasons} RSS {rss_start:.0f} -> {rss_end:.0f} "
+        "MB"
+    )
     assert rss_end - rss_start < 200

@@ -1,4 +1,5 @@
 """Metrics through a real Prometheus scraping the running pipeline; health and responsiveness."""
+
 from __future__ import annotations
 
 import threading
@@ -12,7 +13,7 @@ import pytest
 from adae_stream.detector.attacks import fgsm
 from adae_stream.runner import run_pipeline
 from adae_stream.stream.codecs import decode_response
-from tests.kafka_helpers import collect, produce_requests, make_config
+from tests.kafka_helpers import collect, make_config, produce_requests
 from tests.prometheus_helpers import Prometheus
 
 pytestmark = pytest.mark.broker
@@ -21,8 +22,19 @@ pytestmark = pytest.mark.broker
 def start(cfg, scorer, bootstrap):
     holder = {}
     ready = threading.Event()
-    t = threading.Thread(target=lambda: holder.setdefault("rc", run_pipeline(cfg, scorer, bootstrap, install_signals=False,
-                                                                            on_ready=lambda p: (holder.setdefault("p", p), ready.set()))), daemon=True)
+    t = threading.Thread(
+        target=lambda: holder.setdefault(
+            "rc",
+            run_pipeline(
+                cfg,
+                scorer,
+                bootstrap,
+                install_signals=False,
+                on_ready=lambda s: (holder.update(p=s.pipeline, url=s.metrics_url), ready.set()),
+            ),
+        ),
+        daemon=True,
+    )
     t.start()
     assert ready.wait(30)
     return holder, t
@@ -36,13 +48,17 @@ def get(url: str) -> tuple[int, bytes]:
         return e.code, b""
 
 
-def test_prometheus_sees_what_the_output_topic_says(broker, digits_setup, digits_scorer, digits_detector_path, tmp_path):
+def test_prometheus_sees_what_the_output_topic_says(
+    broker, digits_setup, digits_scorer, digits_detector_path, tmp_path
+):
     det, clf = digits_setup["detector"], digits_setup["clf"]
     Xte, yte = digits_setup["Xte"], digits_setup["yte"]
-    cfg = make_config(broker.bootstrap, digits_detector_path, metrics={"enabled": True, "port": 0, "drift_interval_s": 0.5})
+    cfg = make_config(
+        broker.bootstrap, digits_detector_path, metrics={"enabled": True, "port": 0, "drift_interval_s": 0.5}
+    )
     holder, thread = start(cfg, digits_scorer, broker.bootstrap)
     pipeline = holder["p"]
-    base = pipeline.metrics_url.rsplit("/", 1)[0]
+    base = holder["url"].rsplit("/", 1)[0]
     assert get(base + "/healthz")[0] == 503  # detector loaded, but no partitions assigned yet
     deadline = time.monotonic() + 30
     while not pipeline.ready and time.monotonic() < deadline:
@@ -97,14 +113,16 @@ class SlowScorer:
 
     def __init__(self, inner, delay_s: float) -> None:
         self.inner, self.delay_s = inner, delay_s
-        self.input_shape, self.threshold, self.version = inner.input_shape, inner.threshold, inner.version
-        self.reference_scores, self.n_classes, self.identity = inner.reference_scores, inner.n_classes, inner.identity
+        self.info = inner.info
         self.in_call = threading.Event()
 
     def __call__(self, x):
         self.in_call.set()
         time.sleep(self.delay_s)
         return self.inner(x)
+
+    def warmup(self, up_to=None):
+        self.inner.warmup(up_to)
 
 
 def test_metrics_responsive_while_scoring(broker, digits_setup, digits_scorer, digits_detector_path):
@@ -115,7 +133,7 @@ def test_metrics_responsive_while_scoring(broker, digits_setup, digits_scorer, d
         produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:8], "v2", batch=8)
         assert slow.in_call.wait(30)
         t0 = time.monotonic()
-        status, body = get(holder["p"].metrics_url)
+        status, body = get(holder["url"])
         assert status == 200 and b"adae_instances_total" in body
         assert time.monotonic() - t0 < 1.0  # answered while the 3 s batch is still running
     finally:

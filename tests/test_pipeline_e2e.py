@@ -1,4 +1,5 @@
 """The pipeline against the real embedded broker: every format, DLQ, restart from committed offsets."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from adae_stream.stream.codecs import decode_response, encode_request
-from tests.kafka_helpers import collect, produce_requests, producer, start_pipeline, make_config
+from tests.kafka_helpers import collect, make_config, produce_requests, producer, start_pipeline
 
 pytestmark = pytest.mark.broker
 
@@ -21,7 +22,9 @@ def _by_id(records):
 
 
 @pytest.mark.parametrize("fmt", ["v2", "v1", "npy"])
-def test_every_request_answered_once_and_equal_to_correct(broker, digits_setup, digits_scorer, digits_detector_path, fmt):
+def test_every_request_answered_once_and_equal_to_correct(
+    broker, digits_setup, digits_scorer, digits_detector_path, fmt
+):
     det = digits_setup["detector"]
     X = digits_setup["Xte"][:300]
     cfg = make_config(broker.bootstrap, digits_detector_path, batching={"max_batch_size": 64, "max_batch_delay_ms": 5})
@@ -48,11 +51,17 @@ def test_every_request_answered_once_and_equal_to_correct(broker, digits_setup, 
             body = json.loads(rec.value)
             assert body["model_name"] == cfg.detector.model_name
             assert body["parameters"]["threshold"] == pytest.approx(det.threshold)
-            assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
+            assert [o["name"] for o in body["outputs"]] == [
+                "corrected",
+                "is_adversarial",
+                "instance_score",
+                "no_defense",
+                "defense",
+            ]
             assert [o["datatype"] for o in body["outputs"]] == ["INT64", "BOOL", "FP32", "INT64", "INT64"]
-            assert body["parameters"]["detector_id"] == digits_scorer.identity["detector_id"] != ""
-            assert body["parameters"]["classifier_id"] == digits_scorer.identity["classifier_id"]
-        assert dict(rec.headers)["adae-detector-id"] == digits_scorer.identity["detector_id"].encode()
+            assert body["parameters"]["detector_id"] == digits_scorer.info.detector_id != ""
+            assert body["parameters"]["classifier_id"] == digits_scorer.info.classifier_id
+        assert dict(rec.headers)["adae-detector-id"] == digits_scorer.info.detector_id.encode()
     # ordering within a partition: answers follow request order for each input partition
     produced_order = {rid: i for i, rid in enumerate(sent)}
     per_partition = defaultdict(list)
@@ -75,7 +84,13 @@ def test_dead_letter_gets_exactly_the_bad_records(broker, digits_setup, digits_s
         "b-ctype": (b"hello", [("content-type", b"text/csv")], "decode"),
         "b-schema": (json.dumps({"foo": 1}).encode(), [], "schema"),
         "b-shape": (encode_request(np.zeros((2, 4, 4, 1)), "v2", "x")[0], [], "shape"),
-        "b-dtype": (json.dumps({"inputs": [{"name": "i", "shape": [1, 8, 8, 1], "datatype": "BYTES", "data": ["a"] * 64}]}).encode(), [], "dtype"),
+        "b-dtype": (
+            json.dumps(
+                {"inputs": [{"name": "i", "shape": [1, 8, 8, 1], "datatype": "BYTES", "data": ["a"] * 64}]}
+            ).encode(),
+            [],
+            "dtype",
+        ),
         "b-strings": (json.dumps({"instances": [[["a"]] * 8] * 1}).encode(), [], "dtype"),
         "b-nan": (json.dumps({"instances": np.full((1, 8, 8, 1), np.nan).tolist()}).encode(), [], "non_finite"),
         "b-large": (encode_request(np.full((50, 8, 8, 1), 0.123456789), "v2", "x")[0], [], "too_large"),

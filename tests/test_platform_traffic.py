@@ -4,6 +4,7 @@ Producers and parsers are the ecosystem's own: tritonclient's gRPC protobuf clas
 Seldon Core v2, the cloudevents SDK's Kafka binding for KServe's payload logger, tritonclient's HTTP
 request builder and response parser for Triton's binary JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,6 @@ from tritonclient.grpc import InferResult
 from tritonclient.http import InferenceServerClient, InferInput
 
 from adae_stream.stream.broker import free_port
-from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import collect, make_config, producer
 from tests.process_helpers import PipelineProcess
 
@@ -46,9 +46,18 @@ def seldon_request(x, rid: str, raw: bool = True, framing: bytes = b"") -> bytes
 
 
 def kserve_event(body: bytes, event_id: str, event_type: str = "org.kubeflow.serving.inference.request") -> CloudEvent:
-    return CloudEvent(attributes={"id": event_id, "type": event_type, "source": "http://digits-predictor-0",
-                                  "specversion": "1.0", "datacontenttype": "application/x-www-form-urlencoded",
-                                  "inferenceservicename": "digits", "namespace": "prod"}, data=body)
+    return CloudEvent(
+        attributes={
+            "id": event_id,
+            "type": event_type,
+            "source": "http://digits-predictor-0",
+            "specversion": "1.0",
+            "datacontenttype": "application/x-www-form-urlencoded",
+            "inferenceservicename": "digits",
+            "namespace": "prod",
+        },
+        data=body,
+    )
 
 
 def triton_request(x, rid: str) -> tuple[bytes, list]:
@@ -60,22 +69,30 @@ def triton_request(x, rid: str) -> tuple[bytes, list]:
 
 def metrics(port: int) -> dict[str, float]:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith("adae_")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith("adae_")
+    }
 
 
 def parse(rec, family: str) -> tuple[str, dict[str, np.ndarray], dict]:
     """An answer read by the library of its family: (id, fields, headers)."""
     headers = {k: v for k, v in rec.headers}
     if family == "seldon":
-        value = rec.value[len(FRAMING):] if rec.value.startswith(FRAMING) else rec.value
+        value = rec.value[len(FRAMING) :] if rec.value.startswith(FRAMING) else rec.value
         response = triton_pb.ModelInferResponse.FromString(value)
         if response.raw_output_contents:
             result = InferResult(response)  # tritonclient reads raw contents only
             return response.id, {f: result.as_numpy(f) for f in FIELDS}, headers
         typed = {"INT64": "int64_contents", "BOOL": "bool_contents", "FP32": "fp32_contents"}
-        return response.id, {o.name: np.asarray(getattr(o.contents, typed[o.datatype])) for o in response.outputs}, headers
+        return (
+            response.id,
+            {o.name: np.asarray(getattr(o.contents, typed[o.datatype])) for o in response.outputs},
+            headers,
+        )
     if family == "triton":
-        parsed = InferenceServerClient.parse_response_body(rec.value, header_length=int(headers["inference-header-content-length"]))
+        parsed = InferenceServerClient.parse_response_body(
+            rec.value, header_length=int(headers["inference-header-content-length"])
+        )
         return parsed.get_response()["id"], {f: parsed.as_numpy(f) for f in FIELDS}, headers
     msg = ce_kafka.KafkaMessage(headers=headers, key=rec.key, value=rec.value)
     structured = headers["content-type"].startswith(b"application/cloudevents")
@@ -105,8 +122,12 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
             rid = f"{['raw', 'typed', 'framed', 'ce-bin', 'ce-struct', 'triton'][kind]}-{i}"
             if kind < 3:  # Seldon Core v2: protobuf, correlation headers, sometimes schema-registry framing
                 value = seldon_request(x, rid, raw=kind != 1, framing=FRAMING if kind == 2 else b"")
-                p.send(topic, value=value, key=f"0.digits.{rid}".encode(),
-                       headers=[("pipeline", b"fraud"), ("x-request-id", rid.encode()), ("x-tenant", b"acme")])
+                p.send(
+                    topic,
+                    value=value,
+                    key=f"0.digits.{rid}".encode(),
+                    headers=[("pipeline", b"fraud"), ("x-request-id", rid.encode()), ("x-tenant", b"acme")],
+                )
                 sent[rid] = ("seldon", x)
             elif kind < 5:  # KServe payload logger through Knative: binary or structured CloudEvents, V1 body
                 event = kserve_event(json.dumps({"instances": x.tolist()}).encode(), rid)
@@ -133,8 +154,13 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
     by_id: dict[str, list] = defaultdict(list)
     for rec in answers:
         content_type = dict(rec.headers)["content-type"]
-        family = ("seldon" if content_type == b"application/x-protobuf" else
-                  "triton" if b"octet-stream" in content_type else "kserve")
+        family = (
+            "seldon"
+            if content_type == b"application/x-protobuf"
+            else "triton"
+            if b"octet-stream" in content_type
+            else "kserve"
+        )
         rid, fields, headers = parse(rec, family)
         by_id[rid].append((family, fields, headers))
     assert set(by_id) == set(sent)
@@ -146,7 +172,11 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
         np.testing.assert_array_equal(fields["is_adversarial"].astype(int), ref["is_adversarial"])
         np.testing.assert_allclose(fields["instance_score"], ref["instance_score"], rtol=1e-5, atol=1e-7)
         if family == "seldon":
-            assert (headers["pipeline"], headers["x-request-id"], headers["x-tenant"]) == (b"fraud", rid.encode(), b"acme")
+            assert (headers["pipeline"], headers["x-request-id"], headers["x-tenant"]) == (
+                b"fraud",
+                rid.encode(),
+                b"acme",
+            )
         if family == "kserve":
             ce = headers["ce"]
             assert ce["type"] == "io.adae-stream.inference.response" and ce["inferenceservicename"] == "digits"
@@ -159,7 +189,11 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
     write to the tapped topics, and skip the models' .outputs records."""
     det, X = digits_setup["detector"], digits_setup["Xte"]
     ns = f"tap{uuid.uuid4().hex[:6]}"
-    tapped = [f"seldon.{ns}.model.digits.inputs", f"seldon.{ns}.model.digits.outputs", f"seldon.{ns}.model.digits-b.inputs"]
+    tapped = [
+        f"seldon.{ns}.model.digits.inputs",
+        f"seldon.{ns}.model.digits.outputs",
+        f"seldon.{ns}.model.digits-b.inputs",
+    ]
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     admin.create_topics([NewTopic(t, 2, 1) for t in tapped])
     admin.close()
@@ -179,8 +213,12 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
     p.close()
     ends = {t: len(collect(broker.bootstrap, t, 10**9, timeout_s=10, idle_s=2)) for t in tapped}
     port = free_port()
-    cfg = make_config(broker.bootstrap, digits_detector_path, metrics={"enabled": True, "port": port},
-                      kafka={"input_pattern": rf"^seldon\.{ns}\.model\..*", "publish": "flagged"})
+    cfg = make_config(
+        broker.bootstrap,
+        digits_detector_path,
+        metrics={"enabled": True, "port": port},
+        kafka={"input_pattern": rf"^seldon\.{ns}\.model\..*", "publish": "flagged"},
+    )
     proc = PipelineProcess(cfg, tmp_path, "tap").start()
     expected = {rid: np.flatnonzero(det.predict(x)["data"]["is_adversarial"]) for rid, x in requests.items()}
     flagged_requests = {rid for rid, idx in expected.items() if len(idx)}
@@ -191,7 +229,10 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             seen = metrics(port)
-            if seen.get("adae_instances_total", 0) >= 2 * len(requests) and seen['adae_skipped_total{kind="seldon_response"}'] >= 40:
+            if (
+                seen.get("adae_instances_total", 0) >= 2 * len(requests)
+                and seen['adae_skipped_total{kind="seldon_response"}'] >= 40
+            ):
                 break
             time.sleep(0.5)
         proc.signal(signal.SIGTERM)

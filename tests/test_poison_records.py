@@ -4,6 +4,7 @@ For every class: the record is dead-lettered with its reason (or answered, where
 an odd shape), the process keeps running, the good records around it are answered, the offsets committed
 at the end cover exactly what was published, and a restart neither crashes nor redoes anything.
 """
+
 from __future__ import annotations
 
 import io
@@ -60,8 +61,13 @@ class Case:
 
 
 def v2(x, rid, **extra) -> bytes:
-    return json.dumps({"id": rid, "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                              "data": x.ravel().tolist()}], **extra}).encode()
+    return json.dumps(
+        {
+            "id": rid,
+            "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+            **extra,
+        }
+    ).encode()
 
 
 def npy_header(shape) -> bytes:
@@ -78,11 +84,23 @@ def cases(X: np.ndarray) -> list[Case]:
     zeros = ",".join(["0"] * 64)
     return [
         # header values: null, non-UTF-8, huge
-        Case("null-header-good", v2(x2, "null-h"), [("x-null", Null(b"")), *JSON], b"k-null-good", "answer", "null-h", 2),
+        Case(
+            "null-header-good", v2(x2, "null-h"), [("x-null", Null(b"")), *JSON], b"k-null-good", "answer", "null-h", 2
+        ),
         Case("null-content-type", b"\x00\x01garbage", [("content-type", Null(b""))], b"k-null-ct", "decode"),
         Case("non-utf8-content-type", v2(x1, "ct"), [("content-type", b"\xff\xfe")], b"k-bad-ct", "decode"),
-        Case("non-utf8-request-id", good_v1, [("request-id", b"\xff\xfe\xfd"), *JSON], b"k-bad-rid", "answer", "fffefd", 2),
-        Case("huge-header-good", v2(x1, "huge-h"), [("huge", b"h" * 300_000), *JSON], b"k-huge-h", "answer", "huge-h", 1),
+        Case(
+            "non-utf8-request-id",
+            good_v1,
+            [("request-id", b"\xff\xfe\xfd"), *JSON],
+            b"k-bad-rid",
+            "answer",
+            "fffefd",
+            2,
+        ),
+        Case(
+            "huge-header-good", v2(x1, "huge-h"), [("huge", b"h" * 300_000), *JSON], b"k-huge-h", "answer", "huge-h", 1
+        ),
         Case("huge-header-bad", b"not json", [("x-huge", b"h" * 400_000), *JSON], b"k-huge-h-bad", "decode"),
         # keys of any bytes
         Case("binary-key", good_v1, JSON, b"\x00\xff\xfe\x80", "answer", "00fffe80", 2),
@@ -98,26 +116,77 @@ def cases(X: np.ndarray) -> list[Case]:
         # bodies nested 100,000 deep
         Case("deep-list", b"[" * 100_000 + b"]" * 100_000, JSON, b"k-deep", "decode"),
         Case("deep-object", b'{"a":' * 40_000 + b"1" + b"}" * 40_000, JSON, b"k-deep-obj", "decode"),
-        Case("deep-data", b'{"inputs":[{"name":"x","shape":[1,8,8,1],"datatype":"FP32","data":' + b"[" * 100_000,
-             JSON, b"k-deep-data", "decode"),
+        Case(
+            "deep-data",
+            b'{"inputs":[{"name":"x","shape":[1,8,8,1],"datatype":"FP32","data":' + b"[" * 100_000,
+            JSON,
+            b"k-deep-data",
+            "decode",
+        ),
         # thousands of inputs in one request
-        Case("thousands-of-tensors", json.dumps({"inputs": [{"name": f"t{i}", "shape": [1, 8, 8, 1], "datatype": "FP32",
-                                                             "data": [0]} for i in range(3000)]}).encode(),
-             JSON, b"k-tensors", "schema"),
-        Case("thousands-of-instances", b'{"instances":[' + b",".join([b"[" + zeros.encode() + b"]"] * 1500) + b"]}",
-             JSON, b"k-instances", "shape"),
-        Case("thousands-of-instances-v2", v2(np.zeros((1200, 8, 8, 1), np.float32), "many").replace(b"0.0", b"0"),
-             JSON, b"k-many", "answer", "many", 1200),
+        Case(
+            "thousands-of-tensors",
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": f"t{i}", "shape": [1, 8, 8, 1], "datatype": "FP32", "data": [0]} for i in range(3000)
+                    ]
+                }
+            ).encode(),
+            JSON,
+            b"k-tensors",
+            "schema",
+        ),
+        Case(
+            "thousands-of-instances",
+            b'{"instances":[' + b",".join([b"[" + zeros.encode() + b"]"] * 1500) + b"]}",
+            JSON,
+            b"k-instances",
+            "shape",
+        ),
+        Case(
+            "thousands-of-instances-v2",
+            v2(np.zeros((1200, 8, 8, 1), np.float32), "many").replace(b"0.0", b"0"),
+            JSON,
+            b"k-many",
+            "answer",
+            "many",
+            1200,
+        ),
         # JSON with duplicate keys, NaN / Infinity literals
         Case("duplicate-keys", v2(x1, "first")[:-1] + b', "id": "last"}', JSON, b"k-dup", "answer", "last", 1),
-        Case("nan-data", b'{"id":"nan","inputs":[{"name":"x","shape":[1,8,8,1],"datatype":"FP32","data":[NaN,' + zeros[2:].encode()
-             + b"]}]}", JSON, b"k-nan", "non_finite"),
-        Case("nan-shape", b'{"id":"nan","inputs":[{"name":"x","shape":[NaN,8,8,1],"datatype":"FP32","data":[' + zeros.encode()
-             + b"]}]}", JSON, b"k-nan-shape", "schema"),
-        Case("infinity", b'{"instances":[[' + b",".join([b"[[Infinity]" + b",[0]" * 7 + b"]"] * 8) + b"]]}",
-             JSON, b"k-inf", "non_finite"),
-        Case("nan-id", b'{"id":NaN,"inputs":[{"name":"x","shape":[1,8,8,1],"datatype":"FP32","data":[' + zeros.encode() + b"]}]}",
-             JSON, b"k-nan-id", "schema"),
+        Case(
+            "nan-data",
+            b'{"id":"nan","inputs":[{"name":"x","shape":[1,8,8,1],"datatype":"FP32","data":[NaN,'
+            + zeros[2:].encode()
+            + b"]}]}",
+            JSON,
+            b"k-nan",
+            "non_finite",
+        ),
+        Case(
+            "nan-shape",
+            b'{"id":"nan","inputs":[{"name":"x","shape":[NaN,8,8,1],"datatype":"FP32","data":['
+            + zeros.encode()
+            + b"]}]}",
+            JSON,
+            b"k-nan-shape",
+            "schema",
+        ),
+        Case(
+            "infinity",
+            b'{"instances":[[' + b",".join([b"[[Infinity]" + b",[0]" * 7 + b"]"] * 8) + b"]]}",
+            JSON,
+            b"k-inf",
+            "non_finite",
+        ),
+        Case(
+            "nan-id",
+            b'{"id":NaN,"inputs":[{"name":"x","shape":[1,8,8,1],"datatype":"FP32","data":[' + zeros.encode() + b"]}]}",
+            JSON,
+            b"k-nan-id",
+            "schema",
+        ),
         # npy with object dtype or absurd shapes
         Case("npy-object", obj.getvalue(), NPY, b"k-npy-obj", "dtype"),
         Case("npy-absurd-shape", npy_header((10**12, 8, 8, 1)) + b"\0" * 256, NPY, b"k-npy-absurd", "shape"),
@@ -139,12 +208,17 @@ def metric_values(port: int, name: str) -> dict[str, float]:
     return out
 
 
-def test_every_class_of_bad_input_costs_only_its_record(broker, digits_setup, digits_detector_path, tmp_path,
-                                                       null_headers_on_the_wire):
+def test_every_class_of_bad_input_costs_only_its_record(
+    broker, digits_setup, digits_detector_path, tmp_path, null_headers_on_the_wire
+):
     X = digits_setup["Xte"]
     port = free_port()
-    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"max_message_bytes": LIMIT},
-                      metrics={"enabled": True, "port": port})
+    cfg = make_config(
+        broker.bootstrap,
+        digits_detector_path,
+        kafka={"max_message_bytes": LIMIT},
+        metrics={"enabled": True, "port": port},
+    )
     all_cases = cases(X)
     proc = PipelineProcess(cfg, tmp_path, "poison").start()
     try:
@@ -209,8 +283,9 @@ def test_every_class_of_bad_input_costs_only_its_record(broker, digits_setup, di
 
     # the offsets committed cover exactly what was published: everything
     ends = {}
-    for part, off in list(where) + [(r.partition, r.offset) for r in collect(broker.bootstrap, cfg.kafka.input_topic, 10**9,
-                                                                             timeout_s=10, idle_s=2)]:
+    for part, off in list(where) + [
+        (r.partition, r.offset) for r in collect(broker.bootstrap, cfg.kafka.input_topic, 10**9, timeout_s=10, idle_s=2)
+    ]:
         ends[part] = max(ends.get(part, 0), off + 1)
     c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
     committed = {part: c.committed(TopicPartition(cfg.kafka.input_topic, part)) for part in ends}

@@ -1,4 +1,5 @@
 """Scoring in mixed precision: opt-in, thresholded in the precision it serves, saved with the detector."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,11 @@ from tests.conftest import iris_ae_nets
 def weighted_leaf_dtypes(model) -> list[str]:
     out = []
     for layer in model.layers:
-        out += weighted_leaf_dtypes(layer) if getattr(layer, "layers", None) else ([layer.compute_dtype] if layer.weights else [])
+        out += (
+            weighted_leaf_dtypes(layer)
+            if getattr(layer, "layers", None)
+            else ([layer.compute_dtype] if layer.weights else [])
+        )
     return out
 
 
@@ -23,9 +28,13 @@ def test_bfloat16_scores_follow_float32_and_the_threshold_is_inferred_in_bfloat1
     d16 = AdversarialAE(ae=det.ae, model=det.model, precision="mixed_bfloat16")
     # scoring really runs on bfloat16 copies; the float32 originals are untouched
     n_ae, n_model = len(weighted_leaf_dtypes(det.ae)), len(weighted_leaf_dtypes(det.model))
-    assert weighted_leaf_dtypes(det.ae) == ["float32"] * n_ae and weighted_leaf_dtypes(det.model) == ["float32"] * n_model
+    assert (
+        weighted_leaf_dtypes(det.ae) == ["float32"] * n_ae and weighted_leaf_dtypes(det.model) == ["float32"] * n_model
+    )
     assert weighted_leaf_dtypes(d16._compute_ae) == ["bfloat16"] * n_ae
-    assert weighted_leaf_dtypes(d16._compute_model) == ["bfloat16"] * (n_model - 1) + ["float32"]  # float32 probabilities
+    assert weighted_leaf_dtypes(d16._compute_model) == ["bfloat16"] * (n_model - 1) + [
+        "float32"
+    ]  # float32 probabilities
     s32, s16 = det.score(X), d16.score(X)
     assert s16.dtype == np.float32 and np.isfinite(s16).all()
     assert not np.array_equal(s16, s32)  # a different precision gives different arithmetic
@@ -64,7 +73,9 @@ def test_hidden_layer_terms_in_bfloat16(iris, iris_model):
     enc, dec = iris_ae_nets()
     d32 = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model, hidden_layer_kld={1: 3}, w_model_hl=[0.5])
     # the same AE and hidden-layer extractors (those stay float32), scored in bfloat16
-    d16 = AdversarialAE(ae=d32.ae, model=iris_model, model_hl=d32.model_hl, w_model_hl=[0.5], precision="mixed_bfloat16")
+    d16 = AdversarialAE(
+        ae=d32.ae, model=iris_model, model_hl=d32.model_hl, w_model_hl=[0.5], precision="mixed_bfloat16"
+    )
     s32, s16 = d32.score(X), d16.score(X)
     assert np.isfinite(s16).all()
     assert np.median(np.abs(s16 - s32) / np.maximum(s32, 1e-6)) < 0.1
@@ -73,8 +84,14 @@ def test_hidden_layer_terms_in_bfloat16(iris, iris_model):
 def test_precision_errors(iris_model):
     import tensorflow as tf
 
-    with pytest.raises(ValueError, match="precision must be one of float32, mixed_bfloat16, mixed_float16; got 'float16'"):
-        AdversarialAE(ae=tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4)]), model=iris_model, precision="float16")
+    with pytest.raises(
+        ValueError, match="precision must be one of float32, mixed_bfloat16, mixed_float16; got 'float16'"
+    ):
+        AdversarialAE(
+            ae=tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(4)]),
+            model=iris_model,
+            precision="float16",
+        )
 
     class NoConfig(tf.keras.Model):  # a subclassed AE that cannot be rebuilt from its config
         def __init__(self):
@@ -87,5 +104,9 @@ def test_precision_errors(iris_model):
     ae = NoConfig()
     ae(np.zeros((1, 4), np.float32))
     AdversarialAE(ae=ae, model=iris_model)  # float32 needs no copy
-    with pytest.raises(ValueError, match="(?s)precision='mixed_bfloat16' rebuilds 'no_config' from its config, which failed .* use precision='float32'"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)precision='mixed_bfloat16' rebuilds 'no_config' from its config, which failed "
+        r".* use precision='float32'",
+    ):
         AdversarialAE(ae=ae, model=iris_model, precision="mixed_bfloat16")

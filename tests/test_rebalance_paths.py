@@ -3,6 +3,7 @@ partitions, an aborted transaction. The Pipeline is real; the consumer and produ
 fail on cue, because a real broker cannot be made to fail one call on demand. The graceful paths run
 against the real broker in tests/test_reliability.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,7 @@ from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import load_config
+from adae_stream.scoring import ScorerInfo
 from adae_stream.stream.app import Pipeline
 from adae_stream.stream.codecs import RawRecord, Request
 from adae_stream.stream.commit import AtLeastOnceCommitter, TransactionalCommitter
@@ -19,13 +21,13 @@ A, B = TopicPartition("in", 0), TopicPartition("in", 1)
 
 
 class Scorer:
-    input_shape = (2,)
-    threshold = 0.5
-    version = "test"
-    identity = {"detector_id": "d", "classifier_id": "c"}
+    info = ScorerInfo(input_shape=(2,), threshold=0.5, n_classes=2, version="test", detector_id="d", classifier_id="c")
 
     def __call__(self, x):
         raise AssertionError("not scored in these tests")
+
+    def warmup(self, up_to=None):
+        pass
 
 
 class Consumer:
@@ -66,7 +68,9 @@ class Producer:
 
 
 def pipeline(consumer) -> Pipeline:
-    cfg = load_config(None, environ={}, overrides={"kafka": {"bootstrap_servers": "127.0.0.1:1"}, "metrics": {"enabled": False}})
+    cfg = load_config(
+        None, environ={}, overrides={"kafka": {"bootstrap_servers": "127.0.0.1:1"}, "metrics": {"enabled": False}}
+    )
     p = Pipeline(cfg, Scorer(), None, cfg.kafka.bootstrap_servers)
     p.consumer = consumer
     p.committer = AtLeastOnceCommitter(consumer, p.tracker, lambda: p._assigned, 0.2, 1.0)
@@ -74,7 +78,12 @@ def pipeline(consumer) -> Pipeline:
 
 
 def request(tp: TopicPartition, offset: int, n: int = 3) -> Request:
-    return Request(f"{tp.partition}-{offset}", np.zeros((n, 2), np.float32), "v2", RawRecord(tp.topic, tp.partition, offset, None, b"{}"))
+    return Request(
+        f"{tp.partition}-{offset}",
+        np.zeros((n, 2), np.float32),
+        "v2",
+        RawRecord(tp.topic, tp.partition, offset, None, b"{}"),
+    )
 
 
 def test_failed_committed_read_pauses_and_never_skips_records():

@@ -2,6 +2,7 @@
 
 Each test prints the figures it saw (kills, duplicates, recovery times): run with -s to read them.
 """
+
 from __future__ import annotations
 
 import random
@@ -22,9 +23,17 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ASSIGNED = "partitions assigned"
 
 
-def answers_by_id(bootstrap: str, topic: str, expected_ids: set[str], timeout_s: float = 120.0) -> dict[str, list[bytes]]:
+def answers_by_id(
+    bootstrap: str, topic: str, expected_ids: set[str], timeout_s: float = 120.0
+) -> dict[str, list[bytes]]:
     """Read the output topic until every expected id has an answer (or timeout); id -> list of bodies."""
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+    )
     got: dict[str, list[bytes]] = defaultdict(list)
     deadline = time.monotonic() + timeout_s
     quiet_until = None
@@ -56,15 +65,19 @@ def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path
     """5 SIGKILLs at random points while traffic flows; every request answered, duplicates bounded."""
     max_poll = 50
     # one bucket size: a redelivered request scores bit-identically whatever batch it lands in
-    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"max_poll_records": max_poll},
-                      batching={"max_batch_size": 64, "bucket_sizes": [64]})
+    cfg = make_config(
+        broker.bootstrap,
+        digits_detector_path,
+        kafka={"max_poll_records": max_poll},
+        batching={"max_batch_size": 64, "bucket_sizes": [64]},
+    )
     rng = random.Random(7)
     proc = PipelineProcess(cfg, tmp_path, "crash")
     traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=25)
     traffic.start()
     recovery = []
     try:
-        for kill in range(5):
+        for _ in range(5):
             t0 = time.monotonic()
             proc.start()
             assert proc.wait_log(ASSIGNED, timeout_s=90), proc.text()[-3000:]
@@ -79,8 +92,10 @@ def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path
         proc.cleanup()
     missing = set(ids) - set(got)
     duplicates = sum(len(v) - 1 for v in got.values())
-    print(f"\n[crash] requests={len(ids)} kills=5 missing={len(missing)} duplicates={duplicates} "
-          f"restart-to-assignment s={[round(r, 1) for r in recovery]}")  # the final restart is in answer_all_then_stop
+    print(
+        f"\n[crash] requests={len(ids)} kills=5 missing={len(missing)} duplicates={duplicates} "
+        f"restart-to-assignment s={[round(r, 1) for r in recovery]}"
+    )  # the final restart is in answer_all_then_stop
     assert not missing
     assert all(len(set(bodies)) == 1 for bodies in got.values()), "answers for one id differ"
     assert duplicates <= 5 * max_poll * cfg.kafka.partitions  # at most what one process can have in flight per kill
@@ -119,8 +134,10 @@ def test_rebalance_kill_one_then_join_third(broker, digits_setup, digits_detecto
             p.cleanup()
     missing = set(ids) - set(got)
     dup_ids = {k for k, v in got.items() if len(v) > 1}
-    print(f"\n[rebalance] requests={len(ids)} missing={len(missing)} duplicated ids={len(dup_ids)} "
-          f"takeover s={takeover_s:.1f} third-join s={join_s:.1f}")
+    print(
+        f"\n[rebalance] requests={len(ids)} missing={len(missing)} duplicated ids={len(dup_ids)} "
+        f"takeover s={takeover_s:.1f} third-join s={join_s:.1f}"
+    )
     assert not missing
     # the graceful rebalance when the third joins duplicates nothing: revoked work is drained and committed first
     assert not (dup_ids & set(ids[after_join_first:]))
@@ -218,7 +235,7 @@ def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_p
 
     def kafka_up() -> str:
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        return [line for line in body.splitlines() if line.startswith("adae_kafka_up ")][0].split()[1]
+        return next(line for line in body.splitlines() if line.startswith("adae_kafka_up ")).split()[1]
 
     try:
         assert proc.wait_log(ASSIGNED, timeout_s=90)
@@ -253,8 +270,10 @@ def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_p
     finally:
         proc.cleanup()
         broker.stop()
-    print(f"\n[broker lost] CPU share while down {cpu_share:.3f}; kafka_up back after {reconnect_s:.1f}s; "
-          f"first process exit {rc1}; answered after restart {len(set(got) & set(ids2))}/{len(ids2)}")
+    print(
+        f"\n[broker lost] CPU share while down {cpu_share:.3f}; kafka_up back after {reconnect_s:.1f}s; "
+        f"first process exit {rc1}; answered after restart {len(set(got) & set(ids2))}/{len(ids2)}"
+    )
     assert cpu_share < 0.3
     assert rc1 == 1
     assert text1.count("pipeline stopped: publishing the answer to the request at") == 1
@@ -272,14 +291,19 @@ def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_p
     from adae_stream.stream.clients import ensure_topics
     from tests.kafka_helpers import produce_requests
 
-    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={unusable: "bad topic name!", "create_topics": False})
+    cfg = make_config(
+        broker.bootstrap, digits_detector_path, kafka={unusable: "bad topic name!", "create_topics": False}
+    )
     ensure_topics(replace(cfg, kafka=replace(cfg.kafka, **{unusable: cfg.kafka.input_topic})), broker.bootstrap)
     if unusable == "output_topic":
         sent = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
         what = "publishing the answer to the request at"
     else:
         p = producer(broker.bootstrap)
-        sent = {f"junk-{i}": p.send(cfg.kafka.input_topic, value=b"not a request", key=f"junk-{i}".encode()) for i in range(10)}
+        sent = {
+            f"junk-{i}": p.send(cfg.kafka.input_topic, value=b"not a request", key=f"junk-{i}".encode())
+            for i in range(10)
+        }
         p.flush()
         p.close()
         what = "publishing the dead-letter record for"

@@ -1,4 +1,5 @@
 """Keras-3-native save/load: exact round trips and clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from adae_stream import AdversarialAE, load_detector, save_detector
-from adae_stream.detector.saving import DetectorLoadError
+from adae_stream.errors import DetectorLoadError
 from tests.conftest import iris_ae_nets
 
 
@@ -15,8 +16,11 @@ from tests.conftest import iris_ae_nets
 def test_round_trip_exact(tmp_path, iris, iris_model, kind):
     X, _ = iris
     enc, dec = iris_ae_nets()
-    kwargs = {"temperature": {"temperature": 0.4}, "hidden": {"hidden_layer_kld": {1: 3}, "w_model_hl": [0.5]},
-              "bfloat16": {"precision": "mixed_bfloat16"}}.get(kind, {})
+    kwargs = {
+        "temperature": {"temperature": 0.4},
+        "hidden": {"hidden_layer_kld": {1: 3}, "w_model_hl": [0.5]},
+        "bfloat16": {"precision": "mixed_bfloat16"},
+    }.get(kind, {})
     ad = AdversarialAE(encoder_net=enc, decoder_net=dec, model=iris_model, data_type="tabular", **kwargs)
     ad.fit(X, epochs=2, verbose=False)
     ad.infer_threshold(X, 90)
@@ -47,19 +51,19 @@ def saved(tmp_path, iris, iris_model):
 
 
 def test_missing_dir_or_config(tmp_path):
-    with pytest.raises(DetectorLoadError, match="detector.json is missing"):
+    with pytest.raises(DetectorLoadError, match=r"detector\.json is missing"):
         load_detector(tmp_path / "nope")
 
 
 def test_missing_model_file(saved):
     (saved / "ae.keras").unlink()
-    with pytest.raises(DetectorLoadError, match="ae.keras is missing"):
+    with pytest.raises(DetectorLoadError, match=r"ae\.keras is missing"):
         load_detector(saved)
 
 
 def test_corrupt_model_file(saved):
     (saved / "model.keras").write_bytes(b"not a zip at all")
-    with pytest.raises(DetectorLoadError, match="cannot load .*model.keras"):
+    with pytest.raises(DetectorLoadError, match=r"cannot load .*model\.keras"):
         load_detector(saved)
 
 
@@ -81,7 +85,9 @@ def test_unknown_precision_in_config(saved):
     cfg = json.loads((saved / "detector.json").read_text())
     cfg["precision"] = "float8"
     (saved / "detector.json").write_text(json.dumps(cfg))
-    with pytest.raises(DetectorLoadError, match="detector.json does not describe a valid detector: precision must be one of"):
+    with pytest.raises(
+        DetectorLoadError, match=r"detector\.json does not describe a valid detector: precision must be one of"
+    ):
         load_detector(saved)
 
 
@@ -92,7 +98,7 @@ def test_safe_mode_refuses_lambda_layers(tmp_path, iris_model):
     ae = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Lambda(lambda x: x * 2.0)])
     ad = AdversarialAE(ae=ae, model=iris_model, threshold=0.1)
     path = save_detector(ad, tmp_path / "lambda")
-    with pytest.raises(DetectorLoadError, match="ae.keras"):
+    with pytest.raises(DetectorLoadError, match=r"ae\.keras"):
         load_detector(path)
 
 
@@ -108,7 +114,10 @@ def test_detector_identity_is_a_content_hash(digits_setup, tmp_path):
     first = json.loads((save_detector(det, tmp_path / "a") / "detector.json").read_text())
     second = json.loads((save_detector(det, tmp_path / "b") / "detector.json").read_text())
     assert first["detector_id"] == second["detector_id"] and len(first["detector_id"]) == 16
-    assert detector_identity(load_detector(tmp_path / "a")) == {"detector_id": first["detector_id"], "classifier_id": first["classifier_id"]}
+    assert detector_identity(load_detector(tmp_path / "a")) == {
+        "detector_id": first["detector_id"],
+        "classifier_id": first["classifier_id"],
+    }
     original = det.threshold
     try:
         det.threshold = original * 1.01

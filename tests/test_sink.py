@@ -5,6 +5,7 @@ error a real client or broker gives, so the policy (which failures cost one reco
 service) is checked case by case. tests/test_poison_records.py runs the same policy against the real
 broker and process.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,11 @@ from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.sink import Sink, Tally, clean_headers, is_record_error, record_size
 
 LIMIT = 4096
-RESULT = {"corrected": np.array([1]), "is_adversarial": np.array([False]), "instance_score": np.array([0.1], np.float32)}
+RESULT = {
+    "corrected": np.array([1]),
+    "is_adversarial": np.array([False]),
+    "instance_score": np.array([0.1], np.float32),
+}
 INFO = {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"}
 
 
@@ -95,7 +100,7 @@ def test_answer_acked_marks_the_offset_done(setup):
 
 
 def test_answer_that_cannot_be_encoded_is_dead_lettered(setup):
-    sink, producer, tracker, outcomes = setup
+    sink, producer, _tracker, outcomes = setup
     sink.answer(request(rid="\ud800"), RESULT, INFO)
     producer.ack_all()
     (dlq,) = producer.sent
@@ -130,7 +135,7 @@ def test_answer_rejected_as_too_large_goes_to_the_dead_letter_topic(setup, at_se
 
 
 def test_dead_letter_rejected_then_minimal_record_keeps_the_coordinates(setup):
-    sink, producer, tracker, outcomes = setup
+    sink, producer, tracker, _outcomes = setup
     tracker.add(TopicPartition("in", 0), 7)
     producer.failures["dlq"] = [MessageSizeTooLargeError("too large")]
     sink.dead_letter(record(7, value=b"v" * 100), "decode", "bad JSON")
@@ -154,8 +159,14 @@ def test_minimal_record_rejected_too_is_fatal_and_the_offset_stays_uncommitted(s
     assert tracker.commit_point(TopicPartition("in", 0)) == 3
 
 
-@pytest.mark.parametrize("error", [KafkaTimeoutError("delivery timeout"), TopicAuthorizationFailedError("denied"),
-                                   OutOfOrderSequenceNumberError("state lost")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        KafkaTimeoutError("delivery timeout"),
+        TopicAuthorizationFailedError("denied"),
+        OutOfOrderSequenceNumberError("state lost"),
+    ],
+)
 def test_failures_of_the_service_are_fatal_not_dead_lettered(setup, error):
     sink, producer, tracker, _ = setup
     tracker.add(TopicPartition("in", 0), 0)
@@ -176,7 +187,13 @@ def test_first_failure_is_kept(setup):
 
 
 def test_copied_headers_are_made_valid():
-    headers = [("trace", None), ("ok", b"v"), ("error-reason", b"old"), ("source-offset", b"1"), ("mv", memoryview(b"m"))]
+    headers = [
+        ("trace", None),
+        ("ok", b"v"),
+        ("error-reason", b"old"),
+        ("source-offset", b"1"),
+        ("mv", memoryview(b"m")),
+    ]
     assert clean_headers(headers) == [("trace", b""), ("ok", b"v"), ("mv", b"m")]
 
 
@@ -208,7 +225,10 @@ def test_key_larger_than_the_dead_letter_limit_gives_a_minimal_record_without_ke
 
 
 def test_record_errors_versus_service_errors():
-    assert is_record_error(MessageSizeTooLargeError()) and is_record_error(TypeError("headers")) and is_record_error(
-        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert (
+        is_record_error(MessageSizeTooLargeError())
+        and is_record_error(TypeError("headers"))
+        and is_record_error(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    )
     assert not is_record_error(KafkaTimeoutError()) and not is_record_error(TopicAuthorizationFailedError())
     assert not is_record_error(ValueError('Topic name "bad topic!" is illegal'))  # what kafka-python raises at send()

@@ -4,6 +4,7 @@ Requests are built and answers parsed by the ecosystem's own libraries (tritoncl
 builder and response parser, tritonclient's gRPC protobuf classes and InferResult, the cloudevents SDK's
 Kafka binding), never by our own client helpers, so each test checks interoperability, not symmetry.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,13 @@ FIELDS = ["corrected", "is_adversarial", "instance_score", "no_defense", "defens
 
 def result_for(n: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(n)
-    return {"corrected": rng.integers(0, 3, n).astype(np.int64), "is_adversarial": rng.random(n) > 0.5,
-            "instance_score": rng.random(n).astype(np.float32), "no_defense": rng.integers(0, 3, n).astype(np.int64),
-            "defense": rng.integers(0, 3, n).astype(np.int64)}
+    return {
+        "corrected": rng.integers(0, 3, n).astype(np.int64),
+        "is_adversarial": rng.random(n) > 0.5,
+        "instance_score": rng.random(n).astype(np.float32),
+        "no_defense": rng.integers(0, 3, n).astype(np.int64),
+        "defense": rng.integers(0, 3, n).astype(np.int64),
+    }
 
 
 def record(value: bytes, headers=(), topic: str = "in", key: bytes | None = b"k") -> RawRecord:
@@ -55,7 +60,7 @@ def triton_request(x, binary_in: bool, outputs=None, request_id="t1"):
     inp.set_data_from_numpy(x, binary_data=binary_in)
     body, json_length = InferenceServerClient.generate_request_body([inp], outputs=outputs, request_id=request_id)
     headers = [("Inference-Header-Content-Length", str(json_length).encode())] if json_length else []
-    return body, headers + [("content-type", b"application/octet-stream" if json_length else b"application/json")]
+    return body, [*headers, ("content-type", b"application/octet-stream" if json_length else b"application/json")]
 
 
 @pytest.mark.parametrize("with_length_header", [True, False])
@@ -66,7 +71,9 @@ def test_triton_binary_request_all_outputs_binary(with_length_header):
     req, res, payload, hdr, _ = answer(body, headers)
     np.testing.assert_array_equal(req.instances, X)
     assert req.id == "t1" and req.fmt == "v2"
-    parsed = InferenceServerClient.parse_response_body(payload, header_length=int(hdr["inference-header-content-length"]))
+    parsed = InferenceServerClient.parse_response_body(
+        payload, header_length=int(hdr["inference-header-content-length"])
+    )
     assert parsed.get_response()["id"] == "t1"
     for name in FIELDS:
         np.testing.assert_array_equal(parsed.as_numpy(name), res[name])
@@ -74,10 +81,15 @@ def test_triton_binary_request_all_outputs_binary(with_length_header):
 
 
 def test_triton_per_output_binary_choice():
-    outputs = [InferRequestedOutput("corrected", binary_data=True), InferRequestedOutput("instance_score", binary_data=False)]
+    outputs = [
+        InferRequestedOutput("corrected", binary_data=True),
+        InferRequestedOutput("instance_score", binary_data=False),
+    ]
     body, headers = triton_request(X, binary_in=True, outputs=outputs)
     _, res, payload, hdr, _ = answer(body, headers)
-    parsed = InferenceServerClient.parse_response_body(payload, header_length=int(hdr["inference-header-content-length"]))
+    parsed = InferenceServerClient.parse_response_body(
+        payload, header_length=int(hdr["inference-header-content-length"])
+    )
     assert parsed.get_output("corrected")["parameters"]["binary_data_size"] == 3 * 8
     assert parsed.get_output("instance_score")["data"] == pytest.approx(res["instance_score"].tolist())
     for name in FIELDS:
@@ -93,12 +105,15 @@ def test_triton_json_request_gets_a_json_answer():
     np.testing.assert_array_equal(parsed.as_numpy("corrected"), res["corrected"])
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda b, h: (b[:-3], h), "shape"),  # binary tail shorter than binary_data_size
-    (lambda b, h: (b, [("Inference-Header-Content-Length", b"999999")]), "decode"),
-    (lambda b, h: (b, [("Inference-Header-Content-Length", b"12")]), "decode"),  # cuts the JSON
-    (lambda b, h: (b, [("Inference-Header-Content-Length", b"-1")]), "decode"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda b, h: (b[:-3], h), "shape"),  # binary tail shorter than binary_data_size
+        (lambda b, h: (b, [("Inference-Header-Content-Length", b"999999")]), "decode"),
+        (lambda b, h: (b, [("Inference-Header-Content-Length", b"12")]), "decode"),  # cuts the JSON
+        (lambda b, h: (b, [("Inference-Header-Content-Length", b"-1")]), "decode"),
+    ],
+)
 def test_triton_damaged(damage, reason):
     body, headers = triton_request(X, binary_in=True)
     with pytest.raises(DecodeError) as ei:
@@ -120,8 +135,15 @@ def proto_request(x, raw: bool = True, request_id: str = "p1") -> bytes:
 
 @pytest.mark.parametrize("raw", [True, False])
 def test_seldon_protobuf_request_answered_in_protobuf(raw):
-    headers = [("pipeline", b"iris-pipe"), ("x-request-id", b"req-9"), ("x-tenant", b"acme"), ("traceparent", b"00-ab-cd-01")]
-    req, res, payload, hdr, out_headers = answer(proto_request(X, raw), headers, topic="seldon.default.model.iris.inputs")
+    headers = [
+        ("pipeline", b"iris-pipe"),
+        ("x-request-id", b"req-9"),
+        ("x-tenant", b"acme"),
+        ("traceparent", b"00-ab-cd-01"),
+    ]
+    req, res, payload, hdr, _out_headers = answer(
+        proto_request(X, raw), headers, topic="seldon.default.model.iris.inputs"
+    )
     np.testing.assert_array_equal(req.instances, X)
     assert req.fmt == "proto" and req.id == "p1"
     response = triton_pb.ModelInferResponse.FromString(payload)
@@ -152,17 +174,20 @@ def test_schema_registry_framing_is_read_and_repeated():
         req, res, payload, _, _ = answer(framing + proto_request(X))
         np.testing.assert_array_equal(req.instances, X)
         assert payload.startswith(framing)
-        response = triton_pb.ModelInferResponse.FromString(payload[len(framing):])
+        response = triton_pb.ModelInferResponse.FromString(payload[len(framing) :])
         np.testing.assert_array_equal(InferResult(response).as_numpy("corrected"), res["corrected"])
 
 
-@pytest.mark.parametrize("mutate, reason", [
-    (lambda m: m.raw_input_contents.__setitem__(0, m.raw_input_contents[0][:-4]), "shape"),
-    (lambda m: m.inputs.add(name="second", datatype="FP32", shape=[3, 4]), "schema"),
-    (lambda m: m.inputs[0].__setattr__("datatype", "BYTES"), "dtype"),
-    (lambda m: m.inputs[0].shape.__setitem__(1, 5), "shape"),
-    (lambda m: m.raw_input_contents.__setitem__(0, np.full(12, np.nan, "<f4").tobytes()), "non_finite"),
-])
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda m: m.raw_input_contents.__setitem__(0, m.raw_input_contents[0][:-4]), "shape"),
+        (lambda m: m.inputs.add(name="second", datatype="FP32", shape=[3, 4]), "schema"),
+        (lambda m: m.inputs[0].__setattr__("datatype", "BYTES"), "dtype"),
+        (lambda m: m.inputs[0].shape.__setitem__(1, 5), "shape"),
+        (lambda m: m.raw_input_contents.__setitem__(0, np.full(12, np.nan, "<f4").tobytes()), "non_finite"),
+    ],
+)
 def test_protobuf_rejections(mutate, reason):
     msg = triton_pb.ModelInferRequest.FromString(proto_request(X))
     mutate(msg)
@@ -173,41 +198,64 @@ def test_protobuf_rejections(mutate, reason):
 
 def test_seldon_outputs_and_responses_are_skipped_not_rejected():
     response = triton_pb.ModelInferResponse(id="r").SerializeToString()
-    for value, headers, topic in [(response, [], "seldon.ns.model.iris.outputs"),
-                                  (response, [], "seldon.ns.pipeline.p.outputs"),
-                                  (proto_request(X), [("seldon-infer-type", b"proto/InferModelResponse")], "in"),
-                                  (b'{"id":"a","outputs":[]}', [], "in"), (b'{"predictions":[1]}', [], "in")]:
+    for value, headers, topic in [
+        (response, [], "seldon.ns.model.iris.outputs"),
+        (response, [], "seldon.ns.pipeline.p.outputs"),
+        (proto_request(X), [("seldon-infer-type", b"proto/InferModelResponse")], "in"),
+        (b'{"id":"a","outputs":[]}', [], "in"),
+        (b'{"predictions":[1]}', [], "in"),
+    ]:
         with pytest.raises(NotARequest):
             decode(record(value, headers, topic), SHAPE, MAX)
 
 
 # ------------------------------------------------------------------ KServe payload logger CloudEvents
 def kserve_event(data, event_type="org.kubeflow.serving.inference.request", datacontenttype="application/json"):
-    return CloudEvent(attributes={"id": "ce-42", "type": event_type, "source": "http://iris-predictor-0",
-                                  "specversion": "1.0", "datacontenttype": datacontenttype,
-                                  "inferenceservicename": "iris", "namespace": "prod", "component": "predictor",
-                                  "endpoint": "default"}, data=data)
+    return CloudEvent(
+        attributes={
+            "id": "ce-42",
+            "type": event_type,
+            "source": "http://iris-predictor-0",
+            "specversion": "1.0",
+            "datacontenttype": datacontenttype,
+            "inferenceservicename": "iris",
+            "namespace": "prod",
+            "component": "predictor",
+            "endpoint": "default",
+        },
+        data=data,
+    )
 
 
 V1_BODY = json.dumps({"instances": X.tolist()}).encode()
-V2_BODY = json.dumps({"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}).encode()
+V2_BODY = json.dumps(
+    {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}
+).encode()
 
 
 @pytest.mark.parametrize("body", [V1_BODY, V2_BODY])
 @pytest.mark.parametrize("wrong_type", [False, True])
 def test_kserve_binary_cloudevent(body, wrong_type):
     # curl's default form type: KServe logs the caller's content-type, right or wrong
-    event = kserve_event(body, datacontenttype="application/x-www-form-urlencoded" if wrong_type else "application/json")
+    event = kserve_event(
+        body, datacontenttype="application/x-www-form-urlencoded" if wrong_type else "application/json"
+    )
     msg = ce_kafka.to_binary(event, JSONFormat())
-    req, res, payload, hdr, out_headers = answer(msg.value, list(msg.headers.items()))
+    req, res, payload, _hdr, out_headers = answer(msg.value, list(msg.headers.items()))
     np.testing.assert_allclose(req.instances, X)
     assert req.id == "ce-42"
-    back = ce_kafka.from_binary(ce_kafka.KafkaMessage(headers=dict(out_headers), key=None, value=payload), JSONFormat(), CloudEvent)
+    back = ce_kafka.from_binary(
+        ce_kafka.KafkaMessage(headers=dict(out_headers), key=None, value=payload), JSONFormat(), CloudEvent
+    )
     attrs = back.get_attributes()
     assert attrs["id"] == "ce-42" and attrs["type"] == "io.adae-stream.inference.response"
     assert (attrs["inferenceservicename"], attrs["namespace"], attrs["component"]) == ("iris", "prod", "predictor")
     data = back.get_data()
-    got = np.asarray(data["predictions"] if "predictions" in data else next(o["data"] for o in data["outputs"] if o["name"] == "corrected"))
+    got = np.asarray(
+        data["predictions"]
+        if "predictions" in data
+        else next(o["data"] for o in data["outputs"] if o["name"] == "corrected")
+    )
     np.testing.assert_array_equal(got, res["corrected"])
 
 
@@ -218,7 +266,9 @@ def test_kserve_structured_cloudevent(as_bytes):
     req, res, payload, hdr, out_headers = answer(msg.value, list(msg.headers.items()))
     assert req.id == "ce-42"
     assert hdr["content-type"].startswith(b"application/cloudevents+json")
-    back = ce_kafka.from_structured(ce_kafka.KafkaMessage(headers=dict(out_headers), key=None, value=payload), JSONFormat(), CloudEvent)
+    back = ce_kafka.from_structured(
+        ce_kafka.KafkaMessage(headers=dict(out_headers), key=None, value=payload), JSONFormat(), CloudEvent
+    )
     assert back.get_attributes()["id"] == "ce-42" and back.get_attributes()["namespace"] == "prod"
     corrected = next(o for o in back.get_data()["outputs"] if o["name"] == "corrected")["data"]
     assert corrected == res["corrected"].tolist()
@@ -235,13 +285,16 @@ def test_kserve_response_events_are_skipped():
         decode(record(b'{"data":{}}', [("type", b"io.seldon.serving.inference.response")]), SHAPE, MAX)
 
 
-@pytest.mark.parametrize("value, headers, reason", [
-    (b"{not json", [("content-type", b"application/cloudevents+json")], "decode"),
-    (b'{"id":"x","type":"t","data_base64":"!!!"}', [("content-type", b"application/cloudevents+json")], "decode"),
-    (b'{"id":"x","type":"t"}', [("content-type", b"application/cloudevents+json")], "schema"),
-    (b'["event"]', [("content-type", b"application/cloudevents+json")], "schema"),
-    (V1_BODY, [("ce_specversion", b"1.0"), ("ce_type", b"t")], "schema"),  # no id
-])
+@pytest.mark.parametrize(
+    "value, headers, reason",
+    [
+        (b"{not json", [("content-type", b"application/cloudevents+json")], "decode"),
+        (b'{"id":"x","type":"t","data_base64":"!!!"}', [("content-type", b"application/cloudevents+json")], "decode"),
+        (b'{"id":"x","type":"t"}', [("content-type", b"application/cloudevents+json")], "schema"),
+        (b'["event"]', [("content-type", b"application/cloudevents+json")], "schema"),
+        (V1_BODY, [("ce_specversion", b"1.0"), ("ce_type", b"t")], "schema"),  # no id
+    ],
+)
 def test_cloudevent_rejections(value, headers, reason):
     with pytest.raises(DecodeError) as ei:
         decode(record(value, headers), SHAPE, MAX)
@@ -252,8 +305,17 @@ def test_cloudevent_rejections(value, headers, reason):
 def test_generated_protobuf_module_is_current(tmp_path):
     """The committed _pb2 is what protoc makes of the committed .proto (regenerate as its header says)."""
     proto_dir = ROOT / "adae_stream" / "stream" / "proto"
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"--python_out={tmp_path}",
-                    str(proto_dir / "open_inference.proto")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{proto_dir}",
+            f"--python_out={tmp_path}",
+            str(proto_dir / "open_inference.proto"),
+        ],
+        check=True,
+    )
     generated = (tmp_path / "open_inference_pb2.py").read_text()
     committed = (proto_dir / "open_inference_pb2.py").read_text()
     strip = lambda text: [line for line in text.splitlines() if not line.startswith("# Protobuf Python Version")]  # noqa: E731
@@ -265,8 +327,12 @@ def test_our_messages_match_the_specification_field_for_field():
     from adae_stream.stream.proto import open_inference_pb2 as ours
 
     def fields(descriptor):
-        return {(f.name, f.number, f.type, f.label if hasattr(f, "label") else None): (fields(f.message_type) if f.message_type else None)
-                for f in descriptor.fields}
+        return {
+            (f.name, f.number, f.type, f.label if hasattr(f, "label") else None): (
+                fields(f.message_type) if f.message_type else None
+            )
+            for f in descriptor.fields
+        }
 
     for name in ("ModelInferRequest", "ModelInferResponse", "InferTensorContents", "InferParameter"):
         assert fields(getattr(ours, name).DESCRIPTOR) == fields(getattr(triton_pb, name).DESCRIPTOR), name

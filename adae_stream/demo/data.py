@@ -1,10 +1,13 @@
 """Offline data: scikit-learn's bundled digits (8x8 grey images), scaled to [0, 1] as (n, 8, 8, 1)."""
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def load_digits_split(seed: int = 0, test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_digits_split(
+    seed: int = 0, test_fraction: float = 0.3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)

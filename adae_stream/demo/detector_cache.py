@@ -2,6 +2,7 @@
 
 A cache entry that fails to load (corrupt, partial, older format) is removed and rebuilt, never crashed on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,13 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from adae_stream import __version__
+from adae_stream.version import __version__
 
 log = logging.getLogger(__name__)
 
 
 def cache_key(epochs: int, seed: int) -> str:
-    spec = {"version": __version__, "epochs": epochs, "seed": seed, "recipe": "digits-cnn16-convae-fpr05-heldout-card-v3"}
+    spec = {
+        "version": __version__,
+        "epochs": epochs,
+        "seed": seed,
+        "recipe": "digits-cnn16-convae-fpr05-heldout-card-v3",
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -51,7 +57,8 @@ def train_demo_detector(epochs: int, seed: int):
 
 def load_or_train(cache_dir: str | Path, epochs: int, seed: int):
     """Returns (detector, path of the saved detector, whether it came from the cache)."""
-    from adae_stream.detector.saving import DetectorLoadError, load_detector, save_detector
+    from adae_stream.detector.saving import load_detector, save_detector
+    from adae_stream.errors import DetectorLoadError
 
     path = Path(cache_dir) / f"digits-{cache_key(epochs, seed)}"
     if path.exists():
@@ -71,8 +78,8 @@ def load_or_train(cache_dir: str | Path, epochs: int, seed: int):
 
 def traffic_pools(detector, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Instances and true labels per traffic kind, from the held-out digits."""
-    from adae_stream.detector import attacks
     from adae_stream.demo.data import load_digits_split
+    from adae_stream.detector import attacks
 
     _, _, Xte, yte = load_digits_split(seed)
     clf = detector.model

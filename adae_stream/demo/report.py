@@ -1,4 +1,5 @@
 """demo-report/: a Markdown summary, summary.json, and PNG plots (score histograms, accuracy bars)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delive
     all_scores = [np.concatenate(stats.scores[r["kind"]]) for r in table]
     positive = np.concatenate([s[s > 0] for s in all_scores] + [np.array([threshold])])
     bins = np.logspace(np.log10(max(positive.min(), 1e-6)), np.log10(positive.max() * 1.01), 50)
-    for r, s in zip(table, all_scores):
-        ax.hist(np.clip(s, bins[0], None), bins=bins, histtype="step", linewidth=1.6, label=r["kind"], weights=np.full(len(s), 1.0 / max(len(s), 1)))
+    for r, s in zip(table, all_scores, strict=True):
+        ax.hist(
+            np.clip(s, bins[0], None),
+            bins=bins.tolist(),
+            histtype="step",
+            linewidth=1.6,
+            label=r["kind"],
+            weights=np.full(len(s), 1.0 / max(len(s), 1)),
+        )
     ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set_xscale("log")
     ax.set_xlabel("adversarial score KL(M(x) || M(AE(x)))")
@@ -43,7 +51,9 @@ def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delive
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x = np.arange(len(table))
     w = 0.27
-    for i, (key, label) in enumerate([("acc_no_defense", "undefended"), ("acc_defense", "defense (always AE)"), ("acc_corrected", "corrected")]):
+    for i, (key, label) in enumerate(
+        [("acc_no_defense", "undefended"), ("acc_defense", "defense (always AE)"), ("acc_corrected", "corrected")]
+    ):
         ax.bar(x + (i - 1) * w, [r[key] for r in table], w, label=label)
     ax.set_xticks(x, [r["kind"] for r in table])
     ax.set_ylim(0, 1)
@@ -55,24 +65,39 @@ def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delive
     plt.close(fig)
 
     lines = [
-        "# adae-stream demo report", "",
-        f"Detector threshold: {threshold:.6g}. Requests produced: {delivery['produced']}, answered: {delivery['answered']}, "
+        "# adae-stream demo report",
+        "",
+        f"Detector threshold: {threshold:.6g}. Requests produced: {delivery['produced']}, answered: "
+        f"{delivery['answered']}, "
         f"missing: {delivery['missing']}, duplicated: {delivery['duplicates']}.",
-        f"Throughput: {run_info['throughput']:.0f} instances/s; request latency p50 {run_info['p50_ms']:.1f} ms, p99 {run_info['p99_ms']:.1f} ms.", "",
+        f"Throughput: {run_info['throughput']:.0f} instances/s; request latency p50 {run_info['p50_ms']:.1f} ms, p99 "
+        f"{run_info['p99_ms']:.1f} ms.",
+        "",
         "| kind | requests | instances | flag rate | AUROC vs clean | acc undefended | acc defense | acc corrected |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
-        lines.append(f"| {r['kind']} | {r['requests']} | {r['instances']} | {_fmt(r['flag_rate'])} | {_fmt(r['auroc_vs_clean'])} | "
-                     f"{_fmt(r['acc_no_defense'])} | {_fmt(r['acc_defense'])} | {_fmt(r['acc_corrected'])} |")
+        lines.append(
+            f"| {r['kind']} | {r['requests']} | {r['instances']} | {_fmt(r['flag_rate'])} | "
+            f"{_fmt(r['auroc_vs_clean'])} | "
+            f"{_fmt(r['acc_no_defense'])} | {_fmt(r['acc_defense'])} | {_fmt(r['acc_corrected'])} |"
+        )
     live = run_info.get("live_accuracy_from_metrics")
     if live and live.get("labelled_instances"):
         sent = run_info.get("feedback_sent", {})
-        lines += ["", "Live accuracy from the feedback loop, as the service's own metrics report it "
-                  f"(`adae_feedback_correct_total / adae_feedback_instances_total`; {live['labelled_instances']:.0f} labelled "
-                  f"instances; {sent.get('lost', 0)} label records lost and {sent.get('duplicated', 0)} duplicated on purpose): "
-                  f"undefended {_fmt(live['no_defense'])}, defense {_fmt(live['defense'])}, corrected {_fmt(live['corrected'])}."]
+        lines += [
+            "",
+            "Live accuracy from the feedback loop, as the service's own metrics report it "
+            f"(`adae_feedback_correct_total / adae_feedback_instances_total`; {live['labelled_instances']:.0f} "
+            "labelled "
+            f"instances; {sent.get('lost', 0)} label records lost and {sent.get('duplicated', 0)} duplicated on "
+            "purpose): "
+            f"undefended {_fmt(live['no_defense'])}, defense {_fmt(live['defense'])}, corrected "
+            f"{_fmt(live['corrected'])}.",
+        ]
     lines += ["", "![scores](scores.png)", "", "![accuracy](accuracy.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
-    (out / "summary.json").write_text(json.dumps({"threshold": threshold, "delivery": delivery, "run": run_info, "kinds": table}, indent=1))
+    (out / "summary.json").write_text(
+        json.dumps({"threshold": threshold, "delivery": delivery, "run": run_info, "kinds": table}, indent=1)
+    )
     return out

@@ -3,6 +3,7 @@
 Everything runs in this process except the broker: the pipeline on a thread (exactly the code path of
 ``adae-stream run``), a traffic generator on another, and the answer collector on the main thread.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -32,7 +33,18 @@ class Sent:
 class TrafficGenerator(threading.Thread):
     """Produces V2 requests of `batch` instances of one kind each, at `rate` requests/s, for `duration_s`."""
 
-    def __init__(self, bootstrap: str, topic: str, pools: dict, mix: dict[str, float], rate: float, batch: int, duration_s: float, seed: int, security: dict) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        pools: dict,
+        mix: dict[str, float],
+        rate: float,
+        batch: int,
+        duration_s: float,
+        seed: int,
+        security: dict,
+    ) -> None:
         super().__init__(name="adae-demo-traffic", daemon=True)
         from kafka import KafkaProducer
 
@@ -42,8 +54,8 @@ class TrafficGenerator(threading.Thread):
         unknown = [k for k in kinds if k not in pools]
         if unknown:
             raise ValueError(f"unknown traffic kinds in mix: {unknown} (known: {', '.join(pools)})")
-        p = np.array([mix[k] for k in kinds], dtype=float)
-        self.kinds, self.p = kinds, p / p.sum()
+        weights = np.array([mix[k] for k in kinds], dtype=float)
+        self.kinds, self.probabilities = kinds, weights / weights.sum()
         self.rng = np.random.default_rng(seed)
         self.sent: dict[str, Sent] = {}
         self.lock = threading.Lock()
@@ -56,14 +68,16 @@ class TrafficGenerator(threading.Thread):
         start = time.monotonic()
         i = 0
         while not self.stop_event.is_set() and time.monotonic() - start < self.duration_s:
-            kind = self.kinds[self.rng.choice(len(self.kinds), p=self.p)]
+            kind = self.kinds[self.rng.choice(len(self.kinds), p=self.probabilities)]
             X, y = self.pools[kind]
             idx = self.rng.integers(0, len(X), self.batch)
             rid = f"demo-{self.run_tag}-{i}"
             payload, headers = encode_request(X[idx], "v2", rid)
             with self.lock:
                 self.sent[rid] = Sent(kind, y[idx], time.monotonic())
-            self.producer.send(self.topic, value=payload, key=rid.encode(), headers=headers + [("adae-demo-kind", kind.encode())])
+            self.producer.send(
+                self.topic, value=payload, key=rid.encode(), headers=[*headers, ("adae-demo-kind", kind.encode())]
+            )
             i += 1
             delay = start + i / self.rate - time.monotonic()
             if delay > 0:
@@ -76,8 +90,16 @@ class FeedbackSender:
     """Publishes the labels the demo knows as feedback, the way a labelling pipeline would: seconds after
     the answer, some never (loss), some twice (duplicates)."""
 
-    def __init__(self, bootstrap: str, topic: str, seed: int, security: dict, delay_s: tuple[float, float] = (0.5, 3.0),
-                 loss: float = 0.1, duplicate: float = 0.05) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        seed: int,
+        security: dict,
+        delay_s: tuple[float, float] = (0.5, 3.0),
+        loss: float = 0.1,
+        duplicate: float = 0.05,
+    ) -> None:
         from kafka import KafkaProducer
 
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **security)
@@ -99,7 +121,9 @@ class FeedbackSender:
         now = time.monotonic()
         while self.due and (flush_all or self.due[0][0] <= now):
             _, request_id, labels = heapq.heappop(self.due)
-            self.producer.send(self.topic, value=json.dumps({"id": request_id, "labels": labels}).encode(), key=request_id.encode())
+            self.producer.send(
+                self.topic, value=json.dumps({"id": request_id, "labels": labels}).encode(), key=request_id.encode()
+            )
             self.counts["sent"] += 1
 
     def close(self) -> None:
@@ -142,41 +166,58 @@ class LiveView:
         self.stream.flush()
 
 
-def render(elapsed: float, duration: float, gen: TrafficGenerator, stats, throughput: float, live: dict | None = None) -> str:
+def render(
+    elapsed: float, duration: float, gen: TrafficGenerator, stats, throughput: float, live: dict | None = None
+) -> str:
     frac = min(1.0, elapsed / duration) if duration else 1.0
     bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
     answered = sum(r["requests"] for r in stats.table())
     lines = [
         f"[{bar}] {frac * 100:5.1f}%  t={elapsed:5.1f}s  produced {len(gen.sent)}  answered {answered}  "
-        f"throughput {throughput:7.0f} inst/s  latency p50 {stats.latency_ms(50):6.1f} ms p99 {stats.latency_ms(99):6.1f} ms",
+        f"throughput {throughput:7.0f} inst/s  latency p50 {stats.latency_ms(50):6.1f} ms p99 "
+        f"{stats.latency_ms(99):6.1f} ms",
         f"{'kind':<10} {'inst':>6} {'flagged':>8} {'AUROC':>6} {'acc undef':>9} {'acc def':>8} {'acc corr':>8}",
     ]
     for r in stats.table():
         au = "" if r["kind"] == "clean" or np.isnan(r["auroc_vs_clean"]) else f"{r['auroc_vs_clean']:.2f}"
-        lines.append(f"{r['kind']:<10} {r['instances']:>6} {r['flag_rate']:>8.1%} {au:>6} {r['acc_no_defense']:>9.1%} {r['acc_defense']:>8.1%} {r['acc_corrected']:>8.1%}")
+        lines.append(
+            f"{r['kind']:<10} {r['instances']:>6} {r['flag_rate']:>8.1%} {au:>6} {r['acc_no_defense']:>9.1%} "
+            f"{r['acc_defense']:>8.1%} {r['acc_corrected']:>8.1%}"
+        )
     if live is not None and live["labelled_instances"]:
-        lines.append(f"{'live (feedback, from the service metrics)':<44} {live['labelled_instances']:>6.0f} labelled: "
-                     f"undef {live['no_defense']:.1%} def {live['defense']:.1%} corr {live['corrected']:.1%}")
+        lines.append(
+            f"{'live (feedback, from the service metrics)':<44} {live['labelled_instances']:>6.0f} labelled: "
+            f"undef {live['no_defense']:.1%} def {live['defense']:.1%} corr {live['corrected']:.1%}"
+        )
     return "\n".join(lines)
 
 
 def run_demo(cfg: Config) -> int:
     from kafka import KafkaConsumer
 
-    from adae_stream.config import kafka_security_kwargs
+    from adae_stream.config import input_topics, kafka_security_kwargs
     from adae_stream.demo.detector_cache import load_or_train, traffic_pools
     from adae_stream.demo.report import write_report
     from adae_stream.demo.stats import DemoStats
-    from adae_stream.runner import kafka_bootstrap, load_scorer, run_pipeline
+    from adae_stream.runner import RunningService, kafka_bootstrap, load_scorer, run_pipeline
     from adae_stream.stream.codecs import decode_response
 
     d = cfg.demo
+    topics = input_topics(cfg.kafka)
+    if not topics:
+        print(
+            "adae-stream demo: the demo produces to kafka.input_topic; kafka.input_pattern names none", file=sys.stderr
+        )
+        return 2
     # close the loop: the demo labels its own traffic, and captures flagged requests for review
     cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or "adae-feedback"
     cfg.kafka.flagged_topic = cfg.kafka.flagged_topic or "adae-flagged"
     t0 = time.monotonic()
     detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
-    print(f"detector: {det_path} ({'from cache' if cached else f'trained in {time.monotonic() - t0:.1f}s'}), threshold {detector.threshold:.4g}")
+    print(
+        f"detector: {det_path} ({'from cache' if cached else f'trained in {time.monotonic() - t0:.1f}s'}), threshold "
+        f"{detector.threshold:.4g}"
+    )
     cfg.detector.path = str(det_path)
     pools = traffic_pools(detector, d.seed)
     scorer = load_scorer(cfg)
@@ -186,16 +227,27 @@ def run_demo(cfg: Config) -> int:
         holder: dict = {}
         ready = threading.Event()
 
-        def on_ready(pipeline) -> None:
-            holder["pipeline"] = pipeline
+        def on_ready(service: RunningService) -> None:
+            holder["service"], holder["pipeline"] = service, service.pipeline
             ready.set()
 
-        pipe_thread = threading.Thread(target=lambda: holder.setdefault("rc", run_pipeline(cfg, scorer, bootstrap, install_signals=False, on_ready=on_ready)),
-                                       name="adae-pipeline", daemon=True)
+        pipe_thread = threading.Thread(
+            target=lambda: holder.setdefault(
+                "rc", run_pipeline(cfg, scorer, bootstrap, install_signals=False, on_ready=on_ready)
+            ),
+            name="adae-pipeline",
+            daemon=True,
+        )
         pipe_thread.start()
         # answers are matched to this run's request ids, so reading from the start is safe on a used topic
-        consumer = KafkaConsumer(cfg.kafka.output_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-                                 fetch_max_wait_ms=100, **security)
+        consumer = KafkaConsumer(
+            cfg.kafka.output_topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            **security,
+        )
         deadline = time.monotonic() + 90
         if ready.wait(60):
             while not holder["pipeline"].ready and time.monotonic() < deadline and pipe_thread.is_alive():
@@ -206,10 +258,11 @@ def run_demo(cfg: Config) -> int:
                 holder["pipeline"].stop()
             consumer.close()
             return 1
-        print(f"pipeline ready; metrics: {holder['pipeline'].metrics_url or 'disabled'}")
-        gen = TrafficGenerator(bootstrap, cfg.kafka.input_topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
+        print(f"pipeline ready; metrics: {holder['service'].metrics_url or 'disabled'}")
+        gen = TrafficGenerator(bootstrap, topics[0], pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
         feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic, d.seed, security)
-        registry = getattr(holder["pipeline"].metrics, "registry", None)
+        service_metrics = holder["service"].metrics
+        registry = service_metrics.registry if service_metrics is not None else None
 
         def live() -> dict | None:
             return live_accuracy(registry) if registry is not None else None
@@ -251,7 +304,9 @@ def run_demo(cfg: Config) -> int:
         elapsed = time.monotonic() - start
         feedback.close()  # the labels still due go out now; the pipeline joins them before it stops
         _wait_for_labels(registry, feedback.counts["sent"], timeout_s=15)
-        view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()), force=True)
+        view.draw(
+            render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()), force=True
+        )
         live_final = live()
         gen.stop_event.set()
         gen.join(10)
@@ -260,11 +315,20 @@ def run_demo(cfg: Config) -> int:
         # Delivery check: read the whole output topic once more, independently of the live view.
         delivery = _delivery_check(bootstrap, cfg.kafka.output_topic, set(gen.sent), security)
         consumer.close()
-    run_info = {"throughput": answered_instances / max(elapsed, 1e-9), "p50_ms": stats.latency_ms(50), "p99_ms": stats.latency_ms(99),
-                "duration_s": elapsed, "pipeline_exit_code": holder.get("rc"), "feedback_sent": feedback.counts,
-                "live_accuracy_from_metrics": live_final}
+    run_info = {
+        "throughput": answered_instances / max(elapsed, 1e-9),
+        "p50_ms": stats.latency_ms(50),
+        "p99_ms": stats.latency_ms(99),
+        "duration_s": elapsed,
+        "pipeline_exit_code": holder.get("rc"),
+        "feedback_sent": feedback.counts,
+        "live_accuracy_from_metrics": live_final,
+    }
     out = write_report(d.report_dir, stats, detector.threshold, delivery, run_info)
-    print(f"\nproduced {delivery['produced']} requests; answered {delivery['answered']}, missing {delivery['missing']}, duplicated {delivery['duplicates']}")
+    print(
+        f"\nproduced {delivery['produced']} requests; answered {delivery['answered']}, missing {delivery['missing']}, "
+        f"duplicated {delivery['duplicates']}"
+    )
     print(f"report: {out / 'report.md'} (plots: {out / 'scores.png'}, {out / 'accuracy.png'})")
     return 0 if delivery["missing"] == 0 and holder.get("rc") == 0 else 1
 
@@ -275,8 +339,9 @@ def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        handled = sum(registry.get_sample_value("adae_feedback_records_total", {"result": r}) or 0.0
-                      for r in FEEDBACK_RESULTS)
+        handled = sum(
+            registry.get_sample_value("adae_feedback_records_total", {"result": r}) or 0.0 for r in FEEDBACK_RESULTS
+        )
         if handled >= sent:
             return
         time.sleep(0.2)
@@ -289,7 +354,14 @@ def _delivery_check(bootstrap: str, topic: str, produced: set[str], security: di
 
     from adae_stream.stream.codecs import decode_response
 
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100, **security)
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **security,
+    )
     counts: Counter = Counter()
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < 2.0:
@@ -300,5 +372,9 @@ def _delivery_check(bootstrap: str, topic: str, produced: set[str], security: di
                 counts[decode_response(rec.value, rec.headers)["id"]] += 1
     c.close()
     mine = {k: v for k, v in counts.items() if k in produced}
-    return {"produced": len(produced), "answered": len(mine), "missing": len(produced - set(mine)),
-            "duplicates": sum(v - 1 for v in mine.values())}
+    return {
+        "produced": len(produced),
+        "answered": len(mine),
+        "missing": len(produced - set(mine)),
+        "duplicates": sum(v - 1 for v in mine.values()),
+    }

@@ -1,4 +1,5 @@
 """Per-kind demo statistics: flag rate, accuracies, AUROC (clean vs kind), latency."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -32,11 +33,18 @@ class DemoStats:
         for kind, row in self.rows.items():
             n = max(row["n"], 1)
             scores = np.concatenate(self.scores[kind]) if self.scores[kind] else np.zeros(0)
-            out.append({
-                "kind": kind, "requests": row["requests"], "instances": row["n"], "flag_rate": row["flagged"] / n,
-                "auroc_vs_clean": float("nan") if kind == "clean" else auroc(clean, scores),
-                "acc_no_defense": row["acc_no_defense"] / n, "acc_defense": row["acc_defense"] / n, "acc_corrected": row["acc_corrected"] / n,
-            })
+            out.append(
+                {
+                    "kind": kind,
+                    "requests": row["requests"],
+                    "instances": row["n"],
+                    "flag_rate": row["flagged"] / n,
+                    "auroc_vs_clean": float("nan") if kind == "clean" else auroc(clean, scores),
+                    "acc_no_defense": row["acc_no_defense"] / n,
+                    "acc_defense": row["acc_defense"] / n,
+                    "acc_corrected": row["acc_corrected"] / n,
+                }
+            )
         order = ["clean", "fgsm", "pgd", "noise", "blur", "occlusion"]
         return sorted(out, key=lambda r: order.index(r["kind"]) if r["kind"] in order else 99)
 

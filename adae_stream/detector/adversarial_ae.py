@@ -4,31 +4,31 @@ Same constructor, fit, infer_threshold, score, predict and correct semantics as 
 AdversarialAE, so users can switch without surprises; faster (one fused compiled graph per batch, a
 compiled training step) and without the reference's float64-weights crash on hidden-layer KL.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from adae_stream import __version__
 from adae_stream.detector.calibration import Calibration, calibrate
 from adae_stream.detector.hidden import build_hidden_models
 from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.losses import loss_adv_ae
 from adae_stream.detector.precision import check_precision, compute_copy, sync
 from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer, ThresholdedScorer
+from adae_stream.errors import ThresholdNotSetError
+from adae_stream.scoring import ScorerInfo
+from adae_stream.version import __version__
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 1024
 MAX_REFERENCE_SCORES = 5000
-
-
-class ThresholdNotSetError(ValueError):
-    """predict/correct were called before a threshold was given or inferred."""
 
 
 class AdversarialAE:
@@ -123,14 +123,33 @@ class AdversarialAE:
     def stream_scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: bool = False) -> ThresholdedScorer:
         """The scorer the streaming pipeline calls: thresholded, numpy in and out."""
         if self.threshold is None:
-            raise ThresholdNotSetError("the detector has no threshold: run infer_threshold before saving it for streaming")
+            raise ThresholdNotSetError(
+                "the detector has no threshold: run infer_threshold before saving it for streaming"
+            )
         # its own FusedScorer (never the cached one): the stream's thread and API callers stay independent
         fused = self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
-        return ThresholdedScorer(fused, self.threshold, self.input_shape, self.n_classes,
-                                 self.meta["version"], self.reference_scores, detector_identity(self))
+        identity = detector_identity(self)
+        info = ScorerInfo(
+            input_shape=self.input_shape,
+            threshold=self.threshold,
+            n_classes=self.n_classes,
+            version=self.meta["version"],
+            detector_id=identity["detector_id"],
+            classifier_id=identity["classifier_id"],
+            reference_scores=self.reference_scores,
+        )
+        return ThresholdedScorer(fused, info)
 
     def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
-        return FusedScorer(self._compute_model, self._compute_ae, self.model_hl, self.w_model_hl, self.temperature, bucket_sizes, jit_compile)
+        return FusedScorer(
+            self._compute_model,
+            self._compute_ae,
+            self.model_hl,
+            self.w_model_hl,
+            self.temperature,
+            bucket_sizes,
+            jit_compile,
+        )
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -150,7 +169,7 @@ class AdversarialAE:
         validation_data: np.ndarray | None = None,
         patience: int | None = None,
         rng: np.random.Generator | None = None,
-    ) -> "AdversarialAE":
+    ) -> AdversarialAE:
         """Train the AE so that M(AE(x)) matches M(x); the classifier (and hidden extractors) stay frozen.
 
         ``loss_fn(x_true, x_pred, model=, model_hl=, w_model=, w_recon=, w_model_hl=, temperature=)``
@@ -167,9 +186,11 @@ class AdversarialAE:
         if X.ndim < 2 or X.shape[0] == 0:
             raise ValueError(f"fit needs a non-empty batch of instances, got shape {X.shape}")
         if optimizer is None:
-            optimizer = tf.keras.optimizers.Adam(learning_rate=1e-3)
+            opt = tf.keras.optimizers.Adam(learning_rate=1e-3)
         elif isinstance(optimizer, type):
-            optimizer = optimizer()
+            opt = optimizer()
+        else:
+            opt = optimizer
         loss_kwargs = {
             "model": self.model,
             "model_hl": self.model_hl,
@@ -182,7 +203,7 @@ class AdversarialAE:
         # Build the AE (and the optimizer's slots) outside the compiled step: variables are created once.
         first = X[: min(batch_size, len(X))]
         ae(tf.convert_to_tensor(preprocess_fn(first) if preprocess_fn else first, tf.float32))
-        optimizer.build(ae.trainable_variables)
+        opt.build(ae.trainable_variables)
 
         @tf.function(reduce_retracing=True)
         def eval_loss(x: tf.Tensor) -> tf.Tensor:
@@ -196,11 +217,16 @@ class AdversarialAE:
                 if ae.losses:
                     loss += tf.add_n(ae.losses)
             grads = tape.gradient(loss, ae.trainable_variables)
-            optimizer.apply_gradients(zip(grads, ae.trainable_variables))
+            opt.apply_gradients(zip(grads, ae.trainable_variables, strict=True))
             return loss, x_pred
 
-        cb = callbacks if isinstance(callbacks, tf.keras.callbacks.CallbackList) else tf.keras.callbacks.CallbackList(
-            list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks else []), model=ae
+        cb = (
+            callbacks
+            if isinstance(callbacks, tf.keras.callbacks.CallbackList)
+            else tf.keras.callbacks.CallbackList(
+                list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks else []),
+                model=ae,
+            )
         )
         n = len(X)
         n_batches = int(np.ceil(n / batch_size))
@@ -214,7 +240,9 @@ class AdversarialAE:
             cb.on_epoch_begin(epoch)
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}")
-                bar = tf.keras.utils.Progbar(n_batches, stateful_metrics=["loss"] + ([log_metric[0]] if log_metric else []))
+                bar = tf.keras.utils.Progbar(
+                    n_batches, stateful_metrics=["loss"] + ([log_metric[0]] if log_metric else [])
+                )
             if log_metric:
                 log_metric[1].reset_state()
             order = rng.permutation(n)
@@ -244,11 +272,15 @@ class AdversarialAE:
             cb.on_epoch_end(epoch, logs)
             if getattr(ae, "stop_training", False):
                 break
-            if patience is not None and best is not None and len(val_history) - 1 - val_history.index(best[0]) >= patience:
+            if (
+                patience is not None
+                and best is not None
+                and len(val_history) - 1 - val_history.index(best[0]) >= patience
+            ):
                 break
         cb.on_train_end()
         if patience is not None and best is not None:  # early stopping restores the best epoch's weights
-            for var, value in zip(ae.trainable_variables, best[1]):
+            for var, value in zip(ae.trainable_variables, best[1], strict=True):
                 var.assign(value)
         sync(self._compute_ae, self.ae)
         self.history = history
@@ -281,8 +313,9 @@ class AdversarialAE:
         self.meta.pop("calibration", None)
         return self.threshold
 
-    def calibrate_threshold(self, X_clean: np.ndarray, target_fpr: float, confidence: float = 0.95,
-                            batch_size: int = DEFAULT_BATCH_SIZE) -> Calibration:
+    def calibrate_threshold(
+        self, X_clean: np.ndarray, target_fpr: float, confidence: float = 0.95, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Calibration:
         """Set the threshold for a target false-positive rate on clean data the AE did not train on.
 
         ``infer_threshold`` keeps the seed's meaning (a percentile of the scores it is given); this is the
@@ -317,8 +350,11 @@ class AdversarialAE:
         return self.scorer()(X, self.threshold, batch_size)
 
     def _response(self, out: dict[str, np.ndarray], return_instance_score: bool, **extra) -> dict:
-        data = {"instance_score": out["instance_score"] if return_instance_score else None,
-                "is_adversarial": out["is_adversarial"].astype(int), **extra}
+        data = {
+            "instance_score": out["instance_score"] if return_instance_score else None,
+            "is_adversarial": out["is_adversarial"].astype(int),
+            **extra,
+        }
         return {"meta": copy.deepcopy(self.meta), "data": data}
 
     def predict(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_instance_score: bool = True) -> dict:
@@ -333,6 +369,10 @@ class AdversarialAE:
     ) -> dict:
         """Flagged instances take argmax M(AE(x)); the rest keep argmax M(x)."""
         out = self._checked(X, batch_size)
-        return self._response(out, return_instance_score, corrected=out["corrected"],
-                              no_defense=out["no_defense"] if return_all_predictions else None,
-                              defense=out["defense"] if return_all_predictions else None)
+        return self._response(
+            out,
+            return_instance_score,
+            corrected=out["corrected"],
+            no_defense=out["no_defense"] if return_all_predictions else None,
+            defense=out["defense"] if return_all_predictions else None,
+        )

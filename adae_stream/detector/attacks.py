@@ -3,6 +3,7 @@
 Image inputs live in [0, 1] and every output is clipped back into it; ``bounds=None`` leaves tabular
 features unclipped.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,15 +24,25 @@ def _clip(x: tf.Tensor, bounds: Bounds) -> tf.Tensor:
     return x if bounds is None else tf.clip_by_value(x, bounds[0], bounds[1])
 
 
-def fgsm(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, bounds: Bounds = (0.0, 1.0)) -> np.ndarray:
+def fgsm(
+    model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, bounds: Bounds = (0.0, 1.0)
+) -> np.ndarray:
     """Fast gradient sign method: one step of size eps along the sign of the loss gradient."""
     xt = tf.convert_to_tensor(x, tf.float32)
     adv = xt + eps * _loss_grad_sign(model, xt, tf.convert_to_tensor(y))
     return _clip(adv, bounds).numpy()
 
 
-def pgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, alpha: float = 0.02, steps: int = 10, seed: int = 0,
-        bounds: Bounds = (0.0, 1.0)) -> np.ndarray:
+def pgd(
+    model: tf.keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float = 0.1,
+    alpha: float = 0.02,
+    steps: int = 10,
+    seed: int = 0,
+    bounds: Bounds = (0.0, 1.0),
+) -> np.ndarray:
     """Projected gradient descent in the L-inf ball of radius eps, from a random start."""
     x0 = tf.convert_to_tensor(x, tf.float32)
     yt = tf.convert_to_tensor(y)
@@ -51,10 +62,12 @@ def gaussian_noise(x: np.ndarray, sigma: float = 0.3, seed: int = 0) -> np.ndarr
 def blur(x: np.ndarray, passes: int = 2) -> np.ndarray:
     """Repeated 3x3 box blur over the two spatial axes (edge-padded)."""
     out = x.astype(np.float32)
+    height, width = out.shape[1], out.shape[2]
     for _ in range(passes):
-        p = np.pad(out, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-        out = sum(p[:, i : i + out.shape[1], j : j + out.shape[2]] for i in range(3) for j in range(3)) / 9.0
-    return out.astype(np.float32)
+        padded = np.pad(out, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+        shifted = [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+        out = np.mean(shifted, axis=0, dtype=np.float32)
+    return out
 
 
 def occlusion(x: np.ndarray, size: int = 4, seed: int = 0) -> np.ndarray:

@@ -7,6 +7,7 @@ uses clean instances the AE did not train on. With m held-out scores, the thresh
 k = floor(rate * m) of them above it; the rate to expect on new clean data is k / m, and its one-sided
 Clopper-Pearson upper bound at ``confidence`` says how far above that the true rate may lie.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,11 +15,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from adae_stream.errors import CalibrationError
+
 MIN_EXPECTED_FLAGS = 10  # held-out instances above the threshold needed for a usable rate estimate
-
-
-class CalibrationError(ValueError):
-    """The held-out set cannot support the rate asked for."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,10 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0 if k >= n else 0.0
     log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k + 1)]
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(k + 1)
+    ]
     top = max(terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
@@ -76,10 +78,14 @@ def calibrate(scores: np.ndarray, target_fpr: float, confidence: float = 0.95) -
     m = len(scores)
     need = min_held_out(target_fpr)
     if m < need:
-        raise CalibrationError(f"a target false-positive rate of {target_fpr:g} needs at least {need} held-out clean instances "
-                               f"({MIN_EXPECTED_FLAGS} expected above the threshold); got {m}. Hold out more clean data "
-                               "(a larger validation split) or ask for a higher rate.")
-    k = int(math.floor(target_fpr * m))
+        raise CalibrationError(
+            f"a target false-positive rate of {target_fpr:g} needs at least {need} held-out clean instances "
+            f"({MIN_EXPECTED_FLAGS} expected above the threshold); got {m}. Hold out more clean data "
+            "(a larger validation split) or ask for a higher rate."
+        )
+    k = math.floor(target_fpr * m)
     threshold = float(scores[m - k - 1])
     flagged = int((scores > threshold).sum())  # ties at the threshold are not flagged: at most k
-    return Calibration(target_fpr, threshold, m, flagged, flagged / m, clopper_pearson_upper(flagged, m, confidence), confidence)
+    return Calibration(
+        target_fpr, threshold, m, flagged, flagged / m, clopper_pearson_upper(flagged, m, confidence), confidence
+    )

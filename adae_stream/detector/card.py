@@ -9,6 +9,7 @@ warning where correction hurts. The same numbers go into detector.json (``meta["
 Accuracy is against the true labels when they are given; otherwise against the classifier's own
 predictions on the clean held-out instances (agreement), which the card says.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,10 +28,16 @@ MAX_EVAL = 1000  # held-out instances attacked (attacks cost gradient passes)
 HURTS_BY = 0.01  # corrected accuracy this far under undefended is flagged in the card
 
 
-def _row(kind: str, eps: float | None, clean_scores: np.ndarray, out: dict[str, np.ndarray], y: np.ndarray) -> dict[str, Any]:
-    row = {"kind": kind, "eps": eps, "flag_rate": float(np.mean(out["is_adversarial"])),
-           "auroc": None if kind == "clean" else auroc(clean_scores, out["instance_score"]),
-           **{f"acc_{p}": float(np.mean(out[p] == y)) for p in ("no_defense", "defense", "corrected")}}
+def _row(
+    kind: str, eps: float | None, clean_scores: np.ndarray, out: dict[str, np.ndarray], y: np.ndarray
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "kind": kind,
+        "eps": eps,
+        "flag_rate": float(np.mean(out["is_adversarial"])),
+        "auroc": None if kind == "clean" else auroc(clean_scores, out["instance_score"]),
+        **{f"acc_{p}": float(np.mean(out[p] == y)) for p in ("no_defense", "defense", "corrected")},
+    }
     row["correction_hurts"] = row["acc_corrected"] < row["acc_no_defense"] - HURTS_BY
     return row
 
@@ -48,21 +55,33 @@ def evaluate(detector: Any, X_held: np.ndarray, y_held: np.ndarray | None = None
     variants: list[tuple[str, float | None, np.ndarray]] = []
     for eps in EPS:
         variants.append(("fgsm", eps, attacks.fgsm(detector.model, X, y, eps=eps * scale, bounds=bounds)))
-        variants.append(("pgd", eps, attacks.pgd(detector.model, X, y, eps=eps * scale, alpha=eps * scale / 4, steps=10,
-                                                 seed=seed, bounds=bounds)))
+        variants.append(
+            (
+                "pgd",
+                eps,
+                attacks.pgd(
+                    detector.model, X, y, eps=eps * scale, alpha=eps * scale / 4, steps=10, seed=seed, bounds=bounds
+                ),
+            )
+        )
     if image:
         variants.append(("noise", 0.3, attacks.gaussian_noise(X, sigma=0.3, seed=seed)))
         variants.append(("blur", None, attacks.blur(X)))
     rows = [_row("clean", None, clean["instance_score"], clean, y)]
-    for kind, eps, x_adv in variants:
+    for kind, strength, x_adv in variants:
         out = detector.correct(x_adv, return_instance_score=True, return_all_predictions=True)["data"]
-        rows.append(_row(kind, eps, clean["instance_score"], out, y))
-    return {"held_out_evaluated": len(X), "labels": "true" if y_held is not None else "classifier agreement",
-            "eps_units": "input range [0, 1]" if bounds else "standard deviations of the data", "rows": rows}
+        rows.append(_row(kind, strength, clean["instance_score"], out, y))
+    return {
+        "held_out_evaluated": len(X),
+        "labels": "true" if y_held is not None else "classifier agreement",
+        "eps_units": "input range [0, 1]" if bounds else "standard deviations of the data",
+        "rows": rows,
+    }
 
 
-def write_card(out_dir: str | Path, detector: Any, table: dict[str, Any], train_scores: np.ndarray,
-               held_out_scores: np.ndarray) -> Path:
+def write_card(
+    out_dir: str | Path, detector: Any, table: dict[str, Any], train_scores: np.ndarray, held_out_scores: np.ndarray
+) -> Path:
     """card.md and card.png in out_dir (the detector's directory)."""
     out = Path(out_dir)
     cal = detector.meta.get("calibration")
@@ -72,30 +91,47 @@ def write_card(out_dir: str | Path, detector: Any, table: dict[str, Any], train_
         lines += [f"Detector id `{ids.get('detector_id')}`, classifier id `{ids.get('classifier_id')}`.", ""]
     lines.append(f"Threshold: {detector.threshold:.6g} (scores above it are flagged).")
     if cal:
-        lines.append(f"Calibrated for a false-positive rate of {cal['target_fpr']:g} on {cal['held_out']} held-out clean "
-                     f"instances the AE did not train on: {cal['expected_fpr']:.2%} of them flagged; the true rate on clean "
-                     f"traffic like them is at most {cal['fpr_upper_bound']:.2%} at {cal['confidence']:.0%} confidence.")
+        lines.append(
+            f"Calibrated for a false-positive rate of {cal['target_fpr']:g} on {cal['held_out']} held-out clean "
+            f"instances the AE did not train on: {cal['expected_fpr']:.2%} of them flagged; the true rate on clean "
+            f"traffic like them is at most {cal['fpr_upper_bound']:.2%} at {cal['confidence']:.0%} confidence."
+        )
     else:
-        lines.append("The threshold is a percentile of the scores it was inferred on (not calibrated on held-out data): "
-                     "expect more false alarms on clean traffic than that percentile says.")
+        lines.append(
+            "The threshold is a percentile of the scores it was inferred on (not calibrated on held-out data): "
+            "expect more false alarms on clean traffic than that percentile says."
+        )
     clean_train_rate = float(np.mean(train_scores > detector.threshold))
     clean_held_rate = float(np.mean(held_out_scores > detector.threshold))
-    lines += [f"Flagged at this threshold: {clean_train_rate:.2%} of training instances, {clean_held_rate:.2%} of held-out "
-              "clean instances.", "",
-              f"Attacks against the classifier on {table['held_out_evaluated']} held-out instances (accuracy against "
-              f"{table['labels']}; eps in {table['eps_units']}):", "",
-              "| traffic | eps | AUROC | flag rate | acc undefended | acc defense | acc corrected | |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        f"Flagged at this threshold: {clean_train_rate:.2%} of training instances, {clean_held_rate:.2%} of held-out "
+        "clean instances.",
+        "",
+        f"Attacks against the classifier on {table['held_out_evaluated']} held-out instances (accuracy against "
+        f"{table['labels']}; eps in {table['eps_units']}):",
+        "",
+        "| traffic | eps | AUROC | flag rate | acc undefended | acc defense | acc corrected | |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in table["rows"]:
         au = "" if r["auroc"] is None else f"{r['auroc']:.3f}"
         warn = "**correction hurts**" if r["correction_hurts"] else ""
         eps = "" if r["eps"] is None else f"{r['eps']:g}"
-        lines.append(f"| {r['kind']} | {eps} | {au} | {r['flag_rate']:.1%} | {r['acc_no_defense']:.1%} | "
-                     f"{r['acc_defense']:.1%} | {r['acc_corrected']:.1%} | {warn} |")
-    hurt = [f"{r['kind']}" + (f" {r['eps']:g}" if r["eps"] is not None else "") for r in table["rows"] if r["correction_hurts"]]
+        lines.append(
+            f"| {r['kind']} | {eps} | {au} | {r['flag_rate']:.1%} | {r['acc_no_defense']:.1%} | "
+            f"{r['acc_defense']:.1%} | {r['acc_corrected']:.1%} | {warn} |"
+        )
+    hurt = [
+        f"{r['kind']}" + (f" {r['eps']:g}" if r["eps"] is not None else "")
+        for r in table["rows"]
+        if r["correction_hurts"]
+    ]
     if hurt:
-        lines += ["", f"**Warning:** on {', '.join(hurt)}, the corrected predictions are less accurate than the undefended "
-                      "ones. If such traffic is expected, consider publishing `no_defense` there or retraining the AE."]
+        lines += [
+            "",
+            f"**Warning:** on {', '.join(hurt)}, the corrected predictions are less accurate than the undefended "
+            "ones. If such traffic is expected, consider publishing `no_defense` there or retraining the AE.",
+        ]
     lines += ["", "![training curve and score distributions](card.png)", ""]
     (out / "card.md").write_text("\n".join(lines))
     try:

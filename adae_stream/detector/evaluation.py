@@ -1,4 +1,5 @@
 """Detection quality figures shared by the detector card and the demo (numpy only)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,5 +17,5 @@ def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     avg = first + (counts - 1) / 2.0 + 1
     ranks[order] = np.repeat(avg, counts)
-    r_pos = ranks[len(negative):].sum()
+    r_pos = ranks[len(negative) :].sum()
     return float((r_pos - len(positive) * (len(positive) + 1) / 2) / (len(negative) * len(positive)))

@@ -4,16 +4,19 @@ Built as plain functional Keras models (no custom classes) so they save as ``.ke
 safe_mode. As in the reference, the softmax heads are not trained: only the auto-encoder is optimised,
 so a head is a fixed random projection of the hidden features into a distribution.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import tensorflow as tf
 
 
 def build_hidden_models(model: tf.keras.Model, hidden_layer_kld: Mapping[int, int]) -> list[tf.keras.Model]:
     if not model.inputs:
-        raise ValueError("hidden_layer_kld needs a classifier with known inputs (a built Functional or Sequential model)")
+        raise ValueError(
+            "hidden_layer_kld needs a classifier with known inputs (a built Functional or Sequential model)"
+        )
     models = []
     for layer_index, output_dim in hidden_layer_kld.items():
         try:

@@ -6,6 +6,7 @@ extractors and their weights, the threshold, the temperature and the scoring pre
 detector saved twice keeps its id; any change gives a new one. The classifier id names the classifier's
 weights alone, so answers can be grouped by the model they protect.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Keras 3 serialisation gaps that every config round trip (saving, precision copies) must fill."""
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -3,9 +3,10 @@
 Both follow alibi-detect 0.13.0 exactly (clip to [1e-7, 1], temperature on the original's prediction
 only) so that thresholds and scores transfer between the two implementations.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -48,7 +49,7 @@ def loss_adv_ae(
     loss = tf.reduce_mean(loss_kld)
     if model_hl:
         weights = w_model_hl if w_model_hl is not None else [1.0] * len(model_hl)
-        for m, w in zip(model_hl, weights):
+        for m, w in zip(model_hl, weights, strict=True):
             h_kld = kld(m(x_true, training=False), m(x_pred, training=False))
             loss += tf.cast(w, loss.dtype) * tf.reduce_mean(h_kld)
     loss *= tf.cast(w_model, loss.dtype)

@@ -10,6 +10,7 @@ trained digits detector, and flags near the threshold with them: benchmarks/RESU
 threshold must be inferred in the precision that serves it. It is saved with the detector for the
 same reason.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,8 +1,9 @@
 """Ready encoder/decoder pairs: a Dense AE for tabular data, a conv AE for small images, and the seed's
 CIFAR-10 nets exactly as the method documentation gives them."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -71,8 +72,12 @@ def cifar_decoder(latent_dim: int = 40) -> tf.keras.Sequential:
             layers.InputLayer(shape=(latent_dim,)),
             layers.Dense(4 * 4 * 128, activation=tf.nn.relu),
             layers.Reshape(target_shape=(4, 4, 128)),
-            layers.Conv2DTranspose(256, 4, strides=2, padding="same", activation=tf.nn.relu, kernel_regularizer=l1(1e-5)),
-            layers.Conv2DTranspose(64, 4, strides=2, padding="same", activation=tf.nn.relu, kernel_regularizer=l1(1e-5)),
+            layers.Conv2DTranspose(
+                256, 4, strides=2, padding="same", activation=tf.nn.relu, kernel_regularizer=l1(1e-5)
+            ),
+            layers.Conv2DTranspose(
+                64, 4, strides=2, padding="same", activation=tf.nn.relu, kernel_regularizer=l1(1e-5)
+            ),
             layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation=None, kernel_regularizer=l1(1e-5)),
         ]
     )

@@ -11,6 +11,7 @@ Saving writes to a sibling temp dir and renames it into place, so a crash never 
 Loading uses Keras safe_mode (no arbitrary code from a model file) and turns every failure into one
 DetectorLoadError that names the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,17 +23,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from adae_stream import __version__
-from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.adversarial_ae import AdversarialAE
+from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
+from adae_stream.errors import DetectorLoadError
+from adae_stream.version import __version__
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "detector.json"
-
-
-class DetectorLoadError(RuntimeError):
-    """A saved detector could not be loaded (missing or corrupt file, unsupported version)."""
 
 
 def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
@@ -61,7 +59,9 @@ def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
             "input_shape": list(detector.input_shape),
             "n_classes": detector.n_classes,
             "meta": detector.meta,
-            "reference_scores": None if detector.reference_scores is None else [float(s) for s in detector.reference_scores],
+            "reference_scores": None
+            if detector.reference_scores is None
+            else [float(s) for s in detector.reference_scores],
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1))
         if path.exists():
@@ -77,7 +77,9 @@ def read_detector_config(path: str | os.PathLike) -> dict:
     """Parse and check detector.json without touching TF models (cheap; used at start-up and for caches)."""
     cfg_path = Path(path) / CONFIG_FILE
     if not cfg_path.is_file():
-        raise DetectorLoadError(f"no saved detector at {path}: {cfg_path.name} is missing (use save_detector / adae-stream train)")
+        raise DetectorLoadError(
+            f"no saved detector at {path}: {cfg_path.name} is missing (use save_detector / adae-stream train)"
+        )
     try:
         config = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

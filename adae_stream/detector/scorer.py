@@ -5,17 +5,27 @@ again), copying tensors to numpy between them. Here one tf.function does M(x), A
 KL terms, the flags and the corrected labels. Why buckets: inputs are zero-padded up to one of a few
 fixed batch sizes, so each size is traced once and never again, whatever sizes traffic arrives in.
 """
+
 from __future__ import annotations
 
 import bisect
 import logging
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import tensorflow as tf
 
 from adae_stream.detector.losses import kld, temperature_scale
+from adae_stream.scoring import (
+    CORRECTED,
+    DEFENSE,
+    INSTANCE_SCORE,
+    IS_ADVERSARIAL,
+    NO_DEFENSE,
+    ScorerInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +69,23 @@ class FusedScorer:
             q = tf.cast(model(x_recon, training=False), tf.float32)
             score = kld(p, q)
             x_recon = tf.cast(x_recon, tf.float32)
-            for m, w in zip(hl, weights):
+            for m, w in zip(hl, weights, strict=True):
                 score += tf.constant(w, score.dtype) * kld(m(x, training=False), m(x_recon, training=False))
             flags = score > tf.cast(threshold.read_value(), score.dtype)
             no_defense = tf.argmax(p, axis=-1, output_type=tf.int32)
             defense = tf.argmax(q, axis=-1, output_type=tf.int32)
             corrected = tf.where(flags, defense, no_defense)
             # one packed (n, 5) float32 result: a single device-to-host copy per batch (labels < 2**24 are exact)
-            packed = tf.stack([tf.cast(score, tf.float32), tf.cast(flags, tf.float32), tf.cast(corrected, tf.float32),
-                               tf.cast(no_defense, tf.float32), tf.cast(defense, tf.float32)], axis=1)
+            packed = tf.stack(
+                [
+                    tf.cast(score, tf.float32),
+                    tf.cast(flags, tf.float32),
+                    tf.cast(corrected, tf.float32),
+                    tf.cast(no_defense, tf.float32),
+                    tf.cast(defense, tf.float32),
+                ],
+                axis=1,
+            )
             return (packed, p, q) if with_probs else packed
 
         self._graph = graph
@@ -99,8 +117,9 @@ class FusedScorer:
         """Smallest bucket holding n instances (n must not exceed the largest bucket)."""
         return self.bucket_sizes[bisect.bisect_left(self.bucket_sizes, n)]
 
-    def __call__(self, x: np.ndarray, threshold: float | None = None, batch_size: int | None = None,
-                 with_probs: bool = False) -> dict[str, np.ndarray]:
+    def __call__(
+        self, x: np.ndarray, threshold: float | None = None, batch_size: int | None = None, with_probs: bool = False
+    ) -> dict[str, np.ndarray]:
         """Score x (n, *input_shape) in chunks of at most min(batch_size, largest bucket).
 
         Returns instance_score, is_adversarial, corrected, no_defense, defense (and p, q with_probs).
@@ -119,7 +138,7 @@ class FusedScorer:
                 m = xb.shape[0]
                 size = self.bucket_for(m)
                 if size != m:
-                    xb = np.concatenate([xb, np.zeros((size - m,) + xb.shape[1:], dtype=np.float32)])
+                    xb = np.concatenate([xb, np.zeros((size - m, *xb.shape[1:]), dtype=np.float32)])
                 out = self._fn(size, with_probs, feature_shape)(tf.convert_to_tensor(xb))
                 if with_probs:
                     out, p, q = out
@@ -128,11 +147,11 @@ class FusedScorer:
                 packed_parts.append(out.numpy()[:m])
         packed = (packed_parts[0] if len(packed_parts) == 1 else np.concatenate(packed_parts))[:n]
         result = {
-            "instance_score": np.ascontiguousarray(packed[:, 0]),
-            "is_adversarial": packed[:, 1] > 0.5,
-            "corrected": packed[:, 2].astype(np.int64),
-            "no_defense": packed[:, 3].astype(np.int64),
-            "defense": packed[:, 4].astype(np.int64),
+            INSTANCE_SCORE: np.ascontiguousarray(packed[:, 0]),
+            IS_ADVERSARIAL: packed[:, 1] > 0.5,
+            CORRECTED: packed[:, 2].astype(np.int64),
+            NO_DEFENSE: packed[:, 3].astype(np.int64),
+            DEFENSE: packed[:, 4].astype(np.int64),
         }
         if with_probs:
             result["p"] = (p_parts[0] if len(p_parts) == 1 else np.concatenate(p_parts))[:n]
@@ -148,20 +167,14 @@ class FusedScorer:
 
 
 class ThresholdedScorer:
-    """What the stream sees of a detector: shapes, threshold, and ``x -> result arrays``. No TF types leak."""
+    """The detector as the stream sees it (adae_stream.scoring.StreamScorer): numpy in, numpy out, no TF types."""
 
-    def __init__(self, fused: FusedScorer, threshold: float, input_shape: tuple[int, ...], n_classes: int,
-                 version: str, reference_scores: np.ndarray | None, identity: dict[str, str] | None = None) -> None:
+    def __init__(self, fused: FusedScorer, info: ScorerInfo) -> None:
         self.fused = fused
-        self.identity = dict(identity or {})  # detector_id, classifier_id
-        self.threshold = float(threshold)
-        self.input_shape = tuple(input_shape)
-        self.n_classes = n_classes
-        self.version = version
-        self.reference_scores = reference_scores
+        self.info = replace(info, runtime=f"tensorflow {tf.__version__}")
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self.fused(x, self.threshold)
+        return self.fused(x, self.info.threshold)
 
     def warmup(self, up_to: int | None = None) -> None:
-        self.fused.warmup(self.input_shape, up_to)
+        self.fused.warmup(self.info.input_shape, up_to)

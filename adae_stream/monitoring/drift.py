@@ -1,4 +1,5 @@
 """Two-sample Kolmogorov-Smirnov in numpy: the drift signal between recent and reference scores."""
+
 from __future__ import annotations
 
 import math

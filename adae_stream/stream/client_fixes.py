@@ -18,6 +18,7 @@ rebalance whose revocation ran (``rejoining``) and whose assignment has not arri
 joining. A join found finished but unconsumed is then redone (kafka-python replaces a finished join
 task), which costs one more JoinGroup round and then completes normally.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,9 +37,16 @@ def keep_pending_join_visible(consumer: Any) -> bool:
     """
     coordinator = getattr(consumer, "_coordinator", None)
     plain = getattr(coordinator, "need_rejoin", None)
-    if plain is None or not hasattr(coordinator, "_join_task") or not hasattr(coordinator, "rejoining"):
-        log.warning("kafka-python %s: consumer coordinator internals differ from 3.0.x; group-join race fix not applied",
-                    KAFKA_PYTHON_VERSION)
+    if (
+        coordinator is None
+        or plain is None
+        or not hasattr(coordinator, "_join_task")
+        or not hasattr(coordinator, "rejoining")
+    ):
+        log.warning(
+            "kafka-python %s: consumer coordinator internals differ from 3.0.x; group-join race fix not applied",
+            KAFKA_PYTHON_VERSION,
+        )
         return False
 
     def need_rejoin_or_pending() -> bool:

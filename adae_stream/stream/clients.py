@@ -4,6 +4,7 @@ Size limits are set here together, because they must agree: an answer may be as 
 ``kafka.max_message_bytes`` (the output topic's limit), and a dead-letter record carries the original
 record plus error headers, so its topic allows DEAD_LETTER_OVERHEAD more.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,21 +25,21 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_OVERHEAD = 64 * 1024  # room for the error headers and coordinates beside the original record
 
 
-def dead_letter_limit(k: KafkaConfig) -> int:
+def dead_letter_limit(kafka: KafkaConfig) -> int:
     """The largest dead-letter record the service writes (and its topic's max.message.bytes)."""
-    return k.max_message_bytes + DEAD_LETTER_OVERHEAD
+    return kafka.max_message_bytes + DEAD_LETTER_OVERHEAD
 
 
-def topic_limits(k: KafkaConfig) -> dict[str, int]:
+def topic_limits(kafka: KafkaConfig) -> dict[str, int]:
     """max.message.bytes for each topic the service creates. A monitor-only tap (kafka.publish flagged or
     nothing) never creates its input topics: they belong to the platform it taps."""
-    limits = {topic: k.max_message_bytes for topic in input_topics(k)} if k.publish == "answers" else {}
-    if k.publish != "nothing":
-        limits[k.output_topic] = k.max_message_bytes
-    limits[k.dead_letter_topic] = dead_letter_limit(k)
-    for topic in (k.feedback_topic, k.flagged_topic):
+    limits = {topic: kafka.max_message_bytes for topic in input_topics(kafka)} if kafka.publish == "answers" else {}
+    if kafka.publish != "nothing":
+        limits[kafka.output_topic] = kafka.max_message_bytes
+    limits[kafka.dead_letter_topic] = dead_letter_limit(kafka)
+    for topic in (kafka.feedback_topic, kafka.flagged_topic):
         if topic is not None:
-            limits[topic] = k.max_message_bytes
+            limits[topic] = kafka.max_message_bytes
     return limits
 
 
@@ -46,18 +47,30 @@ def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000
     """Create the topics of topic_limits() that are missing (kafka.create_topics): input (not for a
     monitor-only tap), output, dead-letter, feedback and flagged, each with a max.message.bytes that fits
     what the service writes to it (brokers default to 1 MiB)."""
-    k = cfg.kafka
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-admin",
-                             bootstrap_timeout_ms=bootstrap_timeout_ms, **kafka_security_kwargs(k))
+    kafka = cfg.kafka
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=f"{kafka.client_id}-admin",
+        bootstrap_timeout_ms=bootstrap_timeout_ms,
+        **kafka_security_kwargs(kafka),
+    )
     try:
         existing = set(admin.list_topics())
-        for topic, limit in topic_limits(k).items():
+        for topic, limit in topic_limits(kafka).items():
             if topic in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(topic, k.partitions, k.replication_factor,
-                                              topic_configs={"max.message.bytes": str(limit)})])
-                log.info("created topic %s (%d partitions, max.message.bytes %d)", topic, k.partitions, limit)
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            kafka.partitions,
+                            kafka.replication_factor,
+                            topic_configs={"max.message.bytes": str(limit)},
+                        )
+                    ]
+                )
+                log.info("created topic %s (%d partitions, max.message.bytes %d)", topic, kafka.partitions, limit)
             except TopicAlreadyExistsError:
                 pass
     finally:
@@ -71,10 +84,15 @@ def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s
     answered end_offsets with 1 for partitions holding 10 records each (probed), while its fetch high
     watermarks are right (the lag metric uses them too).
     """
-    k = cfg.kafka
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{k.client_id}-rebuild", group_id=None,
-                             enable_auto_commit=False, max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(k)),
-                             **kafka_security_kwargs(k))
+    kafka = cfg.kafka
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=f"{kafka.client_id}-rebuild",
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(kafka)),
+        **kafka_security_kwargs(kafka),
+    )
     records: list[Any] = []
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -96,15 +114,21 @@ def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s
                 if highwater is not None and consumer.position(tp) >= highwater:
                     left.discard(tp)
         if left:
-            log.warning("reading %s back timed out after %.0f s; %d partitions not read to the end", topic, timeout_s, len(left))
+            log.warning(
+                "reading %s back timed out after %.0f s; %d partitions not read to the end", topic, timeout_s, len(left)
+            )
     finally:
         consumer.close()
     return records
 
 
-def _common(k: KafkaConfig, bootstrap: str, bootstrap_timeout_ms: int) -> dict[str, Any]:
-    return {"bootstrap_servers": bootstrap, "client_id": k.client_id, "bootstrap_timeout_ms": bootstrap_timeout_ms,
-            **kafka_security_kwargs(k)}
+def _common(kafka: KafkaConfig, bootstrap: str, bootstrap_timeout_ms: int) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": kafka.client_id,
+        "bootstrap_timeout_ms": bootstrap_timeout_ms,
+        **kafka_security_kwargs(kafka),
+    }
 
 
 def build_producer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> KafkaProducer:
@@ -113,18 +137,26 @@ def build_producer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> Ka
     The transactional id is unique per process: zombie fencing comes from the consumer group metadata
     sent with the offsets (KIP-447), not from a static id.
     """
-    k = cfg.kafka
-    delivery_ms = int(k.delivery_timeout_s * 1000)
+    kafka = cfg.kafka
+    delivery_ms = int(kafka.delivery_timeout_s * 1000)
     extra: dict[str, Any] = {}
     if cfg.delivery == "exactly_once":
-        extra = {"transactional_id": f"{k.client_id}-{k.group_id}-{socket.gethostname()}-{os.getpid()}",
-                 "enable_idempotence": True}
+        extra = {
+            "transactional_id": f"{kafka.client_id}-{kafka.group_id}-{socket.gethostname()}-{os.getpid()}",
+            "enable_idempotence": True,
+        }
     producer = KafkaProducer(
-        acks="all", linger_ms=k.linger_ms, batch_size=1024 * 1024,
-        max_request_size=max(dead_letter_limit(k) + 1024, 1024 * 1024),
-        compression_type=k.compression_type, delivery_timeout_ms=delivery_ms,
-        request_timeout_ms=min(30000, delivery_ms // 2), max_in_flight_requests_per_connection=1,
-        max_block_ms=delivery_ms, **extra, **_common(k, bootstrap, bootstrap_timeout_ms),
+        acks="all",
+        linger_ms=kafka.linger_ms,
+        batch_size=1024 * 1024,
+        max_request_size=max(dead_letter_limit(kafka) + 1024, 1024 * 1024),
+        compression_type=kafka.compression_type,
+        delivery_timeout_ms=delivery_ms,
+        request_timeout_ms=min(30000, delivery_ms // 2),
+        max_in_flight_requests_per_connection=1,
+        max_block_ms=delivery_ms,
+        **extra,
+        **_common(kafka, bootstrap, bootstrap_timeout_ms),
     )
     if cfg.delivery == "exactly_once":
         producer.init_transactions()
@@ -133,13 +165,17 @@ def build_producer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> Ka
 
 def build_consumer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> KafkaConsumer:
     """A consumer that commits only explicitly; read_committed under exactly_once."""
-    k = cfg.kafka
+    kafka = cfg.kafka
     return KafkaConsumer(
-        group_id=k.group_id, enable_auto_commit=False, auto_offset_reset=k.auto_offset_reset,
-        session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-        fetch_max_wait_ms=k.fetch_max_wait_ms, max_poll_records=k.max_poll_records,
-        max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(k)),
-        fetch_max_bytes=max(50 * 1024 * 1024, 2 * k.max_message_bytes),
+        group_id=kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=kafka.auto_offset_reset,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        max_poll_records=kafka.max_poll_records,
+        max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(kafka)),
+        fetch_max_bytes=max(50 * 1024 * 1024, 2 * kafka.max_message_bytes),
         isolation_level="read_committed" if cfg.delivery == "exactly_once" else "read_uncommitted",
-        **_common(k, bootstrap, bootstrap_timeout_ms),
+        **_common(kafka, bootstrap, bootstrap_timeout_ms),
     )

@@ -5,11 +5,13 @@ dead-letter record) the broker has not acked yet. The loop calls ``commit`` ever
 whether the interval has passed), ``commit_on_revoke`` from the rebalance listener, and ``abandon``
 when partitions are lost or the service failed.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Collection, Protocol
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
 
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -62,8 +64,14 @@ class AtLeastOnceCommitter:
     """Offsets committed by the consumer: asynchronously in the loop (one at a time, so a broker round trip
     never stalls the records behind it), synchronously at stop."""
 
-    def __init__(self, consumer: Any, tracker: OffsetTracker, assigned: Callable[[], Collection[TopicPartition]],
-                 interval_s: float, timeout_s: float) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        tracker: OffsetTracker,
+        assigned: Callable[[], Collection[TopicPartition]],
+        interval_s: float,
+        timeout_s: float,
+    ) -> None:
         self.consumer, self.tracker, self.assigned = consumer, tracker, assigned
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
@@ -109,8 +117,16 @@ class TransactionalCommitter:
     """Each commit interval's answers and the input offsets they cover commit in one transaction
     (send_offsets_to_transaction with the group metadata: KIP-447 fencing)."""
 
-    def __init__(self, producer: Any, consumer: Any, tracker: OffsetTracker,
-                 assigned: Callable[[], Collection[TopicPartition]], interval_s: float, timeout_s: float, tally: Tally) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        consumer: Any,
+        tracker: OffsetTracker,
+        assigned: Callable[[], Collection[TopicPartition]],
+        interval_s: float,
+        timeout_s: float,
+        tally: Tally,
+    ) -> None:
         self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
@@ -140,8 +156,9 @@ class TransactionalCommitter:
             self.producer.commit_transaction()
         except KafkaError as exc:
             self._abort()
-            raise PipelineError(f"transaction failed and was aborted: {exc!r}; a restart resumes from the last "
-                                "committed offsets") from exc
+            raise PipelineError(
+                f"transaction failed and was aborted: {exc!r}; a restart resumes from the last committed offsets"
+            ) from exc
         finally:
             self._open = False
         self.tracker.mark_committed(offsets)

@@ -10,22 +10,26 @@ changelog, so after a restart the state is rebuilt by reading it from the offset
 window. Memory is bounded by ``feedback.max_instances`` (oldest answers go first) and exported.
 A label for a (request, instance) counts once while its answer is in the window.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from adae_stream.errors import DecodeError
+from adae_stream.scoring import CORRECTED, DEFENSE, IS_ADVERSARIAL, NO_DEFENSE
 from adae_stream.stream.codecs.records import parse_json
+from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = ("no_defense", "defense", "corrected")
+PREDICTIONS = (NO_DEFENSE, DEFENSE, CORRECTED)
 # What became of a feedback record (the `result` label of adae_feedback_records_total).
 FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "dead_letter")
 MAX_LABELS = 1_000_000
@@ -81,8 +85,13 @@ def parse_feedback(value: bytes | None) -> tuple[str, np.ndarray]:
 
 
 class FeedbackJoin:
-    def __init__(self, window_s: float, max_instances: int, metrics: FeedbackMetrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        window_s: float,
+        max_instances: int,
+        metrics: FeedbackMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.window_s = window_s
         self.max_instances = max_instances
         self.metrics = metrics
@@ -102,13 +111,13 @@ class FeedbackJoin:
 
     def remember(self, request_id: str, fields: dict[str, np.ndarray], timestamp_s: float | None = None) -> None:
         """Keep an answer (live, or read back from the output topic at start-up)."""
-        if not all(k in fields for k in (*PREDICTIONS, "is_adversarial")):
+        if not all(k in fields for k in (*PREDICTIONS, IS_ADVERSARIAL)):
             return  # an answer without all predictions (return_all_predictions off) cannot be joined
         ts = self.clock() if timestamp_s is None else timestamp_s
         old = self._answers.pop(request_id, None)
         if old is not None:
             self._instances -= old.n
-        answer = Answer(ts, *(np.asarray(fields[k]) for k in (*PREDICTIONS, "is_adversarial")))
+        answer = Answer(ts, *(np.asarray(fields[k]) for k in (*PREDICTIONS, IS_ADVERSARIAL)))
         self._answers[request_id] = answer
         self._instances += answer.n
         self._gone.pop(request_id, None)
@@ -121,7 +130,9 @@ class FeedbackJoin:
         if answer is None:
             outcome = Outcome("late" if request_id in self._gone else "unknown")
         elif len(labels) != answer.n:
-            raise DecodeError("shape", f"feedback for {request_id!r} has {len(labels)} labels, its answer {answer.n} instances")
+            raise DecodeError(
+                "shape", f"feedback for {request_id!r} has {len(labels)} labels, its answer {answer.n} instances"
+            )
         else:
             new = ~answer.labelled
             answer.labelled[:] = True
@@ -163,9 +174,9 @@ def rebuild(join: FeedbackJoin, records: list[Any], decode_response: Callable[[b
     for rec in sorted(records, key=lambda r: r.timestamp):
         try:
             answer = decode_response(rec.value, rec.headers)
-        except Exception:  # noqa: BLE001 - anything unreadable is not one of our answers
+        except Exception:
             continue
-        if isinstance(answer.get("id"), str) and "instance_index" not in answer:
+        if isinstance(answer.get("id"), str) and INSTANCE_INDEX not in answer:
             join.remember(answer["id"], answer, rec.timestamp / 1000.0)
             kept += 1
     return kept

@@ -5,15 +5,16 @@ offset of a partition is the lowest offset not yet done (or one past the highest
 everything below it is done, so committing it never skips unpublished work. Acks arrive on the
 producer's I/O thread, hence the lock.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Hashable, Iterable
+from collections.abc import Hashable, Iterable
 
 
 class _Partition:
-    __slots__ = ("order", "done", "next_offset", "committed")
+    __slots__ = ("committed", "done", "next_offset", "order")
 
     def __init__(self) -> None:
         self.order: deque[int] = deque()  # offsets in arrival (= offset) order, not yet known contiguous-done
@@ -29,40 +30,44 @@ class OffsetTracker:
 
     def add(self, tp: Hashable, offset: int) -> None:
         with self._lock:
-            p = self._parts.setdefault(tp, _Partition())
-            p.order.append(offset)
-            p.next_offset = offset + 1 if p.next_offset is None else max(p.next_offset, offset + 1)
+            part = self._parts.setdefault(tp, _Partition())
+            part.order.append(offset)
+            part.next_offset = offset + 1 if part.next_offset is None else max(part.next_offset, offset + 1)
 
     def done(self, tp: Hashable, offset: int) -> None:
         with self._lock:
-            p = self._parts.get(tp)
-            if p is None:  # partition revoked meanwhile; the new owner redoes it
+            part = self._parts.get(tp)
+            if part is None:  # partition revoked meanwhile; the new owner redoes it
                 return
-            p.done.add(offset)
-            while p.order and p.order[0] in p.done:
-                p.done.discard(p.order.popleft())
+            part.done.add(offset)
+            while part.order and part.order[0] in part.done:
+                part.done.discard(part.order.popleft())
 
     def in_flight(self, tp: Hashable | None = None) -> int:
         with self._lock:
-            parts = [self._parts[tp]] if tp is not None and tp in self._parts else ([] if tp is not None else self._parts.values())
-            return sum(len(p.order) for p in parts)
+            parts = (
+                [self._parts[tp]]
+                if tp is not None and tp in self._parts
+                else ([] if tp is not None else self._parts.values())
+            )
+            return sum(len(part.order) for part in parts)
 
     def commit_point(self, tp: Hashable) -> int | None:
         with self._lock:
-            p = self._parts.get(tp)
-            if p is None or p.next_offset is None:
+            part = self._parts.get(tp)
+            if part is None or part.next_offset is None:
                 return None
-            return p.order[0] if p.order else p.next_offset
+            return part.order[0] if part.order else part.next_offset
 
     def to_commit(self) -> dict[Hashable, int]:
         """Commit points that moved since the last mark_committed."""
         out = {}
         with self._lock:
-            for tp, p in self._parts.items():
-                if p.next_offset is None:
+            for tp, part in self._parts.items():
+                if part.next_offset is None:
                     continue
-                point = p.order[0] if p.order else p.next_offset
-                if point != p.committed:
+                point = part.order[0] if part.order else part.next_offset
+                if point != part.committed:
                     out[tp] = point
         return out
 

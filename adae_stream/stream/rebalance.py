@@ -7,28 +7,45 @@ Assignment is queued: the pipeline thread seeks the new partitions to their comm
 calls) before it ingests anything from them. Loss (evicted from the group) drops the lost partitions'
 pending work and aborts an open transaction: their new owner redoes them.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import queue
+from collections.abc import Iterable
+from typing import Protocol
 
 from kafka import AsyncConsumerRebalanceListener
+from kafka.structs import TopicPartition
 
-if TYPE_CHECKING:
-    from adae_stream.stream.app import Pipeline
+from adae_stream.stream.commit import Committer
 
 log = logging.getLogger(__name__)
 
 
-def _names(partitions) -> list[str]:
+class PartitionOwner(Protocol):
+    """What the hooks need of the pipeline (stream/app.py's Pipeline)."""
+
+    closing: bool  # set at shutdown: close() may revoke, and the drain already did that work
+    assignments: queue.SimpleQueue[set[TopicPartition]]  # read by the pipeline thread
+
+    @property
+    def committer(self) -> Committer: ...
+
+    def finish_in_flight(self) -> None: ...
+    def forget(self, partitions: set[TopicPartition]) -> None: ...
+    def lose(self, lost: set[TopicPartition]) -> None: ...
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
 
 
 class RebalanceListener(AsyncConsumerRebalanceListener):
-    def __init__(self, pipeline: "Pipeline") -> None:
+    def __init__(self, pipeline: PartitionOwner) -> None:
         self.pipeline = pipeline
 
-    async def on_partitions_revoked(self, revoked):
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         pipeline = self.pipeline
         if pipeline.closing or not revoked:
             return
@@ -40,10 +57,13 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
             log.error("could not commit in-flight work before revocation: %s (its new owner redoes it)", exc)
         pipeline.forget(set(revoked))
 
-    async def on_partitions_assigned(self, assigned):
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.pipeline.assignments.put(set(assigned))
 
-    async def on_partitions_lost(self, lost):
-        log.warning("partitions lost (evicted from the group): %s; their uncommitted work is dropped and redone by "
-                    "their new owner", _names(lost))
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        log.warning(
+            "partitions lost (evicted from the group): %s; their uncommitted work is dropped and redone by "
+            "their new owner",
+            _names(lost),
+        )
         self.pipeline.lose(set(lost))

@@ -14,6 +14,7 @@ Producer callbacks run on kafka-python's I/O thread. They never send from there 
 buffer memory that only that thread frees): a record to dead-letter after a rejection is queued, and the
 loop thread sends it in ``drain()`` or ``flush()``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from kafka.errors import (
@@ -61,7 +63,9 @@ def is_record_error(exc: BaseException) -> bool:
     """Whether a send failure belongs to the record: its size, or content the client cannot serialise
     (TypeError: a header kafka-python refuses; UnicodeError: text no UTF-8 can carry). kafka-python's other
     ValueErrors name the topic (an illegal name): a failure of the service."""
-    return isinstance(exc, RECORD_ERRORS) or isinstance(exc, (TypeError, UnicodeError)) and not isinstance(exc, KafkaError)
+    if isinstance(exc, RECORD_ERRORS):
+        return True
+    return isinstance(exc, (TypeError, UnicodeError)) and not isinstance(exc, KafkaError)
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
@@ -114,10 +118,17 @@ class _Delivery:
 
 
 class Sink:
-    def __init__(self, producer: Any, kafka: KafkaConfig, tracker: OffsetTracker, outcomes: Outcomes,
-                 tally: Tally, before_send: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        kafka: KafkaConfig,
+        tracker: OffsetTracker,
+        outcomes: Outcomes,
+        tally: Tally,
+        before_send: Callable[[], None] = lambda: None,
+    ) -> None:
         self.producer = producer
-        self.k = kafka
+        self.kafka = kafka
         self.tracker = tracker
         self.outcomes = outcomes
         self.tally = tally
@@ -145,10 +156,14 @@ class Sink:
             return False
         size = record_size(rec.key, payload, headers)
         if size > self.answer_limit:
-            self.dead_letter(rec, "answer_too_large", f"the answer would be {size} bytes, over the output topic's limit "
-                                                      f"kafka.max_message_bytes={self.answer_limit}")
+            self.dead_letter(
+                rec,
+                "answer_too_large",
+                f"the answer would be {size} bytes, over the output topic's limit "
+                f"kafka.max_message_bytes={self.answer_limit}",
+            )
             return False
-        self._send(self.k.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
+        self._send(self.kafka.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
         return True
 
     def _out_partition(self, rec: RawRecord) -> int | None:
@@ -156,7 +171,7 @@ class Sink:
         if rec.key is not None:
             return None
         if not self._out_partitions:  # looked up once (partitions are never removed from a topic)
-            self._out_partitions = set(self.producer.partitions_for(self.k.output_topic) or ())
+            self._out_partitions = set(self.producer.partitions_for(self.kafka.output_topic) or ())
         return rec.partition if rec.partition in self._out_partitions else None
 
     def skip(self, rec: RawRecord, status: str, reason: str | None = None) -> None:
@@ -172,8 +187,13 @@ class Sink:
         is fatal as everywhere else. Its request's offset is marked done by the answer alone."""
         size = record_size(rec.key, value, headers)
         if size > self.answer_limit:
-            log.warning("flagged capture of %s-%d@%d not sent: %d bytes, over kafka.max_message_bytes", rec.topic,
-                        rec.partition, rec.offset, size)
+            log.warning(
+                "flagged capture of %s-%d@%d not sent: %d bytes, over kafka.max_message_bytes",
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                size,
+            )
             self.outcomes.flagged_capture("rejected")
             return
 
@@ -182,7 +202,9 @@ class Sink:
                 log.warning("flagged capture of %s-%d@%d rejected: %r", rec.topic, rec.partition, rec.offset, exc)
                 self.outcomes.flagged_capture("rejected")
             else:
-                self._fail(f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}")
+                self._fail(
+                    f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}"
+                )
 
         try:
             self.before_send()
@@ -197,16 +219,20 @@ class Sink:
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
         log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message[:500])
         key, value, headers = self._dead_letter_record(rec, reason, message, minimal)
-        self._send(self.k.dead_letter_topic, key, value, headers, _Delivery(rec, reason, message, minimal))
+        self._send(self.kafka.dead_letter_topic, key, value, headers, _Delivery(rec, reason, message, minimal))
 
-    def _dead_letter_record(self, rec: RawRecord, reason: str, message: str,
-                            minimal: bool) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    def _dead_letter_record(
+        self, rec: RawRecord, reason: str, message: str, minimal: bool
+    ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         """The original record with error headers, cut to fit the dead-letter topic: the value is
         truncated first, then the copied headers go, then the key (a minimal record)."""
-        error = [("error-reason", reason.encode()),
-                 ("error-message", message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]),
-                 ("source-topic", rec.topic.encode("utf-8", "replace")),
-                 ("source-partition", str(rec.partition).encode()), ("source-offset", str(rec.offset).encode())]
+        error = [
+            ("error-reason", reason.encode()),
+            ("error-message", message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]),
+            ("source-topic", rec.topic.encode("utf-8", "replace")),
+            ("source-partition", str(rec.partition).encode()),
+            ("source-offset", str(rec.offset).encode()),
+        ]
         if minimal:
             key = rec.key if record_size(rec.key, b"", error) <= self.dead_letter_limit else None
             return key, b"", [*error, ("error-minimal", b"true")]
@@ -224,8 +250,15 @@ class Sink:
         return rec.key, value[:room], copied + error + marks
 
     # ------------------------------------------------------------------ sending and its outcomes
-    def _send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]],
-              delivery: _Delivery, keep_partition: bool = False) -> None:
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        delivery: _Delivery,
+        keep_partition: bool = False,
+    ) -> None:
         try:
             self.before_send()
             out_partition = self._out_partition(delivery.record) if keep_partition else None
@@ -242,7 +275,9 @@ class Sink:
         if delivery.reason is None:
             self.tally.add("ok")
             ts = rec.timestamp
-            self.outcomes.request_done("ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None)
+            self.outcomes.request_done(
+                "ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None
+            )
         else:
             self.tally.add("dead_letter")
             self.outcomes.request_done("dead_letter", reason=delivery.reason)
@@ -274,8 +309,12 @@ class Sink:
             if delivery.reason is None:
                 self.dead_letter(rec, "rejected", f"the answer was rejected: {why}")
             else:
-                self.dead_letter(rec, delivery.reason, f"{delivery.message} (the full dead-letter record was rejected: {why})",
-                                 minimal=True)
+                self.dead_letter(
+                    rec,
+                    delivery.reason,
+                    f"{delivery.message} (the full dead-letter record was rejected: {why})",
+                    minimal=True,
+                )
 
     def flush(self, timeout_s: float) -> None:
         """Wait until every record sent so far, and every dead letter its rejection caused, is acked or failed."""

@@ -11,13 +11,15 @@ or V1 JSON answers) raise NotARequest: they are counted and skipped, neither ans
 Every other rejection is a DecodeError with a reason from DECODE_REASONS, so bad input lands on the
 dead-letter topic with a machine-readable cause.
 """
+
 from __future__ import annotations
 
 import base64
 import io
 import json
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,14 +40,26 @@ from adae_stream.stream.codecs.records import (
     header,
     header_text,
 )
-from adae_stream.stream.codecs.tensors import ANSWER_PARAMETERS, RESULT_DTYPES, RESULT_OIP
+from adae_stream.stream.codecs.tensors import ANSWER_PARAMETERS, INSTANCE_INDEX, RESULT_DTYPES, RESULT_OIP
 from adae_stream.stream.proto.open_inference_pb2 import ModelInferRequest, ModelInferResponse
 
-__all__ = ["RESULT_DTYPES", "Envelope", "RawRecord", "Request", "decode", "decode_response", "encode", "encode_request",
-           "header"]
+__all__ = [
+    "INSTANCE_INDEX",
+    "RESULT_DTYPES",
+    "Envelope",
+    "RawRecord",
+    "Request",
+    "decode",
+    "decode_response",
+    "encode",
+    "encode_request",
+    "header",
+]
 
 JSON_TYPES = frozenset({JSON, "application/vnd.kserve.v2+json", "application/vnd.kserve.v1+json", "text/json"})
-PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf", "application/x-google-protobuf", "application/vnd.google.protobuf"})
+PROTOBUF_TYPES = frozenset(
+    {PROTOBUF, "application/protobuf", "application/x-google-protobuf", "application/vnd.google.protobuf"}
+)
 SNIFFED_TYPES = frozenset({"", OCTET_STREAM})  # no content-type, or one that says nothing about the body
 SELDON_OUTPUTS = re.compile(r"\.(model|pipeline)\.[^.]+\.outputs$")  # <prefix>.<ns>.model.<name>.outputs
 SELDON_TYPE = "seldon-infer-type"
@@ -106,30 +120,43 @@ def _family(record: RawRecord, data: bytes, enveloped: bool, seldon: str) -> str
         return "json_or_proto" if oip_proto.looks_like_protobuf(data) else "json"
     if oip_proto.looks_like_protobuf(data):
         return "proto"
-    raise DecodeError("decode", "the body is neither JSON, .npy nor protobuf" + (f" (content-type {ctype[:100]!r})" if ctype else ""))
+    raise DecodeError(
+        "decode", "the body is neither JSON, .npy nor protobuf" + (f" (content-type {ctype[:100]!r})" if ctype else "")
+    )
 
 
-ENCODERS: dict[str, Callable[[Request, dict[str, np.ndarray], dict[str, Any]], tuple[bytes, str, list[tuple[str, bytes]]]]] = {
-    "v2": oip_json.encode_json, "v1": oip_json.encode_json, "npy": encode_npy, "proto": oip_proto.encode_proto}
+ENCODERS: dict[
+    str, Callable[[Request, dict[str, np.ndarray], dict[str, Any]], tuple[bytes, str, list[tuple[str, bytes]]]]
+] = {"v2": oip_json.encode_json, "v1": oip_json.encode_json, "npy": encode_npy, "proto": oip_proto.encode_proto}
 
 
-def encode(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def encode(
+    request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """Body and headers of the answer, in the request's family (and envelope); ``result`` holds the fields
     to publish, in RESULT_DTYPES order. ``info`` carries model_name, threshold and detector_version."""
     payload, ctype, extra = ENCODERS[request.fmt](request, result, info)
-    headers = [("request-id", request.id.encode()), ("adae-threshold", repr(info["threshold"]).encode()),
-               ("adae-detector-id", info["detector_id"].encode()), *extra,
-               *echoed_headers(request.record)]
+    headers = [
+        ("request-id", request.id.encode()),
+        ("adae-threshold", repr(info["threshold"]).encode()),
+        ("adae-detector-id", info["detector_id"].encode()),
+        *extra,
+        *echoed_headers(request.record),
+    ]
     if header(request.record, SELDON_TYPE) is not None:
-        headers.append((SELDON_TYPE, b"proto/InferModelResponse" if request.fmt == "proto" else b"json/inferModelResponse"))
+        headers.append(
+            (SELDON_TYPE, b"proto/InferModelResponse" if request.fmt == "proto" else b"json/inferModelResponse")
+        )
     if request.envelope is not None:
-        payload, ctype, headers = cloudevents.wrap(request.envelope, request.id, payload, ctype, headers,
-                                                   source=f"/adae-stream/{info['model_name']}")
+        payload, ctype, headers = cloudevents.wrap(
+            request.envelope, request.id, payload, ctype, headers, source=f"/adae-stream/{info['model_name']}"
+        )
     return payload, [("content-type", ctype.encode()), *headers]
 
 
-def encode_flagged(request: Request, instances: np.ndarray, result: dict[str, np.ndarray],
-                   info: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def encode_flagged(
+    request: Request, instances: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A flagged-sample record, for review and relabelling: the flagged instances' input data (an `input`
     tensor) with their positions, scores, flags and predictions, and the request's id and coordinates.
     In the request's family: npy, a protobuf ModelInferResponse, or V2 JSON for the JSON families."""
@@ -156,27 +183,41 @@ def encode_flagged(request: Request, instances: np.ndarray, result: dict[str, np
     else:
         outputs = [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
         outputs += [{"name": k, "shape": [n], "datatype": RESULT_OIP[k], "data": v.tolist()} for k, v in result.items()]
-        body = {"id": request.id, "model_name": info["model_name"], "outputs": outputs,
-                "parameters": {k: info[k] for k in ANSWER_PARAMETERS}}
+        body = {
+            "id": request.id,
+            "model_name": info["model_name"],
+            "outputs": outputs,
+            "parameters": {k: info[k] for k in ANSWER_PARAMETERS},
+        }
         payload, ctype = json.dumps(body, separators=(",", ":")).encode(), JSON
     rec = request.record
-    return payload, [("content-type", ctype.encode()), ("request-id", request.id.encode()),
-                     ("adae-threshold", repr(info["threshold"]).encode()), ("source-topic", rec.topic.encode("utf-8", "replace")),
-                     ("source-partition", str(rec.partition).encode()), ("source-offset", str(rec.offset).encode()),
-                     *echoed_headers(rec)]
+    return payload, [
+        ("content-type", ctype.encode()),
+        ("request-id", request.id.encode()),
+        ("adae-threshold", repr(info["threshold"]).encode()),
+        ("source-topic", rec.topic.encode("utf-8", "replace")),
+        ("source-partition", str(rec.partition).encode()),
+        ("source-offset", str(rec.offset).encode()),
+        *echoed_headers(rec),
+    ]
 
 
 # --------------------------------------------------------------------------- client side
 REQUEST_FORMATS = ("v2", "v1", "npy", "proto", "triton")
 
 
-def encode_request(x: np.ndarray, fmt: str, request_id: str, input_name: str = "input-0") -> tuple[bytes, list[tuple[str, bytes]]]:
+def encode_request(
+    x: np.ndarray, fmt: str, request_id: str, input_name: str = "input-0"
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A request record for ``x`` (n, ...) in one of REQUEST_FORMATS: what producers send to the input topic.
     proto uses raw_input_contents; triton is V2 JSON with the tensor in the binary tail, binary outputs asked."""
     x = np.asarray(x, dtype=np.float32)
     extra: list[tuple[str, bytes]] = []
     if fmt == "v2":
-        body = {"id": request_id, "inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+        body: dict[str, Any] = {
+            "id": request_id,
+            "inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+        }
         payload, ctype = json.dumps(body, separators=(",", ":")).encode(), JSON
     elif fmt == "v1":
         payload, ctype = json.dumps({"instances": x.tolist()}, separators=(",", ":")).encode(), JSON
@@ -191,9 +232,18 @@ def encode_request(x: np.ndarray, fmt: str, request_id: str, input_name: str = "
         payload, ctype = msg.SerializeToString(), PROTOBUF
     elif fmt == "triton":
         raw = x.astype("<f4").tobytes()
-        body = {"id": request_id, "inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32",
-                                               "parameters": {"binary_data_size": len(raw)}}],
-                "parameters": {"binary_data_output": True}}
+        body = {
+            "id": request_id,
+            "inputs": [
+                {
+                    "name": input_name,
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
         text = json.dumps(body, separators=(",", ":")).encode()
         payload, ctype = text + raw, OCTET_STREAM
         extra = [(oip_json.BINARY_LENGTH_HEADER, str(len(text)).encode())]
@@ -206,20 +256,26 @@ def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[
     """Parse an answer from the output topic into {'id', field: np.ndarray, ...} whatever its family."""
     hdr = {k.lower(): v for k, v in headers or ()}
     ctype = hdr.get("content-type", b"").decode().split(";")[0].strip().lower()
+    out: dict[str, Any]
     if ctype == CLOUDEVENTS_JSON:
         event = json.loads(value)
         inner = json.dumps(event["data"]).encode() if "data" in event else base64.b64decode(event["data_base64"])
-        out = decode_response(inner, [("content-type", event["datacontenttype"].encode()), *[
-            (k, v) for k, v in (headers or ()) if k.lower() not in ("content-type",)]])
+        out = decode_response(
+            inner,
+            [
+                ("content-type", event["datacontenttype"].encode()),
+                *[(k, v) for k, v in (headers or ()) if k.lower() not in ("content-type",)],
+            ],
+        )
         out["cloudevent"] = {k: v for k, v in event.items() if k not in ("data", "data_base64")}
         return out
     if ctype == NPY:
         arr = np.lib.format.read_array(io.BytesIO(value), allow_pickle=False)
-        out: dict[str, Any] = {k: arr[k] for k in arr.dtype.names}
+        out = {k: arr[k] for k in arr.dtype.names or ()}
         out["id"] = hdr.get("request-id", b"").decode()
         return out
     if ctype == PROTOBUF:
-        framing, body = oip_proto.split_framing(value)
+        _framing, body = oip_proto.split_framing(value)
         msg = ModelInferResponse.FromString(body)
         out = {}
         for i, tensor in enumerate(msg.outputs):
@@ -227,18 +283,22 @@ def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[
             if msg.raw_output_contents:
                 out[tensor.name] = np.frombuffer(msg.raw_output_contents[i], dtype=dtype).reshape(list(tensor.shape))
             else:
-                out[tensor.name] = np.asarray(getattr(tensor.contents, oip_proto.TYPED_FIELD[tensor.datatype]), dtype=dtype)
+                out[tensor.name] = np.asarray(
+                    getattr(tensor.contents, oip_proto.TYPED_FIELD[tensor.datatype]), dtype=dtype
+                )
         out["id"] = msg.id
         out["parameters"] = {k: oip_proto.parameter_value(v) for k, v in msg.parameters.items()}
         return out
     length = hdr.get(oip_json.BINARY_LENGTH_HEADER)
     body = json.loads(value[: int(length)] if length else value)
     if "outputs" in body:
-        tail, out = memoryview(value)[int(length):] if length else memoryview(b""), {}
+        tail, out = memoryview(value)[int(length) :] if length else memoryview(b""), {}
         for o in body["outputs"]:
             size = (o.get("parameters") or {}).get("binary_data_size")
             if size is None:
-                out[o["name"]] = np.asarray(o["data"], dtype=RESULT_DTYPES.get(o["name"], np.float32)).reshape(o["shape"])
+                out[o["name"]] = np.asarray(o["data"], dtype=RESULT_DTYPES.get(o["name"], np.float32)).reshape(
+                    o["shape"]
+                )
             else:
                 out[o["name"]] = np.frombuffer(tail[:size], dtype=np.dtype(RESULT_DTYPES[o["name"]]).newbyteorder("<"))
                 tail = tail[size:]

@@ -6,6 +6,7 @@ the JSON event, with ``data`` (JSON) or ``data_base64``. KServe's request and re
 ``id``; response events are not requests and are skipped. The answer is a CloudEvent in the same mode,
 with the same id, a type of our own, and the source event's extensions.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,16 +21,20 @@ from adae_stream.stream.codecs.records import CLOUDEVENTS_JSON, Envelope, RawRec
 CE_PREFIX = "ce_"
 ANSWER_TYPE = "io.adae-stream.inference.response"
 # Attributes the answer sets itself; every other attribute of the request's event is an extension, kept.
-OWN_ATTRIBUTES = frozenset({"specversion", "id", "type", "source", "time", "datacontenttype", "dataschema", "subject",
-                            "data", "data_base64"})
+OWN_ATTRIBUTES = frozenset(
+    {"specversion", "id", "type", "source", "time", "datacontenttype", "dataschema", "subject", "data", "data_base64"}
+)
 RESPONSE_TYPES = (".response",)  # org.kubeflow.serving.inference.response, io.seldon.serving.inference.response
 
 
 def unwrap(record: RawRecord, value: bytes) -> tuple[Envelope | None, bytes]:
     """The envelope, if any, and the data inside it. Response events raise NotARequest."""
     if header_text(record, "ce_specversion") is not None:
-        attributes = {k[len(CE_PREFIX):]: (v or b"").decode("utf-8", "replace") for k, v in record.headers or ()
-                      if k.lower().startswith(CE_PREFIX)}
+        attributes = {
+            k[len(CE_PREFIX) :]: (v or b"").decode("utf-8", "replace")
+            for k, v in record.headers or ()
+            if k.lower().startswith(CE_PREFIX)
+        }
         datacontenttype = header_text(record, "content-type")
         if datacontenttype is not None:
             attributes["datacontenttype"] = datacontenttype
@@ -68,16 +73,23 @@ def _structured(value: bytes) -> tuple[Envelope, bytes]:
     return Envelope("structured", attributes), data
 
 
-def wrap(envelope: Envelope, answer_id: str, payload: bytes, content_type: str, headers: list[tuple[str, bytes]],
-         source: str) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+def wrap(
+    envelope: Envelope, answer_id: str, payload: bytes, content_type: str, headers: list[tuple[str, bytes]], source: str
+) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     """The answer as a CloudEvent in the request's mode: body, content-type and headers."""
-    attributes: dict[str, Any] = {"specversion": "1.0", "id": str(envelope.attributes.get("id", answer_id)),
-                                  "type": ANSWER_TYPE, "source": source,
-                                  "time": datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z"),
-                                  "datacontenttype": content_type}
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(envelope.attributes.get("id", answer_id)),
+        "type": ANSWER_TYPE,
+        "source": source,
+        "time": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": content_type,
+    }
     attributes.update({k: v for k, v in envelope.attributes.items() if k not in OWN_ATTRIBUTES})
     if envelope.mode == "binary":
-        ce = [(CE_PREFIX + k, str(v).encode("utf-8", "replace")) for k, v in attributes.items() if k != "datacontenttype"]
+        ce = [
+            (CE_PREFIX + k, str(v).encode("utf-8", "replace")) for k, v in attributes.items() if k != "datacontenttype"
+        ]
         return payload, content_type, headers + ce
     event = dict(attributes)
     if content_type.startswith("application/json"):

@@ -1,4 +1,5 @@
 """.npy requests and answers: an array (n, ...) of any plain numeric dtype in, a structured array out."""
+
 from __future__ import annotations
 
 import functools
@@ -49,11 +50,18 @@ def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...]) ->
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
         raise DecodeError("dtype", f".npy dtype {dtype} is not a plain numeric type")
     if len(shape) == 0 or tuple(shape[1:]) != tuple(input_shape):
-        raise DecodeError("shape", f".npy shape {list(shape)} does not match the detector's input (n, {', '.join(map(str, input_shape))})")
+        raise DecodeError(
+            "shape",
+            f".npy shape {list(shape)} does not match the detector's input (n, {', '.join(map(str, input_shape))})",
+        )
     count = math.prod(shape)
     offset = len(preamble)
     if count * dtype.itemsize != len(value) - offset:
-        raise DecodeError("shape", f".npy body has {len(value) - offset} bytes but shape {list(shape)} x {dtype} needs {count * dtype.itemsize}")
+        raise DecodeError(
+            "shape",
+            f".npy body has {len(value) - offset} bytes but shape {list(shape)} x {dtype} needs "
+            f"{count * dtype.itemsize}",
+        )
     a = np.frombuffer(value, dtype=dtype, count=count, offset=offset).reshape(shape, order="F" if fortran else "C")
     return Request(fallback_id(record), tensors.finite_float32(a, ".npy array"), "npy", record)
 
@@ -68,11 +76,15 @@ def _npy_result_header(names: tuple[str, ...], n: int) -> bytes:
     """The .npy preamble np.lib.format.write_array would write for n records of these fields, built once
     per (fields, n) instead of per answer (its repr-and-pad costs as much as the rest of the encode)."""
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(np.empty(n, dtype=_result_dtype(names))))
+    np.lib.format.write_array_header_1_0(
+        buf, np.lib.format.header_data_from_array_1_0(np.empty(n, dtype=_result_dtype(names)))
+    )
     return buf.getvalue()
 
 
-def encode_npy(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+def encode_npy(
+    request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     names = tuple(result)
     n = len(result[names[0]])
     arr = np.empty(n, dtype=_result_dtype(names))

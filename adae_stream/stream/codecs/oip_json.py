@@ -6,6 +6,7 @@ input says its length in ``parameters.binary_data_size``, and the JSON's own len
 decoding it). A request asks for binary outputs with ``parameters.binary_data_output: true`` or per
 output with ``outputs[i].parameters.binary_data: true``; the answer then carries those in its tail.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,10 @@ def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
         if declared is not None:
             length = int(declared.decode("ascii", "replace")) if declared.strip().isdigit() else -1
             if not 0 < length <= len(value):
-                raise DecodeError("decode", f"{BINARY_LENGTH_HEADER} {declared[:40]!r} is not a length within the body's "
-                                            f"{len(value)} bytes")
+                raise DecodeError(
+                    "decode",
+                    f"{BINARY_LENGTH_HEADER} {declared[:40]!r} is not a length within the body's {len(value)} bytes",
+                )
             return json.loads(value[:length]), memoryview(value)[length:]
         try:
             return json.loads(value), memoryview(b"")
@@ -42,7 +45,7 @@ def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
                 raise exc from None
             if not isinstance(body, dict):  # Triton's prefix is a request object; anything else is bad JSON
                 raise exc from None
-            return body, memoryview(value)[len(text[:end].encode("utf-8", "surrogateescape")):]
+            return body, memoryview(value)[len(text[:end].encode("utf-8", "surrogateescape")) :]
     except RecursionError:
         raise DecodeError("decode", "JSON nested too deeply") from None
     except ValueError as exc:
@@ -63,16 +66,21 @@ def decode_json(record: RawRecord, value: bytes, input_shape: tuple[int, ...], m
     raise DecodeError("schema", "JSON body has neither 'inputs' (Open Inference Protocol V2) nor 'instances' (V1)")
 
 
-def _decode_v2(record: RawRecord, body: dict, tail: memoryview, input_shape: tuple[int, ...], max_bytes: int) -> Request:
+def _decode_v2(
+    record: RawRecord, body: dict, tail: memoryview, input_shape: tuple[int, ...], max_bytes: int
+) -> Request:
     inputs = body["inputs"]
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         n = len(inputs) if isinstance(inputs, list) else "no"
         raise DecodeError("schema", f"'inputs' must be a list with exactly one tensor object, got {n}")
     tensor = inputs[0]
-    params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
+    params = tensor.get("parameters")
+    if not isinstance(params, dict):
+        params = {}
     binary_size = params.get("binary_data_size")
     missing = [k for k in ("name", "shape", "datatype") if k not in tensor] + (
-        [] if "data" in tensor or binary_size is not None else ["data"])
+        [] if "data" in tensor or binary_size is not None else ["data"]
+    )
     if missing:
         raise DecodeError("schema", f"input tensor lacks {', '.join(missing)}")
     rid = tensors.request_id(body.get("id"))
@@ -80,15 +88,23 @@ def _decode_v2(record: RawRecord, body: dict, tail: memoryview, input_shape: tup
     declared = tensors.shape(tensor["shape"], input_shape, max_bytes)
     if binary_size is not None:
         if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size != len(tail):
-            raise DecodeError("shape", f"binary_data_size {binary_size!r} does not match the {len(tail)} bytes after the JSON")
+            raise DecodeError(
+                "shape", f"binary_data_size {binary_size!r} does not match the {len(tail)} bytes after the JSON"
+            )
         x = tensors.from_bytes(tail, dtype, declared, "binary tensor data")
     else:
         if len(tail):
             raise DecodeError("schema", f"{len(tail)} bytes follow the JSON but no input declares binary_data_size")
         x = _json_array(tensor["data"], declared, input_shape, "data")
-    return Request(rid or fallback_id(record), x, "v2", record, input_name=str(tensor["name"]),
-                   parameters=body["parameters"] if isinstance(body.get("parameters"), dict) else {},
-                   binary_outputs=_binary_outputs(body))
+    return Request(
+        rid or fallback_id(record),
+        x,
+        "v2",
+        record,
+        input_name=str(tensor["name"]),
+        parameters=body["parameters"] if isinstance(body.get("parameters"), dict) else {},
+        binary_outputs=_binary_outputs(body),
+    )
 
 
 def _binary_outputs(body: dict) -> frozenset[str]:
@@ -98,53 +114,82 @@ def _binary_outputs(body: dict) -> frozenset[str]:
     outputs = body.get("outputs")
     if not isinstance(outputs, list):
         return frozenset()
-    return frozenset(o["name"] for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)
-                     and isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True)
+    return frozenset(
+        o["name"]
+        for o in outputs
+        if isinstance(o, dict)
+        and isinstance(o.get("name"), str)
+        and isinstance(o.get("parameters"), dict)
+        and o["parameters"].get("binary_data") is True
+    )
 
 
-def _json_array(data: Any, declared: list[int] | None, input_shape: tuple[int, ...], what: str) -> np.ndarray:
+def _json_array(data: Any, declared: list[int] | None, input_shape: tuple[int, ...], field: str) -> np.ndarray:
     if not isinstance(data, list):
-        raise DecodeError("schema", f"'{what}' must be a list")
+        raise DecodeError("schema", f"'{field}' must be a list")
     try:
         a = np.asarray(data)  # no dtype: null, strings and booleans show up as the array's kind, not as NaN / 1.0
     except (ValueError, TypeError) as exc:
-        raise DecodeError("shape", f"'{what}' is not a regular array: {str(exc).splitlines()[0][:200]}") from None
+        raise DecodeError("shape", f"'{field}' is not a regular array: {str(exc).splitlines()[0][:200]}") from None
     if a.dtype.kind not in "iuf":
-        raise DecodeError("dtype", f"'{what}' holds non-numeric values (numpy kind {a.dtype.kind!r}: strings, nulls, "
-                                   "booleans or huge integers)")
+        raise DecodeError(
+            "dtype",
+            f"'{field}' holds non-numeric values (numpy kind {a.dtype.kind!r}: strings, nulls, "
+            "booleans or huge integers)",
+        )
     if declared is not None:
         if a.size != int(np.prod(declared)):
-            raise DecodeError("shape", f"'{what}' has {a.size} elements but shape {declared} needs {int(np.prod(declared))}")
+            raise DecodeError(
+                "shape", f"'{field}' has {a.size} elements but shape {declared} needs {int(np.prod(declared))}"
+            )
         a = a.reshape(declared)
-    elif a.ndim == 0 or a.shape[1:] != tuple(input_shape) and not (a.size == 0 and a.ndim == 1):
-        raise DecodeError("shape", f"'{what}' has shape {list(a.shape)}, expected (n, {', '.join(map(str, input_shape))})")
+    elif a.ndim == 0 or (a.shape[1:] != tuple(input_shape) and not (a.size == 0 and a.ndim == 1)):
+        raise DecodeError(
+            "shape", f"'{field}' has shape {list(a.shape)}, expected (n, {', '.join(map(str, input_shape))})"
+        )
     if a.size == 0:
         a = a.reshape((0, *input_shape))
-    return tensors.finite_float32(a, f"'{what}'")
+    return tensors.finite_float32(a, f"'{field}'")
 
 
 @functools.lru_cache(maxsize=256)
-def _all_binary_json_after_id(names: tuple[str, ...], n: int, model_name: str, parameters: tuple[tuple[str, Any], ...]) -> bytes:
+def _all_binary_json_after_id(
+    names: tuple[str, ...], n: int, model_name: str, parameters: tuple[tuple[str, Any], ...]
+) -> bytes:
     """The JSON part of an answer whose outputs all go in the binary tail, from just after the id on: it is
     the same for every answer of n instances (its json.dumps cost as much as the rest of the encode)."""
-    outputs = [{"name": k, "shape": [n], "datatype": tensors.RESULT_OIP[k],
-                "parameters": {"binary_data_size": n * np.dtype(tensors.RESULT_DTYPES[k]).itemsize}} for k in names]
+    outputs = [
+        {
+            "name": k,
+            "shape": [n],
+            "datatype": tensors.RESULT_OIP[k],
+            "parameters": {"binary_data_size": n * np.dtype(tensors.RESULT_DTYPES[k]).itemsize},
+        }
+        for k in names
+    ]
     body = {"id": "", "model_name": model_name, "outputs": outputs, "parameters": dict(parameters)}
-    return json.dumps(body, separators=(",", ":")).encode()[len(b'{"id":""'):]
+    return json.dumps(body, separators=(",", ":")).encode()[len(b'{"id":""') :]
 
 
 def _little_endian(name: str, values: np.ndarray) -> bytes:
     return values.astype(np.dtype(tensors.RESULT_DTYPES[name]).newbyteorder("<"), copy=False).tobytes()
 
 
-def encode_json(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+def encode_json(
+    request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     """Body, content-type and extra headers of a V2 or V1 answer."""
     names = list(result)
     n = len(result[names[0]])
     binary = request.binary_outputs
     if ALL in binary or binary >= set(names):  # all outputs binary: the JSON part is a cached template
-        text = b'{"id":' + json.dumps(request.id).encode() + _all_binary_json_after_id(
-            tuple(names), n, info["model_name"], tuple((k, info[k]) for k in tensors.ANSWER_PARAMETERS))
+        text = (
+            b'{"id":'
+            + json.dumps(request.id).encode()
+            + _all_binary_json_after_id(
+                tuple(names), n, info["model_name"], tuple((k, info[k]) for k in tensors.ANSWER_PARAMETERS)
+            )
+        )
         tail = b"".join(_little_endian(k, result[k]) for k in names)
         return text + tail, OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
     if request.fmt == "v1":
@@ -152,19 +197,24 @@ def encode_json(request: Request, result: dict[str, np.ndarray], info: dict[str,
         body.update({k: result[k].tolist() for k in names if k != "corrected"})
         body.update({k: info[k] for k in tensors.ANSWER_PARAMETERS})
         return json.dumps(body, separators=(",", ":")).encode(), JSON, []
-    outputs, tail = [], []
+    outputs: list[dict[str, Any]] = []
+    binary_tails: list[bytes] = []
     for k in names:
         out: dict[str, Any] = {"name": k, "shape": [n], "datatype": tensors.RESULT_OIP[k]}
         if k in binary:
             raw = _little_endian(k, result[k])
             out["parameters"] = {"binary_data_size": len(raw)}
-            tail.append(raw)
+            binary_tails.append(raw)
         else:
             out["data"] = result[k].tolist()
         outputs.append(out)
-    body = {"id": request.id, "model_name": info["model_name"], "outputs": outputs,
-            "parameters": {k: info[k] for k in tensors.ANSWER_PARAMETERS}}
+    body = {
+        "id": request.id,
+        "model_name": info["model_name"],
+        "outputs": outputs,
+        "parameters": {k: info[k] for k in tensors.ANSWER_PARAMETERS},
+    }
     text = json.dumps(body, separators=(",", ":")).encode()
-    if not tail:
+    if not binary_tails:
         return text, JSON, []
-    return text + b"".join(tail), OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
+    return text + b"".join(binary_tails), OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]

@@ -5,6 +5,7 @@ Tensor data comes in ``raw_input_contents`` (little-endian, one entry per input)
 framing: byte 0, a 4-byte schema id, the message-index list, then the protobuf. The answer repeats the
 request's prefix as it came (the registry's ids are the producer's business; we do not register).
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,9 +22,19 @@ from adae_stream.stream.proto.open_inference_pb2 import InferParameter, ModelInf
 # The first byte of a serialised ModelInferRequest: the tag of one of its fields 1..7, all length-delimited.
 REQUEST_TAGS = frozenset(field << 3 | 2 for field in range(1, 8))
 CONFLUENT_MAGIC = 0
-TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT8": "int_contents", "INT16": "int_contents",
-               "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-               "UINT32": "uint_contents", "UINT64": "uint64_contents", "BOOL": "bool_contents"}
+TYPED_FIELD = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "BOOL": "bool_contents",
+}
 
 
 def looks_like_protobuf(value: bytes) -> bool:
@@ -64,7 +75,9 @@ def decode_proto(record: RawRecord, value: bytes, input_shape: tuple[int, ...], 
     except (ProtobufDecodeError, RuntimeError, ValueError) as exc:
         raise DecodeError("decode", f"not a protobuf ModelInferRequest: {str(exc)[:200]}") from None
     if len(msg.inputs) != 1:
-        raise DecodeError("schema", f"a ModelInferRequest with exactly one input tensor is needed, got {len(msg.inputs)}")
+        raise DecodeError(
+            "schema", f"a ModelInferRequest with exactly one input tensor is needed, got {len(msg.inputs)}"
+        )
     tensor = msg.inputs[0]
     dtype = tensors.datatype(tensor.datatype)
     declared = tensors.shape(list(tensor.shape), input_shape, max_bytes)
@@ -76,15 +89,27 @@ def decode_proto(record: RawRecord, value: bytes, input_shape: tuple[int, ...], 
     else:
         field = TYPED_FIELD.get(tensor.datatype.upper())
         if field is None:  # FP16 travels only as raw contents
-            raise DecodeError("dtype", f"datatype {tensor.datatype} has no typed contents; send it as raw_input_contents")
+            raise DecodeError(
+                "dtype", f"datatype {tensor.datatype} has no typed contents; send it as raw_input_contents"
+            )
         values = getattr(tensor.contents, field)
         if len(values) != int(np.prod(declared)):
-            raise DecodeError("shape", f"contents.{field} has {len(values)} elements but shape {declared} needs "
-                                       f"{int(np.prod(declared))}")
+            raise DecodeError(
+                "shape",
+                f"contents.{field} has {len(values)} elements but shape {declared} needs {int(np.prod(declared))}",
+            )
         x = tensors.finite_float32(np.asarray(values, dtype=np.float64).reshape(declared), f"contents.{field}")
     rid = tensors.request_id(msg.id)
-    return Request(rid or fallback_id(record), x, "proto", record, input_name=tensor.name,
-                   parameters={k: parameter_value(v) for k, v in msg.parameters.items()}, raw_contents=raw, framing=framing)
+    return Request(
+        rid or fallback_id(record),
+        x,
+        "proto",
+        record,
+        input_name=tensor.name,
+        parameters={k: parameter_value(v) for k, v in msg.parameters.items()},
+        raw_contents=raw,
+        framing=framing,
+    )
 
 
 def parameter_value(p: InferParameter) -> Any:
@@ -119,18 +144,24 @@ def _serialized_head(names: tuple[str, ...], n: int, info: tuple[tuple[str, Any]
     return _response_head(names, n, info).SerializeToString()
 
 
-def encode_proto(request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+def encode_proto(
+    request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     names, n = tuple(result), len(next(iter(result.values())))
     key = (("model_name", info["model_name"]), *((k, info[k]) for k in tensors.ANSWER_PARAMETERS))
     if request.raw_contents:
         # Serialised protobuf messages concatenate as a merge (the encoding's own rule): the head, the same
         # for every answer of n instances, is serialised once; only the id and raw contents are per answer.
-        body = ModelInferResponse(id=request.id, raw_output_contents=[
-            values.astype(np.dtype(tensors.RESULT_DTYPES[name]).newbyteorder("<"), copy=False).tobytes()
-            for name, values in result.items()]).SerializeToString()
+        body = ModelInferResponse(
+            id=request.id,
+            raw_output_contents=[
+                values.astype(np.dtype(tensors.RESULT_DTYPES[name]).newbyteorder("<"), copy=False).tobytes()
+                for name, values in result.items()
+            ],
+        ).SerializeToString()
         return request.framing + _serialized_head(names, n, key) + body, PROTOBUF, []
     answer = _response_head(names, n, key)
     answer.id = request.id
-    for out, values in zip(answer.outputs, result.values()):
+    for out, values in zip(answer.outputs, result.values(), strict=True):
         getattr(out.contents, TYPED_FIELD[out.datatype]).extend(values.tolist())
     return request.framing + answer.SerializeToString(), PROTOBUF, []

@@ -1,16 +1,23 @@
 """What every wire family shares: the record as read, the decoded request, header lookups and ids."""
+
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from adae_stream.errors import DecodeError
 
-JSON, NPY, PROTOBUF, OCTET_STREAM = "application/json", "application/x-npy", "application/x-protobuf", "application/octet-stream"
+JSON, NPY, PROTOBUF, OCTET_STREAM = (
+    "application/json",
+    "application/x-npy",
+    "application/x-protobuf",
+    "application/octet-stream",
+)
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 # Request headers an answer carries back, so callers and platforms can correlate: Seldon's `pipeline`
 # (a model's topic is shared by the pipelines that use it), `x-request-id` and every caller `x-*`
@@ -90,16 +97,18 @@ def fallback_id(record: RawRecord) -> str:
     return f"{record.topic}-{record.partition}-{record.offset}"
 
 
-def parse_json(value: bytes, what: str) -> Any:
+def parse_json(value: bytes, source: str) -> Any:
     """JSON, or a DecodeError("decode") that says what was being read."""
     try:
         return json.loads(value)
     except RecursionError:
-        raise DecodeError("decode", f"{what} JSON nested too deeply") from None
+        raise DecodeError("decode", f"{source} JSON nested too deeply") from None
     except ValueError as exc:
-        raise DecodeError("decode", f"{what} is not JSON: {str(exc)[:200]}") from None
+        raise DecodeError("decode", f"{source} is not JSON: {str(exc)[:200]}") from None
 
 
 def echoed_headers(record: RawRecord) -> list[tuple[str, bytes]]:
     """The request's correlation headers, for the answer: x-*, pipeline and trace context."""
-    return [(k, v) for k, v in record.headers or () if v is not None and (k.lower().startswith("x-") or k.lower() in ECHOED)]
+    return [
+        (k, v) for k, v in record.headers or () if v is not None and (k.lower().startswith("x-") or k.lower() in ECHOED)
+    ]

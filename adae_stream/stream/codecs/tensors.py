@@ -3,6 +3,7 @@
 Declared shapes are checked against the limits and the body before anything is allocated from them;
 conversion is vectorised numpy, never a per-element Python loop.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,18 +11,31 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream import scoring
 from adae_stream.errors import DecodeError
 
 # OIP datatypes the detector can score, as little-endian numpy types (raw and binary contents are LE).
-OIP_DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-              "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+OIP_DTYPES = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
 # What every answer says about the detector that gave it (V2/V1 parameters, protobuf parameters; npy headers).
 ANSWER_PARAMETERS = ("threshold", "detector_version", "detector_id", "classifier_id")
-# Answer fields: numpy type and OIP datatype.
-RESULT_DTYPES = {"corrected": np.int64, "is_adversarial": np.bool_, "instance_score": np.float32, "no_defense": np.int64,
-                 "defense": np.int64, "instance_index": np.int64}
-RESULT_OIP = {"corrected": "INT64", "is_adversarial": "BOOL", "instance_score": "FP32", "no_defense": "INT64",
-              "defense": "INT64", "instance_index": "INT64"}
+# Answer fields: numpy type and OIP datatype (the scorer's results, and where an answer holds a subset of
+# the request's instances, their positions in it).
+INSTANCE_INDEX = "instance_index"
+RESULT_DTYPES: dict[str, type[np.generic]] = {**scoring.RESULT_DTYPES, INSTANCE_INDEX: np.int64}
+_OIP_NAMES = {np.int64: "INT64", np.bool_: "BOOL", np.float32: "FP32"}
+RESULT_OIP = {name: _OIP_NAMES[dtype] for name, dtype in RESULT_DTYPES.items()}
 
 
 def datatype(dt: Any) -> np.dtype:
@@ -32,8 +46,11 @@ def datatype(dt: Any) -> np.dtype:
 
 def shape(declared: Any, input_shape: tuple[int, ...], max_bytes: int) -> list[int]:
     """A declared shape, checked before anything is allocated from it."""
-    if not isinstance(declared, (list, tuple)) or not declared or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in declared):
+    if (
+        not isinstance(declared, (list, tuple))
+        or not declared
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in declared)
+    ):
         raise DecodeError("schema", f"shape must be a non-empty list of integers, got {str(declared)[:200]}")
     declared = list(declared)
     if any(d < 0 for d in declared):
@@ -41,23 +58,25 @@ def shape(declared: Any, input_shape: tuple[int, ...], max_bytes: int) -> list[i
     if math.prod(declared) > max_bytes:  # every element takes at least one byte of the body: never allocate beyond it
         raise DecodeError("too_large", f"declared shape {declared} has more elements than the record could carry")
     if tuple(declared[1:]) != tuple(input_shape):
-        raise DecodeError("shape", f"declared shape {declared} does not match the detector's input "
-                                   f"(n, {', '.join(map(str, input_shape))})")
+        raise DecodeError(
+            "shape",
+            f"declared shape {declared} does not match the detector's input (n, {', '.join(map(str, input_shape))})",
+        )
     return declared
 
 
-def from_bytes(buf: bytes | memoryview, dtype: np.dtype, declared: list[int], what: str) -> np.ndarray:
+def from_bytes(buf: bytes | memoryview, dtype: np.dtype, declared: list[int], field: str) -> np.ndarray:
     """Raw (protobuf) or binary (Triton) contents: little-endian, row-major, no padding."""
     need = math.prod(declared) * dtype.itemsize
     if len(buf) != need:
-        raise DecodeError("shape", f"{what} has {len(buf)} bytes but shape {declared} x {dtype} needs {need}")
-    return finite_float32(np.frombuffer(buf, dtype=dtype).reshape(declared), what)
+        raise DecodeError("shape", f"{field} has {len(buf)} bytes but shape {declared} x {dtype} needs {need}")
+    return finite_float32(np.frombuffer(buf, dtype=dtype).reshape(declared), field)
 
 
-def finite_float32(a: np.ndarray, what: str) -> np.ndarray:
+def finite_float32(a: np.ndarray, field: str) -> np.ndarray:
     out = a.astype(np.float32)  # copies: the record's buffer is not kept alive
     if not np.isfinite(out).all():
-        raise DecodeError("non_finite", f"{what} contains NaN or infinite values (or values beyond float32 range)")
+        raise DecodeError("non_finite", f"{field} contains NaN or infinite values (or values beyond float32 range)")
     return out
 
 

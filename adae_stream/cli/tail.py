@@ -1,0 +1,77 @@
+"""``adae-stream tail``: read answers from the output topic and print one line each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from adae_stream.cli.common import bootstrap_servers, config_if_present
+from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL
+
+if TYPE_CHECKING:
+    from adae_stream.cli.common import Subparsers
+
+POLL_MS = 500
+SHOWN_PREDICTIONS = 16  # corrected labels printed per answer
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("tail", help="read and pretty-print answers from the output topic")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: config)")
+    parser.add_argument("--topic", help="default: kafka.output_topic")
+    parser.add_argument("--from-beginning", action="store_true")
+    parser.add_argument("--max", type=int, default=0, help="stop after this many answers (0: forever)")
+    parser.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds (0: never)")
+    parser.add_argument("--config", default="config.yaml")
+    parser.set_defaults(func=run)
+
+
+def describe(record: Any) -> str:
+    """One answer record as one line; an unreadable one says so instead of stopping the tail."""
+    from adae_stream.stream.codecs import decode_response
+
+    try:
+        answer = decode_response(record.value, record.headers)
+    except (ValueError, KeyError) as exc:
+        return f"p{record.partition}@{record.offset}: unreadable answer: {exc}"
+    flags = answer.get(IS_ADVERSARIAL, np.zeros(0, bool))
+    scores = answer.get(INSTANCE_SCORE)
+    score_text = f" max score {float(np.max(scores)):.4g}" if scores is not None and len(scores) else ""
+    shown = json.dumps(answer[CORRECTED][:SHOWN_PREDICTIONS].tolist())
+    return f"{answer['id']}: n={len(answer[CORRECTED])} flagged={int(np.sum(flags))}{score_text} corrected={shown}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from kafka import KafkaConsumer
+
+    from adae_stream.config import kafka_security_kwargs
+
+    cfg = config_if_present(args.config)
+    consumer = KafkaConsumer(
+        args.topic or cfg.kafka.output_topic,
+        bootstrap_servers=bootstrap_servers(args, cfg),
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+        enable_auto_commit=False,
+        **kafka_security_kwargs(cfg.kafka),
+    )
+    printed, idle_since = 0, time.monotonic()
+    try:
+        while not args.max or printed < args.max:
+            polled = consumer.poll(timeout_ms=POLL_MS)
+            if not polled and args.timeout and time.monotonic() - idle_since > args.timeout:
+                break
+            for record in (record for records in polled.values() for record in records):
+                if args.max and printed >= args.max:
+                    break  # the limit counts answers, not polls
+                idle_since = time.monotonic()
+                printed += 1
+                print(describe(record))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0

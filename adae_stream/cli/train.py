@@ -1,0 +1,142 @@
+"""``adae-stream train``: fit a detector for a saved classifier, calibrate its threshold, save it with its card."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from adae_stream.cli.common import fail
+from adae_stream.detector.precision import PRECISIONS
+
+if TYPE_CHECKING:
+    from adae_stream.cli.common import Subparsers
+
+SPLIT_SEED = 0  # the held-out split is reproducible: tests and the card can name the same instances
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("train", help="fit a detector for a saved classifier and save it")
+    parser.add_argument("--model", required=True, help="classifier .keras file (softmax outputs)")
+    parser.add_argument("--data", required=True, help="training instances, .npy (n, ...)")
+    parser.add_argument(
+        "--labels",
+        help="true labels of --data, .npy (n,): the card's accuracies use them (else agreement with the classifier)",
+    )
+    parser.add_argument("--ae-preset", choices=["dense", "conv"], default="dense")
+    parser.add_argument("--latent-dim", type=int, default=None)
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="at most this many (early stopping on the validation loss)"
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--w-recon", type=float, default=0.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.05,
+        help="false-positive rate on clean data to calibrate the threshold for, on the held-out split (default)",
+    )
+    parser.add_argument(
+        "--val-split", type=float, default=0.2, help="share of --data held out for calibration and early stopping"
+    )
+    parser.add_argument(
+        "--patience", type=int, default=5, help="epochs without a better validation loss before stopping"
+    )
+    parser.add_argument(
+        "--threshold-perc",
+        type=float,
+        default=None,
+        help="instead of --target-fpr: the seed's percentile of the training scores (optimistic: the AE fits them)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="float32",
+        help="what scoring computes in; the threshold is inferred in it (training is float32)",
+    )
+    parser.add_argument("--out", required=True, help="directory to save the detector to")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def check_calibration_is_possible(args: argparse.Namespace, n_instances: int) -> None:
+    """Refuse before training when the held-out set cannot support the rate asked for."""
+    from adae_stream.detector.calibration import min_held_out
+
+    if not 0.0 < args.val_split < 1.0 or not 0.0 < args.target_fpr < 1.0:
+        fail("--val-split and --target-fpr must be between 0 and 1")
+    held_out, needed = int(n_instances * args.val_split), min_held_out(args.target_fpr)
+    if held_out < needed:
+        fail(
+            f"--target-fpr {args.target_fpr:g} needs at least {needed} held-out clean instances; "
+            f"--val-split {args.val_split:g} of {n_instances} gives {held_out}. Use more data, a larger --val-split, "
+            "or a higher rate."
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+
+    from adae_stream.detector.adversarial_ae import AdversarialAE
+    from adae_stream.detector.card import evaluate, write_card
+    from adae_stream.detector.identity import detector_identity
+    from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
+    from adae_stream.detector.presets import AE_PRESETS
+    from adae_stream.detector.saving import save_detector
+
+    model = tf.keras.models.load_model(args.model, custom_objects=TF_NN_ACTIVATIONS, compile=False, safe_mode=True)
+    X = np.load(args.data, allow_pickle=False).astype(np.float32)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if X.shape[1:] != shape:
+        fail(f"--data has instances of shape {X.shape[1:]}, the classifier expects {shape}")
+    if args.threshold_perc is None:
+        check_calibration_is_possible(args, len(X))
+    y = np.load(args.labels, allow_pickle=False).astype(np.int64) if args.labels else None
+    if y is not None and y.shape != (len(X),):
+        fail(f"--labels has shape {y.shape}, --data holds {len(X)} instances")
+
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(X))
+    n_held_out = int(len(X) * args.val_split) if 0.0 < args.val_split < 1.0 else 0
+    X_held_out, X_fit = X[order[:n_held_out]], X[order[n_held_out:]]
+    preset = AE_PRESETS[args.ae_preset]
+    ae = preset(shape, args.latent_dim) if args.latent_dim else preset(shape)
+    detector = AdversarialAE(
+        ae=ae,
+        model=model,
+        temperature=args.temperature,
+        precision=args.precision,
+        data_type="image" if len(shape) == 3 else "tabular",
+    )
+    detector.fit(
+        X_fit,
+        w_recon=args.w_recon,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=not args.quiet,
+        validation_data=X_held_out if n_held_out else None,
+        patience=args.patience if n_held_out else None,
+    )
+    if args.threshold_perc is not None:
+        threshold = detector.infer_threshold(X_fit, threshold_perc=args.threshold_perc)
+        how = f"at the {args.threshold_perc}th percentile of the training scores"
+    else:
+        calibration = detector.calibrate_threshold(X_held_out, args.target_fpr)
+        threshold = calibration.threshold
+        how = (
+            f"for a false-positive rate of {args.target_fpr:g}: {calibration.expected_fpr:.2%} of "
+            f"{calibration.held_out} held-out clean instances flagged, at most {calibration.fpr_upper_bound:.2%} "
+            f"at {calibration.confidence:.0%} confidence"
+        )
+    # without a held-out split, the card can only use the training data
+    X_card = X_held_out if n_held_out else X[order]
+    y_card = None if y is None else (y[order[:n_held_out]] if n_held_out else y[order])
+    detector.meta["card"] = evaluate(detector, X_card, y_card)
+    detector.meta["identity"] = detector_identity(detector)
+    save_detector(detector, args.out)
+    card = write_card(args.out, detector, detector.meta["card"], detector.score(X_fit), detector.score(X_card))
+    print(
+        f"saved detector to {args.out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs); card: {card}"
+    )
+    return 0

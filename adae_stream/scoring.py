@@ -1,0 +1,75 @@
+"""The contract between the detector and the stream: what a scorer tells and what a scored batch holds.
+
+The detector side (detector/scorer.py) implements it with TensorFlow; the stream, the metrics and the
+runner use nothing else of the detector. This module imports neither TensorFlow nor Kafka, so tests,
+benchmarks and other runtimes can offer a scorer of their own by satisfying ``StreamScorer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+# The arrays a scorer returns for a batch of n instances, each of length n, and their dtypes.
+INSTANCE_SCORE = "instance_score"  # S(x), the KL divergence in nats
+IS_ADVERSARIAL = "is_adversarial"  # S(x) > threshold
+CORRECTED = "corrected"  # argmax M(AE(x)) where flagged, else argmax M(x)
+NO_DEFENSE = "no_defense"  # argmax M(x)
+DEFENSE = "defense"  # argmax M(AE(x)), flagged or not
+RESULT_DTYPES: Mapping[str, type[np.generic]] = {
+    CORRECTED: np.int64,
+    IS_ADVERSARIAL: np.bool_,
+    INSTANCE_SCORE: np.float32,
+    NO_DEFENSE: np.int64,
+    DEFENSE: np.int64,
+}
+
+
+def answer_fields(instance_score: bool, all_predictions: bool) -> tuple[str, ...]:
+    """The result arrays each answer carries, in order (detector.return_instance_score and
+    detector.return_all_predictions)."""
+    fields = [CORRECTED, IS_ADVERSARIAL]
+    if instance_score:
+        fields.append(INSTANCE_SCORE)
+    if all_predictions:
+        fields += [NO_DEFENSE, DEFENSE]
+    return tuple(fields)
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """What the stream, the answers and the metrics need to know about the detector behind a scorer."""
+
+    input_shape: tuple[int, ...]  # one instance, without the batch axis
+    threshold: float
+    n_classes: int
+    version: str  # the adae-stream version that saved the detector
+    detector_id: str  # content ids (detector/identity.py), returned in every answer
+    classifier_id: str
+    runtime: str = ""  # what computes the scores and its version, e.g. "tensorflow 2.20.0" (build info)
+    # clean scores kept at threshold time: the drift metric's reference (None: no drift metric)
+    reference_scores: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"detector_id": self.detector_id, "classifier_id": self.classifier_id}
+
+
+class StreamScorer(Protocol):
+    """The stream's whole view of a detector."""
+
+    @property
+    def info(self) -> ScorerInfo: ...
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Score a batch (n, *info.input_shape) of float32: every key of RESULT_DTYPES, each of length n.
+        May raise; the pipeline then dead-letters the batch's requests with reason `scoring`."""
+        ...
+
+    def warmup(self, up_to: int | None = None) -> None:
+        """Pay every one-off cost (tracing, compilation) for batches of up to ``up_to`` instances now,
+        before the first live batch."""
+        ...

@@ -1,0 +1,37 @@
+"""The detector's stream scorer keeps the contract the stream is typed against (adae_stream/scoring.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adae_stream.scoring import RESULT_DTYPES, answer_fields
+
+
+def test_the_stream_scorer_returns_every_result_array_with_its_dtype(digits_setup, digits_scorer):
+    detector, x = digits_setup["detector"], digits_setup["Xte"][:5]
+    result = digits_scorer(x)
+    assert set(result) == set(RESULT_DTYPES)
+    for name, dtype in RESULT_DTYPES.items():
+        assert result[name].dtype == dtype and result[name].shape == (5,), name
+    reference = detector.correct(x, return_instance_score=True, return_all_predictions=True)["data"]
+    np.testing.assert_allclose(result["instance_score"], reference["instance_score"], rtol=1e-5, atol=1e-7)
+    for name in ("is_adversarial", "corrected", "no_defense", "defense"):
+        np.testing.assert_array_equal(result[name], reference[name])
+
+
+def test_the_scorer_describes_its_detector(digits_setup, digits_scorer):
+    import tensorflow as tf
+
+    detector, info = digits_setup["detector"], digits_scorer.info
+    assert info.input_shape == (8, 8, 1) and info.n_classes == 10
+    assert info.threshold == detector.threshold and info.version == detector.meta["version"]
+    assert len(info.detector_id) == len(info.classifier_id) == 16
+    assert info.identity == {"detector_id": info.detector_id, "classifier_id": info.classifier_id}
+    assert info.runtime == f"tensorflow {tf.__version__}"
+    assert info.reference_scores is not None and len(info.reference_scores) > 0
+    digits_scorer.warmup(8)  # idempotent: the buckets up to 8 are traced already or now
+
+
+def test_answer_fields_follow_the_config():
+    assert answer_fields(False, False) == ("corrected", "is_adversarial")
+    assert answer_fields(True, True) == ("corrected", "is_adversarial", "instance_score", "no_defense", "defense")
