@@ -228,7 +228,7 @@ def run_demo(cfg: Config) -> int:
         ready = threading.Event()
 
         def on_ready(service: RunningService) -> None:
-            holder["service"], holder["pipeline"] = service, service.pipeline
+            holder["service"] = service
             ready.set()
 
         pipe_thread = threading.Thread(
@@ -249,20 +249,22 @@ def run_demo(cfg: Config) -> int:
             **security,
         )
         deadline = time.monotonic() + 90
-        if ready.wait(60):
-            while not holder["pipeline"].ready and time.monotonic() < deadline and pipe_thread.is_alive():
-                time.sleep(0.1)
-        if "pipeline" not in holder or not pipe_thread.is_alive() or not holder["pipeline"].ready:
+        service: RunningService | None = holder["service"] if ready.wait(60) else None
+        while service is not None and not service.pipeline.ready and time.monotonic() < deadline:
+            if not pipe_thread.is_alive():
+                break  # it stopped: the check below reports it
+            time.sleep(0.1)
+        if service is None or not pipe_thread.is_alive() or not service.pipeline.ready:
             print("adae-stream demo: the pipeline did not become ready (see the log above)", file=sys.stderr)
-            if "pipeline" in holder:
-                holder["pipeline"].stop()
+            if service is not None:
+                service.pipeline.stop()
             consumer.close()
             return 1
-        print(f"pipeline ready; metrics: {holder['service'].metrics_url or 'disabled'}")
+        pipeline = service.pipeline
+        print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
         gen = TrafficGenerator(bootstrap, topics[0], pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
         feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic, d.seed, security)
-        service_metrics = holder["service"].metrics
-        registry = service_metrics.registry if service_metrics is not None else None
+        registry = service.metrics.registry if service.metrics is not None else None
 
         def live() -> dict | None:
             return live_accuracy(registry) if registry is not None else None
@@ -310,7 +312,7 @@ def run_demo(cfg: Config) -> int:
         live_final = live()
         gen.stop_event.set()
         gen.join(10)
-        holder["pipeline"].stop()
+        pipeline.stop()
         pipe_thread.join(60)
         # Delivery check: read the whole output topic once more, independently of the live view.
         delivery = _delivery_check(bootstrap, cfg.kafka.output_topic, set(gen.sent), security)

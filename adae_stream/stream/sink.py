@@ -39,13 +39,13 @@ from kafka.structs import TopicPartition
 from adae_stream.config import KafkaConfig
 from adae_stream.stream.clients import dead_letter_limit
 from adae_stream.stream.codecs import RawRecord, Request, encode
+from adae_stream.stream.codecs.records import SOURCE_HEADERS, source_headers
 from adae_stream.stream.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 
 # Errors that condemn one record, not the service: the record's size or content.
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordError, InvalidRecordError)
-SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 MAX_ERROR_MESSAGE = 4000
 BATCH_OVERHEAD = 61  # v2 record batch header
 RECORD_OVERHEAD = 21  # length, attributes, timestamp and offset deltas, key and value lengths (varints)
@@ -229,9 +229,7 @@ class Sink:
         error = [
             ("error-reason", reason.encode()),
             ("error-message", message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]),
-            ("source-topic", rec.topic.encode("utf-8", "replace")),
-            ("source-partition", str(rec.partition).encode()),
-            ("source-offset", str(rec.offset).encode()),
+            *source_headers(rec),
         ]
         if minimal:
             key = rec.key if record_size(rec.key, b"", error) <= self.dead_letter_limit else None

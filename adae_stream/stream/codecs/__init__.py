@@ -39,8 +39,16 @@ from adae_stream.stream.codecs.records import (
     fallback_id,
     header,
     header_text,
+    source_headers,
 )
-from adae_stream.stream.codecs.tensors import ANSWER_PARAMETERS, INSTANCE_INDEX, RESULT_DTYPES, RESULT_OIP
+from adae_stream.stream.codecs.tensors import (
+    ANSWER_PARAMETERS,
+    INSTANCE_INDEX,
+    RESULT_DTYPES,
+    RESULT_OIP,
+    wire_bytes,
+    wire_dtype,
+)
 from adae_stream.stream.proto.open_inference_pb2 import ModelInferRequest, ModelInferResponse
 
 __all__ = [
@@ -178,7 +186,7 @@ def encode_flagged(
         msg.raw_output_contents.append(x.tobytes())
         for k, v in result.items():
             msg.outputs.add(name=k, datatype=RESULT_OIP[k], shape=[n])
-            msg.raw_output_contents.append(v.astype(np.dtype(RESULT_DTYPES[k]).newbyteorder("<"), copy=False).tobytes())
+            msg.raw_output_contents.append(wire_bytes(k, v))
         payload, ctype = msg.SerializeToString(), PROTOBUF
     else:
         outputs = [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
@@ -195,9 +203,7 @@ def encode_flagged(
         ("content-type", ctype.encode()),
         ("request-id", request.id.encode()),
         ("adae-threshold", repr(info["threshold"]).encode()),
-        ("source-topic", rec.topic.encode("utf-8", "replace")),
-        ("source-partition", str(rec.partition).encode()),
-        ("source-offset", str(rec.offset).encode()),
+        *source_headers(rec),
         *echoed_headers(rec),
     ]
 
@@ -300,7 +306,7 @@ def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[
                     o["shape"]
                 )
             else:
-                out[o["name"]] = np.frombuffer(tail[:size], dtype=np.dtype(RESULT_DTYPES[o["name"]]).newbyteorder("<"))
+                out[o["name"]] = np.frombuffer(tail[:size], dtype=wire_dtype(o["name"]))
                 tail = tail[size:]
         out["id"] = body["id"]
         out["parameters"] = body.get("parameters", {})

@@ -171,10 +171,6 @@ def _all_binary_json_after_id(
     return json.dumps(body, separators=(",", ":")).encode()[len(b'{"id":""') :]
 
 
-def _little_endian(name: str, values: np.ndarray) -> bytes:
-    return values.astype(np.dtype(tensors.RESULT_DTYPES[name]).newbyteorder("<"), copy=False).tobytes()
-
-
 def encode_json(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str, list[tuple[str, bytes]]]:
@@ -190,7 +186,7 @@ def encode_json(
                 tuple(names), n, info["model_name"], tuple((k, info[k]) for k in tensors.ANSWER_PARAMETERS)
             )
         )
-        tail = b"".join(_little_endian(k, result[k]) for k in names)
+        tail = b"".join(tensors.wire_bytes(k, result[k]) for k in names)
         return text + tail, OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
     if request.fmt == "v1":
         body: dict[str, Any] = {"id": request.id, "predictions": result["corrected"].tolist()}
@@ -202,7 +198,7 @@ def encode_json(
     for k in names:
         out: dict[str, Any] = {"name": k, "shape": [n], "datatype": tensors.RESULT_OIP[k]}
         if k in binary:
-            raw = _little_endian(k, result[k])
+            raw = tensors.wire_bytes(k, result[k])
             out["parameters"] = {"binary_data_size": len(raw)}
             binary_tails.append(raw)
         else:

@@ -154,10 +154,7 @@ def encode_proto(
         # for every answer of n instances, is serialised once; only the id and raw contents are per answer.
         body = ModelInferResponse(
             id=request.id,
-            raw_output_contents=[
-                values.astype(np.dtype(tensors.RESULT_DTYPES[name]).newbyteorder("<"), copy=False).tobytes()
-                for name, values in result.items()
-            ],
+            raw_output_contents=[tensors.wire_bytes(name, values) for name, values in result.items()],
         ).SerializeToString()
         return request.framing + _serialized_head(names, n, key) + body, PROTOBUF, []
     answer = _response_head(names, n, key)

@@ -107,6 +107,18 @@ def parse_json(value: bytes, source: str) -> Any:
         raise DecodeError("decode", f"{source} is not JSON: {str(exc)[:200]}") from None
 
 
+# Where a record of ours came from: on dead letters and flagged captures.
+SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
+
+
+def source_headers(record: RawRecord) -> list[tuple[str, bytes]]:
+    return [
+        ("source-topic", record.topic.encode("utf-8", "replace")),
+        ("source-partition", str(record.partition).encode()),
+        ("source-offset", str(record.offset).encode()),
+    ]
+
+
 def echoed_headers(record: RawRecord) -> list[tuple[str, bytes]]:
     """The request's correlation headers, for the answer: x-*, pipeline and trace context."""
     return [

@@ -38,6 +38,16 @@ _OIP_NAMES = {np.int64: "INT64", np.bool_: "BOOL", np.float32: "FP32"}
 RESULT_OIP = {name: _OIP_NAMES[dtype] for name, dtype in RESULT_DTYPES.items()}
 
 
+def wire_dtype(name: str) -> np.dtype:
+    """A result field's dtype in raw and binary contents, which OIP and Triton define as little-endian."""
+    return np.dtype(RESULT_DTYPES[name]).newbyteorder("<")
+
+
+def wire_bytes(name: str, values: np.ndarray) -> bytes:
+    """A result field's values as raw or binary contents."""
+    return values.astype(wire_dtype(name), copy=False).tobytes()
+
+
 def datatype(dt: Any) -> np.dtype:
     if not isinstance(dt, str) or dt.upper() not in OIP_DTYPES:
         raise DecodeError("dtype", f"datatype {dt!r} is not numeric (one of {', '.join(sorted(OIP_DTYPES))})")
