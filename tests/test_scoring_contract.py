@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from adae_stream.scoring import RESULT_DTYPES, answer_fields
+from tests.answer_checks import assert_answers_match_detector
 
 
 def test_the_stream_scorer_returns_every_result_array_with_its_dtype(digits_setup, digits_scorer):
@@ -13,10 +12,7 @@ def test_the_stream_scorer_returns_every_result_array_with_its_dtype(digits_setu
     assert set(result) == set(RESULT_DTYPES)
     for name, dtype in RESULT_DTYPES.items():
         assert result[name].dtype == dtype and result[name].shape == (5,), name
-    reference = detector.correct(x, return_instance_score=True, return_all_predictions=True)["data"]
-    np.testing.assert_allclose(result["instance_score"], reference["instance_score"], rtol=1e-5, atol=1e-7)
-    for name in ("is_adversarial", "corrected", "no_defense", "defense"):
-        np.testing.assert_array_equal(result[name], reference[name])
+    assert_answers_match_detector(result, detector, x)
 
 
 def test_the_scorer_describes_its_detector(digits_setup, digits_scorer):
