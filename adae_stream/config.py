@@ -68,7 +68,12 @@ class KafkaConfig:
 
 @dataclass
 class DetectorConfig:
-    path: str | None = None
+    path: str | None = None  # one detector that serves every record
+    # or a repository of many, DIR/<name>/<version>/ (detector/repository.py), routed by model name
+    repository: str | None = None
+    poll_s: float = 10.0  # how often the repository is read again (and on SIGHUP)
+    routes: list[dict[str, str]] = field(default_factory=list)  # {detector, model} or {detector, topic: REGEX}
+    max_detectors: int = 32  # bounds the per-detector metric series
     return_all_predictions: bool = True
     return_instance_score: bool = True
     model_name: str = "adae"
@@ -339,8 +344,26 @@ def _validate_topics(kafka: KafkaConfig) -> None:
         )
 
 
+def _validate_detector(detector: DetectorConfig) -> None:
+    if detector.path and detector.repository:
+        raise ConfigError("config keys 'detector.path' and 'detector.repository': set one of them, not both")
+    for i, route in enumerate(detector.routes):
+        where = f"config key 'detector.routes[{i}]'"
+        keys = set(route)
+        if "detector" not in keys or len(keys & {"model", "topic"}) != 1 or keys - {"detector", "model", "topic"}:
+            raise ConfigError(f"{where}: expected {{detector: NAME, model: NAME}} or {{detector: NAME, topic: REGEX}}")
+        if "topic" in route:
+            try:
+                re.compile(route["topic"])
+            except re.error as exc:
+                raise ConfigError(f"{where}: topic is not a valid regular expression: {exc}") from None
+    if detector.routes and not detector.repository:
+        raise ConfigError("config key 'detector.routes': routes choose among the detectors of detector.repository")
+
+
 def _validate_ranges(cfg: Config) -> None:
     _validate_topics(cfg.kafka)
+    _validate_detector(cfg.detector)
     checks = [
         ("kafka.max_message_bytes", cfg.kafka.max_message_bytes >= 1024, "must be >= 1024"),
         ("kafka.partitions", cfg.kafka.partitions >= 1, "must be >= 1"),
@@ -350,6 +373,8 @@ def _validate_ranges(cfg: Config) -> None:
             cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000,
             "must exceed 2 s + 2 x linger_ms",
         ),
+        ("detector.poll_s", cfg.detector.poll_s > 0, "must be > 0"),
+        ("detector.max_detectors", cfg.detector.max_detectors >= 1, "must be >= 1"),
         ("batching.max_batch_size", cfg.batching.max_batch_size >= 1, "must be >= 1"),
         ("batching.max_batch_delay_ms", cfg.batching.max_batch_delay_ms >= 0, "must be >= 0"),
         (

@@ -26,6 +26,7 @@ SKIP_KINDS = (
     "cloudevent_response",  # a KServe (or Seldon Core v1) logged response event
     "seldon_response",  # a record of a Seldon Core v2 `.outputs` topic, or seldon-infer-type *Response
     "json_response",  # an OIP V2 (`outputs`) or V1 (`predictions`) JSON answer
+    "unrouted",  # a request for a model no detector of the repository serves (detector.routes)
 )
 
 

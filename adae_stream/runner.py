@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -16,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from adae_stream.config import Config
 from adae_stream.errors import ConfigError
-from adae_stream.scoring import ScorerInfo, StreamScorer
+from adae_stream.scoring import DetectorSource, ScorerInfo, StreamScorer
 from adae_stream.version import __version__
 
 if TYPE_CHECKING:  # the stream and metrics modules are imported when the pipeline starts, not for --help
+    from adae_stream.detector.repository import DetectorRepository
     from adae_stream.monitoring.metrics import PipelineMetrics
     from adae_stream.stream.app import Pipeline
 
@@ -38,24 +40,27 @@ def kafka_bootstrap(cfg: Config) -> Iterator[str]:
         yield broker.bootstrap
 
 
-def load_scorer(cfg: Config) -> StreamScorer:
-    """Load the saved detector named by detector.path and return its stream scorer (warmed up)."""
-    if not cfg.detector.path:
+def load_scorer(cfg: Config, path: str | os.PathLike | None = None) -> StreamScorer:
+    """Load the saved detector at ``path`` (default detector.path) and return its stream scorer, warmed up:
+    the first live batch pays no tracing."""
+    path = path or cfg.detector.path
+    if not path:
         raise ConfigError(
-            "config key 'detector.path': required for 'run' (a directory written by save_detector / adae-stream train)"
+            "config key 'detector.path': required for 'run' (a directory written by save_detector / adae-stream "
+            "train), or detector.repository"
         )
     import tensorflow as tf
 
     from adae_stream.detector.saving import load_detector
 
-    detector = load_detector(cfg.detector.path)
+    detector = load_detector(path)
     scorer = detector.stream_scorer(cfg.batching.bucket_sizes, jit_compile=cfg.detector.jit_compile)
     info = scorer.info
     devices = [d.name for d in tf.config.list_logical_devices()]
     log.info(
         "detector %s loaded: detector_id %s, classifier_id %s (input %s, threshold %.6g, scoring in %s%s); %s devices: "
         "%s",
-        cfg.detector.path,
+        path,
         info.detector_id,
         info.classifier_id,
         info.input_shape,
@@ -69,17 +74,47 @@ def load_scorer(cfg: Config) -> StreamScorer:
     return scorer
 
 
-def build_metrics(cfg: Config, info: ScorerInfo) -> PipelineMetrics:
+def open_repository(cfg: Config, on_load_failure: Callable[[str], None]) -> DetectorRepository:
+    """The repository of detector.repository, read once now (start-up serves what loads)."""
+    from adae_stream.detector.repository import DetectorRepository
+
+    assert cfg.detector.repository is not None
+    repository = DetectorRepository(
+        cfg.detector.repository,
+        lambda path: load_scorer(cfg, path),
+        max_detectors=cfg.detector.max_detectors,
+        on_load_failure=on_load_failure,
+    )
+    repository.refresh()
+    repository.changed()  # what serves at start is current(), not a change
+    served = repository.current()
+    log.info(
+        "detector repository %s: %s",
+        cfg.detector.repository,
+        ", ".join(
+            f"{n} v{d.version}" + (f" (shadow v{d.shadow_version})" if d.shadow else "") for n, d in served.items()
+        )
+        or "nothing loadable yet (all traffic unrouted until a version loads)",
+    )
+    return repository
+
+
+def build_metrics(cfg: Config, info: ScorerInfo | None) -> PipelineMetrics:
+    """The service's metrics; ``info`` is the single detector's (None for a repository, whose detectors
+    report per detector and version)."""
     from adae_stream.monitoring.metrics import PipelineMetrics
 
     return PipelineMetrics(
-        threshold=info.threshold,
-        reference_scores=info.reference_scores,
-        n_classes=info.n_classes,
+        threshold=info.threshold if info else None,
+        reference_scores=info.reference_scores if info else None,
+        n_classes=info.n_classes if info else None,
         window_size=cfg.metrics.window_size,
         max_class_labels=cfg.metrics.max_class_labels,
-        build_info={"version": __version__, "detector": info.version, "runtime": info.runtime},
-        detector_identity=info.identity,
+        build_info={
+            "version": __version__,
+            "detector": info.version if info else "",
+            "runtime": info.runtime if info else "",
+        },
     )
 
 
@@ -103,12 +138,26 @@ def run_pipeline(
     from adae_stream.monitoring.server import MetricsServer
     from adae_stream.stream.app import Pipeline
 
-    scorer = scorer or load_scorer(cfg)
-    metrics = build_metrics(cfg, scorer.info) if cfg.metrics.enabled else None
+    watcher = None
+    detectors: StreamScorer | DetectorSource
+    if scorer is None and cfg.detector.repository:
+        from adae_stream.detector.repository import RepositoryWatcher
+
+        metrics = build_metrics(cfg, None) if cfg.metrics.enabled else None
+        repository = open_repository(cfg, metrics.detector_load_failed if metrics else lambda name: None)
+        watcher = RepositoryWatcher(repository, cfg.detector.poll_s)
+        detectors = repository
+    else:
+        scorer = scorer or load_scorer(cfg)
+        metrics = build_metrics(cfg, scorer.info) if cfg.metrics.enabled else None
+        detectors = scorer
     with contextlib.ExitStack() as stack:
         if bootstrap is None:
             bootstrap = stack.enter_context(kafka_bootstrap(cfg))
-        pipeline = Pipeline(cfg, scorer, metrics, bootstrap)
+        pipeline = Pipeline(cfg, detectors, metrics, bootstrap)
+        if watcher is not None:
+            watcher.start()
+            stack.callback(watcher.stop)
         metrics_url = None
         if metrics is not None:
             metrics.ready.set_function(lambda: 1.0 if pipeline.ready else 0.0)
@@ -127,6 +176,9 @@ def run_pipeline(
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, drain_on_signal)
+            if watcher is not None:
+                reread = watcher.trigger
+                signal.signal(signal.SIGHUP, lambda _signum, _frame: reread())
         if on_ready is not None:
             on_ready(RunningService(pipeline, metrics, metrics_url))
         return pipeline.run()

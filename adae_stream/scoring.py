@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -73,3 +73,47 @@ class StreamScorer(Protocol):
         """Pay every one-off cost (tracing, compilation) for batches of up to ``up_to`` instances now,
         before the first live batch."""
         ...
+
+
+@dataclass(frozen=True)
+class ServingDetector:
+    """One detector of a repository as the stream serves it: the version that answers, and optionally a
+    shadow version scored on the same instances whose results reach only the metrics."""
+
+    name: str
+    version: int
+    scorer: StreamScorer
+    shadow_version: int | None = None
+    shadow: StreamScorer | None = None
+
+
+@runtime_checkable
+class DetectorSource(Protocol):
+    """Where the stream's detectors come from: fixed at start, or a repository that changes live.
+
+    ``current()`` is what serves at start; ``changed()`` returns the whole new set when it differs from the
+    last one returned (loaded and warmed up already, off the loop), else None. The loop asks between batches.
+    """
+
+    def current(self) -> Mapping[str, ServingDetector]: ...
+
+    def changed(self) -> Mapping[str, ServingDetector] | None: ...
+
+
+class FixedDetector:
+    """A single detector (``detector.path``) that serves every record, for the life of the process."""
+
+    def __init__(self, name: str, scorer: StreamScorer) -> None:
+        self._detectors = {name: ServingDetector(name, 1, scorer)}
+        self.default = name
+
+    def current(self) -> Mapping[str, ServingDetector]:
+        return self._detectors
+
+    def changed(self) -> Mapping[str, ServingDetector] | None:
+        return None
+
+
+def as_source(detectors: StreamScorer | DetectorSource, name: str) -> DetectorSource:
+    """A single scorer becomes a source of one detector, named ``name``, that serves every record."""
+    return detectors if isinstance(detectors, DetectorSource) else FixedDetector(name, detectors)

@@ -18,7 +18,7 @@ def test_each_subcommand_module_registers_exactly_its_own_name():
     assert subcommand_names() == sorted(module.__name__.rsplit(".", 1)[1] for module in SUBCOMMANDS)
 
 
-@pytest.mark.parametrize("name", ["run", "train", "produce", "tail", "demo"])
+@pytest.mark.parametrize("name", ["run", "train", "repository", "produce", "tail", "demo"])
 def test_help(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([name, "--help"])

@@ -21,7 +21,14 @@ from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_r
 
 SHAPE = (2, 2)
 MAX_BYTES = 64 * 1024
-INFO = {"model_name": "m", "threshold": 0.25, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"}
+INFO = {
+    "model_name": "m",
+    "model_version": "3",
+    "threshold": 0.25,
+    "detector_version": "v",
+    "detector_id": "d1",
+    "classifier_id": "c1",
+}
 FIELDS = list(RESULT_DTYPES)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -147,6 +147,7 @@ def test_encode_families_and_response_round_trip():
     }
     info = {
         "model_name": "m",
+        "model_version": "4",
         "threshold": 0.25,
         "detector_version": "0.1.0",
         "detector_id": "d1",
@@ -166,6 +167,7 @@ def test_encode_families_and_response_round_trip():
     req = decode(rec(*encode_request(X, "v2", "q")), SHAPE, MAX)
     body = json.loads(encode(req, {k: result[k] for k in ("corrected", "is_adversarial")}, info)[0])
     assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial"]
+    assert (body["model_name"], body["model_version"]) == ("m", "4")
     assert body["parameters"] == {
         "threshold": 0.25,
         "detector_version": "0.1.0",
@@ -203,7 +205,14 @@ def test_npy_answer_is_exactly_what_numpy_writes(n):
     body, _ = encode(
         req,
         result,
-        {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"},
+        {
+            "model_name": "m",
+            "model_version": "3",
+            "threshold": 0.5,
+            "detector_version": "v",
+            "detector_id": "d1",
+            "classifier_id": "c1",
+        },
     )
     expected = np.zeros(
         n, dtype=[("corrected", np.int64), ("is_adversarial", np.bool_), ("instance_score", np.float32)]

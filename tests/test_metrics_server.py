@@ -18,7 +18,6 @@ def server():
         reference_scores=np.linspace(0, 1, 20),
         n_classes=3,
         build_info={"version": "9.9.9", "detector": "9.9.8", "runtime": "tensorflow 2.99"},
-        detector_identity={"detector_id": "d" * 16, "classifier_id": "c" * 16},
     )
     metrics.observe_results(
         np.array([0.1, 0.9], np.float32), np.array([False, True]), np.array([0, 1]), np.array([0, 2])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 
@@ -29,21 +28,12 @@ from tritonclient.http import InferenceServerClient, InferInput
 from adae_stream.stream.broker import free_port
 from tests.answer_checks import assert_answers_match_detector, score_bound
 from tests.kafka_helpers import collect, make_config, producer
+from tests.platform_helpers import metrics, seldon_request
 from tests.process_helpers import PipelineProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 FIELDS = ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
 FRAMING = b"\x00\x00\x00\x00\x05\x00"  # schema-registry framing: magic, schema id 5, message index [0]
-
-
-def seldon_request(x, rid: str, raw: bool = True, framing: bytes = b"") -> bytes:
-    msg = triton_pb.ModelInferRequest(model_name="digits", id=rid)
-    tensor = msg.inputs.add(name="input-0", datatype="FP32", shape=list(x.shape))
-    if raw:
-        msg.raw_input_contents.append(np.ascontiguousarray(x, "<f4").tobytes())
-    else:
-        tensor.contents.fp32_contents.extend(x.ravel().tolist())
-    return framing + msg.SerializeToString()
 
 
 def kserve_event(body: bytes, event_id: str, event_type: str = "org.kubeflow.serving.inference.request") -> CloudEvent:
@@ -66,13 +56,6 @@ def triton_request(x, rid: str) -> tuple[bytes, list]:
     inp.set_data_from_numpy(np.ascontiguousarray(x, np.float32), binary_data=True)
     body, json_length = InferenceServerClient.generate_request_body([inp], request_id=rid)
     return body, [("Inference-Header-Content-Length", str(json_length).encode())]
-
-
-def metrics(port: int) -> dict[str, float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith("adae_")
-    }
 
 
 def parse(rec, family: str) -> tuple[str, dict[str, np.ndarray], dict]:

@@ -112,12 +112,13 @@ def test_lost_partitions_drop_their_pending_requests():
     p = pipeline(Consumer({}))
     p.assignments.put({A, B})
     p._position_assigned()
+    (lane,) = p.lanes
     for tp, off in ((A, 0), (B, 0), (A, 1)):
         p.tracker.add(tp, off)
-        p.batcher.add(request(tp, off))
+        lane.batcher.add(request(tp, off))
     p.lose({A})
-    pending = [entry[0].record.partition for entry in p.batcher._queue]
-    assert pending == [1] and p.batcher.pending_instances == 3
+    pending = [entry[0].record.partition for entry in lane.batcher._queue]
+    assert pending == [1] and lane.batcher.pending_instances == 3
     assert p._assigned == {B} and p.tracker.commit_point(A) is None and p.tracker.commit_point(B) == 0
     assert p.assignments.empty()  # at-least-once: the partitions we keep go on where they are
 

@@ -31,7 +31,14 @@ RESULT = {
     "is_adversarial": np.array([False]),
     "instance_score": np.array([0.1], np.float32),
 }
-INFO = {"model_name": "m", "threshold": 0.5, "detector_version": "v", "detector_id": "d1", "classifier_id": "c1"}
+INFO = {
+    "model_name": "m",
+    "model_version": "3",
+    "threshold": 0.5,
+    "detector_version": "v",
+    "detector_id": "d1",
+    "classifier_id": "c1",
+}
 
 
 class Producer:

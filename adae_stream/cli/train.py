@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,7 +57,12 @@ def register(subparsers: Subparsers) -> None:
         default="float32",
         help="what scoring computes in; the threshold is inferred in it (training is float32)",
     )
-    parser.add_argument("--out", required=True, help="directory to save the detector to")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="directory to save the detector to")
+    where.add_argument(
+        "--repository", help="a detector repository (detector.repository): saved as the next version of --name"
+    )
+    parser.add_argument("--name", help="with --repository: the detector's name (its model's name, for routing)")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=run)
 
@@ -76,6 +82,20 @@ def check_calibration_is_possible(args: argparse.Namespace, n_instances: int) ->
         )
 
 
+def output_directory(args: argparse.Namespace) -> Path:
+    """--out, or the next version of --name in --repository (written atomically: a poll never sees half)."""
+    if args.out:
+        return Path(args.out)
+    from adae_stream.detector.repository import NAME, next_version
+
+    if not args.name or not NAME.match(args.name):
+        fail("--repository needs --name: letters, digits, '_', '-' and '.', not starting with '.' or '-'")
+    root = Path(args.repository)
+    if not root.is_dir():
+        fail(f"--repository {root} is not a directory")
+    return root / args.name / str(next_version(root, args.name))
+
+
 def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
@@ -86,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from adae_stream.detector.presets import AE_PRESETS
     from adae_stream.detector.saving import save_detector
 
+    output_directory(args)  # a wrong --repository / --name fails now, not after training
     model = tf.keras.models.load_model(args.model, custom_objects=TF_NN_ACTIVATIONS, compile=False, safe_mode=True)
     X = np.load(args.data, allow_pickle=False).astype(np.float32)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
@@ -134,9 +155,10 @@ def run(args: argparse.Namespace) -> int:
     y_card = None if y is None else (y[order[:n_held_out]] if n_held_out else y[order])
     detector.meta["card"] = evaluate(detector, X_card, y_card)
     detector.meta["identity"] = detector_identity(detector)
-    save_detector(detector, args.out)
-    card = write_card(args.out, detector, detector.meta["card"], detector.score(X_fit), detector.score(X_card))
+    out = output_directory(args)
+    save_detector(detector, out)
+    card = write_card(out, detector, detector.meta["card"], detector.score(X_fit), detector.score(X_card))
     print(
-        f"saved detector to {args.out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs); card: {card}"
+        f"saved detector to {out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs); card: {card}"
     )
     return 0

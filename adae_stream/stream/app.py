@@ -28,8 +28,17 @@ from kafka.structs import TopicPartition
 
 from adae_stream.config import Config, input_topics
 from adae_stream.errors import DecodeError, NotARequest, PipelineError
-from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL, NO_DEFENSE, StreamScorer, answer_fields
-from adae_stream.stream.batcher import Assembler, Batch, Batcher
+from adae_stream.scoring import (
+    CORRECTED,
+    INSTANCE_SCORE,
+    IS_ADVERSARIAL,
+    NO_DEFENSE,
+    DetectorSource,
+    StreamScorer,
+    answer_fields,
+    as_source,
+)
+from adae_stream.stream.batcher import Batch
 from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_since
 from adae_stream.stream.codecs import (
@@ -41,10 +50,13 @@ from adae_stream.stream.codecs import (
     decode_response,
     encode_flagged,
 )
+from adae_stream.stream.codecs.tensors import conform
 from adae_stream.stream.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
 from adae_stream.stream.feedback import FeedbackJoin, Outcome, parse_feedback, rebuild
+from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.rebalance import RebalanceListener
+from adae_stream.stream.routing import Router, parse_routes
 from adae_stream.stream.sink import Sink, Tally
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,11 @@ class Metrics(Protocol):
     def feedback_outcome(self, outcome: Outcome) -> None: ...
     def set_feedback_state(self, answers: int, instances: int) -> None: ...
     def flagged_capture(self, result: str) -> None: ...
+    def observe_detector(
+        self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray
+    ) -> None: ...
+    def shadow_agreement(self, detector: str, serving: np.ndarray, shadow: np.ndarray) -> None: ...
+    def set_detectors(self, detectors: dict[str, Any]) -> None: ...
 
 
 class NullMetrics:
@@ -97,6 +114,15 @@ class NullMetrics:
     def flagged_capture(self, result):
         pass
 
+    def observe_detector(self, detector, version, role, scores, flags):
+        pass
+
+    def shadow_agreement(self, detector, serving, shadow):
+        pass
+
+    def set_detectors(self, detectors):
+        pass
+
 
 def _connected(client: T | None, name: str) -> T:
     if client is None:
@@ -106,19 +132,25 @@ def _connected(client: T | None, name: str) -> T:
 
 class Pipeline:
     def __init__(
-        self, config: Config, scorer: StreamScorer, metrics: Metrics | None = None, bootstrap_servers: str | None = None
+        self,
+        config: Config,
+        detectors: StreamScorer | DetectorSource,
+        metrics: Metrics | None = None,
+        bootstrap_servers: str | None = None,
     ) -> None:
+        """detectors: one scorer (``detector.path``: it serves every record) or a repository."""
         self.cfg = config
         self.kafka = config.kafka
-        self.scorer = scorer
+        self.detectors = as_source(detectors, config.detector.model_name)
+        self.router = Router(parse_routes(config.detector.routes), getattr(self.detectors, "default", None))
         self.metrics: Metrics = metrics if metrics is not None else NullMetrics()
         self.bootstrap = bootstrap_servers or self.kafka.bootstrap_servers
         if self.bootstrap == "embedded":
             raise ValueError(
                 "resolve 'embedded' to a broker address before building the Pipeline (see adae_stream.runner)"
             )
-        self.batcher = Batcher(config.batching.max_batch_size, config.batching.max_batch_delay_ms / 1000.0)
-        self.assembler = Assembler()
+        self.lanes = Lanes(config.batching, self.detectors.current())
+        self.metrics.set_detectors(dict(self.detectors.current()))
         self.tracker = OffsetTracker()
         self.stats = Tally()  # ok, dead_letter, batches, instances, transactions
         # The clients and what is built on them exist from a successful connect until shutdown; the loop
@@ -137,14 +169,6 @@ class Pipeline:
         self._last_topic_check = 0.0
         self._last_housekeeping = 0.0
         self.last_loop = time.monotonic()
-        info = scorer.info
-        # what every answer says about who answered (codecs.tensors.ANSWER_PARAMETERS)
-        self.answer_info = {
-            "model_name": config.detector.model_name,
-            "threshold": float(info.threshold),
-            "detector_version": info.version,
-            **info.identity,
-        }
         self._fields = answer_fields(config.detector.return_instance_score, config.detector.return_all_predictions)
         self.join = (
             FeedbackJoin(config.feedback.window_s, config.feedback.max_instances, self.metrics)
@@ -268,6 +292,7 @@ class Pipeline:
                 self._ingest(tp, rec)
         self.sink.drain()
         self._score(force=False)
+        self._take_new_detectors()
         self.committer.commit()
         self._housekeeping()
         if self.sink.failure:
@@ -423,9 +448,10 @@ class Pipeline:
     def forget(self, partitions: set[TopicPartition]) -> None:
         """Drop everything held for these partitions: their new owner (or our own re-seek) redoes it."""
         self.tracker.remove(partitions)
-        for req in self.batcher.discard_partitions(partitions):
-            self.assembler.discard(req)
-        self.assembler.discard_partitions(partitions)
+        for lane in self.lanes:
+            for req in lane.batcher.discard_partitions(partitions):
+                lane.assembler.discard(req)
+            lane.assembler.discard_partitions(partitions)
         self._assigned -= partitions
         self._unpositioned -= partitions
         for tp in partitions:
@@ -491,7 +517,7 @@ class Pipeline:
         instant a fetch response is being handed over: with a 100 ms timeout, answers then waited
         100 ms behind data that had already arrived (the latency benchmark's p99 tail). A short
         timeout bounds that sleep; an idle loop turn costs microseconds."""
-        due = self.batcher.time_until_due()
+        due = self.lanes.time_until_due()
         return IDLE_POLL_MS if due is None else int(min(IDLE_POLL_MS, due * 1000.0))
 
     def _ingest(self, tp: TopicPartition, rec: Any) -> None:
@@ -501,7 +527,14 @@ class Pipeline:
             self._feedback(self.join, raw)
             return
         try:
-            req = decode(raw, self.scorer.info.input_shape, self.kafka.max_message_bytes)
+            # decoded before its detector is known (the model may be named in the body), then checked
+            # against that detector's input
+            req = decode(raw, None, self.kafka.max_message_bytes)
+            lane = self.lanes.get(self.router.detector_for(req, self.lanes.names))
+            if lane is None:  # another model's traffic: not bad input, nothing of ours to say
+                self.sink.skip(raw, "skipped", "unrouted")
+                return
+            req.instances = conform(req.instances, lane.input_shape)
         except DecodeError as exc:
             self.sink.dead_letter(raw, exc.reason, exc.message)
             return
@@ -513,18 +546,24 @@ class Pipeline:
             self.sink.dead_letter(raw, "internal", f"decoding raised {type(exc).__name__}: {exc}"[:500])
             return
         if req.n == 0:  # nothing to score: answered at once, with empty outputs
-            self._publish(req, {k: np.empty(0, RESULT_DTYPES[k]) for k in self._fields})
+            self._publish(lane, req, {k: np.empty(0, RESULT_DTYPES[k]) for k in self._fields})
             return
         req.arrival = time.monotonic()
-        self.batcher.add(req)
+        lane.batcher.add(req)
 
     def _score(self, force: bool) -> None:
-        while (batch := self.batcher.take(force=force)) is not None:
+        for lane in self.lanes:
+            self._score_lane(lane, force)
+
+    def _score_lane(self, lane: Lane, force: bool) -> None:
+        """Every batch a lane has due, on the version that serves it now; the shadow after the answers."""
+        detector = lane.detector
+        while (batch := lane.batcher.take(force=force)) is not None:
             t0 = time.perf_counter()
             try:
-                result = self.scorer(batch.x)
+                result = detector.scorer(batch.x)
             except Exception as exc:  # a failing batch costs its requests, not the process
-                self._scoring_failed(batch, exc)
+                self._scoring_failed(lane, batch, exc)
                 continue
             elapsed = time.perf_counter() - t0
             self.stats.add("batches")
@@ -533,15 +572,41 @@ class Pipeline:
             self.metrics.observe_results(
                 result[INSTANCE_SCORE], result[IS_ADVERSARIAL], result[CORRECTED], result[NO_DEFENSE]
             )
-            for req, res in self.assembler.add(batch, {k: result[k] for k in self._fields}):
-                self._publish(req, res)
+            self.metrics.observe_detector(
+                detector.name, detector.version, "serving", result[INSTANCE_SCORE], result[IS_ADVERSARIAL]
+            )
+            for req, res in lane.assembler.add(batch, {k: result[k] for k in self._fields}):
+                self._publish(lane, req, res)
+            if detector.shadow is not None and detector.shadow_version is not None:
+                self._shadow(detector.name, detector.shadow_version, detector.shadow, batch, result)
 
-    def _scoring_failed(self, batch: Batch, exc: Exception) -> None:
-        log.error("scoring a batch of %d instances failed: %s", batch.size, exc)
+    def _shadow(self, name: str, version: int, scorer: StreamScorer, batch: Batch, serving: dict) -> None:
+        """The candidate on the same instances, after the answers are sent: metrics only, never answers,
+        captures or commits; a shadow that fails costs its own figures, nothing else."""
+        try:
+            shadow = scorer(batch.x)
+        except Exception as exc:
+            log.warning("shadow version %d of %s failed on a batch of %d: %s", version, name, batch.size, exc)
+            return
+        self.metrics.observe_detector(name, version, "shadow", shadow[INSTANCE_SCORE], shadow[IS_ADVERSARIAL])
+        self.metrics.shadow_agreement(name, serving[IS_ADVERSARIAL], shadow[IS_ADVERSARIAL])
+
+    def _scoring_failed(self, lane: Lane, batch: Batch, exc: Exception) -> None:
+        log.error("scoring a batch of %d instances with %s failed: %s", batch.size, lane.name, exc)
         for req in {id(s.request): s.request for s in batch.segments}.values():
-            self.batcher.discard(req)
-            self.assembler.discard(req)
+            lane.batcher.discard(req)
+            lane.assembler.discard(req)
             self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
+
+    def _take_new_detectors(self) -> None:
+        """A repository change, loaded and warmed up off the loop, takes over here: between batches."""
+        detectors = self.detectors.changed()
+        if detectors is None:
+            return
+        changes = self.lanes.apply(detectors, drain=lambda lane: self._score_lane(lane, force=True))
+        self.metrics.set_detectors(dict(detectors))
+        if changes:
+            log.info("detectors changed: %s", "; ".join(changes))
 
     def _feedback(self, join: FeedbackJoin, raw: RawRecord) -> None:
         """Labels for an earlier answer: joined and counted; malformed ones are dead-lettered."""
@@ -554,7 +619,7 @@ class Pipeline:
             return
         self.sink.skip(raw, "feedback")
 
-    def _capture_flagged(self, topic: str, req: Request, result: dict[str, np.ndarray]) -> None:
+    def _capture_flagged(self, topic: str, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
         """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""
         flagged = np.flatnonzero(result[IS_ADVERSARIAL])
         if flagged.size == 0:
@@ -565,7 +630,7 @@ class Pipeline:
         keep = flagged[: self.cfg.flagged.max_instances]
         fields = {INSTANCE_INDEX: keep.astype(np.int64), **{k: v[keep] for k, v in result.items()}}
         try:
-            payload, headers = encode_flagged(req, req.instances[keep], fields, self.answer_info)
+            payload, headers = encode_flagged(req, req.instances[keep], fields, lane.answer_info)
         except Exception as exc:  # a capture is a copy: it costs itself, never the answer
             log.warning("flagged capture of request %r could not be encoded: %s", req.id, exc)
             self.metrics.flagged_capture("rejected")
@@ -574,11 +639,11 @@ class Pipeline:
             headers.append(("flagged-truncated-from", str(flagged.size).encode()))
         self.sink.capture(topic, req.record, payload, headers)
 
-    def _publish(self, req: Request, result: dict[str, np.ndarray]) -> None:
+    def _publish(self, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
         """Answer (and remember it for feedback), or under a monitor-only kafka.publish, the flagged
         instances alone or nothing; capture flagged requests when kafka.flagged_topic is set."""
         if self.kafka.flagged_topic:
-            self._capture_flagged(self.kafka.flagged_topic, req, result)
+            self._capture_flagged(self.kafka.flagged_topic, lane, req, result)
         if self.kafka.publish != "answers":
             flagged = np.flatnonzero(result[IS_ADVERSARIAL])
             if self.kafka.publish == "nothing" or flagged.size == 0:
@@ -586,7 +651,7 @@ class Pipeline:
                 return
             result = {INSTANCE_INDEX: flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
         if (
-            self.sink.answer(req, result, self.answer_info) and self.join is not None
+            self.sink.answer(req, result, lane.answer_info) and self.join is not None
         ):  # only answers that go out can be labelled
             self.join.remember(req.id, result)
 

@@ -73,7 +73,9 @@ SELDON_OUTPUTS = re.compile(r"\.(model|pipeline)\.[^.]+\.outputs$")  # <prefix>.
 SELDON_TYPE = "seldon-infer-type"
 
 
-def decode(record: RawRecord, input_shape: tuple[int, ...], max_bytes: int) -> Request:
+def decode(record: RawRecord, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
+    """input_shape None: decode whatever shape the record declares; the loop routes the request to its
+    detector and checks it against that detector's input there (tensors.conform)."""
     value = record.value
     if not value:
         raise DecodeError("decode", "empty record body")
@@ -142,7 +144,8 @@ def encode(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """Body and headers of the answer, in the request's family (and envelope); ``result`` holds the fields
-    to publish, in RESULT_DTYPES order. ``info`` carries model_name, threshold and detector_version."""
+    to publish, in RESULT_DTYPES order. ``info`` carries model_name, model_version (the repository version)
+    and ANSWER_PARAMETERS."""
     payload, ctype, extra = ENCODERS[request.fmt](request, result, info)
     headers = [
         ("request-id", request.id.encode()),
@@ -179,7 +182,7 @@ def encode_flagged(
         np.lib.format.write_array(buf, arr, allow_pickle=False)
         payload, ctype = buf.getvalue(), NPY
     elif request.fmt == "proto":
-        msg = ModelInferResponse(model_name=info["model_name"], id=request.id)
+        msg = ModelInferResponse(model_name=info["model_name"], model_version=info["model_version"], id=request.id)
         for key in ANSWER_PARAMETERS:
             oip_proto.set_parameter(msg.parameters[key], info[key])
         msg.outputs.add(name="input", datatype="FP32", shape=list(x.shape))
@@ -194,6 +197,7 @@ def encode_flagged(
         body = {
             "id": request.id,
             "model_name": info["model_name"],
+            "model_version": info["model_version"],
             "outputs": outputs,
             "parameters": {k: info[k] for k in ANSWER_PARAMETERS},
         }

@@ -44,16 +44,15 @@ def _parse_npy_preamble(preamble: bytes) -> tuple[tuple[int, ...], bool, np.dtyp
     return tuple(shape), bool(fortran), dtype
 
 
-def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...]) -> Request:
+def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None) -> Request:
     preamble = _npy_preamble(value)
     shape, fortran, dtype = _parse_npy_preamble(preamble)
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
         raise DecodeError("dtype", f".npy dtype {dtype} is not a plain numeric type")
-    if len(shape) == 0 or tuple(shape[1:]) != tuple(input_shape):
-        raise DecodeError(
-            "shape",
-            f".npy shape {list(shape)} does not match the detector's input (n, {', '.join(map(str, input_shape))})",
-        )
+    if len(shape) == 0:
+        raise DecodeError("shape", f".npy shape {list(shape)} holds no instances axis")
+    if input_shape is not None and tuple(shape[1:]) != tuple(input_shape):
+        raise tensors.shape_mismatch(f".npy shape {list(shape)}", input_shape)
     count = math.prod(shape)
     offset = len(preamble)
     if count * dtype.itemsize != len(value) - offset:

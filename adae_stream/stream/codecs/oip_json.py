@@ -52,7 +52,7 @@ def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
         raise DecodeError("decode", f"invalid JSON: {str(exc)[:200]}") from None
 
 
-def decode_json(record: RawRecord, value: bytes, input_shape: tuple[int, ...], max_bytes: int) -> Request:
+def decode_json(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
     body, tail = split_binary(value, record)
     if not isinstance(body, dict):
         raise DecodeError("schema", f"JSON body must be an object, got {type(body).__name__}")
@@ -67,7 +67,7 @@ def decode_json(record: RawRecord, value: bytes, input_shape: tuple[int, ...], m
 
 
 def _decode_v2(
-    record: RawRecord, body: dict, tail: memoryview, input_shape: tuple[int, ...], max_bytes: int
+    record: RawRecord, body: dict, tail: memoryview, input_shape: tuple[int, ...] | None, max_bytes: int
 ) -> Request:
     inputs = body["inputs"]
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
@@ -124,7 +124,7 @@ def _binary_outputs(body: dict) -> frozenset[str]:
     )
 
 
-def _json_array(data: Any, declared: list[int] | None, input_shape: tuple[int, ...], field: str) -> np.ndarray:
+def _json_array(data: Any, declared: list[int] | None, input_shape: tuple[int, ...] | None, field: str) -> np.ndarray:
     if not isinstance(data, list):
         raise DecodeError("schema", f"'{field}' must be a list")
     try:
@@ -143,18 +143,20 @@ def _json_array(data: Any, declared: list[int] | None, input_shape: tuple[int, .
                 "shape", f"'{field}' has {a.size} elements but shape {declared} needs {int(np.prod(declared))}"
             )
         a = a.reshape(declared)
-    elif a.ndim == 0 or (a.shape[1:] != tuple(input_shape) and not (a.size == 0 and a.ndim == 1)):
+    elif a.ndim == 0:
+        raise DecodeError("shape", f"'{field}' is a scalar, expected a list of instances")
+    elif input_shape is not None and a.shape[1:] != tuple(input_shape) and not (a.size == 0 and a.ndim == 1):
         raise DecodeError(
             "shape", f"'{field}' has shape {list(a.shape)}, expected (n, {', '.join(map(str, input_shape))})"
         )
-    if a.size == 0:
+    if a.size == 0 and input_shape is not None:
         a = a.reshape((0, *input_shape))
     return tensors.finite_float32(a, f"'{field}'")
 
 
 @functools.lru_cache(maxsize=256)
 def _all_binary_json_after_id(
-    names: tuple[str, ...], n: int, model_name: str, parameters: tuple[tuple[str, Any], ...]
+    names: tuple[str, ...], n: int, model: tuple[str, str], parameters: tuple[tuple[str, Any], ...]
 ) -> bytes:
     """The JSON part of an answer whose outputs all go in the binary tail, from just after the id on: it is
     the same for every answer of n instances (its json.dumps cost as much as the rest of the encode)."""
@@ -167,7 +169,13 @@ def _all_binary_json_after_id(
         }
         for k in names
     ]
-    body = {"id": "", "model_name": model_name, "outputs": outputs, "parameters": dict(parameters)}
+    body = {
+        "id": "",
+        "model_name": model[0],
+        "model_version": model[1],
+        "outputs": outputs,
+        "parameters": dict(parameters),
+    }
     return json.dumps(body, separators=(",", ":")).encode()[len(b'{"id":""') :]
 
 
@@ -183,7 +191,10 @@ def encode_json(
             b'{"id":'
             + json.dumps(request.id).encode()
             + _all_binary_json_after_id(
-                tuple(names), n, info["model_name"], tuple((k, info[k]) for k in tensors.ANSWER_PARAMETERS)
+                tuple(names),
+                n,
+                (info["model_name"], info["model_version"]),
+                tuple((k, info[k]) for k in tensors.ANSWER_PARAMETERS),
             )
         )
         tail = b"".join(tensors.wire_bytes(k, result[k]) for k in names)
@@ -207,6 +218,7 @@ def encode_json(
     body = {
         "id": request.id,
         "model_name": info["model_name"],
+        "model_version": info["model_version"],
         "outputs": outputs,
         "parameters": {k: info[k] for k in tensors.ANSWER_PARAMETERS},
     }

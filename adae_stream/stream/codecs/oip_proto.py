@@ -67,7 +67,7 @@ def _zigzag_varint(buf: bytes, pos: int) -> tuple[int, int]:
             return (result >> 1) ^ -(result & 1), pos
 
 
-def decode_proto(record: RawRecord, value: bytes, input_shape: tuple[int, ...], max_bytes: int) -> Request:
+def decode_proto(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
     framing, body = split_framing(value)
     msg = ModelInferRequest()
     try:
@@ -109,6 +109,7 @@ def decode_proto(record: RawRecord, value: bytes, input_shape: tuple[int, ...], 
         parameters={k: parameter_value(v) for k, v in msg.parameters.items()},
         raw_contents=raw,
         framing=framing,
+        model=msg.model_name or None,
     )
 
 
@@ -128,11 +129,14 @@ def set_parameter(p: InferParameter, value: Any) -> None:
         p.string_param = str(value)
 
 
+MODEL_FIELDS = ("model_name", "model_version")  # which detector answered: message fields, not parameters
+
+
 def _response_head(names: tuple[str, ...], n: int, info: tuple[tuple[str, Any], ...]) -> ModelInferResponse:
     """Everything of an answer but its id and contents: model name, parameters, output metadata."""
-    answer = ModelInferResponse(model_name=dict(info)["model_name"])
+    answer = ModelInferResponse(model_name=dict(info)["model_name"], model_version=dict(info)["model_version"])
     for key, value in info:
-        if key != "model_name":
+        if key not in MODEL_FIELDS:
             set_parameter(answer.parameters[key], value)
     for name in names:
         answer.outputs.add(name=name, datatype=tensors.RESULT_OIP[name], shape=[n])
@@ -148,7 +152,7 @@ def encode_proto(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     names, n = tuple(result), len(next(iter(result.values())))
-    key = (("model_name", info["model_name"]), *((k, info[k]) for k in tensors.ANSWER_PARAMETERS))
+    key = tuple((k, info[k]) for k in (*MODEL_FIELDS, *tensors.ANSWER_PARAMETERS))
     if request.raw_contents:
         # Serialised protobuf messages concatenate as a merge (the encoding's own rule): the head, the same
         # for every answer of n instances, is serialised once; only the id and raw contents are per answer.

@@ -68,6 +68,7 @@ class Request:
     raw_contents: bool = True  # proto: answer in raw_output_contents (as the request did) or typed contents
     framing: bytes = b""  # proto: the schema-registry prefix of the request, repeated on the answer
     envelope: Envelope | None = None
+    model: str | None = None  # the model the request names in its body (protobuf model_name), for routing
 
     @property
     def n(self) -> int:

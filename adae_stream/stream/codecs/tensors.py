@@ -54,8 +54,9 @@ def datatype(dt: Any) -> np.dtype:
     return np.dtype(OIP_DTYPES[dt.upper()])
 
 
-def shape(declared: Any, input_shape: tuple[int, ...], max_bytes: int) -> list[int]:
-    """A declared shape, checked before anything is allocated from it."""
+def shape(declared: Any, input_shape: tuple[int, ...] | None, max_bytes: int) -> list[int]:
+    """A declared shape, checked before anything is allocated from it (against the detector's input when
+    it is known; a record routed after decoding is checked by ``conform``)."""
     if (
         not isinstance(declared, (list, tuple))
         or not declared
@@ -67,12 +68,22 @@ def shape(declared: Any, input_shape: tuple[int, ...], max_bytes: int) -> list[i
         raise DecodeError("shape", f"negative dimension in shape {declared}")
     if math.prod(declared) > max_bytes:  # every element takes at least one byte of the body: never allocate beyond it
         raise DecodeError("too_large", f"declared shape {declared} has more elements than the record could carry")
-    if tuple(declared[1:]) != tuple(input_shape):
-        raise DecodeError(
-            "shape",
-            f"declared shape {declared} does not match the detector's input (n, {', '.join(map(str, input_shape))})",
-        )
+    if input_shape is not None and tuple(declared[1:]) != tuple(input_shape):
+        raise shape_mismatch(f"declared shape {declared}", input_shape)
     return declared
+
+
+def shape_mismatch(what: str, input_shape: tuple[int, ...]) -> DecodeError:
+    return DecodeError("shape", f"{what} does not match the detector's input (n, {', '.join(map(str, input_shape))})")
+
+
+def conform(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Instances decoded before their detector was known, checked against that detector's input."""
+    if x.shape[1:] == tuple(input_shape):
+        return x
+    if x.size == 0 and x.ndim == 1:  # an empty V1 list
+        return x.reshape((0, *input_shape))
+    raise shape_mismatch(f"instances of shape {list(x.shape)}", input_shape)
 
 
 def from_bytes(buf: bytes | memoryview, dtype: np.dtype, declared: list[int], field: str) -> np.ndarray:

@@ -1,0 +1,199 @@
+"""The detector repository's rules on plain directories and a fake loader (no TensorFlow): what is read,
+what serves, what a failed load, a removed version and the policy do."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adae_stream.cli.repository import describe
+from adae_stream.config import BatchingConfig
+from adae_stream.detector.repository import DetectorRepository, RepositoryError, next_version, read_policy, scan
+from adae_stream.scoring import ScorerInfo, ServingDetector
+from adae_stream.stream.batcher import Segment
+from adae_stream.stream.codecs import RawRecord, Request
+from adae_stream.stream.lanes import Lanes
+
+
+class FakeScorer:
+    def __init__(self, path: Path) -> None:
+        config = json.loads((path / "detector.json").read_text())
+        if config.get("broken"):
+            raise ValueError(f"{path} is corrupt")
+        self.path = path
+        self.info = ScorerInfo((2,), float(config.get("threshold", 0.5)), 3, "v", config["detector_id"], "c")
+
+    def __call__(self, x):
+        return {"instance_score": x[:, 0]}
+
+    def warmup(self, up_to=None):
+        pass
+
+
+def put(root: Path, name: str, version: int | str, **config) -> Path:
+    d = root / name / str(version)
+    d.mkdir(parents=True)
+    (d / "detector.json").write_text(json.dumps({"detector_id": f"{name}{version}", "classifier_id": "c", **config}))
+    return d
+
+
+def repo(root: Path, failures: list[str] | None = None) -> DetectorRepository:
+    return DetectorRepository(root, FakeScorer, on_load_failure=(failures if failures is not None else []).append)
+
+
+def serving(r: DetectorRepository) -> dict[str, tuple[int, int | None]]:
+    return {n: (d.version, d.shadow_version) for n, d in r.current().items()}
+
+
+def test_scan_reads_complete_numbered_versions_only(tmp_path):
+    put(tmp_path, "a", 1)
+    put(tmp_path, "a", 3)
+    (tmp_path / "a" / "2").mkdir()  # half-written: no detector.json yet
+    put(tmp_path, "a", "0")  # versions are positive
+    put(tmp_path, "a", "latest")
+    (tmp_path / "a" / ".4.tmp").mkdir()  # save_detector's temp dir before its rename
+    put(tmp_path, ".hidden", 1)
+    (tmp_path / "notes.txt").write_text("not a detector")
+    assert {n: list(v) for n, v in scan(tmp_path).items()} == {"a": [1, 3]}
+    assert next_version(tmp_path, "a") == 4  # above the half-written 2 and the complete 3
+    assert next_version(tmp_path, "new") == 1
+
+
+def test_the_highest_version_that_loads_serves_and_a_failed_one_keeps_the_old(tmp_path):
+    failures: list[str] = []
+    put(tmp_path, "a", 1)
+    r = repo(tmp_path, failures)
+    assert r.refresh() and serving(r) == {"a": (1, None)}
+    put(tmp_path, "a", 2, broken=True)
+    assert not r.refresh()  # nothing changed: version 1 still serves
+    assert not r.refresh()
+    assert failures == ["a"]  # logged and counted once, not on every poll
+    put(tmp_path, "a", 3)
+    assert r.refresh() and serving(r) == {"a": (3, None)}
+    assert r.changed() is not None and r.changed() is None  # handed to the loop once
+
+
+def test_a_corrupt_newest_version_at_start_falls_back_to_the_one_below(tmp_path):
+    put(tmp_path, "a", 1)
+    put(tmp_path, "a", 2, broken=True)
+    r = repo(tmp_path)
+    r.refresh()
+    assert serving(r) == {"a": (1, None)}
+
+
+def test_policy_pins_shadows_promotes_and_rolls_back(tmp_path):
+    put(tmp_path, "a", 1)
+    put(tmp_path, "a", 2)
+    r = repo(tmp_path)
+    (tmp_path / "a" / "policy.yaml").write_text("serve: 1\nshadow: 2\n")
+    r.refresh()
+    assert serving(r) == {"a": (1, 2)}
+    det = r.current()["a"]
+    assert det.scorer.info.detector_id == "a1" and det.shadow is not None and det.shadow.info.detector_id == "a2"
+    (tmp_path / "a" / "policy.yaml").write_text("serve: 2\n")  # promote
+    assert r.refresh() and serving(r) == {"a": (2, None)}
+    (tmp_path / "a" / "policy.yaml").write_text("serve: 1\nshadow: 2\n")  # roll back, keep watching 2
+    assert r.refresh() and serving(r) == {"a": (1, 2)}
+
+
+def test_a_bad_policy_or_a_missing_pinned_version_changes_nothing(tmp_path):
+    failures: list[str] = []
+    put(tmp_path, "a", 1)
+    put(tmp_path, "a", 2)
+    r = repo(tmp_path, failures)
+    r.refresh()
+    (tmp_path / "a" / "policy.yaml").write_text("serve: [oops\n")
+    assert not r.refresh() and serving(r) == {"a": (2, None)}
+    (tmp_path / "a" / "policy.yaml").write_text("serve: 7\n")
+    assert not r.refresh() and serving(r) == {"a": (2, None)}
+    assert failures == ["a", "a"]
+    with pytest.raises(ValueError, match="positive version"):
+        (tmp_path / "a" / "policy.yaml").write_text("serve: -1\n")
+        read_policy(tmp_path / "a")
+
+
+def test_removed_versions_are_unloaded_and_a_detector_without_versions_stops_serving(tmp_path):
+    v1 = put(tmp_path, "a", 1)
+    v2 = put(tmp_path, "a", 2)
+    put(tmp_path, "b", 1)
+    r = repo(tmp_path)
+    r.refresh()
+    first = r.current()["a"].scorer
+    for f in v2.iterdir():
+        f.unlink()
+    v2.rmdir()
+    assert r.refresh() and serving(r) == {"a": (1, None), "b": (1, None)}
+    assert r.current()["a"].scorer is not first
+    assert set(r._loaded["a"]) == {1}  # version 2 is no longer held
+    for f in v1.iterdir():
+        f.unlink()
+    v1.rmdir()
+    assert r.refresh() and serving(r) == {"b": (1, None)}
+    assert "a" not in r._loaded
+
+
+def test_a_version_rewritten_in_place_is_loaded_again(tmp_path):
+    d = put(tmp_path, "a", 1, threshold=0.5)
+    r = repo(tmp_path)
+    r.refresh()
+    (d / "detector.json").write_text(json.dumps({"detector_id": "a1-new", "threshold": 0.7}))
+    os.utime(d / "detector.json", ns=(1, 1))
+    assert r.refresh() and r.current()["a"].scorer.info.detector_id == "a1-new"
+
+
+def test_max_detectors_bounds_what_is_served_and_the_root_must_exist(tmp_path):
+    for name in "abc":
+        put(tmp_path, name, 1)
+    r = DetectorRepository(tmp_path, FakeScorer, max_detectors=2)
+    r.refresh()
+    assert set(r.current()) == {"a", "b"}
+    with pytest.raises(RepositoryError, match="not a directory"):
+        DetectorRepository(tmp_path / "absent", FakeScorer)
+
+
+def test_the_repository_command_lists_versions_roles_and_ids(tmp_path):
+    put(tmp_path, "a", 1)
+    put(tmp_path, "a", 2)
+    (tmp_path / "a" / "policy.yaml").write_text("serve: 1\nshadow: 2\n")
+    put(tmp_path, "b", 4)
+    lines = describe(tmp_path)
+    assert lines[0] == "a: serves 1"
+    assert "serving" in lines[1] and "detector_id a1 " in lines[1]
+    assert "shadow" in lines[2] and "detector_id a2 " in lines[2]
+    assert lines[3] == "b: serves 4" and "detector_id b4 " in lines[4]
+
+
+def _request(i: int, n: int = 1) -> Request:
+    record = RawRecord("t", 0, i, None, b"x")
+    return Request(f"r{i}", np.full((n, 2), float(i), np.float32), "npy", record)
+
+
+def test_a_new_version_takes_a_lane_only_after_what_it_holds_is_scored_on_the_old(tmp_path):
+    put(tmp_path, "a", 1)
+    old = FakeScorer(tmp_path / "a" / "1")
+    put(tmp_path, "a", 2)
+    new = FakeScorer(tmp_path / "a" / "2")
+    lanes = Lanes(BatchingConfig(max_batch_size=4, max_batch_delay_ms=1000), {"a": ServingDetector("a", 1, old)})
+    (lane,) = lanes
+    for i in range(3):
+        lane.batcher.add(_request(i, n=3))  # 9 instances: batches of 4 split requests across batches
+    scored: list[tuple[int, list[str]]] = []
+
+    def drain(lane):
+        while (batch := lane.batcher.take(force=True)) is not None:
+            segments: list[Segment] = batch.segments
+            scored.append((lane.detector.version, [s.request.id for s in segments]))
+            lane.assembler.add(batch, {"instance_score": lane.detector.scorer(batch.x)["instance_score"]})
+
+    changes = lanes.apply({"a": ServingDetector("a", 2, new)}, drain)
+    assert changes == ["a: version 2"]
+    assert [v for v, _ in scored] == [1, 1, 1] and len(lane.batcher) == 0 and len(lane.assembler) == 0
+    assert lane.detector.version == 2 and lane.answer_info["model_version"] == "2"
+    assert lane.answer_info["detector_id"] == "a2"
+    # the same versions again: nothing drains, nothing changes
+    assert lanes.apply({"a": ServingDetector("a", 2, new)}, drain) == [] and len(scored) == 3
+    assert lanes.apply({}, drain) == ["a: removed"] and len(lanes) == 0
