@@ -53,7 +53,8 @@ def assert_scores_close(got: np.ndarray, reference: np.ndarray) -> None:
     )
 
 
-def _near_tie(probs: np.ndarray) -> np.ndarray:
+def near_tie(probs: np.ndarray) -> np.ndarray:
+    """Instances whose top two probabilities could swap order between two computations."""
     top2 = np.sort(probs, axis=-1)[:, -2:]
     return (top2[:, 1] - top2[:, 0]) <= PROB_RTOL * top2[:, 1]
 
@@ -67,7 +68,7 @@ def assert_same_answers(
     if "instance_score" in got and got["instance_score"] is not None:
         assert_scores_close(got["instance_score"], ref_score)
     at_threshold = np.abs(ref_score - threshold) <= score_bound(ref_score)
-    tie_p, tie_q = _near_tie(np.asarray(p)), _near_tie(np.asarray(q))
+    tie_p, tie_q = near_tie(np.asarray(p)), near_tie(np.asarray(q))
     excused = at_threshold | tie_p | tie_q
     assert excused.mean() <= MAX_EXCUSED_SHARE, f"{excused.sum()} of {excused.size} instances are near-ties"
     flags = np.asarray(got["is_adversarial"]).astype(bool)

@@ -7,7 +7,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from adae_stream.monitoring.drift import ks_2samp
-from adae_stream.monitoring.metrics import PipelineMetrics, score_buckets
+from adae_stream.monitoring.histograms import score_buckets
+from adae_stream.monitoring.metrics import PipelineMetrics
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.1, 0.5])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,14 @@ import pytest
 
 from adae_stream.cli.repository import describe
 from adae_stream.config import BatchingConfig
-from adae_stream.detector.repository import DetectorRepository, RepositoryError, next_version, read_policy, scan
+from adae_stream.detector.repository import (
+    DetectorRepository,
+    RepositoryError,
+    RepositoryWatcher,
+    next_version,
+    read_policy,
+    scan,
+)
 from adae_stream.scoring import ScorerInfo, ServingDetector
 from adae_stream.stream.batcher import Segment
 from adae_stream.stream.codecs import RawRecord, Request
@@ -197,3 +205,31 @@ def test_a_new_version_takes_a_lane_only_after_what_it_holds_is_scored_on_the_ol
     # the same versions again: nothing drains, nothing changes
     assert lanes.apply({"a": ServingDetector("a", 2, new)}, drain) == [] and len(scored) == 3
     assert lanes.apply({}, drain) == ["a: removed"] and len(lanes) == 0
+
+
+def _until(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_the_watcher_polls_and_a_trigger_rereads_at_once(tmp_path):
+    put(tmp_path, "a", 1)
+    r = repo(tmp_path)
+    r.refresh()
+    polling = RepositoryWatcher(r, poll_s=0.05).start()
+    try:
+        put(tmp_path, "a", 2)
+        assert _until(lambda: serving(r) == {"a": (2, None)})
+    finally:
+        polling.stop()
+    triggered = RepositoryWatcher(r, poll_s=3600).start()
+    try:
+        put(tmp_path, "a", 3)
+        triggered.trigger()  # what SIGHUP does
+        assert _until(lambda: serving(r) == {"a": (3, None)})
+    finally:
+        triggered.stop()

@@ -8,6 +8,7 @@ give offline; a removed detector whose traffic becomes unrouted.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -24,7 +25,7 @@ from kafka.admin import NewTopic
 from adae_stream import AdversarialAE, load_detector, save_detector
 from adae_stream.detector.identity import detector_identity
 from adae_stream.stream.broker import free_port
-from tests.answer_checks import assert_answers_match_detector, score_bound
+from tests.answer_checks import assert_answers_match_detector, near_tie, score_bound
 from tests.conftest import iris_ae_nets
 from tests.kafka_helpers import collect, make_config, producer
 from tests.platform_helpers import metrics, seldon_request
@@ -54,11 +55,13 @@ def wait_for(condition, timeout_s: float, what: str):
     raise AssertionError(f"not within {timeout_s}s: {what}")
 
 
-def flags_away_from_threshold(det, x) -> np.ndarray:
-    """The detector's flags on x, checked to be no float32 coin toss (tests/answer_checks.py)."""
-    scores = det.score(x)
+def unambiguous(det, x) -> dict[str, np.ndarray]:
+    """The detector's answers on x, checked to be no float32 coin toss (tests/answer_checks.py): no score on
+    the threshold, no top-two tie, so counts over them can be compared exactly."""
+    scores, p, q = det.score(x, return_predictions=True)
     assert not np.any(np.abs(scores - det.threshold) <= score_bound(scores)), "an instance sits on the threshold"
-    return scores > det.threshold
+    assert not (near_tie(p).any() or near_tie(q).any()), "an instance's top two classes tie"
+    return det.correct(x)["data"]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,7 @@ def test_a_repository_routes_swaps_refuses_shadows_and_removes_live(
         broker.bootstrap,
         "unused",
         metrics={"enabled": True, "port": port},
-        kafka={"input_pattern": rf"^seldon\.{ns}\.model\..*\.inputs$"},
+        kafka={"input_pattern": rf"^seldon\.{ns}\.model\..*\.inputs$", "feedback_topic": f"fb-{ns}"},
         detector={
             "path": None,
             "repository": str(repo),
@@ -221,8 +224,9 @@ def test_a_repository_routes_swaps_refuses_shadows_and_removes_live(
         for i in range(0, 60, 3):
             send("a", shadow_x[i : i + 3], f"shadow-{i}")
         p.flush()
-        serving_flags = flags_away_from_threshold(a2, shadow_x)
-        shadow_flags = flags_away_from_threshold(a1, shadow_x)
+        serving_answers, shadow_answers = unambiguous(a2, shadow_x), unambiguous(a1, shadow_x)
+        serving_flags = serving_answers["is_adversarial"].astype(bool)
+        shadow_flags = shadow_answers["is_adversarial"].astype(bool)
         assert (serving_flags != shadow_flags).any() and serving_flags.any()  # the comparison says something
         expected = {
             (s, c): int(np.sum((serving_flags == (s == "flagged")) & (shadow_flags == (c == "flagged"))))
@@ -245,6 +249,33 @@ def test_a_repository_routes_swaps_refuses_shadows_and_removes_live(
         for i in range(0, 60, 3):  # the shadow never answers: one answer each, from version 2
             ((_, _, version, _, _),) = answers[f"shadow-{i}"]
             assert version == "2"
+        # labels for those requests: live accuracy of the serving and the shadow version, side by side
+        y = np.concatenate([digits_setup["yte"][:30], digits_setup["yte"][:30]])
+        for i in range(0, 60, 3):
+            p.send(f"fb-{ns}", value=json.dumps({"id": f"shadow-{i}", "labels": y[i : i + 3].tolist()}).encode())
+        p.flush()
+        feedback = 'adae_detector_feedback_correct_total{{detector="a",prediction="corrected",role="{}",version="{}"}}'
+        got = wait_for(
+            lambda: (
+                (m := metrics(port)).get(
+                    'adae_detector_feedback_instances_total{detector="a",role="shadow",version="1"}'
+                )
+                == 60
+                and m
+            ),
+            30,
+            "60 labelled instances joined with the shadow",
+        )
+        assert got['adae_detector_feedback_instances_total{detector="a",role="serving",version="2"}'] == 60
+        assert got[feedback.format("serving", "2")] == int(np.sum(serving_answers["corrected"] == y))
+        assert got[feedback.format("shadow", "1")] == int(np.sum(shadow_answers["corrected"] == y))
+        flagged = (
+            "adae_detector_feedback_flag_instances_total"
+            '{{detector="a",flag="flagged",role="{}",undefended="{}",version="{}"}}'
+        )
+        for role, version, flags in (("serving", "2", serving_flags), ("shadow", "1", shadow_flags)):
+            # the two versions flag differently (asserted above), so each role's counts are its own
+            assert sum(got[flagged.format(role, u, version)] for u in ("wrong", "correct")) == int(flags.sum())
 
         # ---- 5. a detector with no version left: its traffic becomes unrouted
         shutil.rmtree(repo / "b")

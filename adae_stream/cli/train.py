@@ -158,7 +158,5 @@ def run(args: argparse.Namespace) -> int:
     out = output_directory(args)
     save_detector(detector, out)
     card = write_card(out, detector, detector.meta["card"], detector.score(X_fit), detector.score(X_card))
-    print(
-        f"saved detector to {out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs); card: {card}"
-    )
+    print(f"saved detector to {out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs); card: {card}")
     return 0

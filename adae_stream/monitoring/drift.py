@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -42,3 +43,35 @@ def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     n, m = len(a), len(b)
     en = n * m / (n + m)
     return d, kolmogorov_sf(math.sqrt(en) * d)
+
+
+class ScoreWindow:
+    """Ring buffer of the last N scores and flags."""
+
+    def __init__(self, size: int) -> None:
+        self.scores = np.zeros(size, dtype=np.float32)
+        self.flags = np.zeros(size, dtype=bool)
+        self.size = size
+        self.pos = 0
+        self.filled = 0
+        self._lock = threading.Lock()
+
+    def add(self, scores: np.ndarray, flags: np.ndarray) -> None:
+        scores, flags = scores[-self.size :], flags[-self.size :]
+        n = len(scores)
+        with self._lock:
+            idx = (self.pos + np.arange(n)) % self.size
+            self.scores[idx] = scores
+            self.flags[idx] = flags
+            self.pos = (self.pos + n) % self.size
+            self.filled = min(self.size, self.filled + n)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self.scores[: self.filled].copy() if self.filled < self.size else self.scores.copy(), (
+                self.flags[: self.filled].copy() if self.filled < self.size else self.flags.copy()
+            )
+
+    def flag_rate(self) -> float:
+        with self._lock:
+            return float(self.flags[: self.filled].mean()) if self.filled else 0.0

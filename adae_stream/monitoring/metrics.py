@@ -8,239 +8,21 @@ buffer of recent scores; drift is recomputed on a background thread, off the hot
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
-from prometheus_client.core import HistogramMetricFamily
 
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
-from adae_stream.monitoring.drift import ks_2samp
+from adae_stream.monitoring.detector_metrics import DetectorMetrics
+from adae_stream.monitoring.drift import ScoreWindow, ks_2samp
+from adae_stream.monitoring.histograms import NumpyHistogram, score_buckets
 from adae_stream.scoring import ServingDetector
 from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS, Outcome
 
 # A `_created` series beside every counter and histogram doubles the series count for a timestamp that
 # Prometheus does not use (it detects counter resets itself); off for the whole process.
 disable_created_metrics()
-
-
-def score_buckets(threshold: float | None) -> list[float]:
-    """Log-spaced edges from threshold/100 to threshold*100 (4 per decade) plus the threshold itself.
-
-    The threshold edge is the float32 value the compiled graph compares against, so "score <= edge"
-    and "not flagged" agree exactly.
-    """
-    t = float(np.float32(threshold)) if threshold and threshold > 0 else 1.0
-    return sorted([float(np.round(t * 10 ** (k / 4), 12)) for k in range(-8, 9) if k != 0] + [t])
-
-
-class NumpyHistogram:
-    """A histogram collector fed with whole arrays at once (np.searchsorted), exported like a Histogram."""
-
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.edges = np.asarray(sorted(buckets), dtype=np.float64)
-        self._counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # last slot: above every edge (+Inf only)
-        self._sum = 0.0
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def observe_many(self, values: np.ndarray) -> None:
-        values = np.asarray(values, dtype=np.float64)
-        idx = np.searchsorted(self.edges, values, side="left")  # value <= edge[i] lands in bucket i (le semantics)
-        counts = np.bincount(idx, minlength=len(self._counts))
-        with self._lock:
-            self._counts += counts
-            self._sum += float(values.sum())
-
-    def collect(self) -> Iterable[HistogramMetricFamily]:
-        with self._lock:
-            cumulative = np.cumsum(self._counts)
-            total_sum = self._sum
-        buckets = [(repr(float(e)), float(c)) for e, c in zip(self.edges, cumulative[:-1], strict=True)]
-        buckets.append(("+Inf", float(cumulative[-1])))
-        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total_sum)
-
-    def describe(self) -> Iterable[HistogramMetricFamily]:
-        yield HistogramMetricFamily(self.name, self.documentation)
-
-
-class LabelledNumpyHistogram:
-    """NumpyHistogram's series by (detector, version, role), each with the bucket edges of its own threshold."""
-
-    LABELS = ("detector", "version", "role")
-
-    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
-        self.name = name
-        self.documentation = documentation
-        self._series: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray, list[float]]] = {}
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def ensure(self, labels: tuple[str, str, str], threshold: float | None) -> None:
-        with self._lock:
-            if labels not in self._series:
-                edges = np.asarray(score_buckets(threshold), dtype=np.float64)
-                self._series[labels] = (edges, np.zeros(len(edges) + 1, dtype=np.int64), [0.0])
-
-    def observe_many(self, labels: tuple[str, str, str], values: np.ndarray) -> None:
-        values = np.asarray(values, dtype=np.float64)
-        with self._lock:
-            edges, counts, total = self._series[labels]
-            counts += np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(counts))
-            total[0] += float(values.sum())
-
-    def keep(self, wanted: set[tuple[str, str, str]]) -> None:
-        with self._lock:
-            for labels in set(self._series) - wanted:
-                del self._series[labels]
-
-    def collect(self) -> Iterable[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.LABELS)
-        with self._lock:
-            series = [
-                (labels, edges, np.cumsum(counts), total[0]) for labels, (edges, counts, total) in self._series.items()
-            ]
-        for labels, edges, cumulative, total in series:
-            buckets = [(repr(float(e)), float(c)) for e, c in zip(edges, cumulative[:-1], strict=True)]
-            buckets.append(("+Inf", float(cumulative[-1])))
-            family.add_metric(list(labels), buckets, total)
-        yield family
-
-    def describe(self) -> Iterable[HistogramMetricFamily]:
-        yield HistogramMetricFamily(self.name, self.documentation, labels=self.LABELS)
-
-
-class DetectorMetrics:
-    """Series per detector, version and role ("serving" answers, "shadow" is scored for comparison only).
-
-    Bounded by the repository (detector.max_detectors, at most two versions each): a version's series go
-    when it stops serving or shadowing.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ["detector", "version", "role"]
-        self.instances = Counter(
-            "adae_detector_instances", "Instances scored, per detector version and role.", labels, registry=registry
-        )
-        self.flagged = Counter(
-            "adae_detector_flagged",
-            "Instances whose score exceeded that version's threshold, per detector version and role.",
-            labels,
-            registry=registry,
-        )
-        self.score = LabelledNumpyHistogram(
-            "adae_detector_score", "Adversarial scores per detector version and role (KL divergence, nats).", registry
-        )
-        self.threshold = Gauge("adae_detector_threshold", "Each loaded version's threshold.", labels, registry=registry)
-        # which detector answers: content ids (detector/identity.py), so a dashboard shows when it changed
-        self.info = Gauge(
-            "adae_detector_info",
-            "The detectors loaded, with their content ids (value 1).",
-            [*labels, "detector_id", "classifier_id"],
-            registry=registry,
-        )
-        self.agreements = Counter(
-            "adae_shadow_agreement",
-            "Instances scored by both the serving and the shadow version, by each one's flag.",
-            ["detector", "serving", "shadow"],
-            registry=registry,
-        )
-        self.load_failures = Counter(
-            "adae_detector_load_failures",
-            "Detector versions that failed to load (the serving version stayed).",
-            ["detector"],
-            registry=registry,
-        )
-        self._live: set[tuple[str, str, str]] = set()
-        self._info_labels: set[tuple[str, ...]] = set()
-
-    def observe(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:
-        if len(scores) == 0:
-            return
-        labels = (detector, str(version), role)
-        self.instances.labels(*labels).inc(len(scores))
-        self.flagged.labels(*labels).inc(int(np.count_nonzero(flags)))
-        self.score.observe_many(labels, scores)
-
-    def agreement(self, detector: str, serving: np.ndarray, shadow: np.ndarray) -> None:
-        serving, shadow = np.asarray(serving, bool), np.asarray(shadow, bool)
-        for s_flag, s_name in ((True, "flagged"), (False, "unflagged")):
-            for c_flag, c_name in ((True, "flagged"), (False, "unflagged")):
-                n = int(np.count_nonzero((serving == s_flag) & (shadow == c_flag)))
-                if n:
-                    self.agreements.labels(detector, s_name, c_name).inc(n)
-
-    def serve(self, detectors: Mapping[str, ServingDetector]) -> None:
-        """The set that serves now: series of versions that left go, the new ones start at zero."""
-        live: set[tuple[str, str, str]] = set()
-        info_labels: set[tuple[str, ...]] = set()
-        for name, det in detectors.items():
-            roles = [("serving", det.version, det.scorer)]
-            if det.shadow is not None and det.shadow_version is not None:
-                roles.append(("shadow", det.shadow_version, det.shadow))
-            for role, version, scorer in roles:
-                labels = (name, str(version), role)
-                live.add(labels)
-                info = scorer.info
-                self.score.ensure(labels, info.threshold)
-                self.instances.labels(*labels)
-                self.flagged.labels(*labels)
-                self.threshold.labels(*labels).set(info.threshold)
-                full: tuple[str, ...] = (*labels, info.detector_id, info.classifier_id)
-                info_labels.add(full)
-                self.info.labels(*full).set(1)
-            for serving_flag in ("flagged", "unflagged"):
-                for shadow_flag in ("flagged", "unflagged"):
-                    if det.shadow is not None:
-                        self.agreements.labels(name, serving_flag, shadow_flag)
-        for labels in self._live - live:
-            for metric in (self.instances, self.flagged, self.threshold):
-                _forget(metric, labels)
-        for full in self._info_labels - info_labels:
-            _forget(self.info, full)
-        self.score.keep(live)
-        self._live, self._info_labels = live, info_labels
-
-
-def _forget(metric: Counter | Gauge, labels: tuple[str, ...]) -> None:
-    try:
-        metric.remove(*labels)
-    except KeyError:
-        pass
-
-
-class ScoreWindow:
-    """Ring buffer of the last N scores and flags."""
-
-    def __init__(self, size: int) -> None:
-        self.scores = np.zeros(size, dtype=np.float32)
-        self.flags = np.zeros(size, dtype=bool)
-        self.size = size
-        self.pos = 0
-        self.filled = 0
-        self._lock = threading.Lock()
-
-    def add(self, scores: np.ndarray, flags: np.ndarray) -> None:
-        scores, flags = scores[-self.size :], flags[-self.size :]
-        n = len(scores)
-        with self._lock:
-            idx = (self.pos + np.arange(n)) % self.size
-            self.scores[idx] = scores
-            self.flags[idx] = flags
-            self.pos = (self.pos + n) % self.size
-            self.filled = min(self.size, self.filled + n)
-
-    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock:
-            return self.scores[: self.filled].copy() if self.filled < self.size else self.scores.copy(), (
-                self.flags[: self.filled].copy() if self.filled < self.size else self.flags.copy()
-            )
-
-    def flag_rate(self) -> float:
-        with self._lock:
-            return float(self.flags[: self.filled].mean()) if self.filled else 0.0
 
 
 class PipelineMetrics:
@@ -375,7 +157,7 @@ class PipelineMetrics:
                 self.feedback_flag.labels(flag, undefended)
         for result in ("sent", "sampled_out", "rejected"):
             self.flagged_captured.labels(result)
-        self.detectors = DetectorMetrics(registry)
+        self.detectors = DetectorMetrics(registry, window_size)
         self.class_counter = None
         if n_classes is not None and n_classes <= max_class_labels:
             self.class_counter = Counter(
@@ -443,6 +225,8 @@ class PipelineMetrics:
             for (flag, undefended), n in outcome.confusion.items():
                 self.feedback_flag.labels(flag, undefended).inc(n)
             self.feedback_last.set_to_current_time()
+            for version in outcome.versions:
+                self.detectors.feedback(version)
 
     def set_feedback_state(self, answers: int, instances: int) -> None:
         self.feedback_join_answers.set(answers)
@@ -466,6 +250,7 @@ class PipelineMetrics:
 
     # --- drift, off the hot path
     def update_drift(self) -> None:
+        self.detectors.update_drift()
         if self.reference is None:
             return
         scores, _ = self.window.snapshot()

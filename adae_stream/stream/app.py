@@ -52,7 +52,7 @@ from adae_stream.stream.codecs import (
 )
 from adae_stream.stream.codecs.tensors import conform
 from adae_stream.stream.commit import AtLeastOnceCommitter, Committer, TransactionalCommitter
-from adae_stream.stream.feedback import FeedbackJoin, Outcome, parse_feedback, rebuild
+from adae_stream.stream.feedback import PREDICTIONS, FeedbackJoin, Outcome, parse_feedback, rebuild
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.rebalance import RebalanceListener
@@ -452,6 +452,7 @@ class Pipeline:
             for req in lane.batcher.discard_partitions(partitions):
                 lane.assembler.discard(req)
             lane.assembler.discard_partitions(partitions)
+            lane.shadow_parts.discard_partitions(partitions)
         self._assigned -= partitions
         self._unpositioned -= partitions
         for tp in partitions:
@@ -578,24 +579,29 @@ class Pipeline:
             for req, res in lane.assembler.add(batch, {k: result[k] for k in self._fields}):
                 self._publish(lane, req, res)
             if detector.shadow is not None and detector.shadow_version is not None:
-                self._shadow(detector.name, detector.shadow_version, detector.shadow, batch, result)
+                self._shadow(lane, detector.shadow_version, detector.shadow, batch, result)
 
-    def _shadow(self, name: str, version: int, scorer: StreamScorer, batch: Batch, serving: dict) -> None:
-        """The candidate on the same instances, after the answers are sent: metrics only, never answers,
-        captures or commits; a shadow that fails costs its own figures, nothing else."""
+    def _shadow(self, lane: Lane, version: int, scorer: StreamScorer, batch: Batch, serving: dict) -> None:
+        """The candidate on the same instances, after the answers are sent: metrics and the feedback join
+        only, never answers, captures or commits; a shadow that fails costs its own figures, nothing else."""
         try:
             shadow = scorer(batch.x)
         except Exception as exc:
-            log.warning("shadow version %d of %s failed on a batch of %d: %s", version, name, batch.size, exc)
+            log.warning("shadow version %d of %s failed on a batch of %d: %s", version, lane.name, batch.size, exc)
             return
-        self.metrics.observe_detector(name, version, "shadow", shadow[INSTANCE_SCORE], shadow[IS_ADVERSARIAL])
-        self.metrics.shadow_agreement(name, serving[IS_ADVERSARIAL], shadow[IS_ADVERSARIAL])
+        self.metrics.observe_detector(lane.name, version, "shadow", shadow[INSTANCE_SCORE], shadow[IS_ADVERSARIAL])
+        self.metrics.shadow_agreement(lane.name, serving[IS_ADVERSARIAL], shadow[IS_ADVERSARIAL])
+        if self.join is not None:
+            joined = {k: shadow[k] for k in (*PREDICTIONS, IS_ADVERSARIAL)}
+            for req, fields in lane.shadow_parts.add(batch, joined):
+                self.join.remember_shadow(req.id, str(version), fields)
 
     def _scoring_failed(self, lane: Lane, batch: Batch, exc: Exception) -> None:
         log.error("scoring a batch of %d instances with %s failed: %s", batch.size, lane.name, exc)
         for req in {id(s.request): s.request for s in batch.segments}.values():
             lane.batcher.discard(req)
             lane.assembler.discard(req)
+            lane.shadow_parts.discard(req)
             self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
 
     def _take_new_detectors(self) -> None:
@@ -653,7 +659,7 @@ class Pipeline:
         if (
             self.sink.answer(req, result, lane.answer_info) and self.join is not None
         ):  # only answers that go out can be labelled
-            self.join.remember(req.id, result)
+            self.join.remember(req.id, result, None, lane.name, lane.answer_info["model_version"])
 
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:

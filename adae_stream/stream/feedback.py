@@ -5,9 +5,12 @@ A feedback record carries the true labels of an earlier request, ``{"id": "<requ
 answer, more than once, for unknown ids, or never.
 
 The join keeps, per answered request, the per-instance predictions (no_defense, defense, corrected),
-flags and scores, for ``feedback.window_s``. Nothing else stores them: the output topic already is the
-changelog, so after a restart the state is rebuilt by reading it from the offsets at now minus the
-window. Memory is bounded by ``feedback.max_instances`` (oldest answers go first) and exported.
+flags and scores, for ``feedback.window_s``, with the detector and version that answered, and where a
+shadow version scored the same instances, its predictions and flags too: labels then give live accuracy
+per detector, version and role, so a candidate is judged on real labels before it is promoted.
+Nothing else stores them: the output topic already is the changelog, so after a restart the state is
+rebuilt by reading it from the offsets at now minus the window (without the shadow's scoring, which
+no topic holds). Memory is bounded by ``feedback.max_instances`` (oldest answers go first) and exported.
 A label for a (request, instance) counts once while its answer is in the window.
 """
 
@@ -24,34 +27,74 @@ import numpy as np
 
 from adae_stream.errors import DecodeError
 from adae_stream.scoring import CORRECTED, DEFENSE, IS_ADVERSARIAL, NO_DEFENSE
-from adae_stream.stream.codecs.records import parse_json
+from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS = (NO_DEFENSE, DEFENSE, CORRECTED)
+
 # What became of a feedback record (the `result` label of adae_feedback_records_total).
 FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "dead_letter")
 MAX_LABELS = 1_000_000
+WHO_ANSWERED = (MODEL_NAME_HEADER, MODEL_VERSION_HEADER)
 
 
 @dataclass
-class Answer:
-    """What the service answered for one request, as the join needs it."""
+class Scored:
+    """One version's predictions and flags for a request's instances."""
 
-    timestamp_s: float
+    detector: str
+    version: str
+    role: str  # "serving" (the answer) | "shadow"
     no_defense: np.ndarray
     defense: np.ndarray
     corrected: np.ndarray
     is_adversarial: np.ndarray
+
+    @classmethod
+    def of(cls, detector: str, version: str, role: str, fields: dict[str, np.ndarray]) -> Scored:
+        return cls(detector, version, role, *(np.asarray(fields[k]) for k in (*PREDICTIONS, IS_ADVERSARIAL)))
+
+    def judged(self, new: np.ndarray, y: np.ndarray) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Correct predictions per defense, and (flag, undefended) counts, on the newly labelled instances."""
+        correct = {p: int((getattr(self, p)[new] == y).sum()) for p in PREDICTIONS}
+        undefended_wrong = self.no_defense[new] != y
+        flagged = self.is_adversarial[new].astype(bool)
+        confusion = {}
+        for flag_name, flag_mask in (("flagged", flagged), ("unflagged", ~flagged)):
+            for outcome_name, mask in (("wrong", undefended_wrong), ("correct", ~undefended_wrong)):
+                confusion[(flag_name, outcome_name)] = int((flag_mask & mask).sum())
+        return correct, confusion
+
+
+@dataclass
+class Answer:
+    """What the service answered for one request, as the join needs it (and its shadow's scoring)."""
+
+    timestamp_s: float
+    serving: Scored
+    shadow: Scored | None = None
     labelled: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.labelled = np.zeros(len(self.corrected), dtype=bool)
+        self.labelled = np.zeros(len(self.serving.corrected), dtype=bool)
 
     @property
     def n(self) -> int:
-        return len(self.corrected)
+        return len(self.serving.corrected)
+
+
+@dataclass
+class VersionOutcome:
+    """A joined feedback record's counts for one detector version in one role."""
+
+    detector: str
+    version: str
+    role: str
+    instances: int
+    correct: dict[str, int]
+    confusion: dict[tuple[str, str], int]
 
 
 @dataclass
@@ -62,6 +105,7 @@ class Outcome:
     instances: int = 0
     correct: dict[str, int] = field(default_factory=dict)
     confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
+    versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
 
 
 class FeedbackMetrics(Protocol):
@@ -109,19 +153,33 @@ class FeedbackJoin:
     def instances(self) -> int:
         return self._instances
 
-    def remember(self, request_id: str, fields: dict[str, np.ndarray], timestamp_s: float | None = None) -> None:
-        """Keep an answer (live, or read back from the output topic at start-up)."""
+    def remember(
+        self,
+        request_id: str,
+        fields: dict[str, np.ndarray],
+        timestamp_s: float | None = None,
+        detector: str = "",
+        version: str = "",
+    ) -> None:
+        """Keep an answer (live, or read back from the output topic at start-up) and who gave it."""
         if not all(k in fields for k in (*PREDICTIONS, IS_ADVERSARIAL)):
             return  # an answer without all predictions (return_all_predictions off) cannot be joined
         ts = self.clock() if timestamp_s is None else timestamp_s
         old = self._answers.pop(request_id, None)
         if old is not None:
             self._instances -= old.n
-        answer = Answer(ts, *(np.asarray(fields[k]) for k in (*PREDICTIONS, IS_ADVERSARIAL)))
+        answer = Answer(ts, Scored.of(detector, version, "serving", fields))
         self._answers[request_id] = answer
         self._instances += answer.n
         self._gone.pop(request_id, None)
         self._evict()
+
+    def remember_shadow(self, request_id: str, version: str, fields: dict[str, np.ndarray]) -> None:
+        """The shadow version's scoring of an answer already remembered (it runs after the answer is sent);
+        the shadow of an answer not held (evicted, or without all predictions) is not kept."""
+        answer = self._answers.get(request_id)
+        if answer is not None and len(fields[CORRECTED]) == answer.n:
+            answer.shadow = Scored.of(answer.serving.detector, version, "shadow", fields)
 
     def label(self, request_id: str, labels: np.ndarray) -> Outcome:
         """Join one feedback record; raises DecodeError (shape) when its label count is not the answer's."""
@@ -140,14 +198,13 @@ class FeedbackJoin:
                 outcome = Outcome("duplicate")
             else:
                 y = labels[new]
-                correct = {p: int((getattr(answer, p)[new] == y).sum()) for p in PREDICTIONS}
-                undefended_wrong = answer.no_defense[new] != y
-                flagged = answer.is_adversarial[new].astype(bool)
-                confusion = {}
-                for flag_name, flag_mask in (("flagged", flagged), ("unflagged", ~flagged)):
-                    for outcome_name, mask in (("wrong", undefended_wrong), ("correct", ~undefended_wrong)):
-                        confusion[(flag_name, outcome_name)] = int((flag_mask & mask).sum())
-                outcome = Outcome("joined", int(new.sum()), correct, confusion)
+                correct, confusion = answer.serving.judged(new, y)
+                versions = [
+                    VersionOutcome(s.detector, s.version, s.role, int(new.sum()), *s.judged(new, y))
+                    for s in (answer.serving, answer.shadow)
+                    if s is not None and s.detector
+                ]
+                outcome = Outcome("joined", int(new.sum()), correct, confusion, versions)
         if self.metrics is not None:
             self.metrics.feedback_outcome(outcome)
         return outcome
@@ -177,6 +234,8 @@ def rebuild(join: FeedbackJoin, records: list[Any], decode_response: Callable[[b
         except Exception:
             continue
         if isinstance(answer.get("id"), str) and INSTANCE_INDEX not in answer:
-            join.remember(answer["id"], answer, rec.timestamp / 1000.0)
+            headers = dict(rec.headers or ())
+            name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
+            join.remember(answer["id"], answer, rec.timestamp / 1000.0, name, version)
             kept += 1
     return kept

@@ -34,6 +34,7 @@ class Lane:
     detector: ServingDetector
     batcher: Batcher
     assembler: Assembler = field(default_factory=Assembler)
+    shadow_parts: Assembler = field(default_factory=Assembler)  # the shadow's slices of split requests
 
     def __post_init__(self) -> None:
         self.answer_info = answer_identity(self.detector)

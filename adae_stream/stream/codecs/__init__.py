@@ -29,6 +29,8 @@ from adae_stream.stream.codecs.npy import NPY_MAGIC, decode_npy, encode_npy
 from adae_stream.stream.codecs.records import (
     CLOUDEVENTS_JSON,
     JSON,
+    MODEL_NAME_HEADER,
+    MODEL_VERSION_HEADER,
     NPY,
     OCTET_STREAM,
     PROTOBUF,
@@ -151,6 +153,8 @@ def encode(
         ("request-id", request.id.encode()),
         ("adae-threshold", repr(info["threshold"]).encode()),
         ("adae-detector-id", info["detector_id"].encode()),
+        (MODEL_NAME_HEADER, info["model_name"].encode()),
+        (MODEL_VERSION_HEADER, info["model_version"].encode()),
         *extra,
         *echoed_headers(request.record),
     ]

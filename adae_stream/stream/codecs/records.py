@@ -108,6 +108,11 @@ def parse_json(value: bytes, source: str) -> Any:
         raise DecodeError("decode", f"{source} is not JSON: {str(exc)[:200]}") from None
 
 
+# Every answer names the detector and version that gave it in these headers (and as model_name /
+# model_version in its body where the family has them), so the feedback join rebuilt after a restart
+# knows them too, whatever the family.
+MODEL_NAME_HEADER, MODEL_VERSION_HEADER = "adae-model-name", "adae-model-version"
+
 # Where a record of ours came from: on dead letters and flagged captures.
 SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 
