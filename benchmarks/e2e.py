@@ -467,7 +467,7 @@ def latency(
         bootstrap, det, det_path, x, per_request, rate_rps, seconds, max_batch, buckets, delay_ms, fetch_wait_ms
     )
     typical = max(1, min(max_batch, round(rate_rps * per_request * (delay_ms / 1000.0 + 0.02))))
-    (lane,) = pipeline.lanes
+    (lane,) = pipeline.path.lanes
     scorer = lane.detector.scorer  # the run's own scorer, already traced for every bucket
     xb = x[:typical]
     scorer(xb)

@@ -73,7 +73,7 @@ def pipeline(consumer) -> Pipeline:
     )
     p = Pipeline(cfg, Scorer(), None, cfg.kafka.bootstrap_servers)
     p.consumer = consumer
-    p.committer = AtLeastOnceCommitter(consumer, p.tracker, lambda: p._assigned, 0.2, 1.0)
+    p.committer = AtLeastOnceCommitter(consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0)
     return p
 
 
@@ -89,46 +89,46 @@ def request(tp: TopicPartition, offset: int, n: int = 3) -> Request:
 def test_failed_committed_read_pauses_and_never_skips_records():
     consumer = Consumer({A: 10, B: 20}, failures={B: 2})
     p = pipeline(consumer)
-    p.assignments.put({A, B})
-    assert p._position_assigned() == {A, B}  # records of both in this poll are skipped
+    p.partitions.incoming.put({A, B})
+    assert p.partitions.position(p.consumer) == {A, B}  # records of both in this poll are skipped
     assert consumer.sought == {A: 10} and consumer.paused == {B}
-    assert p._position_assigned() == {B}  # A is read normally now; B still unread: still skipped
+    assert p.partitions.position(p.consumer) == {B}  # A is read normally now; B still unread: still skipped
     assert B not in consumer.sought and consumer.paused == {B}
-    assert p._position_assigned() == {B}  # sought on this turn: its records in this poll came before the seek
+    assert p.partitions.position(p.consumer) == {B}  # sought on this turn: its records in this poll came before the seek
     assert consumer.sought == {A: 10, B: 20} and not consumer.paused
-    assert p._position_assigned() == set()
+    assert p.partitions.position(p.consumer) == set()
     assert p.ready is True
 
 
 def test_partition_without_committed_offset_follows_the_reset_policy():
     consumer = Consumer({})
     p = pipeline(consumer)
-    p.assignments.put({A})
-    p._position_assigned()
+    p.partitions.incoming.put({A})
+    p.partitions.position(p.consumer)
     assert consumer.sought == {A: "beginning"}
 
 
 def test_lost_partitions_drop_their_pending_requests():
     p = pipeline(Consumer({}))
-    p.assignments.put({A, B})
-    p._position_assigned()
-    (lane,) = p.lanes
+    p.partitions.incoming.put({A, B})
+    p.partitions.position(p.consumer)
+    (lane,) = p.path.lanes
     for tp, off in ((A, 0), (B, 0), (A, 1)):
         p.tracker.add(tp, off)
         lane.batcher.add(request(tp, off))
     p.lose({A})
     pending = [entry[0].record.partition for entry in lane.batcher._queue]
     assert pending == [1] and lane.batcher.pending_instances == 3
-    assert p._assigned == {B} and p.tracker.commit_point(A) is None and p.tracker.commit_point(B) == 0
-    assert p.assignments.empty()  # at-least-once: the partitions we keep go on where they are
+    assert p.partitions.assigned == {B} and p.tracker.commit_point(A) is None and p.tracker.commit_point(B) == 0
+    assert p.partitions.incoming.empty()  # at-least-once: the partitions we keep go on where they are
 
 
 def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     consumer, producer = Consumer({A: 5, B: 7}), Producer()
     p = pipeline(consumer)
-    p.committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p._assigned, 0.2, 1.0, Tally())
-    p.assignments.put({A, B})
-    p._position_assigned()
+    p.committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, Tally())
+    p.partitions.incoming.put({A, B})
+    p.partitions.position(p.consumer)
     p.committer.before_send()
     for tp in (A, B):
         p.tracker.add(tp, 5 if tp == A else 7)
@@ -136,15 +136,39 @@ def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     p.lose({A})
     assert producer.calls == ["begin", "abort"]
     assert p.tracker.to_commit() == {}  # nothing of the aborted transaction can be committed
-    assert p.assignments.get_nowait() == {B}  # B is sought back to its committed offset and redone
+    assert p.partitions.incoming.get_nowait() == {B}  # B is sought back to its committed offset and redone
     consumer.sought.clear()
-    p.assignments.put({B})
-    p._position_assigned()
+    p.partitions.incoming.put({B})
+    p.partitions.position(p.consumer)
     assert consumer.sought == {B: 7}
 
 
 def test_abandon_without_an_open_transaction_aborts_nothing():
     consumer, producer = Consumer({}), Producer()
     p = pipeline(consumer)
-    committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p._assigned, 0.2, 1.0, Tally())
+    committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, Tally())
     assert committer.abandon() is False and producer.calls == []
+
+
+def test_partition_state_has_one_owner_that_runs_without_a_pipeline():
+    from adae_stream.config import BatchingConfig
+    from adae_stream.scoring import ServingDetector
+    from adae_stream.stream.assignments import Assignments
+    from adae_stream.stream.lanes import Lanes
+    from adae_stream.stream.offsets import OffsetTracker
+
+    lanes = Lanes(BatchingConfig(), {"x": ServingDetector("x", 1, Scorer()), "y": ServingDetector("y", 1, Scorer())})
+    forgotten: list = []
+    state = Assignments(OffsetTracker(), lanes, "earliest", 1.0, on_forget=forgotten.append)
+    consumer = Consumer({A: 3})
+    state.incoming.put({A, B})
+    assert state.position(consumer) == {A, B} and state.positioned == {A, B}
+    assert consumer.sought == {A: 3, B: "beginning"}
+    x, y = lanes
+    for lane, tp in ((x, A), (y, A), (y, B)):
+        state.tracker.add(tp, 3)
+        lane.batcher.add(request(tp, 3))
+    state.forget({A})  # every lane and the tracker let go of A at once
+    assert [len(lane.batcher) for lane in lanes] == [0, 1]
+    assert state.tracker.commit_point(A) is None and state.tracker.commit_point(B) == 3
+    assert state.assigned == {B} and forgotten == [A]

@@ -11,7 +11,6 @@ pending work and aborts an open transaction: their new owner redoes them.
 from __future__ import annotations
 
 import logging
-import queue
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -27,7 +26,8 @@ class PartitionOwner(Protocol):
     """What the hooks need of the pipeline (stream/app.py's Pipeline)."""
 
     closing: bool  # set at shutdown: close() may revoke, and the drain already did that work
-    assignments: queue.SimpleQueue[set[TopicPartition]]  # read by the pipeline thread
+
+    def assigned(self, partitions: set[TopicPartition]) -> None: ...
 
     @property
     def committer(self) -> Committer: ...
@@ -58,7 +58,7 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
         pipeline.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.pipeline.assignments.put(set(assigned))
+        self.pipeline.assigned(set(assigned))
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         log.warning(

@@ -1,0 +1,204 @@
+"""The record path: decode -> route -> lane -> batch -> score -> split -> answer, and the shadow after.
+
+Every step for one record sits inside an error boundary: whatever one record does, it costs that record
+(dead-lettered with a reason), never the service. The loop (app.py) owns the clients, the partitions and
+the commit; this object owns what happens to a record between the poll and the sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from adae_stream.config import Config
+from adae_stream.errors import DecodeError, NotARequest
+from adae_stream.scoring import (
+    CORRECTED,
+    INSTANCE_SCORE,
+    IS_ADVERSARIAL,
+    NO_DEFENSE,
+    DetectorSource,
+    StreamScorer,
+    answer_fields,
+)
+from adae_stream.stream.batcher import Batch
+from adae_stream.stream.codecs import INSTANCE_INDEX, RESULT_DTYPES, RawRecord, Request, decode, encode_flagged
+from adae_stream.stream.codecs.tensors import conform
+from adae_stream.stream.feedback import PREDICTIONS, FeedbackJoin, Outcome, parse_feedback
+from adae_stream.stream.lanes import Lane, Lanes
+from adae_stream.stream.routing import Router, parse_routes
+from adae_stream.stream.sink import Sink, Tally
+from adae_stream.stream.telemetry import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class RecordPath:
+    def __init__(
+        self,
+        cfg: Config,
+        detectors: DetectorSource,
+        metrics: Metrics,
+        stats: Tally,
+        sink: Callable[[], Sink],
+        join: FeedbackJoin | None,
+    ) -> None:
+        self.cfg = cfg
+        self.kafka = cfg.kafka
+        self.detectors = detectors
+        self.router = Router(parse_routes(cfg.detector.routes), getattr(detectors, "default", None))
+        self.lanes = Lanes(cfg.batching, detectors.current())
+        self.metrics = metrics
+        self.stats = stats
+        self._sink = sink
+        self.join = join
+        self._fields = answer_fields(cfg.detector.return_instance_score, cfg.detector.return_all_predictions)
+        metrics.set_detectors(dict(detectors.current()))
+
+    @property
+    def sink(self) -> Sink:
+        return self._sink()
+
+    def ingest(self, rec: Any) -> None:
+        raw = RawRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers or [], rec.timestamp)
+        if self.join is not None and rec.topic == self.kafka.feedback_topic:
+            self._feedback(self.join, raw)
+            return
+        try:
+            # decoded before its detector is known (the model may be named in the body), then checked
+            # against that detector's input
+            req = decode(raw, None, self.kafka.max_message_bytes)
+            lane = self.lanes.get(self.router.detector_for(req, self.lanes.names))
+            if lane is None:  # another model's traffic: not bad input, nothing of ours to say
+                self.sink.skip(raw, "skipped", "unrouted")
+                return
+            req.instances = conform(req.instances, lane.input_shape)
+        except DecodeError as exc:
+            self.sink.dead_letter(raw, exc.reason, exc.message)
+            return
+        except NotARequest as exc:
+            self.sink.skip(raw, "skipped", exc.kind)
+            return
+        except Exception as exc:  # a decoder bug costs this record, not the service
+            log.exception("decoding %s-%d@%d raised unexpectedly", rec.topic, rec.partition, rec.offset)
+            self.sink.dead_letter(raw, "internal", f"decoding raised {type(exc).__name__}: {exc}"[:500])
+            return
+        if req.n == 0:  # nothing to score: answered at once, with empty outputs
+            self._publish(lane, req, {k: np.empty(0, RESULT_DTYPES[k]) for k in self._fields})
+            return
+        req.arrival = time.monotonic()
+        lane.batcher.add(req)
+
+    def score(self, force: bool) -> None:
+        for lane in self.lanes:
+            self.score_lane(lane, force)
+
+    def score_lane(self, lane: Lane, force: bool) -> None:
+        """Every batch a lane has due, on the version that serves it now; the shadow after the answers."""
+        detector = lane.detector
+        while (batch := lane.batcher.take(force=force)) is not None:
+            t0 = time.perf_counter()
+            try:
+                result = detector.scorer(batch.x)
+            except Exception as exc:  # a failing batch costs its requests, not the process
+                self._scoring_failed(lane, batch, exc)
+                continue
+            elapsed = time.perf_counter() - t0
+            self.stats.add("batches")
+            self.stats.add("instances", batch.size)
+            self.metrics.observe_batch(batch.size, elapsed)
+            self.metrics.observe_results(
+                result[INSTANCE_SCORE], result[IS_ADVERSARIAL], result[CORRECTED], result[NO_DEFENSE]
+            )
+            self.metrics.observe_detector(
+                detector.name, detector.version, "serving", result[INSTANCE_SCORE], result[IS_ADVERSARIAL]
+            )
+            for req, res in lane.assembler.add(batch, {k: result[k] for k in self._fields}):
+                self._publish(lane, req, res)
+            if detector.shadow is not None and detector.shadow_version is not None:
+                self._shadow(lane, detector.shadow_version, detector.shadow, batch, result)
+
+    def _shadow(self, lane: Lane, version: int, scorer: StreamScorer, batch: Batch, serving: dict) -> None:
+        """The candidate on the same instances, after the answers are sent: metrics and the feedback join
+        only, never answers, captures or commits; a shadow that fails costs its own figures, nothing else."""
+        try:
+            shadow = scorer(batch.x)
+        except Exception as exc:
+            log.warning("shadow version %d of %s failed on a batch of %d: %s", version, lane.name, batch.size, exc)
+            return
+        self.metrics.observe_detector(lane.name, version, "shadow", shadow[INSTANCE_SCORE], shadow[IS_ADVERSARIAL])
+        self.metrics.shadow_agreement(lane.name, serving[IS_ADVERSARIAL], shadow[IS_ADVERSARIAL])
+        if self.join is not None:
+            joined = {k: shadow[k] for k in (*PREDICTIONS, IS_ADVERSARIAL)}
+            for req, fields in lane.shadow_parts.add(batch, joined):
+                self.join.remember_shadow(req.id, str(version), fields)
+
+    def _scoring_failed(self, lane: Lane, batch: Batch, exc: Exception) -> None:
+        log.error("scoring a batch of %d instances with %s failed: %s", batch.size, lane.name, exc)
+        for req in {id(s.request): s.request for s in batch.segments}.values():
+            lane.batcher.discard(req)
+            lane.assembler.discard(req)
+            lane.shadow_parts.discard(req)
+            self.sink.dead_letter(req.record, "scoring", f"{type(exc).__name__}: {exc}"[:500])
+
+    def take_new_detectors(self) -> None:
+        """A repository change, loaded and warmed up off the loop, takes over here: between batches."""
+        detectors = self.detectors.changed()
+        if detectors is None:
+            return
+        changes = self.lanes.apply(detectors, drain=lambda lane: self.score_lane(lane, force=True))
+        self.metrics.set_detectors(dict(detectors))
+        if changes:
+            log.info("detectors changed: %s", "; ".join(changes))
+
+    def _feedback(self, join: FeedbackJoin, raw: RawRecord) -> None:
+        """Labels for an earlier answer: joined and counted; malformed ones are dead-lettered."""
+        try:
+            request_id, labels = parse_feedback(raw.value)
+            join.label(request_id, labels)
+        except DecodeError as exc:
+            self.metrics.feedback_outcome(Outcome("dead_letter"))
+            self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
+            return
+        self.sink.skip(raw, "feedback")
+
+    def _capture_flagged(self, topic: str, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
+        """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""
+        flagged = np.flatnonzero(result[IS_ADVERSARIAL])
+        if flagged.size == 0:
+            return
+        if zlib.crc32(req.id.encode("utf-8", "replace")) / 2**32 >= self.cfg.flagged.sample_rate:
+            self.metrics.flagged_capture("sampled_out")
+            return
+        keep = flagged[: self.cfg.flagged.max_instances]
+        fields = {INSTANCE_INDEX: keep.astype(np.int64), **{k: v[keep] for k, v in result.items()}}
+        try:
+            payload, headers = encode_flagged(req, req.instances[keep], fields, lane.answer_info)
+        except Exception as exc:  # a capture is a copy: it costs itself, never the answer
+            log.warning("flagged capture of request %r could not be encoded: %s", req.id, exc)
+            self.metrics.flagged_capture("rejected")
+            return
+        if flagged.size > keep.size:
+            headers.append(("flagged-truncated-from", str(flagged.size).encode()))
+        self.sink.capture(topic, req.record, payload, headers)
+
+    def _publish(self, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
+        """Answer (and remember it for feedback), or under a monitor-only kafka.publish, the flagged
+        instances alone or nothing; capture flagged requests when kafka.flagged_topic is set."""
+        if self.kafka.flagged_topic:
+            self._capture_flagged(self.kafka.flagged_topic, lane, req, result)
+        if self.kafka.publish != "answers":
+            flagged = np.flatnonzero(result[IS_ADVERSARIAL])
+            if self.kafka.publish == "nothing" or flagged.size == 0:
+                self.sink.skip(req.record, "monitored")
+                return
+            result = {INSTANCE_INDEX: flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
+        if (
+            self.sink.answer(req, result, lane.answer_info) and self.join is not None
+        ):  # only answers that go out can be labelled
+            self.join.remember(req.id, result, None, lane.name, lane.answer_info["model_version"])
