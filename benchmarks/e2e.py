@@ -232,7 +232,14 @@ def kafka_alone(bootstrap: str, x: np.ndarray, fmt: str, per_request: int, n_req
 
 
 def _generate(
-    bootstrap: str, topic: str, payloads: list[bytes], headers: list, rate_rps: float, n: int, prefix: str
+    bootstrap: str,
+    topic: str,
+    payloads: list[bytes],
+    headers: list,
+    rate_rps: float,
+    n: int,
+    prefix: str,
+    models: tuple[str, ...] = (),
 ) -> None:
     """The load generator, run in its own process so it does not share the pipeline's GIL.
 
@@ -240,12 +247,14 @@ def _generate(
     every request was its own produce request, and the generator plus the broker took ~0.25 core more
     of the 2 the pipeline runs on (machine 1.58 -> 1.30 cores busy at 2,344 requests/s). Both sides of
     every comparison use this same generator, so the 0-2 ms it may add cancels in "added" latency.
+    ``models``: request i names models[i % len(models)] in an ``mlserver-model`` header (routing).
     """
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
     start = time.monotonic()
     for i in range(n):
         rid = f"{prefix}-{i}".encode()
-        p.send(topic, value=payloads[i % len(payloads)], key=rid, headers=[*headers, ("request-id", rid)])
+        routed = [("mlserver-model", models[i % len(models)].encode())] if models else []
+        p.send(topic, value=payloads[i % len(payloads)], key=rid, headers=[*headers, *routed, ("request-id", rid)])
         time.sleep(max(0.0, start + (i + 1) / rate_rps - time.monotonic()))
     p.flush()
     p.close()
@@ -257,7 +266,14 @@ def _npy_payloads(x: np.ndarray, per_request: int) -> tuple[list[bytes], list]:
 
 
 def _offer(
-    bootstrap: str, topic: str, x: np.ndarray, per_request: int, rate_rps: float, seconds: float, prefix: str
+    bootstrap: str,
+    topic: str,
+    x: np.ndarray,
+    per_request: int,
+    rate_rps: float,
+    seconds: float,
+    prefix: str,
+    models: tuple[str, ...] = (),
 ) -> int:
     """Send npy requests at rate_rps for `seconds` from a separate process; returns how many were sent."""
     import multiprocessing
@@ -265,7 +281,7 @@ def _offer(
     payloads, headers = _npy_payloads(x, per_request)
     n = max(1, int(rate_rps * seconds))
     gen = multiprocessing.get_context("spawn").Process(
-        target=_generate, args=(bootstrap, topic, payloads, headers, rate_rps, n, prefix)
+        target=_generate, args=(bootstrap, topic, payloads, headers, rate_rps, n, prefix, models)
     )
     gen.start()
     gen.join(seconds + 120)

@@ -18,6 +18,8 @@ from prometheus_client import generate_latest
 from adae_stream.config import load_config
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.monitoring.server import MetricsServer
+from adae_stream.scoring import ScorerInfo, ServingDetector
+from adae_stream.stream.feedback import Outcome, VersionOutcome
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -38,6 +40,16 @@ def exported_names() -> set[str]:
     m.observe_batch(2, 0.001)
     m.request_done("ok", end_to_end_s=0.01)
     m.set_lag("t", 0, 3)
+    # a repository's series: a serving and a shadow version, their agreement, feedback and a refused load
+    info = ScorerInfo((2,), 0.1, 3, "x", "d1", "c1", reference_scores=np.linspace(0, 1, 50))
+    scorer = type("Scorer", (), {"info": info})()
+    m.set_detectors({"digits": ServingDetector("digits", 2, scorer, 1, scorer)})
+    for role, version in (("serving", 2), ("shadow", 1)):
+        m.observe_detector("digits", version, role, np.linspace(0, 0.3, 20, dtype=np.float32), np.arange(20) > 15)
+    m.shadow_agreement("digits", np.array([True, False]), np.array([True, True]))
+    m.detector_load_failed("digits")
+    judged = ({"corrected": 1, "no_defense": 1, "defense": 1}, {("flagged", "wrong"): 1})
+    m.feedback_outcome(Outcome("joined", 1, *judged, [VersionOutcome("digits", "2", "serving", 1, *judged)]))
     m.update_drift()
     names = set()
     for line in generate_latest(m.registry).decode().splitlines():
@@ -70,6 +82,7 @@ def test_alert_rules_pass_promtool_unit_tests():
         "AdaeCorrectionHurts",
         "AdaeLiveAccuracyDrop",
         "AdaeFeedbackStopped",
+        "AdaeDetectorLoadFailed",
     } <= names
 
 
@@ -84,14 +97,19 @@ def test_dashboard_queries_reference_exported_metrics(exported_names):
     used = {tok for e in exprs for tok in METRIC_TOKEN.findall(e)}
     assert used - exported_names == set()
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for topic in ("heatmap", "flag rate", "drift", "throughput", "latency", "lag", "dead letter"):
+    for topic in ("heatmap", "flag rate", "drift", "throughput", "latency", "lag", "dead letter", "shadow", "version"):
         assert topic in titles
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert "adae_detector_info" in variables["detector"]["query"]  # the detector selector
     rules = {
         "groups": [
             {
                 "name": "dashboard",
                 "rules": [
-                    {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m").replace("$job", ".*")}
+                    {
+                        "record": f"dashboard:q{i}",
+                        "expr": e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$detector", ".*"),
+                    }
                     for i, e in enumerate(exprs)
                 ],
             }
@@ -132,7 +150,8 @@ def test_k8s_manifests_match_the_code():
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert pod["enableServiceLinks"] is False  # no ADAE_STREAM_* service variables in the pod's environment
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert "/etc/adae" in mounts and any(cfg.detector.path.startswith(m) for m in mounts)
+    detectors = cfg.detector.repository or cfg.detector.path
+    assert "/etc/adae" in mounts and detectors and any(detectors.startswith(m) for m in mounts)
     env = {e["name"]: "x" for e in container.get("env", [])}
     load_config(None, environ=env, overrides=yaml.safe_load(cm["data"]["config.yaml"]))  # env names are real keys
     svc = docs[("Service", "adae-stream")]

@@ -94,7 +94,9 @@ def test_failed_committed_read_pauses_and_never_skips_records():
     assert consumer.sought == {A: 10} and consumer.paused == {B}
     assert p.partitions.position(p.consumer) == {B}  # A is read normally now; B still unread: still skipped
     assert B not in consumer.sought and consumer.paused == {B}
-    assert p.partitions.position(p.consumer) == {B}  # sought on this turn: its records in this poll came before the seek
+    assert p.partitions.position(p.consumer) == {
+        B
+    }  # sought on this turn: its records in this poll came before the seek
     assert consumer.sought == {A: 10, B: 20} and not consumer.paused
     assert p.partitions.position(p.consumer) == set()
     assert p.ready is True
@@ -126,7 +128,9 @@ def test_lost_partitions_drop_their_pending_requests():
 def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     consumer, producer = Consumer({A: 5, B: 7}), Producer()
     p = pipeline(consumer)
-    p.committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, Tally())
+    p.committer = TransactionalCommitter(
+        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, Tally()
+    )
     p.partitions.incoming.put({A, B})
     p.partitions.position(p.consumer)
     p.committer.before_send()

@@ -58,6 +58,12 @@ class DetectorMetrics:
             labels,
             registry=registry,
         )
+        self.drift_p = Gauge(
+            "adae_detector_score_drift_p_value",
+            "Asymptotic p-value of each version's KS drift statistic.",
+            labels,
+            registry=registry,
+        )
         # which detector answers: content ids (detector/identity.py), so a dashboard shows when it changed
         self.info = Gauge(
             "adae_detector_info",
@@ -158,7 +164,7 @@ class DetectorMetrics:
                 info_labels.add(full)
                 self.info.labels(*full).set(1)
         for labels in set(self._live) - set(live):
-            for metric in (self.instances, self.flagged, self.threshold, self.flag_rate, self.drift):
+            for metric in (self.instances, self.flagged, self.threshold, self.flag_rate, self.drift, self.drift_p):
                 _forget(metric, labels)
         for full in self._info_labels - info_labels:
             _forget(self.info, full)
@@ -173,7 +179,9 @@ class DetectorMetrics:
         for labels, (window, reference) in live:
             scores, _ = window.snapshot()
             if reference is not None and len(scores) >= 10:
-                self.drift.labels(*labels).set(ks_2samp(scores, reference)[0])
+                statistic, p_value = ks_2samp(scores, reference)
+                self.drift.labels(*labels).set(statistic)
+                self.drift_p.labels(*labels).set(p_value)
 
     def _keep_feedback_series(self, detector: str, version: str, role: str) -> None:
         seen = self._feedback_versions.setdefault(detector, OrderedDict())

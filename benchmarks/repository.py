@@ -1,0 +1,271 @@
+"""Many detectors, measured: p99 latency across hot swaps against steady state, 4 detectors against 1 at
+the same total traffic, the shadow's cost, and resident memory per loaded detector and over 20 swaps.
+
+    python -m benchmarks.repository            # about 4 minutes on 2 cores
+    python -m benchmarks.repository --quick
+
+Everything runs in this process against the embedded broker, with the load generator in its own
+process (benchmarks/e2e.py). Every comparison is a ratio of two figures measured in the same run.
+The tabular model is used: its detector loads and traces in about a second, so a swap's background
+work is visible against a scoring cost of microseconds per instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MAX_BATCH, BUCKETS = 256, [1, 8, 32, 64, 128, 192, 256]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _config(bootstrap: str, root: Path):
+    from adae_stream.config import load_config
+
+    tag = uuid.uuid4().hex[:8]
+    return load_config(
+        None,
+        environ={},
+        overrides={
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": f"rin-{tag}",
+                "output_topic": f"rout-{tag}",
+                "dead_letter_topic": f"rdlq-{tag}",
+                "group_id": f"rg-{tag}",
+                "partitions": 4,
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+                "max_poll_records": 2000,
+                "fetch_max_wait_ms": 20,
+            },
+            "detector": {"repository": str(root)},
+            "batching": {"max_batch_size": MAX_BATCH, "max_batch_delay_ms": 5, "bucket_sizes": BUCKETS},
+            "metrics": {"enabled": False},
+        },
+    )
+
+
+def _repository(cfg, root: Path):
+    from adae_stream.detector.repository import DetectorRepository
+    from adae_stream.runner import load_scorer
+
+    repo = DetectorRepository(root, lambda path: load_scorer(cfg, path))
+    repo.refresh()
+    repo.changed()
+    return repo
+
+
+def _fill(root: Path, det, names: list[str], shadow: bool = False) -> None:
+    from adae_stream import save_detector
+
+    for name in names:
+        save_detector(det, root / name / "1")
+        if shadow:
+            save_detector(det, root / name / "2")
+            (root / name / "policy.yaml").write_text("serve: 1\nshadow: 2\n")
+
+
+def _run(bootstrap: str, root: Path, body, before=None):
+    """A pipeline over the repository at root, joined and warm; ``before(cfg)`` runs before it starts,
+    ``body(cfg, repo, requests, answers, t_ready)`` measures while it runs."""
+    from adae_stream.stream.app import Pipeline
+    from adae_stream.stream.clients import ensure_topics
+    from benchmarks.e2e import TopicReader
+
+    cfg = _config(bootstrap, root)
+    ensure_topics(cfg, bootstrap)
+    if before is not None:
+        before(cfg)
+    repo = _repository(cfg, root)
+    pipeline = Pipeline(cfg, repo, None, bootstrap)
+    thread = threading.Thread(target=pipeline.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not pipeline.ready and time.monotonic() < deadline:
+        time.sleep(0.001)  # the throughput clock starts here: consumption begins once partitions are assigned
+    t_ready = time.time()
+    try:
+        requests = TopicReader(bootstrap, cfg.kafka.input_topic)
+        answers = TopicReader(bootstrap, cfg.kafka.output_topic)
+        return body(cfg, repo, requests, answers, t_ready)
+    finally:
+        pipeline.stop()
+        thread.join(60)
+
+
+def throughput(bootstrap: str, det, x: np.ndarray, k: int, n_requests: int, per_request: int, shadow: bool) -> dict:
+    """Pre-produced requests spread over k detectors (routed by header): instances/s from the moment the
+    pipeline holds its partitions to the last answer (broker timestamps)."""
+    from benchmarks.e2e import _offer
+
+    root = Path(tempfile.mkdtemp(prefix="adae-repo-"))
+    models = tuple(f"m{i}" for i in range(k))
+    _fill(root, det, list(models), shadow)
+    sent: list[int] = []
+
+    def before(cfg) -> None:  # as fast as the generator goes: the backlog is there before the pipeline starts
+        sent.append(
+            _offer(bootstrap, cfg.kafka.input_topic, x, per_request, 50_000.0, n_requests / 50_000.0, "tp", models)
+        )
+
+    def body(cfg, repo, requests, answers, t_ready):
+        got = answers.wait(sent[0], 300)
+        span = (max(got.values()) - t_ready * 1000) / 1000
+        return {"detectors": k, "shadow": shadow, "requests": len(got), "inst_per_s": len(got) * per_request / span}
+
+    try:
+        return _run(bootstrap, root, body, before)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def swap_latency(bootstrap: str, det, x: np.ndarray, rate_rps: float, seconds: float, swaps: int) -> dict:
+    """The same offered load twice: steady, then with ``swaps`` new versions taken during it."""
+    from adae_stream import save_detector
+    from benchmarks.e2e import WARMUP_S, _offer, _step
+
+    root = Path(tempfile.mkdtemp(prefix="adae-repo-"))
+    _fill(root, det, ["m0"])
+    per_request = 8
+
+    def body(cfg, repo, requests, answers, t_ready):
+        topic = cfg.kafka.input_topic
+        warm = _offer(bootstrap, topic, x, per_request, rate_rps, WARMUP_S, "warm", ("m0",))
+        answers.wait(warm, 60)
+        n = _offer(bootstrap, topic, x, per_request, rate_rps, seconds, "steady", ("m0",))
+        steady = _step(requests.wait(warm + n, 60), answers.wait(warm + n, 60), "steady", n)["latency_ms"]
+        swap_times: list[tuple[float, float]] = []
+
+        def swapper() -> None:
+            time.sleep(seconds / (swaps + 1))
+            for version in range(2, swaps + 2):
+                t0 = time.time() * 1000
+                save_detector(det, root / "m0" / str(version))
+                repo.refresh()  # what the watcher thread does: load, warm up, publish
+                shutil.rmtree(root / "m0" / str(version - 1))
+                swap_times.append((t0, time.time() * 1000))
+                time.sleep(seconds / (swaps + 1))
+
+        t = threading.Thread(target=swapper, daemon=True)
+        t.start()
+        m = _offer(bootstrap, topic, x, per_request, rate_rps, seconds, "swap", ("m0",))
+        t.join(120)
+        got_req, got_ans = requests.wait(warm + n + m, 60), answers.wait(warm + n + m, 60)
+        during = _step(got_req, got_ans, "swap", m)["latency_ms"]
+        near = [
+            got_ans[k] - got_req[k]
+            for i in range(m)
+            if (k := f"swap-{i}".encode()) in got_ans and any(a - 500 <= got_req[k] <= b + 500 for a, b in swap_times)
+        ]
+        return {
+            "rate_rps": rate_rps,
+            "per_request": per_request,
+            "swaps": len(swap_times),
+            "swap_s": [round((b - a) / 1000, 2) for a, b in swap_times],
+            "steady_p50_ms": float(np.percentile(steady, 50)),
+            "steady_p99_ms": float(np.percentile(steady, 99)),
+            "swap_run_p99_ms": float(np.percentile(during, 99)),
+            "near_swap_requests": len(near),
+            "near_swap_p99_ms": float(np.percentile(near, 99)) if near else float("nan"),
+        }
+
+    try:
+        return _run(bootstrap, root, body)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def memory(det, counts: tuple[int, ...], swaps: int) -> dict:
+    """RSS after loading k detectors, and after each of ``swaps`` successive new versions of one."""
+    from adae_stream import save_detector
+    from adae_stream.config import load_config
+
+    cfg = load_config(None, environ={}, overrides={"batching": {"max_batch_size": MAX_BATCH, "bucket_sizes": BUCKETS}})
+    out: dict = {"loaded": []}
+    gc.collect()
+    base = rss_mb()
+    for k in counts:
+        root = Path(tempfile.mkdtemp(prefix="adae-repo-"))
+        _fill(root, det, [f"m{i}" for i in range(k)])
+        repo = _repository(cfg, root)
+        gc.collect()
+        out["loaded"].append({"detectors": k, "rss_mb": rss_mb(), "above_start_mb": rss_mb() - base})
+        del repo
+        gc.collect()
+        shutil.rmtree(root, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix="adae-repo-"))
+    _fill(root, det, ["m0"])
+    repo = _repository(cfg, root)
+    trace = []
+    for version in range(2, swaps + 2):
+        save_detector(det, root / "m0" / str(version))
+        repo.refresh()
+        shutil.rmtree(root / "m0" / str(version - 1))
+        gc.collect()
+        trace.append(rss_mb())
+    shutil.rmtree(root, ignore_errors=True)
+    out["swaps_rss_mb"] = [round(v, 1) for v in trace]
+    out["growth_first5_to_last5_mb"] = float(np.mean(trace[-5:]) - np.mean(trace[:5]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.repository")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    import platform
+
+    import tensorflow as tf
+
+    from adae_stream.stream.broker import EmbeddedBroker
+    from benchmarks.models import tabular
+
+    print(f"machine: {platform.machine()} {os.cpu_count()} cpus, TF {tf.__version__}")
+    det, x = tabular()
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    results["memory"] = memory(det, (1, 2, 4, 8), 20)
+    print(json.dumps(results["memory"]))
+    with EmbeddedBroker() as broker:
+        n = 2000 if args.quick else 6000
+        rows = [
+            throughput(broker.bootstrap, det, x, k, n, 8, shadow) for k, shadow in ((1, False), (4, False), (1, True))
+        ]
+        one, four, shadowed = rows
+        results["throughput"] = {
+            "rows": rows,
+            "four_vs_one": four["inst_per_s"] / one["inst_per_s"],
+            "shadow_vs_none": shadowed["inst_per_s"] / one["inst_per_s"],
+        }
+        print(json.dumps(results["throughput"]))
+        swap = swap_latency(broker.bootstrap, det, x, 200.0, 8.0 if args.quick else 20.0, 3 if args.quick else 6)
+        swap["swap_run_vs_steady_p99"] = swap["swap_run_p99_ms"] / swap["steady_p99_ms"]
+        swap["near_swap_vs_steady_p99"] = swap["near_swap_p99_ms"] / swap["steady_p99_ms"]
+        results["swap"] = swap
+        print(json.dumps(swap))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
