@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -38,30 +37,12 @@ def rss_mb() -> float:
 
 
 def _config(bootstrap: str, root: Path):
-    from adae_stream.config import load_config
+    """The end-to-end benchmark's settings, over a repository instead of one detector."""
+    from benchmarks.e2e import _config as e2e_config
 
-    tag = uuid.uuid4().hex[:8]
-    return load_config(
-        None,
-        environ={},
-        overrides={
-            "kafka": {
-                "bootstrap_servers": bootstrap,
-                "input_topic": f"rin-{tag}",
-                "output_topic": f"rout-{tag}",
-                "dead_letter_topic": f"rdlq-{tag}",
-                "group_id": f"rg-{tag}",
-                "partitions": 4,
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 1000,
-                "max_poll_records": 2000,
-                "fetch_max_wait_ms": 20,
-            },
-            "detector": {"repository": str(root)},
-            "batching": {"max_batch_size": MAX_BATCH, "max_batch_delay_ms": 5, "bucket_sizes": BUCKETS},
-            "metrics": {"enabled": False},
-        },
-    )
+    cfg = e2e_config(bootstrap, "", MAX_BATCH, 5, BUCKETS)
+    cfg.detector.path, cfg.detector.repository = None, str(root)
+    return cfg
 
 
 def _repository(cfg, root: Path):

@@ -10,6 +10,7 @@ import pytest
 
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import RawRecord, decode, decode_response, encode, encode_request
+from tests.answer_info import ANSWER_INFO
 
 SHAPE = (4,)
 MAX = 100_000
@@ -205,14 +206,7 @@ def test_npy_answer_is_exactly_what_numpy_writes(n):
     body, _ = encode(
         req,
         result,
-        {
-            "model_name": "m",
-            "model_version": "3",
-            "threshold": 0.5,
-            "detector_version": "v",
-            "detector_id": "d1",
-            "classifier_id": "c1",
-        },
+        ANSWER_INFO,
     )
     expected = np.zeros(
         n, dtype=[("corrected", np.int64), ("is_adversarial", np.bool_), ("instance_score", np.float32)]

@@ -8,6 +8,7 @@ import pytest
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import RawRecord, decode, encode, encode_request
 from adae_stream.stream.feedback import FeedbackJoin, parse_feedback, rebuild
+from tests.answer_info import ANSWER_INFO
 
 
 class Clock:
@@ -99,14 +100,7 @@ def test_rebuild_reads_answers_of_every_family_back():
         value, out_headers = encode(
             req,
             answer([i, 1], [i, 1], [i, 2], [True, False]),
-            {
-                "model_name": "m",
-                "model_version": "3",
-                "threshold": 0.5,
-                "detector_version": "v",
-                "detector_id": "d1",
-                "classifier_id": "c1",
-            },
+            ANSWER_INFO,
         )
         records.append(type("Rec", (), {"value": value, "headers": out_headers, "timestamp": 1_000_000 + i})())
     records.append(type("Rec", (), {"value": b"not ours", "headers": [], "timestamp": 1})())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
 from collections import defaultdict
 
@@ -30,6 +29,7 @@ from tests.answer_checks import assert_answers_match_detector, score_bound
 from tests.kafka_helpers import collect, make_config, producer
 from tests.platform_helpers import metrics, seldon_request
 from tests.process_helpers import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 FIELDS = ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
@@ -128,8 +128,16 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
         p.flush()
         p.close()
         answers = collect(broker.bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90)
-        time.sleep(1)
-        seen = metrics(port)
+        responses = sum(1 for f, _ in sent.values() if f == "kserve")
+        seen = wait_for(  # the last acks and skips reach the metrics a moment after the answers
+            lambda: (
+                (m := metrics(port)).get('adae_requests_total{status="ok"}', 0) >= len(sent)
+                and m.get('adae_skipped_total{kind="cloudevent_response"}', 0) >= responses
+                and m
+            ),
+            30,
+            "every answer and skipped response counted",
+        )
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -160,7 +168,7 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
         if family == "kserve":
             ce = headers["ce"]
             assert ce["type"] == "io.adae-stream.inference.response" and ce["inferenceservicename"] == "digits"
-    assert seen['adae_skipped_total{kind="cloudevent_response"}'] == sum(1 for f, _ in sent.values() if f == "kserve")
+    assert seen['adae_skipped_total{kind="cloudevent_response"}'] == responses
     assert seen['adae_requests_total{status="ok"}'] == len(sent)
 
 
@@ -210,15 +218,15 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
         answers = collect(broker.bootstrap, cfg.kafka.output_topic, len(flagged_requests), timeout_s=90)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            seen = metrics(port)
-            if (
-                seen.get("adae_instances_total", 0) >= 2 * len(requests)
-                and seen['adae_skipped_total{kind="seldon_response"}'] >= 40
-            ):
-                break
-            time.sleep(0.5)
+        seen = wait_for(
+            lambda: (
+                (m := metrics(port)).get("adae_instances_total", 0) >= 2 * len(requests)
+                and m['adae_skipped_total{kind="seldon_response"}'] >= 40
+                and m
+            ),
+            30,
+            "every instance scored and every response skipped",
+        )
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:

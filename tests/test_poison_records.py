@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import time
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from adae_stream.stream.broker import free_port
 from adae_stream.stream.codecs import decode_response, encode_request
 from tests.kafka_helpers import collect, make_config, producer
 from tests.process_helpers import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 LIMIT = 256 * 1024  # kafka.max_message_bytes
@@ -239,10 +239,13 @@ def test_every_class_of_bad_input_costs_only_its_record(
         expect_answers = {c.answer_id: c.n for c in all_cases if c.expect == "answer"} | good
         dlq = collect(broker.bootstrap, cfg.kafka.dead_letter_topic, len(expect_dlq), timeout_s=120)
         answers = collect(broker.bootstrap, cfg.kafka.output_topic, len(expect_answers), timeout_s=120)
-        time.sleep(1)  # let the last acks reach the metrics
         assert proc.proc.poll() is None, "the pipeline stopped:\n" + proc.text()[-3000:]
+        dead = wait_for(  # the last acks reach the metrics a moment after the records reach their topics
+            lambda: sum((d := metric_values(port, "adae_dead_letter_total")).values()) >= len(dlq) and d,
+            30,
+            "every dead letter counted",
+        )
         assert metric_values(port, "adae_ready") == {"adae_ready": 1.0}
-        dead = metric_values(port, "adae_dead_letter_total")
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0, proc.text()[-3000:]
     finally:
@@ -296,7 +299,14 @@ def test_every_class_of_bad_input_costs_only_its_record(
     proc.start()
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
-        time.sleep(3)
+        # caught up: every partition's lag is exported and 0, so anything it would redo is done by now
+        wait_for(
+            lambda: (
+                (lag := metric_values(port, "adae_consumer_lag{")) and len(lag) >= len(ends) and not any(lag.values())
+            ),
+            60,
+            "the restarted pipeline at the end of every partition",
+        )
         assert proc.proc.poll() is None
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import threading
-import time
 import uuid
 from collections import defaultdict
 
@@ -30,6 +29,7 @@ from tests.conftest import iris_ae_nets
 from tests.kafka_helpers import collect, make_config, producer
 from tests.platform_helpers import metrics, seldon_request
 from tests.process_helpers import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 FIELDS = ("corrected", "is_adversarial", "instance_score", "no_defense", "defense")
@@ -43,16 +43,6 @@ def answer(rec) -> tuple[str, str, str, dict[str, np.ndarray], bytes]:
         for out, raw in zip(response.outputs, response.raw_output_contents, strict=True)
     }
     return response.id, response.model_name, response.model_version, fields, dict(rec.headers)["adae-detector-id"]
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s}s: {what}")
 
 
 def unambiguous(det, x) -> dict[str, np.ndarray]:

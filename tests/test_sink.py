@@ -24,6 +24,7 @@ from adae_stream.stream.clients import DEAD_LETTER_OVERHEAD
 from adae_stream.stream.codecs import RawRecord, Request
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.sink import Sink, Tally, clean_headers, is_record_error, record_size
+from tests.answer_info import ANSWER_INFO
 
 LIMIT = 4096
 RESULT = {
@@ -31,14 +32,7 @@ RESULT = {
     "is_adversarial": np.array([False]),
     "instance_score": np.array([0.1], np.float32),
 }
-INFO = {
-    "model_name": "m",
-    "model_version": "3",
-    "threshold": 0.5,
-    "detector_version": "v",
-    "detector_id": "d1",
-    "classifier_id": "c1",
-}
+INFO = ANSWER_INFO
 
 
 class Producer:
