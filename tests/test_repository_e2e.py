@@ -54,6 +54,18 @@ def unambiguous(det, x) -> dict[str, np.ndarray]:
     return det.correct(x)["data"]
 
 
+def threshold_that_flags_differently(det, x) -> float:
+    """A threshold that flags a quarter of x more or less than det's own does (so the shadow comparison
+    has disagreements to count whatever the trained detector scores), between two scores that lie
+    further apart than the float32 bound (tests/answer_checks.py), so no instance sits on it."""
+    scores = np.sort(det.score(x).astype(np.float64))
+    flagged = float(np.mean(scores > det.threshold))
+    i = int(len(scores) * (0.25 if flagged > 0.5 else 0.75))
+    while not scores[i + 1] - scores[i] > 4 * score_bound(scores[i + 1]):
+        i += -1 if flagged <= 0.5 else 1  # toward the middle, away from the ends
+    return float((scores[i] + scores[i + 1]) / 2)
+
+
 @pytest.fixture(scope="module")
 def iris_detector(iris, iris_model):
     X, _ = iris
@@ -71,6 +83,7 @@ def test_a_repository_routes_swaps_refuses_shadows_and_removes_live(
     Xi, _ = iris
     rng = np.random.default_rng(7)
     noisy = np.clip(Xd + rng.normal(0, 0.5, Xd.shape).astype(np.float32), 0, 1)  # some of these are flagged
+    shadow_x = np.concatenate([Xd[:30], noisy[:30]])  # what phase 4 sends while version 1 shadows version 2
     repo = tmp_path / "repo"
     shutil.copytree(digits_detector_path, repo / "a" / "1")
     a1 = load_detector(repo / "a" / "1")
@@ -148,7 +161,7 @@ def test_a_repository_routes_swaps_refuses_shadows_and_removes_live(
 
         # ---- 2. a new version under steady load, taken at a batch boundary after SIGHUP
         a2 = load_detector(repo / "a" / "1")
-        a2.threshold = a2.threshold * 0.8
+        a2.threshold = threshold_that_flags_differently(a1, shadow_x)
         stop = threading.Event()
         steady: list[str] = []
 
@@ -210,7 +223,6 @@ def test_a_repository_routes_swaps_refuses_shadows_and_removes_live(
         proc.signal(signal.SIGHUP)
         assert proc.wait_log("version 1 shadows", timeout_s=60), proc.text()[-3000:]
         assert proc.wait_log("detectors changed:", count=2, timeout_s=30), proc.text()[-3000:]
-        shadow_x = np.concatenate([Xd[:30], noisy[:30]])
         for i in range(0, 60, 3):
             send("a", shadow_x[i : i + 3], f"shadow-{i}")
         p.flush()
