@@ -90,3 +90,14 @@ def digits_scorer(digits_setup):
     from adae_stream.config import BatchingConfig
 
     return digits_setup["detector"].stream_scorer(BatchingConfig().bucket_sizes)
+
+
+@pytest.fixture(scope="session")
+def apache_kafka():
+    """Apache Kafka (pinned in tests/apache_kafka/pom.xml), one JVM for the whole session: every test
+    makes its own topics and group (kafka_helpers.make_config), so the tests share it safely."""
+    from tests.apache_kafka import ApacheKafka
+
+    node = ApacheKafka().start()
+    yield node
+    node.stop()
