@@ -64,6 +64,12 @@ class KafkaConfig:
     connect_timeout_s: float = 60.0
     delivery_timeout_s: float = 30.0
     commit_interval_ms: int = 200
+    # exactly_once: a name unique to this replica that survives its restarts (a StatefulSet pod name), so
+    # a restart fences its previous incarnation and aborts that one's open transaction at once; unset, it
+    # is unique per process and a crashed process's transaction blocks read_committed readers of the
+    # output until transaction_timeout_ms
+    transactional_id: str | None = None
+    transaction_timeout_ms: int = 60000
 
 
 @dataclass
@@ -372,6 +378,11 @@ def _validate_ranges(cfg: Config) -> None:
             "kafka.delivery_timeout_s",
             cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000,
             "must exceed 2 s + 2 x linger_ms",
+        ),
+        (
+            "kafka.transaction_timeout_ms",
+            cfg.kafka.transaction_timeout_ms > cfg.kafka.delivery_timeout_s * 1000,
+            "must exceed kafka.delivery_timeout_s",
         ),
         ("detector.poll_s", cfg.detector.poll_s > 0, "must be > 0"),
         ("detector.max_detectors", cfg.detector.max_detectors >= 1, "must be >= 1"),

@@ -35,6 +35,20 @@ def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
     return load_config(None, environ={}, overrides=overrides)
 
 
+def create_topic(bootstrap: str, topic: str, partitions: int = 3, **configs: str) -> None:
+    """A topic made outside the service (the service finds it and leaves it as it is), e.g. with a
+    max.message.bytes of its own: create_topic(b, t, max_message_bytes="1048576")."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        topic_configs = {k.replace("_", "."): v for k, v in configs.items()}
+        admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=topic_configs)])
+    finally:
+        admin.close()
+
+
 def producer(bootstrap: str) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024, max_request_size=64 * 1024 * 1024

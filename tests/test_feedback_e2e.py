@@ -1,4 +1,4 @@
-"""The feedback loop end to end: real broker, real pipeline process, real Prometheus.
+"""The feedback loop end to end: real apache_kafka, real pipeline process, real Prometheus.
 
 The metrics Prometheus scrapes must equal what the answers on the output topic and the labels say,
 with duplicates, unknown ids and malformed feedback in the mix, and again after a restart for labels
@@ -73,12 +73,12 @@ def check_metrics(prom: Prometheus, want: dict[str, float], records: dict[str, f
 
 
 def test_feedback_metrics_equal_answers_and_labels_across_a_restart(
-    broker, digits_setup, digits_detector_path, tmp_path
+    apache_kafka, digits_setup, digits_detector_path, tmp_path
 ):
     clf, Xte, yte = digits_setup["clf"], digits_setup["Xte"], digits_setup["yte"]
     port = free_port()
     cfg = make_config(
-        broker.bootstrap,
+        apache_kafka.bootstrap,
         digits_detector_path,
         metrics={"enabled": True, "port": port},
         kafka={"feedback_topic": "fb-" + str(port), "flagged_topic": "flagged-" + str(port)},
@@ -88,9 +88,11 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
         prom = Prometheus(tmp_path, [f"127.0.0.1:{port}"])
-        clean = produce_requests(broker.bootstrap, cfg.kafka.input_topic, Xte[:160], "v2", batch=4, prefix="clean")
+        clean = produce_requests(
+            apache_kafka.bootstrap, cfg.kafka.input_topic, Xte[:160], "v2", batch=4, prefix="clean"
+        )
         adv = produce_requests(
-            broker.bootstrap,
+            apache_kafka.bootstrap,
             cfg.kafka.input_topic,
             fgsm(clf, Xte[160:240], yte[160:240], eps=0.2),
             "npy",
@@ -102,7 +104,7 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(
         }
         sent = clean | adv
         answers = {}
-        for rec in collect(broker.bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90):
+        for rec in collect(apache_kafka.bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90):
             a = decode_response(rec.value, rec.headers)
             answers[a["id"]] = a
         assert set(answers) == set(sent)
@@ -114,19 +116,19 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(
         items += items[:7]  # duplicates: counted once
         items += [(f"never-{i}", [1, 2, 3, 4]) for i in range(5)]  # unknown
         malformed = [b"not json", b'{"id": "clean-0"}', json.dumps({"id": first[0], "labels": [1]}).encode()]
-        send_feedback(broker.bootstrap, cfg.kafka.feedback_topic, items, malformed)
+        send_feedback(apache_kafka.bootstrap, cfg.kafka.feedback_topic, items, malformed)
         check_metrics(
             prom,
             expected(answers, {rid: truth[rid] for rid in first}),
             {"joined": 45, "duplicate": 7, "unknown": 5, "late": 0, "dead_letter": 3},
         )
-        dlq = collect(broker.bootstrap, cfg.kafka.dead_letter_topic, 3, timeout_s=30)
+        dlq = collect(apache_kafka.bootstrap, cfg.kafka.dead_letter_topic, 3, timeout_s=30)
         assert sorted(dict(r.headers)["error-reason"] for r in dlq) == [b"decode", b"schema", b"shape"]
 
         # flagged captures: every request with a flagged instance, with its flagged inputs
         flagged_ids = {rid for rid, a in answers.items() if a["is_adversarial"].any()}
         assert flagged_ids and len(flagged_ids) < len(sent)
-        captures = collect(broker.bootstrap, cfg.kafka.flagged_topic, len(flagged_ids), timeout_s=30)
+        captures = collect(apache_kafka.bootstrap, cfg.kafka.flagged_topic, len(flagged_ids), timeout_s=30)
         by_id = {decode_response(r.value, r.headers)["id"]: (r, decode_response(r.value, r.headers)) for r in captures}
         assert set(by_id) == flagged_ids
         for rid, (rec, cap) in by_id.items():
@@ -147,7 +149,7 @@ def test_feedback_metrics_equal_answers_and_labels_across_a_restart(
         assert f"{len(sent)} answers" in proc.text().split("feedback join rebuilt", 1)[1].split("\n", 1)[0]
         assert proc.wait_log("partitions assigned", timeout_s=90)
         send_feedback(
-            broker.bootstrap,
+            apache_kafka.bootstrap,
             cfg.kafka.feedback_topic,
             [(rid, truth[rid].tolist()) for rid in later] + [(first[0], truth[first[0]].tolist())],
         )

@@ -90,15 +90,17 @@ def parse(rec, family: str) -> tuple[str, dict[str, np.ndarray], dict]:
     return attrs["id"], fields, {**headers, "ce": attrs}
 
 
-def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setup, digits_detector_path, tmp_path):
+def test_seldon_kserve_triton_answered_in_their_own_families(
+    apache_kafka, digits_setup, digits_detector_path, tmp_path
+):
     det, X = digits_setup["detector"], digits_setup["Xte"]
     port = free_port()
-    cfg = make_config(broker.bootstrap, digits_detector_path, metrics={"enabled": True, "port": port})
+    cfg = make_config(apache_kafka.bootstrap, digits_detector_path, metrics={"enabled": True, "port": port})
     proc = PipelineProcess(cfg, tmp_path, "platforms").start()
     sent: dict[str, tuple[str, np.ndarray]] = {}  # id -> (family, instances)
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
-        p = producer(broker.bootstrap)
+        p = producer(apache_kafka.bootstrap)
         topic = cfg.kafka.input_topic
         for i in range(0, 60, 3):
             x = X[i : i + 3]
@@ -127,7 +129,7 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
                 sent[rid] = ("triton", x)
         p.flush()
         p.close()
-        answers = collect(broker.bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90)
+        answers = collect(apache_kafka.bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90)
         responses = sum(1 for f, _ in sent.values() if f == "kserve")
         seen = wait_for(  # the last acks and skips reach the metrics a moment after the answers
             lambda: (
@@ -142,7 +144,7 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
         assert proc.wait(60) == 0
     finally:
         proc.cleanup()
-    assert not collect(broker.bootstrap, cfg.kafka.dead_letter_topic, 1, timeout_s=3)
+    assert not collect(apache_kafka.bootstrap, cfg.kafka.dead_letter_topic, 1, timeout_s=3)
     by_id: dict[str, list] = defaultdict(list)
     for rec in answers:
         content_type = dict(rec.headers)["content-type"]
@@ -172,7 +174,7 @@ def test_seldon_kserve_triton_answered_in_their_own_families(broker, digits_setu
     assert seen['adae_requests_total{status="ok"}'] == len(sent)
 
 
-def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digits_detector_path, tmp_path):
+def test_monitor_only_tap_of_seldon_topics_by_pattern(apache_kafka, digits_setup, digits_detector_path, tmp_path):
     """Read a copy of a Seldon namespace's model traffic by pattern, publish only flagged instances, never
     write to the tapped topics, and skip the models' .outputs records."""
     det, X = digits_setup["detector"], digits_setup["Xte"]
@@ -182,11 +184,11 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
         f"seldon.{ns}.model.digits.outputs",
         f"seldon.{ns}.model.digits-b.inputs",
     ]
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=apache_kafka.bootstrap)
     admin.create_topics([NewTopic(t, 2, 1) for t in tapped])
     admin.close()
     rng = np.random.default_rng(3)
-    p = producer(broker.bootstrap)
+    p = producer(apache_kafka.bootstrap)
     requests: dict[str, np.ndarray] = {}
     for i in range(40):
         x = X[i * 2 : i * 2 + 2].copy()
@@ -199,10 +201,10 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
         p.send(tapped[1], value=triton_pb.ModelInferResponse(id=rid).SerializeToString(), key=rid.encode())
     p.flush()
     p.close()
-    ends = {t: len(collect(broker.bootstrap, t, 10**9, timeout_s=10, idle_s=2)) for t in tapped}
+    ends = {t: len(collect(apache_kafka.bootstrap, t, 10**9, timeout_s=10, idle_s=2)) for t in tapped}
     port = free_port()
     cfg = make_config(
-        broker.bootstrap,
+        apache_kafka.bootstrap,
         digits_detector_path,
         metrics={"enabled": True, "port": port},
         kafka={"input_pattern": rf"^seldon\.{ns}\.model\..*", "publish": "flagged"},
@@ -217,7 +219,7 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
     assert 0 < len(flagged_requests) < len(requests)
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
-        answers = collect(broker.bootstrap, cfg.kafka.output_topic, len(flagged_requests), timeout_s=90)
+        answers = collect(apache_kafka.bootstrap, cfg.kafka.output_topic, len(flagged_requests), timeout_s=90)
         seen = wait_for(
             lambda: (
                 (m := metrics(port)).get("adae_instances_total", 0) >= 2 * len(requests)
@@ -247,8 +249,8 @@ def test_monitor_only_tap_of_seldon_topics_by_pattern(broker, digits_setup, digi
     assert seen['adae_skipped_total{kind="seldon_response"}'] == 40
     assert seen['adae_requests_total{status="monitored"}'] == len(requests) - len(flagged_requests)
     # the tapped platform's topics got nothing from us
-    assert {t: len(collect(broker.bootstrap, t, 10**9, timeout_s=10, idle_s=2)) for t in tapped} == ends
-    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
+    assert {t: len(collect(apache_kafka.bootstrap, t, 10**9, timeout_s=10, idle_s=2)) for t in tapped} == ends
+    c = KafkaConsumer(bootstrap_servers=apache_kafka.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
     committed = sum(c.committed(TopicPartition(t, part)) or 0 for t in tapped for part in range(2))
     c.close()
     assert committed == sum(ends.values())  # and everything read was committed

@@ -23,7 +23,7 @@ from kafka.structs import TopicPartition
 from adae_stream.errors import DEAD_LETTER_REASONS
 from adae_stream.stream.broker import free_port
 from adae_stream.stream.codecs import decode_response, encode_request
-from tests.kafka_helpers import collect, make_config, producer
+from tests.kafka_helpers import collect, create_topic, make_config, producer
 from tests.process_helpers import PipelineProcess
 from tests.waiting import wait_for
 
@@ -209,21 +209,24 @@ def metric_values(port: int, name: str) -> dict[str, float]:
 
 
 def test_every_class_of_bad_input_costs_only_its_record(
-    broker, digits_setup, digits_detector_path, tmp_path, null_headers_on_the_wire
+    apache_kafka, digits_setup, digits_detector_path, tmp_path, null_headers_on_the_wire
 ):
     X = digits_setup["Xte"]
     port = free_port()
     cfg = make_config(
-        broker.bootstrap,
+        apache_kafka.bootstrap,
         digits_detector_path,
         kafka={"max_message_bytes": LIMIT},
         metrics={"enabled": True, "port": port},
     )
     all_cases = cases(X)
+    # Apache Kafka refuses a record over the input topic's own max.message.bytes when it is produced; the
+    # oversized cases are for an input topic managed elsewhere with a larger limit than the service's
+    create_topic(apache_kafka.bootstrap, cfg.kafka.input_topic, max_message_bytes=str(16 * 1024 * 1024))
     proc = PipelineProcess(cfg, tmp_path, "poison").start()
     try:
         assert proc.wait_log("partitions assigned", timeout_s=90), proc.text()[-3000:]
-        p = producer(broker.bootstrap)
+        p = producer(apache_kafka.bootstrap)
         where: dict[tuple[int, int], Case] = {}
         good = {}
         for i, case in enumerate(all_cases):
@@ -237,8 +240,8 @@ def test_every_class_of_bad_input_costs_only_its_record(
         p.close()
         expect_dlq = [c for c in all_cases if c.expect != "answer"]
         expect_answers = {c.answer_id: c.n for c in all_cases if c.expect == "answer"} | good
-        dlq = collect(broker.bootstrap, cfg.kafka.dead_letter_topic, len(expect_dlq), timeout_s=120)
-        answers = collect(broker.bootstrap, cfg.kafka.output_topic, len(expect_answers), timeout_s=120)
+        dlq = collect(apache_kafka.bootstrap, cfg.kafka.dead_letter_topic, len(expect_dlq), timeout_s=120)
+        answers = collect(apache_kafka.bootstrap, cfg.kafka.output_topic, len(expect_answers), timeout_s=120)
         assert proc.proc.poll() is None, "the pipeline stopped:\n" + proc.text()[-3000:]
         dead = wait_for(  # the last acks reach the metrics a moment after the records reach their topics
             lambda: sum((d := metric_values(port, "adae_dead_letter_total")).values()) >= len(dlq) and d,
@@ -287,10 +290,11 @@ def test_every_class_of_bad_input_costs_only_its_record(
     # the offsets committed cover exactly what was published: everything
     ends = {}
     for part, off in list(where) + [
-        (r.partition, r.offset) for r in collect(broker.bootstrap, cfg.kafka.input_topic, 10**9, timeout_s=10, idle_s=2)
+        (r.partition, r.offset)
+        for r in collect(apache_kafka.bootstrap, cfg.kafka.input_topic, 10**9, timeout_s=10, idle_s=2)
     ]:
         ends[part] = max(ends.get(part, 0), off + 1)
-    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=apache_kafka.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
     committed = {part: c.committed(TopicPartition(cfg.kafka.input_topic, part)) for part in ends}
     c.close()
     assert committed == ends
@@ -312,5 +316,5 @@ def test_every_class_of_bad_input_costs_only_its_record(
         assert proc.wait(60) == 0
     finally:
         proc.cleanup()
-    assert len(collect(broker.bootstrap, cfg.kafka.output_topic, 10**9, timeout_s=10, idle_s=2)) == len(answers)
-    assert len(collect(broker.bootstrap, cfg.kafka.dead_letter_topic, 10**9, timeout_s=10, idle_s=2)) == len(dlq)
+    assert len(collect(apache_kafka.bootstrap, cfg.kafka.output_topic, 10**9, timeout_s=10, idle_s=2)) == len(answers)
+    assert len(collect(apache_kafka.bootstrap, cfg.kafka.dead_letter_topic, 10**9, timeout_s=10, idle_s=2)) == len(dlq)

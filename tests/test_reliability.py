@@ -18,6 +18,7 @@ from adae_stream.stream.broker import EmbeddedBroker, free_port
 from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import make_config, producer
 from tests.process_helpers import PipelineProcess, Traffic
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ASSIGNED = "partitions assigned"
@@ -61,19 +62,19 @@ def answer_all_then_stop(proc: PipelineProcess, bootstrap: str, topic: str, ids:
     return got
 
 
-def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path, tmp_path):
+def test_sigkill_crashes_lose_nothing(apache_kafka, digits_setup, digits_detector_path, tmp_path):
     """5 SIGKILLs at random points while traffic flows; every request answered, duplicates bounded."""
     max_poll = 50
     # one bucket size: a redelivered request scores bit-identically whatever batch it lands in
     cfg = make_config(
-        broker.bootstrap,
+        apache_kafka.bootstrap,
         digits_detector_path,
         kafka={"max_poll_records": max_poll},
         batching={"max_batch_size": 64, "bucket_sizes": [64]},
     )
     rng = random.Random(7)
     proc = PipelineProcess(cfg, tmp_path, "crash")
-    traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=25)
+    traffic = Traffic(apache_kafka.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=25)
     traffic.start()
     recovery = []
     try:
@@ -86,7 +87,7 @@ def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path
             proc.signal(signal.SIGKILL)
             assert proc.wait(30) == -signal.SIGKILL
         ids = traffic.stop()
-        got = answer_all_then_stop(proc, broker.bootstrap, cfg.kafka.output_topic, ids)
+        got = answer_all_then_stop(proc, apache_kafka.bootstrap, cfg.kafka.output_topic, ids)
     finally:
         traffic.stop()
         proc.cleanup()
@@ -101,33 +102,37 @@ def test_sigkill_crashes_lose_nothing(broker, digits_setup, digits_detector_path
     assert duplicates <= 5 * max_poll * cfg.kafka.partitions  # at most what one process can have in flight per kill
 
 
-def test_rebalance_kill_one_then_join_third(broker, digits_setup, digits_detector_path, tmp_path):
-    cfg = make_config(broker.bootstrap, digits_detector_path, kafka={"partitions": 4})
+def test_scale_out_three_on_six_partitions_kill_one_then_it_rejoins(
+    apache_kafka, digits_setup, digits_detector_path, tmp_path
+):
+    """Three replicas share six partitions; one is SIGKILLed (its partitions move after the session
+    timeout), then comes back (a graceful rebalance: revoked work is drained and committed first)."""
+    cfg = make_config(apache_kafka.bootstrap, digits_detector_path, kafka={"partitions": 6})
     a, b, c = (PipelineProcess(cfg, tmp_path, n) for n in ("a", "b", "c"))
-    traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=20)
+    traffic = Traffic(apache_kafka.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=20)
     try:
-        a.start()
-        b.start()
-        assert a.wait_log(ASSIGNED, timeout_s=90) and b.wait_log(ASSIGNED, timeout_s=90)
+        for p in (a, b, c):
+            p.start()
+        assert all(p.wait_log(ASSIGNED, timeout_s=120) for p in (a, b, c))
         traffic.start()
-        time.sleep(4)
-        b.signal(signal.SIGKILL)
+        wait_for(lambda: len(traffic.ids) >= 60, 30, "traffic flowing")
+        before = {p.name: p.text().count(ASSIGNED) for p in (a, b)}
+        c.signal(signal.SIGKILL)
         t_kill = time.monotonic()
-        b.wait(30)
-        n_before = a.text().count(ASSIGNED)
-        assert a.wait_log(ASSIGNED, count=n_before + 1, timeout_s=60), "survivor never took over"
+        c.wait(30)
+        assert all(p.wait_log(ASSIGNED, count=before[p.name] + 1, timeout_s=60) for p in (a, b)), "no takeover"
         takeover_s = time.monotonic() - t_kill
         t_join = time.monotonic()
-        after_join_first = len(traffic.ids)
+        after_rejoin_first = len(traffic.ids)
         c.start()
-        assert c.wait_log(ASSIGNED, timeout_s=90)
+        assert c.wait_log(ASSIGNED, timeout_s=120)
         join_s = time.monotonic() - t_join
-        time.sleep(4)
+        wait_for(lambda: len(traffic.ids) >= after_rejoin_first + 60, 30, "traffic after the rejoin")
         ids = traffic.stop()
-        got = answers_by_id(broker.bootstrap, cfg.kafka.output_topic, set(ids))
-        for p in (a, c):
+        got = answers_by_id(apache_kafka.bootstrap, cfg.kafka.output_topic, set(ids))
+        for p in (a, b, c):
             p.signal(signal.SIGTERM)
-        assert a.wait(60) == 0 and c.wait(60) == 0
+        assert all(p.wait(60) == 0 for p in (a, b, c))
     finally:
         traffic.stop()
         for p in (a, b, c):
@@ -135,20 +140,22 @@ def test_rebalance_kill_one_then_join_third(broker, digits_setup, digits_detecto
     missing = set(ids) - set(got)
     dup_ids = {k for k, v in got.items() if len(v) > 1}
     print(
-        f"\n[rebalance] requests={len(ids)} missing={len(missing)} duplicated ids={len(dup_ids)} "
-        f"takeover s={takeover_s:.1f} third-join s={join_s:.1f}"
+        f"\n[scale-out] requests={len(ids)} missing={len(missing)} duplicated ids={len(dup_ids)} "
+        f"takeover s={takeover_s:.1f} rejoin s={join_s:.1f}"
     )
     assert not missing
-    # the graceful rebalance when the third joins duplicates nothing: revoked work is drained and committed first
-    assert not (dup_ids & set(ids[after_join_first:]))
-    c_parts = c.text().split(ASSIGNED, 1)[1].split("\n", 1)[0]
-    assert cfg.kafka.input_topic in c_parts  # the third really got partitions
+    # the graceful rebalance when the killed one rejoins duplicates nothing
+    assert not (dup_ids & set(ids[after_rejoin_first:]))
+    rejoined = c.text().split(ASSIGNED, 1)[1].split("\n", 1)[0]
+    assert cfg.kafka.input_topic in rejoined  # the rejoined replica really got partitions
 
 
-def test_sigterm_drains_commits_and_restart_has_no_duplicates(broker, digits_setup, digits_detector_path, tmp_path):
-    cfg = make_config(broker.bootstrap, digits_detector_path)
+def test_sigterm_drains_commits_and_restart_has_no_duplicates(
+    apache_kafka, digits_setup, digits_detector_path, tmp_path
+):
+    cfg = make_config(apache_kafka.bootstrap, digits_detector_path)
     proc = PipelineProcess(cfg, tmp_path, "term")
-    traffic = Traffic(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=40)
+    traffic = Traffic(apache_kafka.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], rate=40)
     try:
         proc.start()
         assert proc.wait_log(ASSIGNED, timeout_s=90)
@@ -162,7 +169,7 @@ def test_sigterm_drains_commits_and_restart_has_no_duplicates(broker, digits_set
         assert "received SIGTERM" in proc.text()
         time.sleep(1)
         ids = traffic.stop()
-        got = answer_all_then_stop(proc, broker.bootstrap, cfg.kafka.output_topic, ids)
+        got = answer_all_then_stop(proc, apache_kafka.bootstrap, cfg.kafka.output_topic, ids)
     finally:
         traffic.stop()
         proc.cleanup()
@@ -283,7 +290,7 @@ def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_p
 
 
 @pytest.mark.parametrize("unusable", ["output_topic", "dead_letter_topic"])
-def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_path, tmp_path, unusable):
+def test_publish_failure_commits_nothing(apache_kafka, digits_setup, digits_detector_path, tmp_path, unusable):
     """A topic the service cannot write to is a failure of the whole service, not of a record: one clear
     line, exit 1, and no offset committed for the records it could not publish."""
     from dataclasses import replace
@@ -292,14 +299,14 @@ def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_p
     from tests.kafka_helpers import produce_requests
 
     cfg = make_config(
-        broker.bootstrap, digits_detector_path, kafka={unusable: "bad topic name!", "create_topics": False}
+        apache_kafka.bootstrap, digits_detector_path, kafka={unusable: "bad topic name!", "create_topics": False}
     )
-    ensure_topics(replace(cfg, kafka=replace(cfg.kafka, **{unusable: cfg.kafka.input_topic})), broker.bootstrap)
+    ensure_topics(replace(cfg, kafka=replace(cfg.kafka, **{unusable: cfg.kafka.input_topic})), apache_kafka.bootstrap)
     if unusable == "output_topic":
-        sent = produce_requests(broker.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
+        sent = produce_requests(apache_kafka.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
         what = "publishing the answer to the request at"
     else:
-        p = producer(broker.bootstrap)
+        p = producer(apache_kafka.bootstrap)
         sent = {
             f"junk-{i}": p.send(cfg.kafka.input_topic, value=b"not a request", key=f"junk-{i}".encode())
             for i in range(10)
@@ -315,7 +322,7 @@ def test_publish_failure_commits_nothing(broker, digits_setup, digits_detector_p
     text = proc.text()
     assert rc == 1, text[-2000:]
     assert text.count("pipeline stopped: ") == 1 and what in text and "its offset is not committed" in text
-    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=apache_kafka.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
     committed = {p: c.committed(TopicPartition(cfg.kafka.input_topic, p)) for p in range(cfg.kafka.partitions)}
     c.close()
     assert all(v in (None, 0) for v in committed.values()), committed

@@ -159,12 +159,26 @@ class Pipeline:
 
         if self.cfg.delivery == "exactly_once":
             self._committer = TransactionalCommitter(
-                self.producer, self.consumer, self.tracker, assigned, interval_s, timeout_s, self.stats
+                self.producer,
+                self.consumer,
+                self.tracker,
+                assigned,
+                interval_s,
+                timeout_s,
+                self.stats,
+                doomed=lambda: self._sink is not None and self._sink.doomed,
             )
         else:
             self._committer = AtLeastOnceCommitter(self.consumer, self.tracker, assigned, interval_s, timeout_s)
         self._sink = Sink(
-            self.producer, self.kafka, self.tracker, self.metrics, self.stats, before_send=self.committer.before_send
+            self.producer,
+            self.kafka,
+            self.tracker,
+            self.metrics,
+            self.stats,
+            before_send=self.committer.before_send,
+            topic_limits=self.session.topic_limits,
+            transactional=self.cfg.delivery == "exactly_once",
         )
         self._rebuild_join()
         self.session.subscribe(RebalanceListener(self))
@@ -188,6 +202,8 @@ class Pipeline:
         self.path.score(force=False)
         self.path.take_new_detectors()
         self.committer.commit()
+        if self.sink.doomed:
+            self._redo_doomed_transaction()
         self._housekeeping()
         if self.sink.failure:
             raise PipelineError(self.sink.failure)
@@ -233,7 +249,9 @@ class Pipeline:
             if self.session.connected and self._committer is not None:
                 if self.failure is None:
                     self.finish_in_flight()
-                if self.failure is None:
+                if self._sink is not None and self._sink.doomed:
+                    self.committer.abandon()  # redone by whoever reads these partitions next
+                elif self.failure is None:
                     self.committer.commit(force=True)
                 else:
                     self._wind_down_after_failure()
@@ -279,9 +297,21 @@ class Pipeline:
         aborted transaction also held answers of the partitions we keep, so those are redone too."""
         self.partitions.forget(lost)
         if self._committer is not None and self._committer.abandon():
-            kept = set(self.partitions.assigned)
-            self.partitions.forget(kept)
-            self.partitions.incoming.put(kept)
+            self._redo_assigned()
+
+    def _redo_doomed_transaction(self) -> None:
+        """exactly_once, a record rejected by the broker: every answer since the last commit goes with the
+        aborted transaction, and is redone from the committed offsets; the rejected record's dead letter
+        takes its answer's place (Sink keeps it by coordinates), so the redo cannot hit it again."""
+        self.sink.flush(self.kafka.delivery_timeout_s)  # every record of the doomed transaction settled
+        self.committer.abandon()
+        self.sink.redone()
+        self._redo_assigned()
+
+    def _redo_assigned(self) -> None:
+        kept = set(self.partitions.assigned)
+        self.partitions.forget(kept)
+        self.partitions.incoming.put(kept)
 
     # ------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:

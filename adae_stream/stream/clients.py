@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
@@ -77,6 +77,56 @@ def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000
         admin.close()
 
 
+def written_topics(kafka: KafkaConfig) -> list[str]:
+    """The topics the service writes to, whose broker-side size limit bounds what it may send there."""
+    topics = [kafka.output_topic] if kafka.publish != "nothing" else []
+    return topics + [t for t in (kafka.dead_letter_topic, kafka.flagged_topic) if t is not None]
+
+
+def read_topic_limits(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> dict[str, int]:
+    """max.message.bytes of the topics the service writes, as the broker has them (DescribeConfigs).
+
+    A topic made elsewhere may allow less than kafka.max_message_bytes; checking against the smaller
+    limit turns what would be a broker rejection (which, under exactly_once, poisons the whole open
+    transaction) into a dead letter with reason answer_too_large. A topic the broker does not describe
+    (missing yet, not authorised for DESCRIBE_CONFIGS, a broker without the API) keeps the config's limit,
+    with a warning.
+    """
+    kafka = cfg.kafka
+    topics = written_topics(kafka)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=f"{kafka.client_id}-admin",
+        bootstrap_timeout_ms=bootstrap_timeout_ms,
+        **kafka_security_kwargs(kafka),
+    )
+    limits: dict[str, int] = {}
+    # a topic created a moment ago may not be described yet (its error code is not surfaced by
+    # kafka-python): asked again for up to the attempt's bootstrap timeout
+    deadline = time.monotonic() + bootstrap_timeout_ms / 1000.0
+    try:
+        while True:
+            missing = [t for t in topics if t not in limits]
+            resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=["max.message.bytes"]) for t in missing]
+            described = admin.describe_configs(resources, config_filter="all").get("topic", {})
+            for topic in missing:
+                value = described.get(topic, {}).get("max.message.bytes", {}).get("value")
+                if value is not None:
+                    limits[topic] = int(value)
+            if len(limits) == len(topics) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    except (KafkaError, ValueError) as exc:  # ValueError: kafka-python's refusal of an unknown API version
+        log.warning("could not read max.message.bytes of %s: %r; using kafka.max_message_bytes", topics, exc)
+        return {}
+    finally:
+        admin.close()
+    for topic in topics:
+        if topic not in limits:
+            log.warning("the broker did not describe max.message.bytes of %s; using the config's limit", topic)
+    return limits
+
+
 def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s: float) -> list[Any]:
     """Every record of ``topic`` from timestamp ``since_ms`` to its end, read outside any group.
 
@@ -134,15 +184,18 @@ def _common(kafka: KafkaConfig, bootstrap: str, bootstrap_timeout_ms: int) -> di
 def build_producer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> KafkaProducer:
     """An idempotent producer (acks=all, one request in flight); transactional under exactly_once.
 
-    The transactional id is unique per process: zombie fencing comes from the consumer group metadata
-    sent with the offsets (KIP-447), not from a static id.
+    Zombie fencing comes from the consumer group metadata sent with the offsets (KIP-447), whatever the
+    transactional id; a stable ``kafka.transactional_id`` also lets a restart abort the transaction its
+    crashed predecessor left open (InitProducerId bumps the epoch), instead of waiting for its timeout.
     """
     kafka = cfg.kafka
     delivery_ms = int(kafka.delivery_timeout_s * 1000)
     extra: dict[str, Any] = {}
     if cfg.delivery == "exactly_once":
         extra = {
-            "transactional_id": f"{kafka.client_id}-{kafka.group_id}-{socket.gethostname()}-{os.getpid()}",
+            "transactional_id": kafka.transactional_id
+            or f"{kafka.client_id}-{kafka.group_id}-{socket.gethostname()}-{os.getpid()}",
+            "transaction_timeout_ms": kafka.transaction_timeout_ms,
             "enable_idempotence": True,
         }
     producer = KafkaProducer(

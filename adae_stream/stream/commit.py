@@ -126,8 +126,12 @@ class TransactionalCommitter:
         interval_s: float,
         timeout_s: float,
         tally: Tally,
+        doomed: Callable[[], bool] = lambda: False,
     ) -> None:
+        """doomed: whether a record of the open transaction was rejected (Sink.doomed): such a transaction
+        is never committed; the loop aborts it and redoes its records."""
         self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
+        self.doomed = doomed
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
         self.tally = tally
@@ -149,6 +153,8 @@ class TransactionalCommitter:
         if not self._open:
             return
         self.producer.flush(timeout=timeout_s)
+        if self.doomed():
+            return
         offsets = _offsets(self.tracker, self.assigned)
         try:
             if offsets:

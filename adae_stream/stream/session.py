@@ -19,7 +19,7 @@ from kafka.errors import KafkaConfigurationError, KafkaError
 from adae_stream.config import Config, input_topics
 from adae_stream.errors import PipelineError
 from adae_stream.stream.client_fixes import keep_pending_join_visible
-from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics
+from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_topic_limits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +42,7 @@ class KafkaSession:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self.subscribed: set[str] = set()
+        self.topic_limits: dict[str, int] = {}  # max.message.bytes the broker has for the topics we write
         self._last_topic_check = 0.0
 
     @property
@@ -72,6 +73,7 @@ class KafkaSession:
             try:
                 if self.kafka.create_topics:
                     ensure_topics(self.cfg, self.bootstrap, attempt_ms)
+                self.topic_limits = read_topic_limits(self.cfg, self.bootstrap, attempt_ms)
                 self._producer = build_producer(self.cfg, self.bootstrap, attempt_ms)
                 self._consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
                 keep_pending_join_visible(self.consumer)

@@ -85,6 +85,20 @@ def clean_headers(headers: Sequence[tuple[Any, Any]] | None) -> list[tuple[str, 
     return out
 
 
+def _smaller(configured: int, broker: dict[str, int], topic: str | None) -> int:
+    """The config's limit, or the topic's own max.message.bytes where the broker has a smaller one."""
+    limit = broker.get(topic, configured) if topic is not None else configured
+    if limit < configured:
+        log.warning(
+            "topic %s allows %d bytes (max.message.bytes), less than the %d configured: larger records "
+            "are dead-lettered before they are sent",
+            topic,
+            limit,
+            configured,
+        )
+    return min(configured, limit)
+
+
 class Tally:
     """Counters written from the loop thread and from producer callbacks."""
 
@@ -126,19 +140,42 @@ class Sink:
         outcomes: Outcomes,
         tally: Tally,
         before_send: Callable[[], None] = lambda: None,
+        topic_limits: dict[str, int] | None = None,
+        transactional: bool = False,
     ) -> None:
+        """topic_limits: max.message.bytes the broker has for the topics written (clients.read_topic_limits);
+        each record is checked against the smaller of that and the config's limit."""
         self.producer = producer
         self.kafka = kafka
         self.tracker = tracker
         self.outcomes = outcomes
         self.tally = tally
         self.before_send = before_send  # opens a transaction under exactly_once
-        self.answer_limit = kafka.max_message_bytes
-        self.dead_letter_limit = dead_letter_limit(kafka)
+        broker = topic_limits or {}
+        self.answer_limit = _smaller(kafka.max_message_bytes, broker, kafka.output_topic)
+        self.capture_limit = _smaller(kafka.max_message_bytes, broker, kafka.flagged_topic)
+        self.dead_letter_limit = _smaller(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
         self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._failure: str | None = None
         self._out_partitions: set[int] = set()
+        self.transactional = transactional
+        self._doomed = False
+        # exactly_once: source records whose answer (or dead letter) a broker rejected, by coordinates; they
+        # are dead-lettered (or sent minimal) when the aborted transaction's records come again
+        self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
+        self._uncapturable: set[tuple[str, int, int]] = set()
+
+    @property
+    def doomed(self) -> bool:
+        """exactly_once: a record of the open transaction was rejected, so the transaction cannot commit.
+        The loop aborts it and redoes every assigned partition (Pipeline._redo_doomed_transaction)."""
+        return self._doomed
+
+    def redone(self) -> None:
+        """The doomed transaction was aborted: sends may start again."""
+        with self._lock:
+            self._doomed = False
 
     @property
     def failure(self) -> str | None:
@@ -149,6 +186,10 @@ class Sink:
     def answer(self, request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> bool:
         """Send the answer; False when the request was dead-lettered instead (its answer cannot go out)."""
         rec = request.record
+        condemned = self._condemned.pop((rec.topic, rec.partition, rec.offset), None)
+        if condemned is not None:
+            self._retry(*condemned)
+            return False
         try:
             payload, headers = encode(request, result, info)
         except Exception as exc:  # this answer only: e.g. an id no UTF-8 header can carry
@@ -159,8 +200,8 @@ class Sink:
             self.dead_letter(
                 rec,
                 "answer_too_large",
-                f"the answer would be {size} bytes, over the output topic's limit "
-                f"kafka.max_message_bytes={self.answer_limit}",
+                f"the answer would be {size} bytes, over the output topic's limit of {self.answer_limit} "
+                "(the smaller of kafka.max_message_bytes and the topic's max.message.bytes)",
             )
             return False
         self._send(self.kafka.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
@@ -186,9 +227,9 @@ class Sink:
         refuses (too large, invalid) is counted and logged, not dead-lettered; a failure of the service
         is fatal as everywhere else. Its request's offset is marked done by the answer alone."""
         size = record_size(rec.key, value, headers)
-        if size > self.answer_limit:
+        if size > self.capture_limit:
             log.warning(
-                "flagged capture of %s-%d@%d not sent: %d bytes, over kafka.max_message_bytes",
+                "flagged capture of %s-%d@%d not sent: %d bytes, over the flagged topic's limit",
                 rec.topic,
                 rec.partition,
                 rec.offset,
@@ -197,8 +238,21 @@ class Sink:
             self.outcomes.flagged_capture("rejected")
             return
 
+        coords = (rec.topic, rec.partition, rec.offset)
+        if coords in self._uncapturable:
+            self._uncapturable.discard(coords)
+            self.outcomes.flagged_capture("rejected")
+            return
+
         def failed(exc: BaseException) -> None:
-            if is_record_error(exc):
+            if self.transactional and is_record_error(exc):
+                with self._lock:  # the capture's own rejection dooms the transaction: redone without it
+                    first, self._doomed = not self._doomed, True
+                    if first:
+                        self._uncapturable.add(coords)
+                if first:
+                    log.warning("flagged capture of %s-%d@%d rejected (%r); transaction redone", *coords, exc)
+            elif is_record_error(exc):
                 log.warning("flagged capture of %s-%d@%d rejected: %r", rec.topic, rec.partition, rec.offset, exc)
                 self.outcomes.flagged_capture("rejected")
             else:
@@ -217,6 +271,10 @@ class Sink:
 
     # ------------------------------------------------------------------ dead letters
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
+        condemned = None if minimal else self._condemned.pop((rec.topic, rec.partition, rec.offset), None)
+        if condemned is not None:  # its full dead letter was rejected in an aborted transaction
+            message = f"{message} (the full dead-letter record was rejected: {condemned[1]!r})"
+            minimal = True
         log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message[:500])
         key, value, headers = self._dead_letter_record(rec, reason, message, minimal)
         self._send(self.kafka.dead_letter_topic, key, value, headers, _Delivery(rec, reason, message, minimal))
@@ -281,11 +339,37 @@ class Sink:
             self.outcomes.request_done("dead_letter", reason=delivery.reason)
 
     def _failed(self, delivery: _Delivery, exc: BaseException) -> None:
-        """kafka-python calls errbacks as f(*args, exception), on its I/O thread (or inline for send-time errors)."""
+        """kafka-python calls errbacks as f(*args, exception), on its I/O thread (or inline for send-time errors).
+
+        Under exactly_once a rejected record makes the whole open transaction abortable, and kafka-python
+        then fails every other record of it with the same error. Only the first failure is the record's
+        own (its batch is answered before the others are failed): it is condemned, and the rest, redone
+        after the abort, are not charged with it.
+        """
+        if self.transactional and self._doom(delivery, exc):
+            return
         if is_record_error(exc) and not delivery.minimal:
             self._retries.put((delivery, exc))
             return
         self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
+
+    def _doom(self, delivery: _Delivery, exc: BaseException) -> bool:
+        """True when the failure is settled by the abort-and-redo: the first record error of a transaction
+        (condemned), or anything failing in a transaction already doomed."""
+        with self._lock:
+            if self._doomed:
+                return True
+            if not is_record_error(exc) or delivery.minimal:
+                return False
+            self._doomed = True
+            rec = delivery.record
+            self._condemned[(rec.topic, rec.partition, rec.offset)] = (delivery, exc)
+        log.warning(
+            "the broker rejected the %s (%r): the open transaction is aborted and redone without it",
+            delivery.describe(),
+            exc,
+        )
+        return True
 
     def _fail(self, message: str) -> None:
         """Keep the first failure; the loop stops on it and logs it once ("pipeline stopped: ...")."""
@@ -303,16 +387,20 @@ class Sink:
                 delivery, exc = self._retries.get_nowait()
             except queue.Empty:
                 return
-            rec, why = delivery.record, f"{type(exc).__name__}: {exc}"
-            if delivery.reason is None:
-                self.dead_letter(rec, "rejected", f"the answer was rejected: {why}")
-            else:
-                self.dead_letter(
-                    rec,
-                    delivery.reason,
-                    f"{delivery.message} (the full dead-letter record was rejected: {why})",
-                    minimal=True,
-                )
+            self._retry(delivery, exc)
+
+    def _retry(self, delivery: _Delivery, exc: BaseException) -> None:
+        """The record's own rejection: its dead letter instead of its answer, or the minimal dead letter."""
+        rec, why = delivery.record, f"{type(exc).__name__}: {exc}"
+        if delivery.reason is None:
+            self.dead_letter(rec, "rejected", f"the answer was rejected: {why}")
+        else:
+            self.dead_letter(
+                rec,
+                delivery.reason,
+                f"{delivery.message} (the full dead-letter record was rejected: {why})",
+                minimal=True,
+            )
 
     def flush(self, timeout_s: float) -> None:
         """Wait until every record sent so far, and every dead letter its rejection caused, is acked or failed."""

@@ -71,7 +71,9 @@ def kafka_libs() -> Path:
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if result.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-            raise RuntimeError(f"fetching Apache Kafka with Maven failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"fetching Apache Kafka with Maven failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            )
         done.write_text(" ".join(sorted(p.name for p in libs.iterdir())))
     return libs
 
@@ -174,15 +176,15 @@ class ApacheKafka:
         """A self-signed certificate for 127.0.0.1, made for this run; clients trust it as their CA."""
         store = self.workdir / "broker.p12"
         common = ["-keystore", str(store), "-storetype", "PKCS12", "-storepass", "broker-store"]
+        make = ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2"]
+        subject = ["-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1,DNS:localhost", "-keypass", "broker-store"]
         subprocess.run(
-            ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2"]
-            + ["-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1,DNS:localhost", "-keypass", "broker-store"]
-            + common,
+            [*make, *subject, *common],
             check=True,
             capture_output=True,
         )
         subprocess.run(
-            ["keytool", "-exportcert", "-rfc", "-alias", "broker", "-file", str(self.ca_file)] + common,
+            ["keytool", "-exportcert", "-rfc", "-alias", "broker", "-file", str(self.ca_file), *common],
             check=True,
             capture_output=True,
         )
