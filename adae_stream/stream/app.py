@@ -167,6 +167,7 @@ class Pipeline:
                 timeout_s,
                 self.stats,
                 doomed=lambda: self._sink is not None and self._sink.doomed,
+                redo=self._redo_assigned,
             )
         else:
             self._committer = AtLeastOnceCommitter(self.consumer, self.tracker, assigned, interval_s, timeout_s)

@@ -127,11 +127,13 @@ class TransactionalCommitter:
         timeout_s: float,
         tally: Tally,
         doomed: Callable[[], bool] = lambda: False,
+        redo: Callable[[], None] = lambda: None,
     ) -> None:
         """doomed: whether a record of the open transaction was rejected (Sink.doomed): such a transaction
-        is never committed; the loop aborts it and redoes its records."""
+        is never committed; the loop aborts it and redoes its records. redo: called after a transaction
+        was aborted because the group moved on without us (a zombie's commit, KIP-447)."""
         self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
-        self.doomed = doomed
+        self.doomed, self.redo = doomed, redo
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
         self.tally = tally
@@ -147,9 +149,9 @@ class TransactionalCommitter:
             self._commit_open(timeout_s or self.timeout_s)
 
     async def commit_on_revoke(self) -> None:
-        self._commit_open(self.timeout_s)  # blocks only on the producer's own I/O thread
+        self._commit_open(self.timeout_s, revoking=True)  # blocks only on the producer's own I/O thread
 
-    def _commit_open(self, timeout_s: float) -> None:
+    def _commit_open(self, timeout_s: float, revoking: bool = False) -> None:
         if not self._open:
             return
         self.producer.flush(timeout=timeout_s)
@@ -160,6 +162,15 @@ class TransactionalCommitter:
             if offsets:
                 self.producer.send_offsets_to_transaction(_request(offsets), self.consumer.group_metadata())
             self.producer.commit_transaction()
+        except CommitFailedError as exc:
+            # the group's generation moved on while we were stalled (paused, GC, SIGSTOP): the partitions
+            # may be another member's now. Not a failure of the service: abort, rejoin, redo what we get.
+            self._abort()
+            self._open = False
+            log.warning("transaction aborted: %s; its records are redone by their owner after the rejoin", exc)
+            if not revoking:  # a revocation forgets those partitions by itself
+                self.redo()
+            return
         except KafkaError as exc:
             self._abort()
             raise PipelineError(

@@ -20,6 +20,7 @@ from adae_stream.config import Config, input_topics
 from adae_stream.errors import PipelineError
 from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_topic_limits
+from adae_stream.stream.login_refusals import LoginRefusals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +66,10 @@ class KafkaSession:
     def connect(self, stop: threading.Event, then: Callable[[], None]) -> bool:
         """Build the clients, then run ``then`` (what is built on them), retrying both with exponential
         backoff until kafka.connect_timeout_s. False if stopped meanwhile."""
+        with LoginRefusals() as refusals:
+            return self._connect(stop, then, refusals)
+
+    def _connect(self, stop: threading.Event, then: Callable[[], None], refusals: LoginRefusals) -> bool:
         deadline = time.monotonic() + self.kafka.connect_timeout_s
         delay = 0.5
         while not stop.is_set():
@@ -93,6 +98,13 @@ class KafkaSession:
             except (KafkaError, OSError) as exc:
                 self.set_kafka_up(False)
                 self.close()
+                refused = refusals.take()
+                if refused is not None:
+                    raise PipelineError(
+                        f"Kafka at {self.bootstrap} refused the login of {self.kafka.sasl_plain_username!r} "
+                        f"({self.kafka.security_protocol}, {self.kafka.sasl_mechanism}): {refused}; check "
+                        "kafka.sasl_plain_username and kafka.sasl_plain_password"
+                    ) from exc
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PipelineError(

@@ -1,0 +1,159 @@
+"""Least privilege on Apache Kafka: SASL_SSL with SCRAM-SHA-512 (a certificate made for the run) and the
+StandardAuthorizer, nothing allowed that no ACL grants.
+
+The service runs with exactly the ACLs ``required_acls`` derives from its config (the list the README and
+``adae-stream acls`` give), in both delivery modes. One missing ACL (WRITE on the output topic) or a wrong
+password stops it with one clear line and exit 1, committing nothing it did not publish; a restart after
+the fix answers everything. The harness itself works on the broker's plaintext loopback listener.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import replace
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    NewTopic,
+    ResourcePattern,
+    ResourceType,
+)
+from kafka.structs import TopicPartition
+
+from adae_stream.config import Config
+from adae_stream.stream.acls import Acl, required_acls
+from adae_stream.stream.codecs import decode_response
+from tests.apache_kafka import ApacheKafka, Scram
+from tests.kafka_helpers import collect, make_config, produce_requests, producer, start_pipeline
+from tests.process_helpers import PipelineProcess
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+SERVICE = Scram("adae", "adae-secret-1")
+PRINCIPAL = f"User:{SERVICE.name}"
+
+
+@pytest.fixture(scope="module")
+def secured():
+    node = ApacheKafka(security="sasl_ssl", users=(SERVICE,)).start()
+    yield node
+    node.stop()
+
+
+def service_config(node: ApacheKafka, detector_path, delivery: str, password: str = SERVICE.password) -> Config:
+    cfg = make_config(
+        node.bootstrap,
+        detector_path,
+        delivery=delivery,
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": SERVICE.name,
+            "sasl_plain_password": password,
+            "ssl_cafile": str(node.ca_file),
+            "create_topics": False,  # topics belong to the platform team; the service only needs to use them
+            "transactional_id": None,
+        },
+    )
+    admin = node.admin()
+    try:
+        topics = [cfg.kafka.input_topic, cfg.kafka.output_topic, cfg.kafka.dead_letter_topic]
+        admin.create_topics([NewTopic(t, cfg.kafka.partitions, 1) for t in topics])
+    finally:
+        admin.close()
+    return cfg
+
+
+def kafka_acl(rule: Acl) -> ACL:
+    pattern = ResourcePattern(ResourceType[rule.resource], rule.name, ACLResourcePatternType[rule.pattern])
+    return ACL(PRINCIPAL, "*", ACLOperation[rule.operation], ACLPermissionType.ALLOW, pattern)
+
+
+def grant(node: ApacheKafka, rules: list[Acl]) -> None:
+    admin = node.admin()
+    try:
+        result = admin.create_acls([kafka_acl(r) for r in rules])
+        assert not result["failed"], result["failed"]
+    finally:
+        admin.close()
+
+
+def committed(node: ApacheKafka, cfg: Config) -> dict[int, int | None]:
+    c = KafkaConsumer(bootstrap_servers=node.admin_bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
+    try:
+        return {p: c.committed(TopicPartition(cfg.kafka.input_topic, p)) for p in range(cfg.kafka.partitions)}
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_exactly_the_documented_acls_suffice(secured, digits_setup, digits_scorer, digits_detector_path, delivery):
+    cfg = service_config(secured, digits_detector_path, delivery)
+    rules = required_acls(cfg)
+    assert {r.operation for r in rules} >= {"READ", "WRITE", "DESCRIBE_CONFIGS", "IDEMPOTENT_WRITE"}
+    assert any(r.resource == "TRANSACTIONAL_ID" for r in rules) == (delivery == "exactly_once")
+    grant(secured, rules)
+    sent = produce_requests(secured.admin_bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
+    p = producer(secured.admin_bootstrap)
+    p.send(cfg.kafka.input_topic, value=b"not a request", key=b"junk").get(30)
+    p.close()
+    run = start_pipeline(cfg, digits_scorer)
+    answers = collect(secured.admin_bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90)
+    dead = collect(secured.admin_bootstrap, cfg.kafka.dead_letter_topic, 1, timeout_s=30)
+    assert run.stop() == 0, run.pipeline.failure
+    assert {decode_response(r.value, r.headers)["id"] for r in answers} == set(sent)
+    assert [r.key for r in dead] == [b"junk"]
+    assert run.pipeline.sink.answer_limit == cfg.kafka.max_message_bytes  # DescribeConfigs was allowed
+    assert all(off is not None for off in committed(secured, cfg).values())
+
+
+def test_a_missing_write_acl_stops_cleanly_and_a_restart_after_the_fix_loses_nothing(
+    secured, digits_setup, digits_detector_path, tmp_path
+):
+    cfg = service_config(secured, digits_detector_path, "at_least_once")
+    rules = required_acls(cfg)
+    missing = [r for r in rules if r.name == cfg.kafka.output_topic and r.operation == "WRITE"]
+    grant(secured, [r for r in rules if r not in missing])
+    sent = produce_requests(secured.admin_bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
+    proc = PipelineProcess(cfg, tmp_path, "no-write")
+    try:
+        proc.start()
+        rc = proc.wait(120)
+    finally:
+        proc.cleanup()
+    text = proc.text()
+    assert rc == 1, text[-3000:]
+    stopped = [line for line in text.splitlines() if "pipeline stopped:" in line]
+    assert len(stopped) == 1 and "TopicAuthorizationFailed" in stopped[0], text[-3000:]
+    assert set(committed(secured, cfg).values()) == {None}  # nothing was published, so nothing committed
+    grant(secured, missing)
+    try:
+        proc.start()
+        assert proc.wait_log("partitions assigned", timeout_s=120), proc.text()[-3000:]
+        answers = collect(secured.admin_bootstrap, cfg.kafka.output_topic, len(sent), timeout_s=90)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.text()[-3000:]
+    finally:
+        proc.cleanup()
+    assert {decode_response(r.value, r.headers)["id"] for r in answers} == set(sent)
+
+
+def test_a_wrong_password_stops_with_one_line_and_exit_1(secured, digits_detector_path, tmp_path):
+    cfg = service_config(secured, digits_detector_path, "at_least_once", password="not-the-password")
+    cfg = replace(cfg, kafka=replace(cfg.kafka, connect_timeout_s=300.0))  # it must not wait for this
+    grant(secured, required_acls(cfg))
+    proc = PipelineProcess(cfg, tmp_path, "wrong-password")
+    try:
+        proc.start()
+        rc = proc.wait(120)
+    finally:
+        proc.cleanup()
+    text = proc.text()
+    assert rc == 1, text[-3000:]
+    stopped = [line for line in text.splitlines() if "pipeline stopped:" in line]
+    assert len(stopped) == 1, text[-3000:]
+    assert "refused the login of 'adae'" in stopped[0] and "not-the-password" not in text
