@@ -60,13 +60,15 @@ def produce_requests(
 ) -> dict[str, np.ndarray]:
     """Send X in requests of `batch` instances; returns {request_id: instances}."""
     p = producer(bootstrap)
-    sent = {}
+    sent, futures = {}, []
     for i in range(0, len(X), batch):
         rid = f"{prefix}-{i // batch}"
         payload, headers = encode_request(X[i : i + batch], fmt, rid)
-        p.send(topic, value=payload, key=rid.encode() if keys else None, headers=headers)
+        futures.append(p.send(topic, value=payload, key=rid.encode() if keys else None, headers=headers))
         sent[rid] = X[i : i + batch]
     p.flush()
+    for future in futures:
+        future.get(30)  # a request the broker refused (over the topic's limit) fails the test here
     p.close()
     return sent
 

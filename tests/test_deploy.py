@@ -190,7 +190,9 @@ def test_probe_paths_are_served():
 def test_docker_compose_wiring():
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     svc = compose["services"]
-    assert svc["kafka"]["image"].startswith("apache/kafka")
+    from tests.apache_kafka import kafka_version
+
+    assert svc["kafka"]["image"] == f"apache/kafka:{kafka_version()}"  # production runs what the tests run
     assert svc["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     env = {k: str(v) for k, v in svc["adae-stream"]["environment"].items()}
     cfg = load_config(ROOT / "config.yaml", environ=env)

@@ -119,30 +119,62 @@ def test_answer_over_the_limit_is_dead_lettered_before_sending(setup):
     assert outcomes.done == [("dead_letter", "answer_too_large")]
 
 
-@pytest.mark.parametrize("at_send", [False, True])
-def test_answer_rejected_as_too_large_goes_to_the_dead_letter_topic(setup, at_send):
+def test_answer_refused_at_send_goes_to_the_dead_letter_topic(setup):
+    """The client's own size check: the producer is untouched, so the record is dead-lettered at once."""
     sink, producer, _, outcomes = setup
-    error = MessageSizeTooLargeError("record too large")
-    if at_send:
-        producer.raise_at_send["out"] = error
-    else:
-        producer.failures["out"] = [error]
+    producer.raise_at_send["out"] = MessageSizeTooLargeError("record too large")
     sink.answer(request(), RESULT, INFO)
-    assert sink.failure is None
+    assert sink.failure is None and not sink.doomed
     sink.flush(1)  # the dead letter is sent by the caller's thread, never from the callback
     assert [s["topic"] for s in producer.sent if s["future"].succeeded()] == ["dlq"]
     assert dict(producer.sent[-1]["headers"])["error-reason"] == b"rejected"
     assert outcomes.done == [("dead_letter", "rejected")]
 
 
+def test_a_broker_rejection_dooms_the_work_in_flight_and_the_redo_dead_letters_that_record(setup):
+    """After a broker's rejection kafka-python fails every record in flight with the same error: only the
+    first is the record's own. Redone (the loop aborts or replaces the producer), that record goes to the
+    dead-letter topic and the others are answered."""
+    sink, producer, tracker, outcomes = setup
+    for offset in (0, 1):
+        tracker.add(TopicPartition("in", 0), offset)
+    producer.failures["out"] = [MessageSizeTooLargeError("too large"), MessageSizeTooLargeError("too large")]
+    sink.answer(request(offset=0), RESULT, INFO)
+    sink.answer(request(rid="r2", offset=1), RESULT, INFO)  # failed by kafka-python with the same error
+    sink.flush(1)
+    assert sink.doomed and sink.failure is None
+    assert [s["topic"] for s in producer.sent] == ["out", "out"] and outcomes.done == []
+    fresh = Producer()
+    sink.redone(fresh, lambda: None)
+    assert not sink.doomed
+    sink.answer(request(offset=0), RESULT, INFO)
+    sink.answer(request(rid="r2", offset=1), RESULT, INFO)
+    sink.flush(1)
+    assert [s["topic"] for s in fresh.sent] == ["dlq", "out"]
+    assert dict(fresh.sent[0]["headers"])["error-reason"] == b"rejected"
+    assert outcomes.done == [("dead_letter", "rejected"), ("ok", None)]
+    assert tracker.commit_point(TopicPartition("in", 0)) == 2
+
+
+def _redo_dead_letter(sink, offset: int) -> Producer:
+    """The first dead letter of in-0@offset rejected by the broker, then the redo on a fresh producer."""
+    sink.dead_letter(record(offset, value=b"v" * 100), "decode", "bad JSON")
+    sink.flush(1)
+    assert sink.doomed and sink.failure is None
+    fresh = Producer()
+    sink.redone(fresh, lambda: None)
+    sink.dead_letter(record(offset, value=b"v" * 100), "decode", "bad JSON")
+    return fresh
+
+
 def test_dead_letter_rejected_then_minimal_record_keeps_the_coordinates(setup):
     sink, producer, tracker, _outcomes = setup
     tracker.add(TopicPartition("in", 0), 7)
     producer.failures["dlq"] = [MessageSizeTooLargeError("too large")]
-    sink.dead_letter(record(7, value=b"v" * 100), "decode", "bad JSON")
+    fresh = _redo_dead_letter(sink, 7)
     sink.flush(1)
-    first, minimal = producer.sent
-    assert first["future"].failed() and minimal["future"].succeeded()
+    (minimal,) = fresh.sent
+    assert minimal["future"].succeeded()
     h = dict(minimal["headers"])
     assert minimal["value"] == b"" and h["error-minimal"] == b"true"
     assert (h["source-topic"], h["source-partition"], h["source-offset"]) == (b"in", b"0", b"7")
@@ -153,7 +185,12 @@ def test_dead_letter_rejected_then_minimal_record_keeps_the_coordinates(setup):
 def test_minimal_record_rejected_too_is_fatal_and_the_offset_stays_uncommitted(setup):
     sink, producer, tracker, _ = setup
     tracker.add(TopicPartition("in", 0), 3)
-    producer.failures["dlq"] = [MessageSizeTooLargeError("a"), MessageSizeTooLargeError("b")]
+    producer.failures["dlq"] = [MessageSizeTooLargeError("a")]
+    fresh = Producer()
+    fresh.failures["dlq"] = [MessageSizeTooLargeError("b")]
+    sink.dead_letter(record(3), "decode", "bad")
+    sink.flush(1)
+    sink.redone(fresh, lambda: None)
     sink.dead_letter(record(3), "decode", "bad")
     sink.flush(1)
     assert "minimal dead-letter record for in-0@3" in sink.failure and "not committed" in sink.failure

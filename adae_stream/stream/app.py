@@ -152,25 +152,7 @@ class Pipeline:
 
     def _on_connected(self) -> None:
         """What is built on fresh clients: the sink and committer, the feedback join, the subscription."""
-        interval_s, timeout_s = self.kafka.commit_interval_ms / 1000.0, self.kafka.delivery_timeout_s
-
-        def assigned() -> set[TopicPartition]:  # read at each commit, never copied
-            return self.partitions.assigned
-
-        if self.cfg.delivery == "exactly_once":
-            self._committer = TransactionalCommitter(
-                self.producer,
-                self.consumer,
-                self.tracker,
-                assigned,
-                interval_s,
-                timeout_s,
-                self.stats,
-                doomed=lambda: self._sink is not None and self._sink.doomed,
-                redo=self._redo_assigned,
-            )
-        else:
-            self._committer = AtLeastOnceCommitter(self.consumer, self.tracker, assigned, interval_s, timeout_s)
+        self._committer = self._build_committer()
         self._sink = Sink(
             self.producer,
             self.kafka,
@@ -179,10 +161,29 @@ class Pipeline:
             self.stats,
             before_send=self.committer.before_send,
             topic_limits=self.session.topic_limits,
-            transactional=self.cfg.delivery == "exactly_once",
         )
         self._rebuild_join()
         self.session.subscribe(RebalanceListener(self))
+
+    def _build_committer(self) -> Committer:
+        interval_s, timeout_s = self.kafka.commit_interval_ms / 1000.0, self.kafka.delivery_timeout_s
+
+        def assigned() -> set[TopicPartition]:  # read at each commit, never copied
+            return self.partitions.assigned
+
+        if self.cfg.delivery != "exactly_once":
+            return AtLeastOnceCommitter(self.consumer, self.tracker, assigned, interval_s, timeout_s)
+        return TransactionalCommitter(
+            self.producer,
+            self.consumer,
+            self.tracker,
+            assigned,
+            interval_s,
+            timeout_s,
+            self.stats,
+            doomed=lambda: self._sink is not None and self._sink.doomed,
+            redo=self._redo_assigned,
+        )
 
     def _turn(self) -> None:
         self.last_loop = time.monotonic()
@@ -204,7 +205,7 @@ class Pipeline:
         self.path.take_new_detectors()
         self.committer.commit()
         if self.sink.doomed:
-            self._redo_doomed_transaction()
+            self._redo_after_rejection()
         self._housekeeping()
         if self.sink.failure:
             raise PipelineError(self.sink.failure)
@@ -300,13 +301,22 @@ class Pipeline:
         if self._committer is not None and self._committer.abandon():
             self._redo_assigned()
 
-    def _redo_doomed_transaction(self) -> None:
-        """exactly_once, a record rejected by the broker: every answer since the last commit goes with the
-        aborted transaction, and is redone from the committed offsets; the rejected record's dead letter
-        takes its answer's place (Sink keeps it by coordinates), so the redo cannot hit it again."""
-        self.sink.flush(self.kafka.delivery_timeout_s)  # every record of the doomed transaction settled
-        self.committer.abandon()
-        self.sink.redone()
+    def _redo_after_rejection(self) -> None:
+        """A record rejected by the broker (Sink.doomed). The producer is replaced in both modes:
+        kafka-python 3.0.12 leaves an idempotent producer fatal, and a transactional one bumping its epoch
+        into OutOfOrderSequenceNumber (measured on Apache Kafka 4.1). exactly_once: the open transaction
+        is aborted (the new producer's InitProducerId, same transactional id, aborts it if the old one
+        could not). at_least_once: what was acked is committed first. Either way the rest is redone from
+        the committed offsets, and the rejected record's dead letter takes its answer's place (Sink keeps
+        it by coordinates): it cannot loop."""
+        self.sink.flush(self.kafka.delivery_timeout_s)  # every record in flight settled (most failed)
+        if self.cfg.delivery == "exactly_once":
+            self.committer.abandon()
+        else:
+            self.committer.commit(force=True)
+        self.session.replace_producer()
+        self._committer = self._build_committer()
+        self.sink.redone(self.producer, self.committer.before_send)
         self._redo_assigned()
 
     def _redo_assigned(self) -> None:

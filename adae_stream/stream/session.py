@@ -122,6 +122,17 @@ class KafkaSession:
                 delay = min(delay * 2, 10.0)
         return False
 
+    def replace_producer(self) -> None:
+        """A new producer for one kafka-python left unusable (see Sink.doomed). Under exactly_once it has
+        the same transactional id, so its InitProducerId fences the old one and aborts what it left open."""
+        old = self.producer
+        try:
+            old.close(timeout=0)
+        except Exception as exc:
+            log.warning("closing the failed producer: %s", exc)
+        self._producer = build_producer(self.cfg, self.bootstrap, int(self.kafka.connect_timeout_s * 1000))
+        log.info("producer replaced after a broker rejection")
+
     def subscribe(self, listener: Any) -> None:
         """Subscribe to the input topics; for kafka.input_pattern, to the topics that match it now.
 

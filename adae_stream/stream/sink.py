@@ -141,7 +141,6 @@ class Sink:
         tally: Tally,
         before_send: Callable[[], None] = lambda: None,
         topic_limits: dict[str, int] | None = None,
-        transactional: bool = False,
     ) -> None:
         """topic_limits: max.message.bytes the broker has for the topics written (clients.read_topic_limits);
         each record is checked against the smaller of that and the config's limit."""
@@ -159,21 +158,23 @@ class Sink:
         self._lock = threading.Lock()
         self._failure: str | None = None
         self._out_partitions: set[int] = set()
-        self.transactional = transactional
         self._doomed = False
-        # exactly_once: source records whose answer (or dead letter) a broker rejected, by coordinates; they
-        # are dead-lettered (or sent minimal) when the aborted transaction's records come again
+        # source records whose answer (or dead letter) the broker rejected, by coordinates; they are
+        # dead-lettered (or sent minimal) when the redone records come again
         self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
         self._uncapturable: set[tuple[str, int, int]] = set()
 
     @property
     def doomed(self) -> bool:
-        """exactly_once: a record of the open transaction was rejected, so the transaction cannot commit.
-        The loop aborts it and redoes every assigned partition (Pipeline._redo_doomed_transaction)."""
+        """The broker rejected a record, and kafka-python's producer cannot go on with the work in flight:
+        under exactly_once the open transaction can only abort; the idempotent producer of at_least_once
+        goes into a fatal state (kafka-python 3.0.12 classifies any non-retriable batch error so, where the
+        Java client bumps the epoch and goes on). The loop settles it (Pipeline._redo_after_rejection)."""
         return self._doomed
 
-    def redone(self) -> None:
-        """The doomed transaction was aborted: sends may start again."""
+    def redone(self, producer: Any, before_send: Callable[[], None]) -> None:
+        """The doomed work was aborted or discarded; sends start again, on a new ``producer``."""
+        self.producer, self.before_send = producer, before_send
         with self._lock:
             self._doomed = False
 
@@ -245,17 +246,14 @@ class Sink:
             return
 
         def failed(exc: BaseException) -> None:
-            if self.transactional and is_record_error(exc):
-                with self._lock:  # the capture's own rejection dooms the transaction: redone without it
+            if is_record_error(exc):
+                with self._lock:  # the capture's own rejection dooms the work in flight: redone without it
                     first, self._doomed = not self._doomed, True
                     if first:
                         self._uncapturable.add(coords)
                 if first:
-                    log.warning("flagged capture of %s-%d@%d rejected (%r); transaction redone", *coords, exc)
-            elif is_record_error(exc):
-                log.warning("flagged capture of %s-%d@%d rejected: %r", rec.topic, rec.partition, rec.offset, exc)
-                self.outcomes.flagged_capture("rejected")
-            else:
+                    log.warning("flagged capture of %s-%d@%d rejected (%r); work in flight redone", *coords, exc)
+            elif not self._doomed:
                 self._fail(
                     f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}"
                 )
@@ -320,7 +318,7 @@ class Sink:
             out_partition = self._out_partition(delivery.record) if keep_partition else None
             future = self.producer.send(topic, value=value, key=key, headers=headers, partition=out_partition)
         except Exception as exc:  # refused before it left: too large, bad content, metadata timeout
-            self._failed(delivery, exc)
+            self._refused(delivery, exc)
             return
         future.add_callback(self._acked, delivery)
         future.add_errback(self._failed, delivery)
@@ -338,18 +336,23 @@ class Sink:
             self.tally.add("dead_letter")
             self.outcomes.request_done("dead_letter", reason=delivery.reason)
 
-    def _failed(self, delivery: _Delivery, exc: BaseException) -> None:
-        """kafka-python calls errbacks as f(*args, exception), on its I/O thread (or inline for send-time errors).
-
-        Under exactly_once a rejected record makes the whole open transaction abortable, and kafka-python
-        then fails every other record of it with the same error. Only the first failure is the record's
-        own (its batch is answered before the others are failed): it is condemned, and the rest, redone
-        after the abort, are not charged with it.
-        """
-        if self.transactional and self._doom(delivery, exc):
-            return
+    def _refused(self, delivery: _Delivery, exc: BaseException) -> None:
+        """A send refused by the client before it left (the producer's state is untouched): a record error
+        dead-letters the record (from the loop thread, in drain); anything else fails the service."""
+        if self._doomed:
+            return  # the producer is already failing everything; the redo settles it
         if is_record_error(exc) and not delivery.minimal:
             self._retries.put((delivery, exc))
+            return
+        self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
+
+    def _failed(self, delivery: _Delivery, exc: BaseException) -> None:
+        """A send that failed after it left (kafka-python calls errbacks as f(*args, exception), on its I/O
+        thread). A broker's rejection of the record leaves the producer unable to go on (see ``doomed``),
+        and kafka-python then fails every other record in flight with the same error. Only the first
+        failure is the record's own (its batch is answered before the others are failed): it is
+        condemned, and the rest, redone after the abort, are not charged with it."""
+        if self._doom(delivery, exc):
             return
         self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
 
@@ -365,7 +368,7 @@ class Sink:
             rec = delivery.record
             self._condemned[(rec.topic, rec.partition, rec.offset)] = (delivery, exc)
         log.warning(
-            "the broker rejected the %s (%r): the open transaction is aborted and redone without it",
+            "the broker rejected the %s (%r): the work in flight is redone without it",
             delivery.describe(),
             exc,
         )
