@@ -1,7 +1,7 @@
 """Refused logins, told apart from an unreachable broker.
 
 kafka-python 3.0.12 treats a SASL login the broker refuses (a wrong password, an unknown user) like a
-broker that is not there: it logs ``Connection failed: SaslAuthenticationFailedError(...)`` from
+broker that is not there: it logs ``Bootstrap connection to ... failed: SaslAuthenticationFailedError(...)`` at WARNING from
 ``kafka.net.manager``, retries, and raises only ``KafkaTimeoutError('Unable to bootstrap')`` once its
 bootstrap timeout passes (measured against Apache Kafka 4.1 with SCRAM-SHA-512). Retrying cannot fix
 credentials, so the session watches that logger for the refusal and stops at once with a line that says
@@ -20,7 +20,7 @@ KAFKA_CONNECTIONS_LOGGER = "kafka.net.manager"
 
 class LoginRefusals(logging.Filter):
     """Remembers the last refusal logged by kafka-python's connection manager. The logger is opened to
-    ERROR while watched; records below the level the operator had set are still dropped."""
+    WARNING while watched; records below the level the operator had set are still dropped."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,7 +47,7 @@ class LoginRefusals(logging.Filter):
         logger = logging.getLogger(KAFKA_CONNECTIONS_LOGGER)
         self._shown, self._level = logger.getEffectiveLevel(), logger.level
         logger.addFilter(self)
-        logger.setLevel(min(self._shown, logging.ERROR))  # a filter sees only records at enabled levels
+        logger.setLevel(min(self._shown, logging.WARNING))  # a filter sees only records at enabled levels
         return self
 
     def __exit__(self, *exc: object) -> None:
