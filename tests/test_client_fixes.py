@@ -107,8 +107,10 @@ def test_rejoin_after_partition_count_change_always_assigns():
 
 
 def _rounds_on_apache_kafka(bootstrap: str, fixed: bool) -> list[bool]:
-    """Partitions added to a live topic (Apache Kafka keeps its topics, so the count changes by
-    CreatePartitions instead of a re-creation): does each rejoin end with every partition assigned?"""
+    """The first join, then partitions added to the live topic four times (Apache Kafka keeps its topics,
+    so the count changes by CreatePartitions instead of a re-creation): did each join end with every
+    partition assigned? A consumer the race caught stays without partitions for good, so the rounds stop
+    at the first miss."""
     from kafka.admin import NewPartitions
 
     topic = f"t-{uuid.uuid4().hex[:8]}"
@@ -122,16 +124,17 @@ def _rounds_on_apache_kafka(bootstrap: str, fixed: bool) -> list[bool]:
         metadata_max_age_ms=1000,  # the leader notices the new partitions within a second
     )
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    outcomes = []
     try:
         if fixed:
             assert keep_pending_join_visible(consumer)
         listener = _Assignments()
         consumer.subscribe([topic], listener=listener)
-        assert _poll_until_assigned(consumer, listener, 3, 30)
-        for partitions in range(4, 9):
+        outcomes = [_poll_until_assigned(consumer, listener, 3, 15)]
+        for partitions in range(4, 8):
+            if not outcomes[-1]:
+                break
             admin.create_partitions({topic: NewPartitions(partitions)})
-            outcomes.append(_poll_until_assigned(consumer, listener, partitions, 25))
+            outcomes.append(_poll_until_assigned(consumer, listener, partitions, 15))
     finally:
         admin.close()
         consumer.close(autocommit=False)
@@ -139,9 +142,10 @@ def _rounds_on_apache_kafka(bootstrap: str, fixed: bool) -> list[bool]:
 
 
 def test_rejoin_after_partitions_are_added_on_apache_kafka(apache_kafka):
-    """The same race on Apache Kafka. With the fix every round is assigned; the rounds without it are
-    printed, the figure the README's 'tested brokers' section quotes."""
+    """The same race on Apache Kafka 4.1: measured here without the fix, 2 of 5 rounds assigned and once
+    not even the first join (README, "Tested brokers"); with it, every join. The unfixed rounds are
+    printed, not asserted: the race is a matter of timing."""
     unfixed = _rounds_on_apache_kafka(apache_kafka.bootstrap, fixed=False)
     fixed = _rounds_on_apache_kafka(apache_kafka.bootstrap, fixed=True)
-    print(f"\n[client fix on Apache Kafka] assigned rounds without the fix {sum(unfixed)}/5, with it {sum(fixed)}/5")
-    assert fixed == [True] * 5, f"rounds that never got their partitions: {fixed}"
+    print(f"\n[client fix on Apache Kafka] joins assigned without the fix {unfixed}, with it {fixed}")
+    assert fixed == [True] * 5, f"joins that never got their partitions: {fixed}"

@@ -270,3 +270,17 @@ def test_record_errors_versus_service_errors():
     )
     assert not is_record_error(KafkaTimeoutError()) and not is_record_error(TopicAuthorizationFailedError())
     assert not is_record_error(ValueError('Topic name "bad topic!" is illegal'))  # what kafka-python raises at send()
+
+
+def test_answers_of_a_transaction_we_aborted_are_not_a_failure(setup):
+    """Lost partitions or a zombie's refused commit abort the transaction on purpose, and its records are
+    redone: kafka-python failing them with TransactionAbortedError stops nothing and dead-letters nothing."""
+    from kafka.errors import TransactionAbortedError
+
+    sink, producer, tracker, outcomes = setup
+    tracker.add(TopicPartition("in", 0), 0)
+    producer.failures["out"] = [TransactionAbortedError()]
+    sink.answer(request(), RESULT, INFO)
+    sink.flush(1)
+    assert sink.failure is None and not sink.doomed and outcomes.done == []
+    assert [s["topic"] for s in producer.sent] == ["out"] and tracker.commit_point(TopicPartition("in", 0)) == 0

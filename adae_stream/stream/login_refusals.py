@@ -1,8 +1,8 @@
 """Refused logins, told apart from an unreachable broker.
 
 kafka-python 3.0.12 treats a SASL login the broker refuses (a wrong password, an unknown user) like a
-broker that is not there: it logs ``Bootstrap connection to ... failed: SaslAuthenticationFailedError(...)`` at WARNING from
-``kafka.net.manager``, retries, and raises only ``KafkaTimeoutError('Unable to bootstrap')`` once its
+broker that is not there: it logs ``Bootstrap connection to ... failed: SaslAuthenticationFailedError``
+at WARNING from ``kafka.net.manager``, retries, and raises only ``KafkaTimeoutError('Unable to bootstrap')`` once its
 bootstrap timeout passes (measured against Apache Kafka 4.1 with SCRAM-SHA-512). Retrying cannot fix
 credentials, so the session watches that logger for the refusal and stops at once with a line that says
 what was refused, instead of reporting a broker unreachable for kafka.connect_timeout_s.

@@ -33,6 +33,7 @@ from kafka.errors import (
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
+    TransactionAbortedError,
 )
 from kafka.structs import TopicPartition
 
@@ -352,6 +353,8 @@ class Sink:
         and kafka-python then fails every other record in flight with the same error. Only the first
         failure is the record's own (its batch is answered before the others are failed): it is
         condemned, and the rest, redone after the abort, are not charged with it."""
+        if isinstance(exc, TransactionAbortedError):
+            return  # we aborted its transaction (lost partitions, a zombie's commit): whoever aborts redoes it
         if self._doom(delivery, exc):
             return
         self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
