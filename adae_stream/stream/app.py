@@ -194,9 +194,13 @@ class Pipeline:
             return
         polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
         skip = self.partitions.position(self.consumer)
+        owned = self.partitions.assigned
         for tp, records in polled.items():
-            if tp in skip:
-                continue  # fetched before the seek: they come again from the committed offset
+            if tp in skip or tp not in owned:
+                # fetched before the seek: they come again from the committed offset; or fetched for a
+                # partition revoked or lost inside this very poll(): its new owner answers them (a
+                # zombie answering them would commit them without the offsets that fence it)
+                continue
             for rec in records:
                 self.tracker.add(tp, rec.offset)
                 self.path.ingest(rec)

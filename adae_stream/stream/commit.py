@@ -158,9 +158,13 @@ class TransactionalCommitter:
         if self.doomed():
             return
         offsets = _offsets(self.tracker, self.assigned)
+        if not offsets:
+            # what it holds is not of partitions we own (any more): committed without offsets, the group
+            # generation would never be checked, and a zombie's answers would become visible
+            self.abandon()
+            return
         try:
-            if offsets:
-                self.producer.send_offsets_to_transaction(_request(offsets), self.consumer.group_metadata())
+            self.producer.send_offsets_to_transaction(_request(offsets), self.consumer.group_metadata())
             self.producer.commit_transaction()
         except CommitFailedError as exc:
             # the group's generation moved on while we were stalled (paused, GC, SIGSTOP): the partitions
