@@ -182,7 +182,7 @@ class Pipeline:
             timeout_s,
             self.stats,
             doomed=lambda: self._sink is not None and self._sink.doomed,
-            redo=self._redo_assigned,
+            redo=self._forget_assigned,
         )
 
     def _turn(self) -> None:
@@ -322,6 +322,11 @@ class Pipeline:
         self._committer = self._build_committer()
         self.sink.redone(self.producer, self.committer.before_send)
         self._redo_assigned()
+
+    def _forget_assigned(self) -> None:
+        """The group moved on without us (a zombie's refused commit): nothing is ours until the rejoin
+        assigns it again; the assignment then positions it from the committed offsets."""
+        self.partitions.forget(set(self.partitions.assigned))
 
     def _redo_assigned(self) -> None:
         kept = set(self.partitions.assigned)

@@ -131,7 +131,8 @@ class TransactionalCommitter:
     ) -> None:
         """doomed: whether a record of the open transaction was rejected (Sink.doomed): such a transaction
         is never committed; the loop aborts it and redoes its records. redo: called after a transaction
-        was aborted because the group moved on without us (a zombie's commit, KIP-447)."""
+        was aborted because the group moved on without us (a zombie's commit, KIP-447): the pipeline
+        forgets its partitions until the rejoin."""
         self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
         self.doomed, self.redo = doomed, redo
         self.interval = _Interval(interval_s)
