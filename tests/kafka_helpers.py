@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,41 @@ def collect(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, 
                 last = time.monotonic()
             if idle_s is not None and time.monotonic() - last > idle_s:
                 break
+    finally:
+        c.close()
+    return out
+
+
+def read_settled(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list], bool],
+    isolation_level: str = "read_uncommitted",
+    timeout_s: float = 90.0,
+    quiet_s: float = 2.0,
+) -> list:
+    """Every record of ``topic`` as a reader with ``isolation_level`` sees it: read until ``done(records)``
+    and then ``quiet_s`` without more, so late duplicates show too (or until timeout_s)."""
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    out: list = []
+    deadline, quiet_until = time.monotonic() + timeout_s, None
+    try:
+        while time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=200).values():
+                out.extend(recs)
+                quiet_until = None
+            if done(out):
+                quiet_until = quiet_until or time.monotonic() + quiet_s
+                if time.monotonic() > quiet_until:
+                    break
     finally:
         c.close()
     return out

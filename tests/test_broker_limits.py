@@ -12,16 +12,15 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from adae_stream.stream.codecs import decode_response
-from tests.kafka_helpers import create_topic, make_config, produce_requests, start_pipeline
+from tests.kafka_helpers import create_topic, make_config, produce_requests, read_settled, start_pipeline
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.broker
@@ -31,31 +30,7 @@ INPUT_LIMIT = 8 * 1024 * 1024  # the 4,000-instance request is ~2.5 MB of JSON
 
 
 def records(bootstrap: str, topic: str, isolation: str, expected: int, timeout_s: float = 60.0) -> list:
-    """Every record of ``topic`` as a reader with ``isolation`` sees it: until ``expected`` arrived and 2 s
-    passed without more (late duplicates would show)."""
-    c = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level=isolation,
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
-    out: list = []
-    deadline, quiet_until = time.monotonic() + timeout_s, None
-    try:
-        while time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out.extend(recs)
-                quiet_until = None
-            if len(out) >= expected:
-                quiet_until = quiet_until or time.monotonic() + 2.0
-                if time.monotonic() > quiet_until:
-                    break
-    finally:
-        c.close()
-    return out
+    return read_settled(bootstrap, topic, lambda got: len(got) >= expected, isolation, timeout_s)
 
 
 def many(X: np.ndarray) -> np.ndarray:

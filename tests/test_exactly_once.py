@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 from collections import Counter
 
 import pytest
@@ -19,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from adae_stream.stream.codecs import decode_response
-from tests.kafka_helpers import collect, make_config, produce_requests, start_pipeline
+from tests.kafka_helpers import collect, make_config, produce_requests, read_settled, start_pipeline
 from tests.process_helpers import PipelineProcess, Traffic
 from tests.waiting import wait_for
 
@@ -28,28 +27,15 @@ ASSIGNED = "partitions assigned"
 
 
 def read_ids(bootstrap: str, topic: str, isolation: str, expected: set[str], timeout_s: float = 90.0) -> Counter:
-    """How often each request id is answered on ``topic`` as a reader with ``isolation`` sees it: read
-    until every expected id is there, then 2 s more for late duplicates."""
-    c = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level=isolation,
-        fetch_max_wait_ms=100,
-    )
+    """How often each request id is answered on ``topic`` as a reader with ``isolation`` sees it."""
     seen: Counter = Counter()
-    deadline, quiet_until = time.monotonic() + timeout_s, None
-    try:
-        while time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                seen.update(decode_response(r.value, r.headers)["id"] for r in recs)
-            if expected <= set(seen):
-                quiet_until = quiet_until or time.monotonic() + 2.0
-                if time.monotonic() > quiet_until:
-                    break
-    finally:
-        c.close()
+
+    def done(records: list) -> bool:  # decodes each record once: the list only grows
+        for r in records[sum(seen.values()) :]:
+            seen[decode_response(r.value, r.headers)["id"]] += 1
+        return expected <= set(seen)
+
+    done(read_settled(bootstrap, topic, done, isolation, timeout_s))
     return seen
 
 

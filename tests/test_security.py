@@ -94,6 +94,19 @@ def committed(node: ApacheKafka, cfg: Config) -> dict[int, int | None]:
         c.close()
 
 
+def the_one_stop_line(proc: PipelineProcess) -> str:
+    """Run the service until it stops by itself: exit 1 and exactly one 'pipeline stopped:' line."""
+    try:
+        proc.start()
+        rc = proc.wait(120)
+    finally:
+        proc.cleanup()
+    text = proc.text()
+    stopped = [line for line in text.splitlines() if "pipeline stopped:" in line]
+    assert rc == 1 and len(stopped) == 1, text[-3000:]
+    return stopped[0]
+
+
 @pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_exactly_the_documented_acls_suffice(secured, digits_setup, digits_scorer, digits_detector_path, delivery):
     cfg = service_config(secured, digits_detector_path, delivery)
@@ -124,15 +137,8 @@ def test_a_missing_write_acl_stops_cleanly_and_a_restart_after_the_fix_loses_not
     grant(secured, [r for r in rules if r not in missing])
     sent = produce_requests(secured.admin_bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
     proc = PipelineProcess(cfg, tmp_path, "no-write")
-    try:
-        proc.start()
-        rc = proc.wait(120)
-    finally:
-        proc.cleanup()
-    text = proc.text()
-    assert rc == 1, text[-3000:]
-    stopped = [line for line in text.splitlines() if "pipeline stopped:" in line]
-    assert len(stopped) == 1 and "TopicAuthorizationFailed" in stopped[0], text[-3000:]
+    stopped = the_one_stop_line(proc)
+    assert "TopicAuthorizationFailed" in stopped, stopped
     # nothing was published, so no offset past the start is committed
     assert set(committed(secured, cfg).values()) <= {None, 0}
     grant(secured, missing)
@@ -152,13 +158,5 @@ def test_a_wrong_password_stops_with_one_line_and_exit_1(secured, digits_detecto
     cfg = replace(cfg, kafka=replace(cfg.kafka, connect_timeout_s=300.0))  # it must not wait for this
     grant(secured, required_acls(cfg))
     proc = PipelineProcess(cfg, tmp_path, "wrong-password")
-    try:
-        proc.start()
-        rc = proc.wait(120)
-    finally:
-        proc.cleanup()
-    text = proc.text()
-    assert rc == 1, text[-3000:]
-    stopped = [line for line in text.splitlines() if "pipeline stopped:" in line]
-    assert len(stopped) == 1, text[-3000:]
-    assert "refused the login of 'adae'" in stopped[0] and "not-the-password" not in text
+    stopped = the_one_stop_line(proc)
+    assert "refused the login of 'adae'" in stopped and "not-the-password" not in proc.text()

@@ -38,6 +38,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """SIGTERM the process's whole group (it was started in a session of its own), SIGKILL after
+    timeout_s; False when it had already exited."""
+    if proc.poll() is not None:
+        return False
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout_s)
+    except ProcessLookupError:
+        pass
+    return True
+
+
 class EmbeddedBroker:
     """Start/stop a Tansu broker. Use as a context manager; ``bootstrap`` is 'host:port'."""
 
@@ -78,17 +94,8 @@ class EmbeddedBroker:
         raise BrokerError(f"embedded broker did not listen on {self.bootstrap} within {timeout_s}s")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout_s)
-        except ProcessLookupError:
-            pass
-        log.info("embedded Kafka broker stopped")
+        if self.proc is not None and stop_process_group(self.proc, timeout_s):
+            log.info("embedded Kafka broker stopped")
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

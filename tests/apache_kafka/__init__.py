@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adae_stream.stream.broker import free_port
+from adae_stream.stream.broker import free_port, stop_process_group
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
@@ -242,15 +241,8 @@ class ApacheKafka:
         return self.log_file.read_text(errors="replace")[-chars:] if self.log_file.exists() else ""
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout_s)
-            except ProcessLookupError:
-                pass
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout_s)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
