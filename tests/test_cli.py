@@ -18,7 +18,7 @@ def test_each_subcommand_module_registers_exactly_its_own_name():
     assert subcommand_names() == sorted(module.__name__.rsplit(".", 1)[1] for module in SUBCOMMANDS)
 
 
-@pytest.mark.parametrize("name", ["run", "train", "repository", "produce", "tail", "demo"])
+@pytest.mark.parametrize("name", ["run", "train", "repository", "acls", "produce", "tail", "demo"])
 def test_help(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([name, "--help"])
@@ -59,3 +59,20 @@ def test_every_exception_is_a_project_error_and_the_start_up_ones_are_named():
         errors.DecodeError("no_such_reason", "x")
     exc = errors.NotARequest("json_response", "an answer")
     assert (exc.kind, exc.message, str(exc)) == ("json_response", "an answer", "json_response: an answer")
+
+
+def test_acls_prints_the_least_privileges_of_the_config(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text("delivery: exactly_once\nkafka:\n  create_topics: false\n  transactional_id: adae-0\n")
+    monkeypatch.delenv("ADAE_KAFKA__CREATE_TOPICS", raising=False)
+    assert main(["acls", "--config", str(config), "--principal", "User:svc"]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert all(
+        c.startswith("kafka-acls.sh --bootstrap-server $BOOTSTRAP --add --allow-principal 'User:svc'") for c in commands
+    )
+    assert "--operation Read --topic 'adae-requests'" in "\n".join(commands)
+    assert "--operation Read --group 'adae-stream'" in "\n".join(commands)
+    assert "--operation DescribeConfigs --topic 'adae-predictions'" in "\n".join(commands)
+    assert "--operation IdempotentWrite --cluster" in "\n".join(commands)
+    assert "--operation Write --transactional-id 'adae-0' --resource-pattern-type literal" in "\n".join(commands)
+    assert not any("--operation Create" in c for c in commands)  # create_topics: false
