@@ -171,7 +171,9 @@ def _ensure(bootstrap: str, *topics: str) -> None:
     from kafka.admin import NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(t, 4, 1) for t in topics])
+    # as large as the producer's requests: Apache Kafka enforces it (1 MiB by default), Tansu does not
+    limit = {"max.message.bytes": str(32 * 1024 * 1024)}
+    admin.create_topics([NewTopic(t, 4, 1, topic_configs=limit) for t in topics])
     admin.close()
 
 
