@@ -1,6 +1,7 @@
-"""The kafka-python group-join race fix (adae_stream.stream.client_fixes), on a real broker.
+"""The kafka-python fixes (adae_stream.stream.client_fixes), each on a real broker, each shown with and
+without the fix so that an upstream fix (or a changed client) makes these tests speak.
 
-The race needs the group leader to see its topic's partition count change during a rejoin, while it
+The group-join race needs the group leader to see its topic's partition count change during a rejoin, while it
 polls with short timeouts as the pipeline does. A memory-only broker restarted with the topic re-created
 larger gives exactly that. Measured on this machine with kafka-python 3.0.12, without the fix: 4 of 10
 such rounds ended with the consumer holding no partitions for good; with it, 10 of 10 were assigned.
@@ -12,11 +13,13 @@ import time
 import uuid
 
 import pytest
-from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
+from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from adae_stream.stream.broker import EmbeddedBroker
-from adae_stream.stream.client_fixes import keep_pending_join_visible
+from adae_stream.stream.client_fixes import forget_refused_txn_offsets, keep_pending_join_visible
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -149,3 +152,49 @@ def test_rejoin_after_partitions_are_added_on_apache_kafka(apache_kafka):
     fixed = _rounds_on_apache_kafka(apache_kafka.bootstrap, fixed=True)
     print(f"\n[client fix on Apache Kafka] joins assigned without the fix {unfixed}, with it {fixed}")
     assert fixed == [True] * 5, f"joins that never got their partitions: {fixed}"
+
+
+def _after_a_refused_commit(bootstrap: str, topic: str, fixed: bool) -> int | None:
+    """A transaction whose offsets for partition 0 the coordinator refuses (a stale generation, as a
+    zombie's), aborted; then a transaction with offsets for partition 1 only, committed under the live
+    generation. Returns the committed offset of partition 0 afterwards: None unless the refused offset
+    was sent again."""
+    group = f"g-{topic}-{fixed}"
+    first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    member = KafkaConsumer(  # read_committed: its offset reads wait until a transaction's markers are written
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"refused-{topic}-{fixed}")
+    try:
+        if fixed:
+            assert forget_refused_txn_offsets(producer)
+        deadline = time.monotonic() + 60
+        while member.assignment() != {first, second} and time.monotonic() < deadline:
+            member.poll(timeout_ms=100)  # the join happens inside poll()
+        live = member.group_metadata()
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(topic, b"answer", partition=1)
+        with pytest.raises(CommitFailedError):
+            stale = live._replace(generation_id=live.generation_id + 1)
+            producer.send_offsets_to_transaction({first: OffsetAndMetadata(5, "", -1)}, stale)
+        producer.abort_transaction()
+        producer.begin_transaction()
+        producer.send(topic, b"answer", partition=1)
+        producer.send_offsets_to_transaction({second: OffsetAndMetadata(1, "", -1)}, live)
+        producer.commit_transaction()
+        assert member.committed(second) == 1
+        return member.committed(first)
+    finally:
+        producer.close()
+        member.close(autocommit=False)
+
+
+def test_refused_transactional_offsets_are_not_sent_again(apache_kafka):
+    """kafka-python 3.0.12 sends refused transactional offsets again with the next transaction's (the
+    unfixed side, asserted: if this starts failing, kafka-python fixed it and forget_refused_txn_offsets
+    can go); with the fix, only what the second transaction sent is committed."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    _create(apache_kafka.bootstrap, topic, 2)
+    assert _after_a_refused_commit(apache_kafka.bootstrap, topic, fixed=False) == 5
+    assert _after_a_refused_commit(apache_kafka.bootstrap, topic, fixed=True) is None

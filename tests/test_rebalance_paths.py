@@ -7,8 +7,9 @@ against the real broker in tests/test_reliability.py.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from kafka.errors import KafkaTimeoutError
-from kafka.structs import TopicPartition
+from kafka.structs import ConsumerGroupMetadata, TopicPartition
 
 from adae_stream.config import load_config
 from adae_stream.scoring import ScorerInfo
@@ -65,6 +66,15 @@ class Producer:
 
     def abort_transaction(self):
         self.calls.append("abort")
+
+    def flush(self, timeout=None):
+        self.calls.append("flush")
+
+    def send_offsets_to_transaction(self, offsets, group):
+        self.calls.append(f"offsets {sorted(o.offset for o in offsets.values())} generation {group.generation_id}")
+
+    def commit_transaction(self):
+        self.calls.append("commit")
 
 
 def pipeline(consumer) -> Pipeline:
@@ -145,6 +155,34 @@ def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     p.partitions.incoming.put({B})
     p.partitions.position(p.consumer)
     assert consumer.sought == {B: 7}
+
+
+@pytest.mark.parametrize(
+    "generation, member, expected",
+    [
+        (4, "m-1", ["begin", "flush", "offsets [8] generation 4", "commit"]),
+        (-1, "", ["begin", "flush", "abort"]),  # evicted: the heartbeat cleared the generation
+        (4, "", ["begin", "flush", "abort"]),
+    ],
+)
+def test_a_transaction_is_committed_only_under_a_group_generation(generation, member, expected):
+    """The group coordinator takes a transactional offset commit that names no generation unchecked
+    (tests/test_exactly_once.py shows it on Apache Kafka), so such a commit would let a zombie's answers
+    through: it is aborted, and the partitions are forgotten until the rejoin."""
+    consumer, producer = Consumer({A: 5}), Producer()
+    consumer.group_metadata = lambda: ConsumerGroupMetadata("g", generation, member)
+    p = pipeline(consumer)
+    redone: list[bool] = []
+    committer = TransactionalCommitter(
+        producer, consumer, p.tracker, lambda: {A}, 0.0, 1.0, Tally(), redo=lambda: redone.append(True)
+    )
+    committer.before_send()
+    p.tracker.add(A, 7)
+    p.tracker.done(A, 7)
+    committer.commit()
+    assert producer.calls == expected
+    assert redone == ([] if expected[-1] == "commit" else [True])
+    assert p.tracker.to_commit() == ({} if expected[-1] == "commit" else {A: 8})
 
 
 def test_abandon_without_an_open_transaction_aborts_nothing():

@@ -94,6 +94,7 @@ class Assignments:
                 )
                 consumer.pause(tp)
                 continue
+            log.debug("%s-%d positioned at its committed offset %s", tp.topic, tp.partition, committed)
             if committed is not None:
                 consumer.seek(tp, committed)
             elif self.auto_offset_reset == "earliest":

@@ -19,6 +19,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
+from adae_stream.stream.client_fixes import forget_refused_txn_offsets, keep_pending_join_visible
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +213,15 @@ def build_producer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> Ka
         **_common(kafka, bootstrap, bootstrap_timeout_ms),
     )
     if cfg.delivery == "exactly_once":
+        forget_refused_txn_offsets(producer)
         producer.init_transactions()
     return producer
 
 
 def build_consumer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> KafkaConsumer:
-    """A consumer that commits only explicitly; read_committed under exactly_once."""
+    """A consumer that commits only explicitly; read_committed under exactly_once; the join race fixed."""
     kafka = cfg.kafka
-    return KafkaConsumer(
+    consumer = KafkaConsumer(
         group_id=kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset=kafka.auto_offset_reset,
@@ -232,3 +234,5 @@ def build_consumer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> Ka
         isolation_level="read_committed" if cfg.delivery == "exactly_once" else "read_uncommitted",
         **_common(kafka, bootstrap, bootstrap_timeout_ms),
     )
+    keep_pending_join_visible(consumer)
+    return consumer

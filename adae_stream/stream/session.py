@@ -18,7 +18,6 @@ from kafka.errors import KafkaConfigurationError, KafkaError
 
 from adae_stream.config import Config, input_topics
 from adae_stream.errors import PipelineError
-from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_topic_limits
 from adae_stream.stream.login_refusals import LoginRefusals
 
@@ -81,7 +80,6 @@ class KafkaSession:
                 self.topic_limits = read_topic_limits(self.cfg, self.bootstrap, attempt_ms)
                 self._producer = build_producer(self.cfg, self.bootstrap, attempt_ms)
                 self._consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
-                keep_pending_join_visible(self.consumer)
                 then()
                 self.set_kafka_up(True)
                 log.info(
