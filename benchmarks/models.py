@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from adae_stream.scoring import buckets_up_to
+
 
 def tabular():
     """20 features, Dense classifier (3 classes), Dense AE."""
@@ -43,5 +45,5 @@ def cifar():
 # floor is flat past 256, where bigger batches only add latency.
 BATCHING = {
     "tabular": (1024, [1, 8, 32, 64, 128, 192, 256, 384, 512, 768, 1024]),
-    "cifar": (256, [1, 8, 32, 64, 128, 192, 256]),
+    "cifar": (256, buckets_up_to(256)),
 }

@@ -24,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from adae_stream.scoring import buckets_up_to
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MAX_BATCH, BUCKETS = 256, [1, 8, 32, 64, 128, 192, 256]
+MAX_BATCH = 256
+BUCKETS = buckets_up_to(MAX_BATCH)
 
 
 def rss_mb() -> float:

@@ -17,6 +17,7 @@ import yaml
 from adae_stream.config import Config
 from adae_stream.stream.codecs import encode_request
 from tests.kafka_helpers import producer
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -120,6 +121,11 @@ class Traffic(threading.Thread):
             i += 1
             self._halt.wait(max(0.0, start + i / self.rate - time.monotonic()))
         self.p.flush()
+
+    def flow(self, requests: int, timeout_s: float = 60.0) -> None:
+        """Let the traffic run for ``requests`` more requests: a while measured by count, not by clock."""
+        target = len(self.ids) + requests
+        wait_for(lambda: len(self.ids) >= target, timeout_s, f"{requests} more requests sent")
 
     def stop(self) -> list[str]:
         """Stop sending (idempotent; safe before start) and return the ids sent."""

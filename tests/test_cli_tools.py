@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -80,7 +81,12 @@ def test_train_cli_calibrates_to_a_target_rate_on_held_out_data(tmp_path, digits
     assert kinds[("pgd", 0.2)]["auroc"] > 0.5
     md = (tmp_path / "det" / "card.md").read_text()
     assert f"{cal['expected_fpr']:.2%} of them flagged" in md and "| pgd | 0.2 |" in md
-    assert (tmp_path / "det" / "card.png").stat().st_size > 10_000
+    assert "](card.svg)" in md
+    figure = ElementTree.parse(tmp_path / "det" / "card.svg").getroot()  # well-formed, no plotting library
+    svg = "{http://www.w3.org/2000/svg}"
+    assert len(figure.findall(f"{svg}polyline")) >= 1  # the training curve
+    assert len(figure.findall(f"{svg}rect")) == 1 + 2 * 60  # background + two histograms of 60 bins
+    assert {t.text for t in figure.findall(f"{svg}text")} >= {"Training curve", "Score distributions", "threshold"}
     assert (
         det.meta["identity"]["detector_id"]
         == json.loads((tmp_path / "det" / "detector.json").read_text())["detector_id"]

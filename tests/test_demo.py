@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.broker
 
 
 def readme_first_command() -> str:
@@ -29,6 +28,7 @@ def test_readme_first_command_is_make_demo():
     assert readme_first_command() == "make demo"
 
 
+@pytest.mark.broker
 def test_demo_end_to_end_short_mode(tmp_path):
     args = (
         f"--duration 10 --rate 30 --port 0 --epochs 10 --seed 3 --cache-dir {tmp_path / 'cache'} "
@@ -64,6 +64,7 @@ def test_demo_end_to_end_short_mode(tmp_path):
     assert "Live accuracy from the feedback loop" in md
 
 
+@pytest.mark.slow  # it trains a detector (~15 s): no broker, but too long for make test-fast
 def test_corrupt_cache_is_rebuilt(tmp_path):
     from adae_stream.demo.detector_cache import cache_key, load_or_train
 

@@ -58,8 +58,16 @@ def test_metrics_exposition_and_window():
     for _ in range(5):  # the window keeps only the last 10
         m.observe_results(np.zeros(4, np.float32), np.zeros(4, bool), np.zeros(4, int), np.zeros(4, int))
     assert m.window.flag_rate() == 0.0
-    m.update_drift()
-    assert "adae_score_drift " in generate_latest(m.registry).decode()
+    m.update_drift()  # a window of zeros against scores spread over [0, 0.3]: as far apart as 100 points go
+    drift, drift_p = (m.registry.get_sample_value(n) for n in ("adae_score_drift", "adae_score_drift_p_value"))
+    assert drift == pytest.approx(0.99) and drift_p < 1e-3  # the ECDFs differ by 1 - 1/100 just above 0
+    m.observe_results(
+        np.linspace(0, 0.3, 10).astype(np.float32), np.zeros(10, bool), np.zeros(10, int), np.zeros(10, int)
+    )
+    m.update_drift()  # the window now spread as the reference: the gauge comes down with it
+    settled = m.registry.get_sample_value("adae_score_drift")
+    assert settled == pytest.approx(ks_2samp(np.linspace(0, 0.3, 10).astype(np.float32), np.linspace(0, 0.3, 100))[0])
+    assert settled < 0.15 and m.registry.get_sample_value("adae_score_drift_p_value") > 0.5
     m.set_lag("t", 1, 7)
     assert 'adae_consumer_lag{partition="1",topic="t"} 7.0' in generate_latest(m.registry).decode()
     m.set_lag("t", 1, None)

@@ -93,8 +93,7 @@ def test_sigkills_mid_transaction_leave_each_request_answered_once(
         assert proc.wait_log(ASSIGNED, timeout_s=120), proc.text()[-3000:]
         traffic.start()
         for _ in range(kills):
-            sent = len(traffic.ids)
-            wait_for(lambda n=sent: len(traffic.ids) >= n + rng.randint(60, 140), 30, "traffic between kills")
+            traffic.flow(rng.randint(60, 140), timeout_s=30)
             proc.signal(signal.SIGKILL)
             proc.wait(30)
             proc.start()
@@ -126,7 +125,7 @@ def test_a_zombie_cannot_make_a_duplicate_visible(apache_kafka, digits_setup, di
         a.start()
         assert a.wait_log(ASSIGNED, timeout_s=120), a.text()[-3000:]
         traffic.start()
-        wait_for(lambda: len(traffic.ids) >= 80, 30, "traffic before the stop")
+        traffic.flow(80, timeout_s=30)
         a.signal(signal.SIGSTOP)
         b.start()
         assert b.wait_log(ASSIGNED, timeout_s=120), b.text()[-3000:]
@@ -136,12 +135,10 @@ def test_a_zombie_cannot_make_a_duplicate_visible(apache_kafka, digits_setup, di
             60,
             f"B owning all partitions (first assignment: {partitions})",
         )
-        sent = len(traffic.ids)
-        wait_for(lambda: len(traffic.ids) >= sent + 80, 30, "traffic while A is stopped")
+        traffic.flow(80, timeout_s=30)  # answered by B while A is stopped
         a.signal(signal.SIGCONT)
         assert a.wait_log("transaction aborted", timeout_s=60) or a.proc.poll() is not None, a.text()[-3000:]
-        sent = len(traffic.ids)
-        wait_for(lambda: len(traffic.ids) >= sent + 80, 30, "traffic after A resumed")
+        traffic.flow(80, timeout_s=30)  # after A resumed
         ids = set(traffic.stop())
         committed = read_ids(apache_kafka.bootstrap, cfg.kafka.output_topic, "read_committed", ids, timeout_s=120)
         for p in (a, b):

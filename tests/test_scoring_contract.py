@@ -25,7 +25,20 @@ def test_the_scorer_describes_its_detector(digits_setup, digits_scorer):
     assert info.identity == {"detector_id": info.detector_id, "classifier_id": info.classifier_id}
     assert info.runtime == f"tensorflow {tf.__version__}"
     assert info.reference_scores is not None and len(info.reference_scores) > 0
-    digits_scorer.warmup(8)  # idempotent: the buckets up to 8 are traced already or now
+
+
+def test_warmup_traces_the_buckets_a_batch_can_need_once(digits_setup):
+    """What warmup promises the loop: after it, a live batch of up to ``up_to`` instances traces nothing."""
+    scorer = digits_setup["detector"].stream_scorer([1, 8, 32])
+    traced = scorer.fused._fns  # one concrete function per (bucket, with_probs)
+    scorer.warmup(5)
+    assert set(traced) == {(1, False), (8, False)}
+    functions = dict(traced)
+    scorer.warmup(8)
+    scorer(digits_setup["Xte"][:6])  # bucket 8
+    assert traced == functions and all(traced[k] is functions[k] for k in functions)  # none traced again
+    scorer.warmup()
+    assert set(traced) == {(1, False), (8, False), (32, False)}
 
 
 def test_answer_fields_follow_the_config():

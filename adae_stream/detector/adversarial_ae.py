@@ -20,9 +20,9 @@ from adae_stream.detector.hidden import build_hidden_models
 from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.losses import loss_adv_ae
 from adae_stream.detector.precision import check_precision, compute_copy, sync
-from adae_stream.detector.scorer import DEFAULT_BUCKETS, FusedScorer, ThresholdedScorer
+from adae_stream.detector.scorer import FusedScorer, ThresholdedScorer
 from adae_stream.errors import ThresholdNotSetError
-from adae_stream.scoring import ScorerInfo
+from adae_stream.scoring import BUCKET_SIZES, ScorerInfo
 from adae_stream.version import __version__
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class AdversarialAE:
             "version": __version__,
         }
         self._scorer: FusedScorer | None = None
-        self._bucket_sizes: tuple[int, ...] = DEFAULT_BUCKETS
+        self._bucket_sizes: tuple[int, ...] = BUCKET_SIZES
 
     # ------------------------------------------------------------------ properties
     @property

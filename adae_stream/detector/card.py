@@ -1,6 +1,6 @@
 """The detector card: what an operator should know before shipping a detector, written next to it.
 
-Markdown (card.md) and a figure (card.png): the training curve; the score distributions of training data
+Markdown (card.md) and a figure (card.svg, card_figure.py): the training curve; the score distributions of training data
 and of held-out clean data; the threshold with the false-positive rate to expect and its upper bound;
 and, for attacks generated against the classifier on held-out data (FGSM and PGD at a few eps, plus
 noise and blur for images), AUROC, flag rate and accuracy undefended / defense / corrected, with a
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from adae_stream.detector import attacks
+from adae_stream.detector.card_figure import write_card_figure
 from adae_stream.detector.evaluation import auroc
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def evaluate(detector: Any, X_held: np.ndarray, y_held: np.ndarray | None = None
 def write_card(
     out_dir: str | Path, detector: Any, table: dict[str, Any], train_scores: np.ndarray, held_out_scores: np.ndarray
 ) -> Path:
-    """card.md and card.png in out_dir (the detector's directory)."""
+    """card.md and card.svg in out_dir (the detector's directory)."""
     out = Path(out_dir)
     cal = detector.meta.get("calibration")
     ids = detector.meta.get("identity", {})
@@ -132,38 +133,14 @@ def write_card(
             f"**Warning:** on {', '.join(hurt)}, the corrected predictions are less accurate than the undefended "
             "ones. If such traffic is expected, consider publishing `no_defense` there or retraining the AE.",
         ]
-    lines += ["", "![training curve and score distributions](card.png)", ""]
+    lines += ["", "![training curve and score distributions](card.svg)", ""]
     (out / "card.md").write_text("\n".join(lines))
-    try:
-        _plot(out / "card.png", detector, train_scores, held_out_scores)
-    except ImportError:
-        log.warning("matplotlib is not installed: card.png not written (pip install 'adae-stream[demo]')")
+    write_card_figure(
+        out / "card.svg",
+        getattr(detector, "history", None) or [],
+        getattr(detector, "val_history", None) or [],
+        train_scores,
+        held_out_scores,
+        detector.threshold,
+    )
     return out / "card.md"
-
-
-def _plot(path: Path, detector: Any, train_scores: np.ndarray, held_out_scores: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    history = getattr(detector, "history", None) or []
-    a.plot(range(1, len(history) + 1), history, label="training loss")
-    val = getattr(detector, "val_history", None) or []
-    if val:
-        a.plot(range(1, len(val) + 1), val, label="validation loss")
-    a.set_xlabel("epoch")
-    a.set_title("Training curve")
-    a.legend()
-    hi = max(float(np.percentile(np.concatenate([train_scores, held_out_scores]), 99.5)), detector.threshold * 1.5)
-    bins = np.linspace(0.0, hi, 60)
-    b.hist(train_scores, bins=bins, alpha=0.6, density=True, label="training instances")
-    b.hist(held_out_scores, bins=bins, alpha=0.6, density=True, label="held-out clean")
-    b.axvline(detector.threshold, color="k", linestyle="--", label="threshold")
-    b.set_xlabel("adversarial score (KL)")
-    b.set_title("Score distributions")
-    b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from adae_stream.detector.losses import kld, temperature_scale
 from adae_stream.scoring import (
+    BUCKET_SIZES,
     CORRECTED,
     DEFENSE,
     INSTANCE_SCORE,
@@ -39,8 +40,6 @@ class _BucketTracesAreIntended(logging.Filter):
 
 tf.get_logger().addFilter(_BucketTracesAreIntended())
 
-DEFAULT_BUCKETS: tuple[int, ...] = (1, 8, 32, 64, 128, 192, 256, 512, 1024)
-
 
 class FusedScorer:
     """Callable ``x -> dict of numpy arrays`` over a detector's models; the stream's only view of TF."""
@@ -52,7 +51,7 @@ class FusedScorer:
         model_hl: Sequence[tf.keras.Model] | None = None,
         w_model_hl: Sequence[float] | None = None,
         temperature: float = 1.0,
-        bucket_sizes: Sequence[int] = DEFAULT_BUCKETS,
+        bucket_sizes: Sequence[int] = BUCKET_SIZES,
         jit_compile: bool = False,
     ) -> None:
         if not bucket_sizes or any(int(b) < 1 for b in bucket_sizes):
