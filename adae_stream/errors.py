@@ -67,6 +67,12 @@ class NotARequest(_ClassifiedRecord):
         return self.label
 
 
+class UnreadableAnswer(AdaeError, ValueError):
+    """A record of the output topic that is not an answer of any family decode_response reads: another
+    writer's record, or a corrupt one. Readers of the topic (the feedback rebuild, ``adae-stream tail``,
+    the demo) skip it and say so; it never stops them."""
+
+
 class PipelineError(AdaeError, RuntimeError):
     """A failure of the whole service (broker unreachable past the deadline, authorization, a fenced
     producer, the dead-letter topic unusable): the pipeline stops with exit 1 and commits nothing past

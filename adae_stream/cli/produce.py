@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from adae_stream.cli.common import bootstrap_servers, config_if_present, fail
+from adae_stream.stream.codecs import REQUEST_FORMATS
 
 if TYPE_CHECKING:
     from adae_stream.cli.common import Subparsers
-
-REQUEST_FORMATS = ("v2", "v1", "npy", "proto", "triton")
 
 
 def register(subparsers: Subparsers) -> None:
@@ -34,9 +33,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer
-
-    from adae_stream.config import input_topics, kafka_security_kwargs
+    from adae_stream.config import input_topics
+    from adae_stream.stream.clients import plain_producer
     from adae_stream.stream.codecs import encode_request
 
     cfg = config_if_present(args.config)
@@ -44,13 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if topic is None:
         fail("kafka.input_pattern names no topic to produce to: give --topic")
     X = np.load(args.file, allow_pickle=False)
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers(args, cfg),
-        linger_ms=10,
-        batch_size=1024 * 1024,
-        max_request_size=cfg.kafka.max_message_bytes,
-        **kafka_security_kwargs(cfg.kafka),
-    )
+    producer = plain_producer(cfg.kafka, bootstrap_servers(args, cfg))
     interval_s = 1.0 / args.rate if args.rate > 0 else 0.0
     start = time.monotonic()
     sent = 0

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adae_stream.cli.common import bootstrap_servers, config_if_present
+from adae_stream.errors import UnreadableAnswer
 from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def describe(record: Any) -> str:
 
     try:
         answer = decode_response(record.value, record.headers)
-    except (ValueError, KeyError) as exc:
+    except UnreadableAnswer as exc:
         return f"p{record.partition}@{record.offset}: unreadable answer: {exc}"
     flags = answer.get(IS_ADVERSARIAL, np.zeros(0, bool))
     scores = answer.get(INSTANCE_SCORE)
@@ -46,18 +47,11 @@ def describe(record: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer
-
-    from adae_stream.config import kafka_security_kwargs
+    from adae_stream.stream.clients import plain_reader
 
     cfg = config_if_present(args.config)
-    consumer = KafkaConsumer(
-        args.topic or cfg.kafka.output_topic,
-        bootstrap_servers=bootstrap_servers(args, cfg),
-        auto_offset_reset="earliest" if args.from_beginning else "latest",
-        enable_auto_commit=False,
-        **kafka_security_kwargs(cfg.kafka),
-    )
+    topic = args.topic or cfg.kafka.output_topic
+    consumer = plain_reader(cfg.kafka, bootstrap_servers(args, cfg), topic, from_beginning=args.from_beginning)
     printed, idle_since = 0, time.monotonic()
     try:
         while not args.max or printed < args.max:

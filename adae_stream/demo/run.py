@@ -6,6 +6,7 @@ Everything runs in this process except the broker: the pipeline on a thread (exa
 
 from __future__ import annotations
 
+import copy
 import heapq
 import json
 import logging
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adae_stream.config import Config
+from adae_stream.config import Config, KafkaConfig
+from adae_stream.errors import UnreadableAnswer
 from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,12 @@ class TrafficGenerator(threading.Thread):
         batch: int,
         duration_s: float,
         seed: int,
-        security: dict,
+        kafka: KafkaConfig,
     ) -> None:
         super().__init__(name="adae-demo-traffic", daemon=True)
-        from kafka import KafkaProducer
+        from adae_stream.stream.clients import plain_producer
 
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024, **security)
+        self.producer = plain_producer(kafka, bootstrap, linger_ms=5)
         self.topic, self.pools, self.rate, self.batch, self.duration_s = topic, pools, rate, batch, duration_s
         kinds = [k for k in mix if mix[k] > 0]
         unknown = [k for k in kinds if k not in pools]
@@ -95,14 +97,14 @@ class FeedbackSender:
         bootstrap: str,
         topic: str,
         seed: int,
-        security: dict,
+        kafka: KafkaConfig,
         delay_s: tuple[float, float] = (0.5, 3.0),
         loss: float = 0.1,
         duplicate: float = 0.05,
     ) -> None:
-        from kafka import KafkaProducer
+        from adae_stream.stream.clients import plain_producer
 
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **security)
+        self.producer = plain_producer(kafka, bootstrap, linger_ms=5)
         self.topic, self.delay_s, self.loss, self.duplicate = topic, delay_s, loss, duplicate
         self.rng = np.random.default_rng(seed + 1)
         self.due: list[tuple[float, str, list[int]]] = []
@@ -193,15 +195,15 @@ def render(
 
 
 def run_demo(cfg: Config) -> int:
-    from kafka import KafkaConsumer
-
-    from adae_stream.config import input_topics, kafka_security_kwargs
+    from adae_stream.config import input_topics
     from adae_stream.demo.detector_cache import load_or_train, traffic_pools
     from adae_stream.demo.report import write_report
     from adae_stream.demo.stats import DemoStats
     from adae_stream.runner import RunningService, kafka_bootstrap, load_scorer, run_pipeline
+    from adae_stream.stream.clients import plain_reader
     from adae_stream.stream.codecs import decode_response
 
+    cfg = copy.deepcopy(cfg)  # the demo sets its own topics and detector below, never the caller's
     d = cfg.demo
     topics = input_topics(cfg.kafka)
     if not topics:
@@ -221,7 +223,6 @@ def run_demo(cfg: Config) -> int:
     cfg.detector.path = str(det_path)
     pools = traffic_pools(detector, d.seed)
     scorer = load_scorer(cfg)
-    security = kafka_security_kwargs(cfg.kafka)
     with kafka_bootstrap(cfg) as bootstrap:
         print(f"Kafka: {'embedded Tansu broker at ' if cfg.kafka.bootstrap_servers == 'embedded' else ''}{bootstrap}")
         holder: dict = {}
@@ -240,14 +241,7 @@ def run_demo(cfg: Config) -> int:
         )
         pipe_thread.start()
         # answers are matched to this run's request ids, so reading from the start is safe on a used topic
-        consumer = KafkaConsumer(
-            cfg.kafka.output_topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-            **security,
-        )
+        consumer = plain_reader(cfg.kafka, bootstrap, cfg.kafka.output_topic)
         deadline = time.monotonic() + 90
         service: RunningService | None = holder["service"] if ready.wait(60) else None
         while service is not None and not service.pipeline.ready and time.monotonic() < deadline:
@@ -262,8 +256,8 @@ def run_demo(cfg: Config) -> int:
             return 1
         pipeline = service.pipeline
         print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
-        gen = TrafficGenerator(bootstrap, topics[0], pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, security)
-        feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic, d.seed, security)
+        gen = TrafficGenerator(bootstrap, topics[0], pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
+        feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic, d.seed, cfg.kafka)
         registry = service.metrics.registry if service.metrics is not None else None
 
         def live() -> dict | None:
@@ -273,50 +267,60 @@ def run_demo(cfg: Config) -> int:
         view = LiveView()
         answered_instances = 0
         start = time.monotonic()
-        gen.start()
-        try:
-            while True:
-                for records in consumer.poll(timeout_ms=200).values():
-                    now = time.monotonic()
-                    for rec in records:
-                        ans = decode_response(rec.value, rec.headers)
-                        with gen.lock:
-                            sent = gen.sent.get(ans["id"])
-                        stats.answered_ids[ans["id"]] += 1
-                        if sent is not None and stats.answered_ids[ans["id"]] == 1:
-                            stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
-                            answered_instances += len(sent.labels)
-                            feedback.answered(ans["id"], sent.labels)
-                feedback.send_due()
-                elapsed = time.monotonic() - start
-                view.draw(render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()))
-                with gen.lock:
-                    outstanding = len(set(gen.sent) - set(stats.answered_ids))
-                if not gen.is_alive() and outstanding == 0:
-                    break
-                if not gen.is_alive() and elapsed > d.duration_s + 60:
-                    print(f"adae-stream demo: {outstanding} requests still unanswered after 60 s", file=sys.stderr)
-                    break
-                if not pipe_thread.is_alive():
-                    print("adae-stream demo: the pipeline stopped unexpectedly", file=sys.stderr)
-                    break
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping traffic and the pipeline", file=sys.stderr)
+        try:  # whatever happens while watching, the traffic and the pipeline are stopped
+            gen.start()
+            try:
+                while True:
+                    for records in consumer.poll(timeout_ms=200).values():
+                        now = time.monotonic()
+                        for rec in records:
+                            try:
+                                ans = decode_response(rec.value, rec.headers)
+                            except UnreadableAnswer as exc:  # not ours: the topic may be shared
+                                log.warning("skipping a record of %s: %s", rec.topic, exc)
+                                continue
+                            with gen.lock:
+                                sent = gen.sent.get(ans["id"])
+                            stats.answered_ids[ans["id"]] += 1
+                            if sent is not None and stats.answered_ids[ans["id"]] == 1:
+                                stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
+                                answered_instances += len(sent.labels)
+                                feedback.answered(ans["id"], sent.labels)
+                    feedback.send_due()
+                    elapsed = time.monotonic() - start
+                    view.draw(
+                        render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live())
+                    )
+                    with gen.lock:
+                        outstanding = len(set(gen.sent) - set(stats.answered_ids))
+                    if not gen.is_alive() and outstanding == 0:
+                        break
+                    if not gen.is_alive() and elapsed > d.duration_s + 60:
+                        print(f"adae-stream demo: {outstanding} requests still unanswered after 60 s", file=sys.stderr)
+                        break
+                    if not pipe_thread.is_alive():
+                        print("adae-stream demo: the pipeline stopped unexpectedly", file=sys.stderr)
+                        break
+            except KeyboardInterrupt:
+                print("\ninterrupted: stopping traffic and the pipeline", file=sys.stderr)
+                gen.stop_event.set()
+            elapsed = time.monotonic() - start
+            feedback.close()  # the labels still due go out now; the pipeline joins them before it stops
+            _wait_for_labels(registry, feedback.counts["sent"], timeout_s=15)
+            view.draw(
+                render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()), force=True
+            )
+            live_final = live()
             gen.stop_event.set()
-        elapsed = time.monotonic() - start
-        feedback.close()  # the labels still due go out now; the pipeline joins them before it stops
-        _wait_for_labels(registry, feedback.counts["sent"], timeout_s=15)
-        view.draw(
-            render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()), force=True
-        )
-        live_final = live()
-        gen.stop_event.set()
-        gen.join(10)
-        pipeline.stop()
-        pipe_thread.join(60)
-        # Delivery check: read the whole output topic once more, independently of the live view.
-        delivery = _delivery_check(bootstrap, cfg.kafka.output_topic, set(gen.sent), security)
-        consumer.close()
+            gen.join(10)
+            pipeline.stop()
+            pipe_thread.join(60)
+            # Delivery check: read the whole output topic once more, independently of the live view.
+            delivery = _delivery_check(bootstrap, cfg.kafka, set(gen.sent))
+            consumer.close()
+        finally:
+            gen.stop_event.set()
+            pipeline.stop()
     run_info = {
         "throughput": answered_instances / max(elapsed, 1e-9),
         "p50_ms": stats.latency_ms(50),
@@ -349,21 +353,13 @@ def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _delivery_check(bootstrap: str, topic: str, produced: set[str], security: dict) -> dict:
+def _delivery_check(bootstrap: str, kafka: KafkaConfig, produced: set[str]) -> dict:
     from collections import Counter
 
-    from kafka import KafkaConsumer
-
+    from adae_stream.stream.clients import plain_reader
     from adae_stream.stream.codecs import decode_response
 
-    c = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=100,
-        **security,
-    )
+    c = plain_reader(kafka, bootstrap, kafka.output_topic)
     counts: Counter = Counter()
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < 2.0:

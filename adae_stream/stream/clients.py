@@ -128,6 +128,36 @@ def read_topic_limits(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) ->
     return limits
 
 
+def plain_producer(kafka: KafkaConfig, bootstrap: str, linger_ms: int = 10) -> KafkaProducer:
+    """The one producer for what is not the service (``adae-stream produce``, the demo's traffic and
+    labels): no transactions, requests up to the service's own ``kafka.max_message_bytes``."""
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=linger_ms,
+        batch_size=1024 * 1024,
+        max_request_size=kafka.max_message_bytes,
+        **kafka_security_kwargs(kafka),
+    )
+
+
+def plain_reader(
+    kafka: KafkaConfig, bootstrap: str, *topics: str, from_beginning: bool = True, **extra: Any
+) -> KafkaConsumer:
+    """The one reader outside any group (``adae-stream tail``, the demo's checks, the feedback rebuild):
+    commits nothing; fetches sized for the largest record the service writes (a dead letter)."""
+    return KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(kafka)),
+        **extra,
+        **kafka_security_kwargs(kafka),
+    )
+
+
 def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s: float) -> list[Any]:
     """Every record of ``topic`` from timestamp ``since_ms`` to its end, read outside any group.
 
@@ -136,14 +166,7 @@ def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s
     watermarks are right (the lag metric uses them too).
     """
     kafka = cfg.kafka
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        client_id=f"{kafka.client_id}-rebuild",
-        group_id=None,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=max(1024 * 1024, dead_letter_limit(kafka)),
-        **kafka_security_kwargs(kafka),
-    )
+    consumer = plain_reader(kafka, bootstrap, client_id=f"{kafka.client_id}-rebuild")
     records: list[Any] = []
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from adae_stream.errors import DecodeError
+from adae_stream.errors import DecodeError, UnreadableAnswer
 from adae_stream.scoring import CORRECTED, DEFENSE, IS_ADVERSARIAL, NO_DEFENSE
 from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
@@ -231,9 +231,9 @@ def rebuild(join: FeedbackJoin, records: list[Any], decode_response: Callable[[b
     for rec in sorted(records, key=lambda r: r.timestamp):
         try:
             answer = decode_response(rec.value, rec.headers)
-        except Exception:
+        except UnreadableAnswer:
             continue
-        if isinstance(answer.get("id"), str) and INSTANCE_INDEX not in answer:
+        if INSTANCE_INDEX not in answer:
             headers = dict(rec.headers or ())
             name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
             join.remember(answer["id"], answer, rec.timestamp / 1000.0, name, version)

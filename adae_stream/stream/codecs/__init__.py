@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from adae_stream.errors import DecodeError, NotARequest
+from adae_stream.errors import DecodeError, NotARequest, UnreadableAnswer
 from adae_stream.stream.codecs import cloudevents, oip_json, oip_proto
 from adae_stream.stream.codecs.npy import NPY_MAGIC, decode_npy, encode_npy
 from adae_stream.stream.codecs.records import (
@@ -266,15 +266,31 @@ def encode_request(
     return payload, [("content-type", ctype.encode()), ("request-id", request_id.encode()), *extra]
 
 
-def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
-    """Parse an answer from the output topic into {'id', field: np.ndarray, ...} whatever its family."""
+def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]] | None) -> dict[str, Any]:
+    """Parse an answer from the output topic into {'id', field: np.ndarray, ...} whatever its family.
+
+    Raises UnreadableAnswer, and only that, for any record it cannot read: the output topic is shared
+    ground (other writers, corrupt records), and its readers must be able to skip what is not ours
+    with one except clause (tests/test_codec_fuzz.py holds this for arbitrary bytes and headers)."""
+    try:
+        answer = _decode_response(value, headers)
+        if not isinstance(answer.get("id"), str):
+            raise TypeError(f"the answer's id is {type(answer.get('id')).__name__}, not a string")
+        return answer
+    except UnreadableAnswer:
+        raise
+    except Exception as exc:  # JSON, base64, protobuf, numpy and missing keys each raise their own
+        raise UnreadableAnswer(f"not an answer: {type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def _decode_response(value: bytes, headers: Sequence[tuple[str, bytes]] | None) -> dict[str, Any]:
     hdr = {k.lower(): v for k, v in headers or ()}
     ctype = hdr.get("content-type", b"").decode().split(";")[0].strip().lower()
     out: dict[str, Any]
     if ctype == CLOUDEVENTS_JSON:
         event = json.loads(value)
         inner = json.dumps(event["data"]).encode() if "data" in event else base64.b64decode(event["data_base64"])
-        out = decode_response(
+        out = _decode_response(
             inner,
             [
                 ("content-type", event["datacontenttype"].encode()),
