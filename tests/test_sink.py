@@ -23,7 +23,8 @@ from adae_stream.config import KafkaConfig
 from adae_stream.stream.clients import DEAD_LETTER_OVERHEAD
 from adae_stream.stream.codecs import RawRecord, Request
 from adae_stream.stream.offsets import OffsetTracker
-from adae_stream.stream.sink import Sink, Tally, clean_headers, is_record_error, record_size
+from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size
+from adae_stream.stream.sink import Sink, Tally
 from tests.answer_info import ANSWER_INFO
 
 LIMIT = 4096

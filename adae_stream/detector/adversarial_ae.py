@@ -21,6 +21,7 @@ from adae_stream.detector.identity import detector_identity
 from adae_stream.detector.losses import loss_adv_ae
 from adae_stream.detector.precision import check_precision, compute_copy, sync
 from adae_stream.detector.scorer import FusedScorer, ThresholdedScorer
+from adae_stream.detector.trainer import Training, make_optimizer, train_ae
 from adae_stream.errors import ThresholdNotSetError
 from adae_stream.scoring import BUCKET_SIZES, ScorerInfo
 from adae_stream.version import __version__
@@ -185,12 +186,6 @@ class AdversarialAE:
         X = np.asarray(X)
         if X.ndim < 2 or X.shape[0] == 0:
             raise ValueError(f"fit needs a non-empty batch of instances, got shape {X.shape}")
-        if optimizer is None:
-            opt = tf.keras.optimizers.Adam(learning_rate=1e-3)
-        elif isinstance(optimizer, type):
-            opt = optimizer()
-        else:
-            opt = optimizer
         loss_kwargs = {
             "model": self.model,
             "model_hl": self.model_hl,
@@ -199,106 +194,19 @@ class AdversarialAE:
             "w_model_hl": self.w_model_hl,
             "temperature": self.temperature,
         }
-        ae = self.ae
-        # Build the AE (and the optimizer's slots) outside the compiled step: variables are created once.
-        first = X[: min(batch_size, len(X))]
-        ae(tf.convert_to_tensor(preprocess_fn(first) if preprocess_fn else first, tf.float32))
-        opt.build(ae.trainable_variables)
-
-        @tf.function(reduce_retracing=True)
-        def eval_loss(x: tf.Tensor) -> tf.Tensor:
-            return loss_fn(x, ae(x, training=False), **loss_kwargs)
-
-        @tf.function(reduce_retracing=True)
-        def train_step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            with tf.GradientTape() as tape:
-                x_pred = ae(x, training=True)
-                loss = loss_fn(x, x_pred, **loss_kwargs)
-                if ae.losses:
-                    loss += tf.add_n(ae.losses)
-            grads = tape.gradient(loss, ae.trainable_variables)
-            opt.apply_gradients(zip(grads, ae.trainable_variables, strict=True))
-            return loss, x_pred
-
-        cb = (
-            callbacks
-            if isinstance(callbacks, tf.keras.callbacks.CallbackList)
-            else tf.keras.callbacks.CallbackList(
-                list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks else []),
-                model=ae,
-            )
+        how = Training(
+            epochs, batch_size, verbose, log_metric, callbacks, preprocess_fn, validation_data, patience, rng
         )
-        n = len(X)
-        n_batches = int(np.ceil(n / batch_size))
-        rng = rng if rng is not None else np.random.default_rng()
-        history: list[float] = []
-        batch_history: list[float] = []
-        val_history: list[float] = []
-        best: tuple[float, list[np.ndarray]] | None = None
-        cb.on_train_begin()
-        for epoch in range(epochs):
-            cb.on_epoch_begin(epoch)
-            if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}")
-                bar = tf.keras.utils.Progbar(
-                    n_batches, stateful_metrics=["loss"] + ([log_metric[0]] if log_metric else [])
-                )
-            if log_metric:
-                log_metric[1].reset_state()
-            order = rng.permutation(n)
-            total = 0.0
-            for step in range(n_batches):
-                xb = X[order[step * batch_size : (step + 1) * batch_size]]
-                if preprocess_fn is not None:
-                    xb = preprocess_fn(xb)
-                loss, x_pred = train_step(tf.convert_to_tensor(xb, tf.float32))
-                batch_history.append(float(loss))
-                total += float(loss)
-                values = [("loss", total / (step + 1))]
-                if log_metric:
-                    log_metric[1](tf.convert_to_tensor(xb, tf.float32), x_pred)
-                    values.append((log_metric[0], float(log_metric[1].result())))
-                if verbose:
-                    bar.update(step + 1, values=values)
-            logs = dict(values)
-            history.append(logs["loss"])
-            if validation_data is not None:
-                logs["val_loss"] = self._validation_loss(eval_loss, validation_data, batch_size, preprocess_fn)
-                val_history.append(logs["val_loss"])
-                if best is None or logs["val_loss"] < best[0]:
-                    best = (logs["val_loss"], [v.numpy() for v in ae.trainable_variables])
-                if verbose:
-                    print(f"val_loss {logs['val_loss']:.6g}")
-            cb.on_epoch_end(epoch, logs)
-            if getattr(ae, "stop_training", False):
-                break
-            if (
-                patience is not None
-                and best is not None
-                and len(val_history) - 1 - val_history.index(best[0]) >= patience
-            ):
-                break
-        cb.on_train_end()
-        if patience is not None and best is not None:  # early stopping restores the best epoch's weights
-            for var, value in zip(ae.trainable_variables, best[1], strict=True):
-                var.assign(value)
+        record = train_ae(
+            self.ae,
+            X,
+            lambda x_true, x_pred: loss_fn(x_true, x_pred, **loss_kwargs),
+            make_optimizer(optimizer),
+            how,
+        )
         sync(self._compute_ae, self.ae)
-        self.history = history
-        self.batch_history = batch_history
-        self.val_history = val_history
+        self.history, self.batch_history, self.val_history = record.history, record.batch_history, record.val_history
         return self
-
-    @staticmethod
-    def _validation_loss(eval_loss: Callable, X: np.ndarray, batch_size: int, preprocess_fn: Callable | None) -> float:
-        """Mean loss over the validation set, weighted by batch size."""
-        total, n = 0.0, 0
-        for i in range(0, len(X), batch_size):
-            xb = X[i : i + batch_size]
-            if preprocess_fn is not None:
-                xb = preprocess_fn(xb)
-            total += float(eval_loss(tf.convert_to_tensor(xb, tf.float32))) * len(xb)
-            n += len(xb)
-        return total / max(n, 1)
 
     # ------------------------------------------------------------------ threshold
     def infer_threshold(

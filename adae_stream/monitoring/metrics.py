@@ -37,6 +37,28 @@ class PipelineMetrics:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        self._define_scoring(registry, threshold)
+        self._define_service(registry, build_info)
+        self._define_feedback(registry)
+        self.detectors = DetectorMetrics(registry, window_size)
+        self.class_counter = None
+        if n_classes is not None and n_classes <= max_class_labels:
+            self.class_counter = Counter(
+                "adae_predicted_class", "Corrected predictions by class.", ["class"], registry=registry
+            )
+            for c in range(n_classes):
+                self.class_counter.labels(str(c))
+        self.threshold.set(float("nan") if threshold is None else threshold)
+        self.reference = (
+            None if reference_scores is None or len(reference_scores) == 0 else np.asarray(reference_scores)
+        )
+        self.window = ScoreWindow(window_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the series, by concern; every labelled series is created at 0 so that rates exist from the start
+    def _define_scoring(self, registry: CollectorRegistry, threshold: float | None) -> None:
+        """What the detector did: instances, flags, corrections, outcomes per record, scores, batches."""
         self.instances = Counter("adae_instances", "Instances scored by the detector.", registry=registry)
         self.flagged = Counter(
             "adae_flagged", "Instances whose adversarial score exceeded the threshold.", registry=registry
@@ -95,6 +117,9 @@ class PipelineMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=registry,
         )
+
+    def _define_service(self, registry: CollectorRegistry, build_info: dict[str, str] | None) -> None:
+        """The service itself: consumer lag, the broker connection, readiness, what is running."""
         self.lag = Gauge(
             "adae_consumer_lag",
             "Records behind the partition's high watermark (uncommitted).",
@@ -114,6 +139,9 @@ class PipelineMetrics:
             registry=registry,
         )
         self.build.info({key: str(value) for key, value in (build_info or {}).items()})
+
+    def _define_feedback(self, registry: CollectorRegistry) -> None:
+        """The feedback loop (live accuracy and the flag's precision / recall, from labels) and captures."""
         # the feedback loop: live accuracy of each defense and the flag's precision / recall, from labels
         self.feedback_records = Counter(
             "adae_feedback_records", "Feedback records, by what became of them.", ["result"], registry=registry
@@ -157,21 +185,6 @@ class PipelineMetrics:
                 self.feedback_flag.labels(flag, undefended)
         for result in ("sent", "sampled_out", "rejected"):
             self.flagged_captured.labels(result)
-        self.detectors = DetectorMetrics(registry, window_size)
-        self.class_counter = None
-        if n_classes is not None and n_classes <= max_class_labels:
-            self.class_counter = Counter(
-                "adae_predicted_class", "Corrected predictions by class.", ["class"], registry=registry
-            )
-            for c in range(n_classes):
-                self.class_counter.labels(str(c))
-        self.threshold.set(float("nan") if threshold is None else threshold)
-        self.reference = (
-            None if reference_scores is None or len(reference_scores) == 0 else np.asarray(reference_scores)
-        )
-        self.window = ScoreWindow(window_size)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- hot path (per batch / per request)
     def observe_batch(self, n: int, seconds: float) -> None:

@@ -22,17 +22,12 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from kafka.errors import (
-    CorruptRecordError,
-    InvalidRecordError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
     TransactionAbortedError,
 )
 from kafka.structs import TopicPartition
@@ -40,17 +35,13 @@ from kafka.structs import TopicPartition
 from adae_stream.config import KafkaConfig
 from adae_stream.stream.clients import dead_letter_limit
 from adae_stream.stream.codecs import RawRecord, Request, encode
-from adae_stream.stream.codecs.records import SOURCE_HEADERS, source_headers
+from adae_stream.stream.codecs.records import source_headers
 from adae_stream.stream.offsets import OffsetTracker
+from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size, smaller_limit
 
 log = logging.getLogger(__name__)
 
-# Errors that condemn one record, not the service: the record's size or content.
-RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordError, InvalidRecordError)
 MAX_ERROR_MESSAGE = 4000
-BATCH_OVERHEAD = 61  # v2 record batch header
-RECORD_OVERHEAD = 21  # length, attributes, timestamp and offset deltas, key and value lengths (varints)
-HEADER_OVERHEAD = 10  # two varint lengths
 
 
 class Outcomes(Protocol):
@@ -58,46 +49,6 @@ class Outcomes(Protocol):
 
     def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None: ...
     def flagged_capture(self, result: str) -> None: ...
-
-
-def is_record_error(exc: BaseException) -> bool:
-    """Whether a send failure belongs to the record: its size, or content the client cannot serialise
-    (TypeError: a header kafka-python refuses; UnicodeError: text no UTF-8 can carry). kafka-python's other
-    ValueErrors name the topic (an illegal name): a failure of the service."""
-    if isinstance(exc, RECORD_ERRORS):
-        return True
-    return isinstance(exc, (TypeError, UnicodeError)) and not isinstance(exc, KafkaError)
-
-
-def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
-    """An upper bound of the record's size alone in a v2 batch: what a topic's max.message.bytes limits."""
-    size = BATCH_OVERHEAD + RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-    return size + sum(HEADER_OVERHEAD + len(k.encode("utf-8", "surrogatepass")) + len(v) for k, v in headers)
-
-
-def clean_headers(headers: Sequence[tuple[Any, Any]] | None) -> list[tuple[str, bytes]]:
-    """The input's headers made valid for a new record: kafka-python hands a null value over as None, which
-    send() refuses. Our own error and source headers are dropped so that they are not doubled."""
-    out = []
-    for key, value in headers or ():
-        if not isinstance(key, str) or key.startswith("error-") or key in SOURCE_HEADERS:
-            continue
-        out.append((key, bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""))
-    return out
-
-
-def _smaller(configured: int, broker: dict[str, int], topic: str | None) -> int:
-    """The config's limit, or the topic's own max.message.bytes where the broker has a smaller one."""
-    limit = broker.get(topic, configured) if topic is not None else configured
-    if limit < configured:
-        log.warning(
-            "topic %s allows %d bytes (max.message.bytes), less than the %d configured: larger records "
-            "are dead-lettered before they are sent",
-            topic,
-            limit,
-            configured,
-        )
-    return min(configured, limit)
 
 
 class Tally:
@@ -152,9 +103,9 @@ class Sink:
         self.tally = tally
         self.before_send = before_send  # opens a transaction under exactly_once
         broker = topic_limits or {}
-        self.answer_limit = _smaller(kafka.max_message_bytes, broker, kafka.output_topic)
-        self.capture_limit = _smaller(kafka.max_message_bytes, broker, kafka.flagged_topic)
-        self.dead_letter_limit = _smaller(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
+        self.answer_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.output_topic)
+        self.capture_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.flagged_topic)
+        self.dead_letter_limit = smaller_limit(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
         self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._failure: str | None = None
@@ -246,15 +197,12 @@ class Sink:
             self.outcomes.flagged_capture("rejected")
             return
 
+        def condemn() -> str:  # its own rejection dooms the work in flight, redone without the capture
+            self._uncapturable.add(coords)
+            return f"flagged capture of {rec.topic}-{rec.partition}@{rec.offset}"
+
         def failed(exc: BaseException) -> None:
-            if is_record_error(exc):
-                with self._lock:  # the capture's own rejection dooms the work in flight: redone without it
-                    first, self._doomed = not self._doomed, True
-                    if first:
-                        self._uncapturable.add(coords)
-                if first:
-                    log.warning("flagged capture of %s-%d@%d rejected (%r); work in flight redone", *coords, exc)
-            elif not self._doomed:
+            if not self._doom(exc, condemn):
                 self._fail(
                     f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}"
                 )
@@ -355,26 +303,28 @@ class Sink:
         condemned, and the rest, redone after the abort, are not charged with it."""
         if isinstance(exc, TransactionAbortedError):
             return  # we aborted its transaction (lost partitions, a zombie's commit): whoever aborts redoes it
-        if self._doom(delivery, exc):
+
+        def condemn() -> str:  # dead-lettered once, in the redo, in place of what it was for
+            rec = delivery.record
+            self._condemned[(rec.topic, rec.partition, rec.offset)] = (delivery, exc)
+            return delivery.describe()
+
+        if self._doom(exc, None if delivery.minimal else condemn):
             return
         self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
 
-    def _doom(self, delivery: _Delivery, exc: BaseException) -> bool:
+    def _doom(self, exc: BaseException, condemn: Callable[[], str] | None) -> bool:
         """True when the failure is settled by the abort-and-redo: the first record error of a transaction
-        (condemned), or anything failing in a transaction already doomed."""
+        (``condemn``, under the lock, keeps what the record was for and names it; None: a record that
+        cannot be condemned, a minimal dead letter), or anything failing in a transaction already doomed."""
         with self._lock:
             if self._doomed:
                 return True
-            if not is_record_error(exc) or delivery.minimal:
+            if not is_record_error(exc) or condemn is None:
                 return False
             self._doomed = True
-            rec = delivery.record
-            self._condemned[(rec.topic, rec.partition, rec.offset)] = (delivery, exc)
-        log.warning(
-            "the broker rejected the %s (%r): the work in flight is redone without it",
-            delivery.describe(),
-            exc,
-        )
+            what = condemn()
+        log.warning("the broker rejected the %s (%r): the work in flight is redone without it", what, exc)
         return True
 
     def _fail(self, message: str) -> None:
