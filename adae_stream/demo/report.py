@@ -16,14 +16,24 @@ def _fmt(v: float) -> str:
 
 
 def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delivery: dict, run_info: dict) -> Path:
+    """report.md, its two figures and summary.json in out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = stats.table()
+    _plot(out, stats, table, threshold)
+    (out / "report.md").write_text("\n".join(_markdown(table, threshold, delivery, run_info)))
+    (out / "summary.json").write_text(
+        json.dumps({"threshold": threshold, "delivery": delivery, "run": run_info, "kinds": table}, indent=1)
+    )
+    return out
+
+
+def _plot(out: Path, stats: DemoStats, table: list[dict], threshold: float) -> None:
+    """scores.png (score distribution per traffic kind) and accuracy.png (accuracy per kind)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table = stats.table()
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     all_scores = [np.concatenate(stats.scores[r["kind"]]) for r in table]
@@ -64,6 +74,8 @@ def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delive
     fig.savefig(out / "accuracy.png", dpi=110)
     plt.close(fig)
 
+
+def _markdown(table: list[dict], threshold: float, delivery: dict, run_info: dict) -> list[str]:
     lines = [
         "# adae-stream demo report",
         "",
@@ -96,8 +108,4 @@ def write_report(out_dir: str | Path, stats: DemoStats, threshold: float, delive
             f"{_fmt(live['corrected'])}.",
         ]
     lines += ["", "![scores](scores.png)", "", "![accuracy](accuracy.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
-    (out / "summary.json").write_text(
-        json.dumps({"threshold": threshold, "delivery": delivery, "run": run_info, "kinds": table}, indent=1)
-    )
-    return out
+    return lines

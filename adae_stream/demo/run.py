@@ -15,14 +15,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from adae_stream.config import Config, KafkaConfig
+from adae_stream.demo.live_view import LiveView, live_accuracy, render
 from adae_stream.errors import UnreadableAnswer
-from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS
+from adae_stream.stream.feedback import FEEDBACK_RESULTS
 
 log = logging.getLogger(__name__)
+DEMO_FEEDBACK_TOPIC = "adae-feedback"  # where the demo labels its own traffic, unless the config names one
 
 
 @dataclass
@@ -134,199 +137,176 @@ class FeedbackSender:
         self.producer.close()
 
 
-def live_accuracy(registry) -> dict[str, float]:
-    """Live accuracy of each prediction as the service's own metrics report it (labelled instances only)."""
-    n = registry.get_sample_value("adae_feedback_instances_total") or 0.0
-    out = {"labelled_instances": n}
-    for prediction in PREDICTIONS:
-        correct = registry.get_sample_value("adae_feedback_correct_total", {"prediction": prediction}) or 0.0
-        out[prediction] = correct / n if n else float("nan")
-    return out
+class _PipelineThread(threading.Thread):
+    """The service on a thread of the demo's own process: its exit code, and the running service once built."""
+
+    def __init__(self, cfg: Config, scorer: Any, bootstrap: str) -> None:
+        super().__init__(name="adae-pipeline", daemon=True)
+        self.cfg, self.scorer, self.bootstrap = cfg, scorer, bootstrap
+        self.rc: int | None = None
+        self.service: Any = None  # runner.RunningService
+        self._built = threading.Event()
+
+    def run(self) -> None:
+        from adae_stream.runner import run_pipeline
+
+        self.rc = run_pipeline(self.cfg, self.scorer, self.bootstrap, install_signals=False, on_ready=self._on_ready)
+
+    def _on_ready(self, service: Any) -> None:
+        self.service = service
+        self._built.set()
+
+    def wait_ready(self, timeout_s: float = 90.0) -> bool:
+        """Until the pipeline has its partitions (True), or it stopped or the time ran out (False)."""
+        deadline = time.monotonic() + timeout_s
+        if not self._built.wait(timeout_s):
+            return False
+        while not self.service.pipeline.ready and self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.is_alive() and self.service.pipeline.ready
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.pipeline.stop()
 
 
-class LiveView:
-    """A refreshing console table on a terminal; plain periodic lines when output is not a TTY."""
+class _Watch:
+    """The demo's side of the loop: match answers to what was sent, label them, draw the live view."""
 
-    def __init__(self, stream=sys.stdout) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.lines_drawn = 0
-        self.last = 0.0
+    def __init__(self, gen: TrafficGenerator, feedback: FeedbackSender, registry: Any, duration_s: float) -> None:
+        from adae_stream.demo.stats import DemoStats
 
-    def draw(self, text: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < (1.0 if self.tty else 5.0):
+        self.gen, self.feedback, self.registry, self.duration_s = gen, feedback, registry, duration_s
+        self.stats, self.view = DemoStats(), LiveView()
+        self.answered_instances = 0
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def live(self) -> dict | None:
+        return live_accuracy(self.registry) if self.registry is not None else None
+
+    def take(self, rec: Any, now: float) -> None:
+        from adae_stream.stream.codecs import decode_response
+
+        try:
+            ans = decode_response(rec.value, rec.headers)
+        except UnreadableAnswer as exc:  # not ours: the topic may be shared
+            log.warning("skipping a record of %s: %s", rec.topic, exc)
             return
-        self.last = now
-        if self.tty:
-            if self.lines_drawn:
-                self.stream.write(f"\x1b[{self.lines_drawn}F\x1b[J")
-            self.stream.write(text + "\n")
-            self.lines_drawn = text.count("\n") + 1
-        else:
-            self.stream.write(text + "\n\n")
-        self.stream.flush()
+        with self.gen.lock:
+            sent = self.gen.sent.get(ans["id"])
+        self.stats.answered_ids[ans["id"]] += 1
+        if sent is not None and self.stats.answered_ids[ans["id"]] == 1:
+            self.stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
+            self.answered_instances += len(sent.labels)
+            self.feedback.answered(ans["id"], sent.labels)
+
+    def draw(self, force: bool = False) -> None:
+        elapsed = self.elapsed
+        rate = self.answered_instances / max(elapsed, 1e-9)
+        self.view.draw(render(elapsed, self.duration_s, len(self.gen.sent), self.stats, rate, self.live()), force=force)
+
+    def until_answered(self, consumer: Any, pipe: _PipelineThread) -> None:
+        """Until every request sent is answered, 60 s past the traffic's end, or the pipeline stops."""
+        while True:
+            for records in consumer.poll(timeout_ms=200).values():
+                now = time.monotonic()
+                for rec in records:
+                    self.take(rec, now)
+            self.feedback.send_due()
+            self.draw()
+            with self.gen.lock:
+                outstanding = len(set(self.gen.sent) - set(self.stats.answered_ids))
+            if not self.gen.is_alive() and outstanding == 0:
+                return
+            if not self.gen.is_alive() and self.elapsed > self.duration_s + 60:
+                print(f"adae-stream demo: {outstanding} requests still unanswered after 60 s", file=sys.stderr)
+                return
+            if not pipe.is_alive():
+                print("adae-stream demo: the pipeline stopped unexpectedly", file=sys.stderr)
+                return
 
 
-def render(
-    elapsed: float, duration: float, gen: TrafficGenerator, stats, throughput: float, live: dict | None = None
-) -> str:
-    frac = min(1.0, elapsed / duration) if duration else 1.0
-    bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
-    answered = sum(r["requests"] for r in stats.table())
-    lines = [
-        f"[{bar}] {frac * 100:5.1f}%  t={elapsed:5.1f}s  produced {len(gen.sent)}  answered {answered}  "
-        f"throughput {throughput:7.0f} inst/s  latency p50 {stats.latency_ms(50):6.1f} ms p99 "
-        f"{stats.latency_ms(99):6.1f} ms",
-        f"{'kind':<10} {'inst':>6} {'flagged':>8} {'AUROC':>6} {'acc undef':>9} {'acc def':>8} {'acc corr':>8}",
-    ]
-    for r in stats.table():
-        au = "" if r["kind"] == "clean" or np.isnan(r["auroc_vs_clean"]) else f"{r['auroc_vs_clean']:.2f}"
-        lines.append(
-            f"{r['kind']:<10} {r['instances']:>6} {r['flag_rate']:>8.1%} {au:>6} {r['acc_no_defense']:>9.1%} "
-            f"{r['acc_defense']:>8.1%} {r['acc_corrected']:>8.1%}"
-        )
-    if live is not None and live["labelled_instances"]:
-        lines.append(
-            f"{'live (feedback, from the service metrics)':<44} {live['labelled_instances']:>6.0f} labelled: "
-            f"undef {live['no_defense']:.1%} def {live['defense']:.1%} corr {live['corrected']:.1%}"
-        )
-    return "\n".join(lines)
-
-
-def run_demo(cfg: Config) -> int:
+def _demo_config(cfg: Config) -> Config | None:
+    """The caller's config with the demo's own topics (it labels its traffic and captures flagged
+    requests); None when there is no input topic to produce to."""
     from adae_stream.config import input_topics
-    from adae_stream.demo.detector_cache import load_or_train, traffic_pools
-    from adae_stream.demo.report import write_report
-    from adae_stream.demo.stats import DemoStats
-    from adae_stream.runner import RunningService, kafka_bootstrap, load_scorer, run_pipeline
-    from adae_stream.stream.clients import plain_reader
-    from adae_stream.stream.codecs import decode_response
 
-    cfg = copy.deepcopy(cfg)  # the demo sets its own topics and detector below, never the caller's
-    d = cfg.demo
-    topics = input_topics(cfg.kafka)
-    if not topics:
+    if not input_topics(cfg.kafka):
         print(
             "adae-stream demo: the demo produces to kafka.input_topic; kafka.input_pattern names none", file=sys.stderr
         )
-        return 2
-    # close the loop: the demo labels its own traffic, and captures flagged requests for review
-    cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or "adae-feedback"
+        return None
+    cfg = copy.deepcopy(cfg)  # never the caller's
+    cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC
     cfg.kafka.flagged_topic = cfg.kafka.flagged_topic or "adae-flagged"
+    return cfg
+
+
+def run_demo(config: Config) -> int:
+    from adae_stream.config import input_topics
+    from adae_stream.demo.detector_cache import load_or_train, traffic_pools
+    from adae_stream.demo.report import write_report
+    from adae_stream.runner import kafka_bootstrap, load_scorer
+    from adae_stream.stream.clients import plain_reader
+
+    cfg = _demo_config(config)
+    if cfg is None:
+        return 2
+    d = cfg.demo
     t0 = time.monotonic()
     detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
-    print(
-        f"detector: {det_path} ({'from cache' if cached else f'trained in {time.monotonic() - t0:.1f}s'}), threshold "
-        f"{detector.threshold:.4g}"
-    )
+    trained = "from cache" if cached else f"trained in {time.monotonic() - t0:.1f}s"
+    print(f"detector: {det_path} ({trained}), threshold {detector.threshold:.4g}")
     cfg.detector.path = str(det_path)
     pools = traffic_pools(detector, d.seed)
     scorer = load_scorer(cfg)
     with kafka_bootstrap(cfg) as bootstrap:
         print(f"Kafka: {'embedded Tansu broker at ' if cfg.kafka.bootstrap_servers == 'embedded' else ''}{bootstrap}")
-        holder: dict = {}
-        ready = threading.Event()
-
-        def on_ready(service: RunningService) -> None:
-            holder["service"] = service
-            ready.set()
-
-        pipe_thread = threading.Thread(
-            target=lambda: holder.setdefault(
-                "rc", run_pipeline(cfg, scorer, bootstrap, install_signals=False, on_ready=on_ready)
-            ),
-            name="adae-pipeline",
-            daemon=True,
-        )
-        pipe_thread.start()
+        pipe = _PipelineThread(cfg, scorer, bootstrap)
+        pipe.start()
         # answers are matched to this run's request ids, so reading from the start is safe on a used topic
         consumer = plain_reader(cfg.kafka, bootstrap, cfg.kafka.output_topic)
-        deadline = time.monotonic() + 90
-        service: RunningService | None = holder["service"] if ready.wait(60) else None
-        while service is not None and not service.pipeline.ready and time.monotonic() < deadline:
-            if not pipe_thread.is_alive():
-                break  # it stopped: the check below reports it
-            time.sleep(0.1)
-        if service is None or not pipe_thread.is_alive() or not service.pipeline.ready:
-            print("adae-stream demo: the pipeline did not become ready (see the log above)", file=sys.stderr)
-            if service is not None:
-                service.pipeline.stop()
-            consumer.close()
-            return 1
-        pipeline = service.pipeline
-        print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
-        gen = TrafficGenerator(bootstrap, topics[0], pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
-        feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic, d.seed, cfg.kafka)
-        registry = service.metrics.registry if service.metrics is not None else None
-
-        def live() -> dict | None:
-            return live_accuracy(registry) if registry is not None else None
-
-        stats = DemoStats()
-        view = LiveView()
-        answered_instances = 0
-        start = time.monotonic()
-        try:  # whatever happens while watching, the traffic and the pipeline are stopped
-            gen.start()
+        try:  # whatever happens, the traffic, the pipeline and the reader are stopped
+            if not pipe.wait_ready():
+                print("adae-stream demo: the pipeline did not become ready (see the log above)", file=sys.stderr)
+                return 1
+            service = pipe.service
+            print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
+            topic = input_topics(cfg.kafka)[0]
+            gen = TrafficGenerator(bootstrap, topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
+            feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC, d.seed, cfg.kafka)
+            watch = _Watch(gen, feedback, service.metrics.registry if service.metrics else None, d.duration_s)
             try:
-                while True:
-                    for records in consumer.poll(timeout_ms=200).values():
-                        now = time.monotonic()
-                        for rec in records:
-                            try:
-                                ans = decode_response(rec.value, rec.headers)
-                            except UnreadableAnswer as exc:  # not ours: the topic may be shared
-                                log.warning("skipping a record of %s: %s", rec.topic, exc)
-                                continue
-                            with gen.lock:
-                                sent = gen.sent.get(ans["id"])
-                            stats.answered_ids[ans["id"]] += 1
-                            if sent is not None and stats.answered_ids[ans["id"]] == 1:
-                                stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
-                                answered_instances += len(sent.labels)
-                                feedback.answered(ans["id"], sent.labels)
-                    feedback.send_due()
-                    elapsed = time.monotonic() - start
-                    view.draw(
-                        render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live())
-                    )
-                    with gen.lock:
-                        outstanding = len(set(gen.sent) - set(stats.answered_ids))
-                    if not gen.is_alive() and outstanding == 0:
-                        break
-                    if not gen.is_alive() and elapsed > d.duration_s + 60:
-                        print(f"adae-stream demo: {outstanding} requests still unanswered after 60 s", file=sys.stderr)
-                        break
-                    if not pipe_thread.is_alive():
-                        print("adae-stream demo: the pipeline stopped unexpectedly", file=sys.stderr)
-                        break
+                gen.start()
+                watch.until_answered(consumer, pipe)
             except KeyboardInterrupt:
                 print("\ninterrupted: stopping traffic and the pipeline", file=sys.stderr)
+            finally:
                 gen.stop_event.set()
-            elapsed = time.monotonic() - start
+            elapsed = watch.elapsed
             feedback.close()  # the labels still due go out now; the pipeline joins them before it stops
-            _wait_for_labels(registry, feedback.counts["sent"], timeout_s=15)
-            view.draw(
-                render(elapsed, d.duration_s, gen, stats, answered_instances / max(elapsed, 1e-9), live()), force=True
-            )
-            live_final = live()
-            gen.stop_event.set()
+            _wait_for_labels(watch.registry, feedback.counts["sent"], timeout_s=15)
+            watch.draw(force=True)
+            live_final = watch.live()
             gen.join(10)
-            pipeline.stop()
-            pipe_thread.join(60)
+            pipe.stop()
+            pipe.join(60)
             # Delivery check: read the whole output topic once more, independently of the live view.
             delivery = _delivery_check(bootstrap, cfg.kafka, set(gen.sent))
-            consumer.close()
         finally:
-            gen.stop_event.set()
-            pipeline.stop()
+            pipe.stop()
+            consumer.close()
+    stats = watch.stats
     run_info = {
-        "throughput": answered_instances / max(elapsed, 1e-9),
+        "throughput": watch.answered_instances / max(elapsed, 1e-9),
         "p50_ms": stats.latency_ms(50),
         "p99_ms": stats.latency_ms(99),
         "duration_s": elapsed,
-        "pipeline_exit_code": holder.get("rc"),
+        "pipeline_exit_code": pipe.rc,
         "feedback_sent": feedback.counts,
         "live_accuracy_from_metrics": live_final,
     }
@@ -336,7 +316,7 @@ def run_demo(cfg: Config) -> int:
         f"duplicated {delivery['duplicates']}"
     )
     print(f"report: {out / 'report.md'} (plots: {out / 'scores.png'}, {out / 'accuracy.png'})")
-    return 0 if delivery["missing"] == 0 and holder.get("rc") == 0 else 1
+    return 0 if delivery["missing"] == 0 and pipe.rc == 0 else 1
 
 
 def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
