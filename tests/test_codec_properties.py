@@ -76,6 +76,15 @@ json_values = st.recursive(
 )
 
 
+def record_values(max_bytes: int, fields: dict) -> st.SearchStrategy[bytes]:
+    """Record values: any bytes, any JSON, or JSON objects with these fields (each its own strategy)."""
+    return st.one_of(
+        st.binary(max_size=max_bytes),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(fields).map(lambda v: json.dumps(v).encode()),
+    )
+
+
 def check(value: bytes, headers, key) -> None:
     record = RawRecord("in", 1, 42, key, value, headers, 1000)
     try:
@@ -285,15 +294,12 @@ def test_cloudevent_bodies(attributes, data, base64_data, headers, key):
 
 @SETTINGS
 @given(
-    value=st.one_of(
-        st.binary(max_size=80),
-        json_values.map(lambda v: json.dumps(v).encode()),
-        st.fixed_dictionaries(
-            {
-                "id": st.one_of(st.text(max_size=8), st.integers()),
-                "labels": st.one_of(st.lists(st.integers(-3, 2**40), max_size=5), json_values),
-            }
-        ).map(lambda v: json.dumps(v).encode()),
+    value=record_values(
+        80,
+        {
+            "id": st.one_of(st.text(max_size=8), st.integers()),
+            "labels": st.one_of(st.lists(st.integers(-3, 2**40), max_size=5), json_values),
+        },
     )
 )
 def test_feedback_records_parse_or_raise_a_decode_error(value):
@@ -327,13 +333,7 @@ answer_content_types = st.sampled_from(
 
 @SETTINGS
 @given(
-    value=st.one_of(
-        st.binary(max_size=200),
-        json_values.map(lambda v: json.dumps(v).encode()),
-        st.fixed_dictionaries(
-            {"id": json_values, "outputs": json_values, "predictions": json_values, "data": json_values}
-        ).map(lambda v: json.dumps(v).encode()),
-    ),
+    value=record_values(200, {k: json_values for k in ("id", "outputs", "predictions", "data")}),
     content_type=answer_content_types,
     headers=header_lists,
 )
