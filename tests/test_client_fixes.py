@@ -162,15 +162,16 @@ def _after_a_refused_commit(bootstrap: str, topic: str, fixed: bool) -> int | No
     group = f"g-{topic}-{fixed}"
     first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
     member = KafkaConsumer(  # read_committed: its offset reads wait until a transaction's markers are written
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, isolation_level="read_committed"
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, isolation_level="read_committed"
     )
+    keep_pending_join_visible(member)  # the join on a topic just made is the other fix's race
+    member_assignments = _Assignments()
+    member.subscribe([topic], listener=member_assignments)
     producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"refused-{topic}-{fixed}")
     try:
         if fixed:
             assert forget_refused_txn_offsets(producer)
-        deadline = time.monotonic() + 60
-        while member.assignment() != {first, second} and time.monotonic() < deadline:
-            member.poll(timeout_ms=100)  # the join happens inside poll()
+        assert _poll_until_assigned(member, member_assignments, 2, 60), "the member's join"
         live = member.group_metadata()
         producer.init_transactions()
         producer.begin_transaction()

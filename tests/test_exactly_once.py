@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 
+from adae_stream.stream.client_fixes import keep_pending_join_visible
 from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import collect, create_topic, make_config, produce_requests, read_settled, start_pipeline
 from tests.process_helpers import PipelineProcess, Traffic
@@ -181,7 +182,10 @@ def test_apache_kafka_takes_a_transactional_offset_commit_that_names_no_generati
     bootstrap, topic, group = apache_kafka.bootstrap, "txn-no-generation", "txn-no-generation-group"
     tp = TopicPartition(topic, 0)
     create_topic(bootstrap, topic, partitions=1)
-    member = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    member = KafkaConsumer(  # read_committed: its offset reads wait until a transaction's markers are written
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    keep_pending_join_visible(member)  # the join on a topic just made is the race client_fixes closes
     p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="txn-no-generation")
     try:
 
