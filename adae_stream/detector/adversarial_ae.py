@@ -195,7 +195,15 @@ class AdversarialAE:
             "temperature": self.temperature,
         }
         how = Training(
-            epochs, batch_size, verbose, log_metric, callbacks, preprocess_fn, validation_data, patience, rng
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            log_metric=log_metric,
+            callbacks=callbacks,
+            preprocess_fn=preprocess_fn,
+            validation_data=validation_data,
+            patience=patience,
+            rng=rng,
         )
         record = train_ae(
             self.ae,

@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from kafka.errors import (
-    TransactionAbortedError,
-)
+from kafka.errors import TransactionAbortedError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import KafkaConfig

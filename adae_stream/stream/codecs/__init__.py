@@ -271,7 +271,7 @@ def decode_response(value: bytes, headers: Sequence[tuple[str, bytes]] | None) -
 
     Raises UnreadableAnswer, and only that, for any record it cannot read: the output topic is shared
     ground (other writers, corrupt records), and its readers must be able to skip what is not ours
-    with one except clause (tests/test_codec_fuzz.py holds this for arbitrary bytes and headers)."""
+    with one except clause (tests/test_codec_properties.py holds this for arbitrary bytes and headers)."""
     try:
         answer = _decode_response(value, headers)
         if not isinstance(answer.get("id"), str):
