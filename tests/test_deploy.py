@@ -19,7 +19,7 @@ from adae_stream.config import load_config
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.monitoring.server import MetricsServer
 from adae_stream.scoring import ScorerInfo, ServingDetector
-from adae_stream.stream.feedback import Outcome, VersionOutcome
+from adae_stream.stream.telemetry import Outcome, VersionOutcome
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -18,7 +18,7 @@ from adae_stream.monitoring.detector_metrics import DetectorMetrics
 from adae_stream.monitoring.drift import ScoreWindow, ks_2samp
 from adae_stream.monitoring.histograms import NumpyHistogram, score_buckets
 from adae_stream.scoring import ServingDetector
-from adae_stream.stream.feedback import FEEDBACK_RESULTS, PREDICTIONS, Outcome
+from adae_stream.stream.telemetry import FEEDBACK_RESULTS, PREDICTIONS, Outcome
 
 # A `_created` series beside every counter and histogram doubles the series count for a timestamp that
 # Prometheus does not use (it detects counter resets itself); off for the whole process.

@@ -21,21 +21,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from adae_stream.errors import DecodeError, UnreadableAnswer
-from adae_stream.scoring import CORRECTED, DEFENSE, IS_ADVERSARIAL, NO_DEFENSE
+from adae_stream.scoring import CORRECTED, IS_ADVERSARIAL
 from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
+from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, VersionOutcome
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = (NO_DEFENSE, DEFENSE, CORRECTED)
-
-# What became of a feedback record (the `result` label of adae_feedback_records_total).
-FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "dead_letter")
 MAX_LABELS = 1_000_000
 WHO_ANSWERED = (MODEL_NAME_HEADER, MODEL_VERSION_HEADER)
 
@@ -85,34 +82,6 @@ class Answer:
         return len(self.serving.corrected)
 
 
-@dataclass
-class VersionOutcome:
-    """A joined feedback record's counts for one detector version in one role."""
-
-    detector: str
-    version: str
-    role: str
-    instances: int
-    correct: dict[str, int]
-    confusion: dict[tuple[str, str], int]
-
-
-@dataclass
-class Outcome:
-    """A feedback record's effect: its result and the counts it adds (all zero unless joined)."""
-
-    result: str
-    instances: int = 0
-    correct: dict[str, int] = field(default_factory=dict)
-    confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
-    versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
-
-
-class FeedbackMetrics(Protocol):
-    def feedback_outcome(self, outcome: Outcome) -> None: ...
-    def set_feedback_state(self, answers: int, instances: int) -> None: ...
-
-
 def parse_feedback(value: bytes | None) -> tuple[str, np.ndarray]:
     """(request id, labels) of a feedback record, or DecodeError with a dead-letter reason."""
     if not value:
@@ -133,7 +102,7 @@ class FeedbackJoin:
         self,
         window_s: float,
         max_instances: int,
-        metrics: FeedbackMetrics | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.window_s = window_s

@@ -29,11 +29,11 @@ from adae_stream.scoring import (
 from adae_stream.stream.batcher import Batch
 from adae_stream.stream.codecs import INSTANCE_INDEX, RESULT_DTYPES, RawRecord, Request, decode, encode_flagged
 from adae_stream.stream.codecs.tensors import conform
-from adae_stream.stream.feedback import PREDICTIONS, FeedbackJoin, Outcome, parse_feedback
+from adae_stream.stream.feedback import FeedbackJoin, parse_feedback
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.routing import Router, parse_routes
 from adae_stream.stream.sink import Sink, Tally
-from adae_stream.stream.telemetry import Metrics
+from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from kafka.errors import TransactionAbortedError
@@ -36,17 +36,11 @@ from adae_stream.stream.codecs import RawRecord, Request, encode
 from adae_stream.stream.codecs.records import source_headers
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size, smaller_limit
+from adae_stream.stream.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_MESSAGE = 4000
-
-
-class Outcomes(Protocol):
-    """The part of the metrics the sink reports to."""
-
-    def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None: ...
-    def flagged_capture(self, result: str) -> None: ...
 
 
 class Tally:
@@ -87,7 +81,7 @@ class Sink:
         producer: Any,
         kafka: KafkaConfig,
         tracker: OffsetTracker,
-        outcomes: Outcomes,
+        outcomes: Metrics,
         tally: Tally,
         before_send: Callable[[], None] = lambda: None,
         topic_limits: dict[str, int] | None = None,

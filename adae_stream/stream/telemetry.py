@@ -1,15 +1,45 @@
-"""What the stream reports, as one protocol: adae_stream.monitoring.metrics.PipelineMetrics implements it,
-and NullMetrics (no metrics) lets the loop report without branching on whether metrics are enabled."""
+"""The metrics contract, in one place: what the stream reports (``Metrics``, which
+adae_stream.monitoring.metrics.PipelineMetrics implements and every reporter in stream/ takes), the
+label values it reports with, and NullMetrics, which lets the loop report without branching on whether
+metrics are enabled. monitoring/ implements this module; it imports nothing else of stream/."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from adae_stream.scoring import ServingDetector
-from adae_stream.stream.feedback import Outcome
+from adae_stream.scoring import CORRECTED, DEFENSE, NO_DEFENSE, ServingDetector
+
+# The predictions the feedback loop judges (the `prediction` label of adae_feedback_correct_total).
+PREDICTIONS = (NO_DEFENSE, DEFENSE, CORRECTED)
+# What became of a feedback record (the `result` label of adae_feedback_records_total).
+FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "dead_letter")
+
+
+@dataclass
+class VersionOutcome:
+    """A joined feedback record's counts for one detector version in one role."""
+
+    detector: str
+    version: str
+    role: str
+    instances: int
+    correct: dict[str, int]
+    confusion: dict[tuple[str, str], int]
+
+
+@dataclass
+class Outcome:
+    """A feedback record's effect: its result and the counts it adds (all zero unless joined)."""
+
+    result: str
+    instances: int = 0
+    correct: dict[str, int] = field(default_factory=dict)
+    confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
+    versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
 
 
 class Metrics(Protocol):
@@ -69,3 +99,6 @@ class NullMetrics:
 
     def set_detectors(self, detectors: Mapping[str, ServingDetector]) -> None:
         pass
+
+
+_IMPLEMENTS: Metrics = NullMetrics()  # mypy checks here that NullMetrics keeps the whole contract
