@@ -8,6 +8,8 @@ also has (ValueError, RuntimeError) keeps what callers caught before working.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Why a record went to the dead-letter topic (the `error-reason` header and the `reason` label of
 # adae_dead_letter_total). The first six come from decoding the request itself.
 DECODE_REASONS = ("decode", "schema", "shape", "dtype", "non_finite", "too_large")
@@ -28,6 +30,68 @@ SKIP_KINDS = (
     "json_response",  # an OIP V2 (`outputs`) or V1 (`predictions`) JSON answer
     "unrouted",  # a request for a model no detector of the repository serves (detector.routes)
 )
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    """One row of the error policy: a kind of failure, where its record goes, and whether the process stops."""
+
+    failure: str
+    destination: str
+    reasons: tuple[str, ...] = ()  # the dead-letter reasons the row uses (`error-reason`, a metric label)
+    stops: bool = False
+
+    def markdown(self) -> str:
+        return f"| {self.failure} | {self.destination} | {'yes, exit 1' if self.stops else 'no'} |"
+
+
+# The error policy (README, "Error policy", whose table is rendered from this one and checked against it
+# by tests/test_codebase.py). Every dead-letter reason belongs to a row.
+ERROR_POLICY = (
+    PolicyRow("the record cannot be decoded or validated", "dead-letter topic, its reason", DECODE_REASONS),
+    PolicyRow("scoring its batch raised", "dead-letter topic, `scoring` (each request of the batch)", ("scoring",)),
+    PolicyRow(
+        "its answer cannot be encoded, or is over the output topic's limit",
+        "dead-letter topic, `encode` / `answer_too_large`",
+        ("encode", "answer_too_large"),
+    ),
+    PolicyRow(
+        "the client or broker rejects its answer (too large, invalid record)",
+        "dead-letter topic, `rejected`",
+        ("rejected",),
+    ),
+    PolicyRow(
+        "decoding it raised unexpectedly (a bug, confined to the record)",
+        "dead-letter topic, `internal`",
+        ("internal",),
+    ),
+    PolicyRow(
+        "the dead-letter topic rejects the record for a reason of its own",
+        "a minimal dead-letter record (coordinates only)",
+    ),
+    PolicyRow("the minimal dead-letter record is rejected too", "nowhere: offset not committed", stops=True),
+    PolicyRow(
+        "broker unreachable past `kafka.delivery_timeout_s` / `connect_timeout_s`",
+        "nowhere: offset not committed",
+        stops=True,
+    ),
+    PolicyRow(
+        "authentication or authorization refused, producer fenced, broker lost the producer's state",
+        "nowhere: offset not committed",
+        stops=True,
+    ),
+    PolicyRow(
+        "the output or dead-letter topic cannot be written (missing, invalid)",
+        "nowhere: offset not committed",
+        stops=True,
+    ),
+)
+
+
+def error_policy_table() -> str:
+    """The README's table."""
+    head = "| failure | where the record goes | does the process stop? |\n|---|---|---|"
+    return "\n".join([head, *(row.markdown() for row in ERROR_POLICY)])
 
 
 class AdaeError(Exception):

@@ -189,3 +189,14 @@ def test_an_installed_wheel_runs_every_subcommands_help(tmp_path):
         )
         assert out.returncode == 0, (command, out.stderr[-2000:])
         assert out.stdout.startswith(f"usage: adae-stream {' '.join(command)}".rstrip()), out.stdout[:200]
+
+
+def test_the_readme_error_policy_is_the_code_and_covers_every_dead_letter_reason():
+    from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, error_policy_table
+
+    assert error_policy_table() in (ROOT / "README.md").read_text(), (
+        "README's error policy table differs from ERROR_POLICY"
+    )
+    reasons = [r for row in ERROR_POLICY for r in row.reasons]
+    assert sorted(reasons) == sorted(DEAD_LETTER_REASONS)  # each reason in exactly one row
+    assert not any(row.stops and row.reasons for row in ERROR_POLICY)  # a dead-lettered record never stops us

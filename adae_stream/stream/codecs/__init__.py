@@ -142,6 +142,11 @@ ENCODERS: dict[
 ] = {"v2": oip_json.encode_json, "v1": oip_json.encode_json, "npy": encode_npy, "proto": oip_proto.encode_proto}
 
 
+def _request_headers(request: Request, info: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """What every record about a request carries, an answer or a flagged capture: its id and the threshold."""
+    return [("request-id", request.id.encode()), ("adae-threshold", repr(info["threshold"]).encode())]
+
+
 def encode(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -150,8 +155,7 @@ def encode(
     and ANSWER_PARAMETERS."""
     payload, ctype, extra = ENCODERS[request.fmt](request, result, info)
     headers = [
-        ("request-id", request.id.encode()),
-        ("adae-threshold", repr(info["threshold"]).encode()),
+        *_request_headers(request, info),
         ("adae-detector-id", info["detector_id"].encode()),
         (MODEL_NAME_HEADER, info["model_name"].encode()),
         (MODEL_VERSION_HEADER, info["model_version"].encode()),
@@ -209,8 +213,7 @@ def encode_flagged(
     rec = request.record
     return payload, [
         ("content-type", ctype.encode()),
-        ("request-id", request.id.encode()),
-        ("adae-threshold", repr(info["threshold"]).encode()),
+        *_request_headers(request, info),
         *source_headers(rec),
         *echoed_headers(rec),
     ]
