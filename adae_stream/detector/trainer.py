@@ -27,17 +27,18 @@ class TrainingRecord:
 
 @dataclass
 class Training:
-    """How to train: the seed's fit parameters that are not about the method."""
+    """How to train: the seed's fit parameters that are not about the method. No defaults here: they are
+    AdversarialAE.fit's, the one signature users see."""
 
-    epochs: int = 20
-    batch_size: int = 128
-    verbose: bool = True
-    log_metric: tuple[str, tf.keras.metrics.Metric] | None = None
-    callbacks: Sequence[tf.keras.callbacks.Callback] | tf.keras.callbacks.Callback | None = None
-    preprocess_fn: Callable[[np.ndarray], Any] | None = None
-    validation_data: np.ndarray | None = None
-    patience: int | None = None
-    rng: np.random.Generator | None = None
+    epochs: int
+    batch_size: int
+    verbose: bool
+    log_metric: tuple[str, tf.keras.metrics.Metric] | None
+    callbacks: Sequence[tf.keras.callbacks.Callback] | tf.keras.callbacks.Callback | None
+    preprocess_fn: Callable[[np.ndarray], Any] | None
+    validation_data: np.ndarray | None
+    patience: int | None
+    rng: np.random.Generator | None
 
 
 def make_optimizer(optimizer: tf.keras.optimizers.Optimizer | type | None) -> tf.keras.optimizers.Optimizer:
