@@ -26,17 +26,11 @@ from adae_stream.stream.codecs import (
     encode,
     encode_request,
 )
+from tests.answer_info import ANSWER_INFO
 
 SHAPE = (2, 2)
 MAX_BYTES = 64 * 1024
-INFO = {
-    "model_name": "m",
-    "model_version": "3",
-    "threshold": 0.25,
-    "detector_version": "v",
-    "detector_id": "d1",
-    "classifier_id": "c1",
-}
+INFO = ANSWER_INFO
 FIELDS = list(RESULT_DTYPES)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

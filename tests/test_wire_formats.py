@@ -23,18 +23,12 @@ from tritonclient.http import InferenceServerClient, InferInput, InferRequestedO
 
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_response, encode
+from tests.answer_info import ANSWER_INFO
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (4,)
 MAX = 1 << 20
-INFO = {
-    "model_name": "adae",
-    "model_version": "3",
-    "threshold": 0.25,
-    "detector_version": "9.9",
-    "detector_id": "d1",
-    "classifier_id": "c1",
-}
+INFO = {**ANSWER_INFO, "model_name": "adae", "detector_version": "9.9", "threshold": 0.25}
 X = (np.arange(12, dtype=np.float32).reshape(3, 4) - 5) / 3
 FIELDS = ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
 

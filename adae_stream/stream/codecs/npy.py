@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import io
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import tensors
+from adae_stream.stream.codecs.family import WireFamily
 from adae_stream.stream.codecs.records import NPY, RawRecord, Request, fallback_id
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -44,7 +46,9 @@ def _parse_npy_preamble(preamble: bytes) -> tuple[tuple[int, ...], bool, np.dtyp
     return tuple(shape), bool(fortran), dtype
 
 
-def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None) -> Request:
+def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
+    """max_bytes bounds a declared shape in the other families; here the body's own size (checked before
+    any family is tried) already bounds the array."""
     preamble = _npy_preamble(value)
     shape, fortran, dtype = _parse_npy_preamble(preamble)
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiu":
@@ -90,3 +94,46 @@ def encode_npy(
     for k in names:
         arr[k] = result[k]
     return _npy_result_header(names, n) + arr.tobytes(), NPY, []
+
+
+def encode_flagged_npy(
+    request: Request, x: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, str]:
+    """One structured array: the instances as `input` beside their result fields."""
+    arr = np.empty(len(x), dtype=[("input", "<f4", x.shape[1:]), *[(k, tensors.RESULT_DTYPES[k]) for k in result]])
+    arr["input"] = x
+    for k, v in result.items():
+        arr[k] = v
+    return _write(arr), NPY
+
+
+def encode_request_npy(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
+    """The array itself: .npy has no place for an id or an input name (the request-id header carries the id)."""
+    return _write(np.ascontiguousarray(x)), NPY, []
+
+
+def decode_response_npy(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
+    arr = np.lib.format.read_array(io.BytesIO(value), allow_pickle=False)
+    out: dict[str, Any] = {k: arr[k] for k in arr.dtype.names or ()}
+    out["id"] = headers.get("request-id", b"").decode()
+    return out
+
+
+def _write(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+FAMILY = WireFamily(
+    name="npy",
+    content_types=frozenset({NPY}),
+    answers=("npy",),
+    request_formats=("npy",),
+    sniff=lambda record, data: data.startswith(NPY_MAGIC),
+    decode=decode_npy,
+    encode=encode_npy,
+    encode_flagged=encode_flagged_npy,
+    encode_request=encode_request_npy,
+    decode_response=decode_response_npy,
+)

@@ -11,16 +11,34 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.stream.codecs import tensors
+from adae_stream.stream.codecs.family import WireFamily
 from adae_stream.stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 
 BINARY_LENGTH_HEADER = "inference-header-content-length"
 ALL = "*"
+CONTENT_TYPES = frozenset({JSON, "application/vnd.kserve.v2+json", "application/vnd.kserve.v1+json", "text/json"})
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _v2_answer(request_id: str, info: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A V2 response body: who answered (model name and version, ANSWER_PARAMETERS) and the outputs."""
+    return {
+        "id": request_id,
+        "model_name": info["model_name"],
+        "model_version": info["model_version"],
+        "outputs": outputs,
+        "parameters": {k: info[k] for k in tensors.ANSWER_PARAMETERS},
+    }
 
 
 def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
@@ -169,14 +187,8 @@ def _all_binary_json_after_id(
         }
         for k in names
     ]
-    body = {
-        "id": "",
-        "model_name": model[0],
-        "model_version": model[1],
-        "outputs": outputs,
-        "parameters": dict(parameters),
-    }
-    return json.dumps(body, separators=(",", ":")).encode()[len(b'{"id":""') :]
+    body = _v2_answer("", {"model_name": model[0], "model_version": model[1], **dict(parameters)}, outputs)
+    return _dumps(body)[len(b'{"id":""') :]
 
 
 def encode_json(
@@ -203,7 +215,7 @@ def encode_json(
         body: dict[str, Any] = {"id": request.id, "predictions": result["corrected"].tolist()}
         body.update({k: result[k].tolist() for k in names if k != "corrected"})
         body.update({k: info[k] for k in tensors.ANSWER_PARAMETERS})
-        return json.dumps(body, separators=(",", ":")).encode(), JSON, []
+        return _dumps(body), JSON, []
     outputs: list[dict[str, Any]] = []
     binary_tails: list[bytes] = []
     for k in names:
@@ -215,14 +227,81 @@ def encode_json(
         else:
             out["data"] = result[k].tolist()
         outputs.append(out)
-    body = {
-        "id": request.id,
-        "model_name": info["model_name"],
-        "model_version": info["model_version"],
-        "outputs": outputs,
-        "parameters": {k: info[k] for k in tensors.ANSWER_PARAMETERS},
-    }
-    text = json.dumps(body, separators=(",", ":")).encode()
+    body = _v2_answer(request.id, info, outputs)
+    text = _dumps(body)
     if not binary_tails:
         return text, JSON, []
     return text + b"".join(binary_tails), OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
+
+
+def encode_flagged_json(
+    request: Request, x: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, str]:
+    """A V2 response whose first output is the instances (`input`), then the result fields (V1 too:
+    V1 has no way to name several outputs)."""
+    outputs = [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+    outputs += [
+        {"name": k, "shape": [len(x)], "datatype": tensors.RESULT_OIP[k], "data": v.tolist()} for k, v in result.items()
+    ]
+    body = _v2_answer(request.id, info, outputs)
+    return _dumps(body), JSON
+
+
+def encode_request_json(
+    x: np.ndarray, fmt: str, request_id: str, input_name: str
+) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+    """v2: the tensor as a JSON list; v1: `instances`; triton: V2 with the tensor in the binary tail and
+    binary outputs asked for."""
+    if fmt == "v1":
+        return _dumps({"instances": x.tolist()}), JSON, []
+    tensor: dict[str, Any] = {"name": input_name, "shape": list(x.shape), "datatype": "FP32"}
+    if fmt == "v2":
+        return _dumps({"id": request_id, "inputs": [{**tensor, "data": x.ravel().tolist()}]}), JSON, []
+    raw = x.astype("<f4").tobytes()
+    text = _dumps(
+        {
+            "id": request_id,
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    return text + raw, OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
+
+
+def decode_response_json(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
+    length = headers.get(BINARY_LENGTH_HEADER)
+    body = json.loads(value[: int(length)] if length else value)
+    out: dict[str, Any] = {}
+    if "outputs" not in body:  # V1: the corrected predictions and the other fields as lists
+        out = {k: np.asarray(v, dtype=tensors.RESULT_DTYPES.get(k)) for k, v in body.items() if isinstance(v, list)}
+        out["corrected"] = out.pop("predictions")
+        out["id"] = body["id"]
+        return out
+    tail = memoryview(value)[int(length) :] if length else memoryview(b"")
+    for o in body["outputs"]:
+        size = (o.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            dtype = tensors.RESULT_DTYPES.get(o["name"], np.float32)
+            out[o["name"]] = np.asarray(o["data"], dtype=dtype).reshape(o["shape"])
+        else:
+            out[o["name"]] = np.frombuffer(tail[:size], dtype=tensors.wire_dtype(o["name"]))
+            tail = tail[size:]
+    out["id"] = body["id"]
+    out["parameters"] = body.get("parameters", {})
+    return out
+
+
+FAMILY = WireFamily(
+    name="json",
+    content_types=CONTENT_TYPES,
+    answers=("v2", "v1"),
+    request_formats=("v2", "v1", "triton"),
+    # Triton's length header says JSON whatever the body's first bytes; otherwise an object or array.
+    sniff=lambda record, data: header(record, BINARY_LENGTH_HEADER) is not None or data.lstrip()[:1] in (b"{", b"["),
+    decode=decode_json,
+    encode=encode_json,
+    encode_flagged=encode_flagged_json,
+    encode_request=encode_request_json,
+    decode_response=decode_response_json,
+    seldon_answer_type="json/inferModelResponse",
+)

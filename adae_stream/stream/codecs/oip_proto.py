@@ -9,6 +9,7 @@ request's prefix as it came (the registry's ids are the producer's business; we 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,16 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import tensors
+from adae_stream.stream.codecs.family import WireFamily
 from adae_stream.stream.codecs.records import PROTOBUF, RawRecord, Request, fallback_id
 from adae_stream.stream.proto.open_inference_pb2 import InferParameter, ModelInferRequest, ModelInferResponse
 
 # The first byte of a serialised ModelInferRequest: the tag of one of its fields 1..7, all length-delimited.
 REQUEST_TAGS = frozenset(field << 3 | 2 for field in range(1, 8))
 CONFLUENT_MAGIC = 0
+CONTENT_TYPES = frozenset(
+    {PROTOBUF, "application/protobuf", "application/x-google-protobuf", "application/vnd.google.protobuf"}
+)
 TYPED_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
@@ -37,7 +42,7 @@ TYPED_FIELD = {
 }
 
 
-def looks_like_protobuf(value: bytes) -> bool:
+def looks_like_protobuf(record: RawRecord, value: bytes) -> bool:
     return bool(value) and (value[0] == CONFLUENT_MAGIC or value[0] in REQUEST_TAGS)
 
 
@@ -166,3 +171,55 @@ def encode_proto(
     for out, values in zip(answer.outputs, result.values(), strict=True):
         getattr(out.contents, TYPED_FIELD[out.datatype]).extend(values.tolist())
     return request.framing + answer.SerializeToString(), PROTOBUF, []
+
+
+def encode_flagged_proto(
+    request: Request, x: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
+) -> tuple[bytes, str]:
+    """A ModelInferResponse whose first output is the instances (`input`), then the result fields."""
+    msg = ModelInferResponse(model_name=info["model_name"], model_version=info["model_version"], id=request.id)
+    for key in tensors.ANSWER_PARAMETERS:
+        set_parameter(msg.parameters[key], info[key])
+    msg.outputs.add(name="input", datatype="FP32", shape=list(x.shape))
+    msg.raw_output_contents.append(x.tobytes())
+    for k, v in result.items():
+        msg.outputs.add(name=k, datatype=tensors.RESULT_OIP[k], shape=[len(x)])
+        msg.raw_output_contents.append(tensors.wire_bytes(k, v))
+    return msg.SerializeToString(), PROTOBUF
+
+
+def encode_request_proto(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
+    """A ModelInferRequest with the tensor in raw_input_contents, as Seldon's clients send it."""
+    msg = ModelInferRequest(id=request_id)
+    msg.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
+    msg.raw_input_contents.append(x.astype("<f4").tobytes())
+    return msg.SerializeToString(), PROTOBUF, []
+
+
+def decode_response_proto(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
+    msg = ModelInferResponse.FromString(split_framing(value)[1])
+    out: dict[str, Any] = {}
+    for i, tensor in enumerate(msg.outputs):
+        dtype = np.dtype(tensors.RESULT_DTYPES.get(tensor.name, np.float32)).newbyteorder("<")
+        if msg.raw_output_contents:
+            out[tensor.name] = np.frombuffer(msg.raw_output_contents[i], dtype=dtype).reshape(list(tensor.shape))
+        else:
+            out[tensor.name] = np.asarray(getattr(tensor.contents, TYPED_FIELD[tensor.datatype]), dtype=dtype)
+    out["id"] = msg.id
+    out["parameters"] = {k: parameter_value(v) for k, v in msg.parameters.items()}
+    return out
+
+
+FAMILY = WireFamily(
+    name="proto",
+    content_types=CONTENT_TYPES,
+    answers=("proto",),
+    request_formats=("proto",),
+    sniff=looks_like_protobuf,
+    decode=decode_proto,
+    encode=encode_proto,
+    encode_flagged=encode_flagged_proto,
+    encode_request=encode_request_proto,
+    decode_response=decode_response_proto,
+    seldon_answer_type="proto/InferModelResponse",
+)
