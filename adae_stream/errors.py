@@ -8,6 +8,8 @@ also has (ValueError, RuntimeError) keeps what callers caught before working.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 # Why a record went to the dead-letter topic (the `error-reason` header and the `reason` label of
@@ -85,6 +87,23 @@ ERROR_POLICY = (
         "nowhere: offset not committed",
         stops=True,
     ),
+    PolicyRow(
+        "a flagged capture cannot be encoded, or is refused",
+        'the answer goes out; the capture is counted (`adae_flagged_captured_total{result="rejected"}`)',
+    ),
+    PolicyRow(
+        "committing before a revocation fails",
+        "nowhere: the partitions' new owner redoes what was not committed",
+    ),
+    PolicyRow(
+        "a transaction's offsets are refused (a stalled member's generation moved on)",
+        "transaction aborted; the records are redone by their owner after the rejoin",
+    ),
+    PolicyRow("a transaction fails otherwise", "transaction aborted; nowhere: offset not committed", stops=True),
+    PolicyRow(
+        "a detector version fails to load",
+        "no record is affected: the version serving goes on (`adae_detector_load_failures_total`)",
+    ),
 )
 
 
@@ -92,6 +111,29 @@ def error_policy_table() -> str:
     """The README's table."""
     head = "| failure | where the record goes | does the process stop? |\n|---|---|---|"
     return "\n".join([head, *(row.markdown() for row in ERROR_POLICY)])
+
+
+class FirstFailure:
+    """Why the service stops with exit 1 (the rows above that say so): the first fatal failure, whichever
+    thread met it (the producer's I/O thread for a send, the loop for a commit or a drain). One record
+    for the whole service, so the loop stops on it, logs it once ("pipeline stopped: ...") and reports it
+    on /ready; failures after the first are consequences, logged at DEBUG."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._message: str | None = None
+
+    def record(self, message: str) -> None:
+        with self._lock:
+            first = self._message is None
+            if first:
+                self._message = message
+        if not first:
+            logging.getLogger("adae_stream.stream").debug("also failed: %s", message)
+
+    @property
+    def message(self) -> str | None:
+        return self._message
 
 
 class AdaeError(Exception):

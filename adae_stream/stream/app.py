@@ -22,7 +22,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import Config
-from adae_stream.errors import PipelineError
+from adae_stream.errors import FirstFailure, PipelineError
 from adae_stream.scoring import DetectorSource, StreamScorer, as_source
 from adae_stream.stream.assignments import Assignments
 from adae_stream.stream.clients import read_since
@@ -81,7 +81,7 @@ class Pipeline:
         )
         self.closing = False  # set at shutdown: close() may revoke, and the drain already did that work
         self._stop = threading.Event()
-        self._fatal: str | None = None
+        self._failure = FirstFailure()  # the one record of why the service stops with exit 1
         self._join_rebuilt = False
         self._last_housekeeping = 0.0
         self.last_loop = time.monotonic()
@@ -119,7 +119,7 @@ class Pipeline:
     @property
     def failure(self) -> str | None:
         """Why the service stopped (or is stopping) with exit 1; None while healthy."""
-        return self._fatal or (self._sink.failure if self._sink is not None else None)
+        return self._failure.message
 
     @property
     def ready(self) -> bool:
@@ -138,10 +138,10 @@ class Pipeline:
             # process. Frozen, it is skipped by the cyclic GC, whose full collections would otherwise walk it
             # in the middle of traffic (~150 ms per full collection, measured with gc.collect()).
             gc.freeze()
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self.failure is None:
                 self._turn()
         except PipelineError as exc:
-            self._fatal = str(exc)
+            self._failure.record(str(exc))
         finally:
             gc.unfreeze()
             self._shutdown()
@@ -161,6 +161,7 @@ class Pipeline:
             self.stats,
             before_send=self.committer.before_send,
             topic_limits=self.session.topic_limits,
+            failure=self._failure,
         )
         self._rebuild_join()
         self.session.subscribe(RebalanceListener(self))
@@ -211,8 +212,6 @@ class Pipeline:
         if self.sink.doomed:
             self._redo_after_rejection()
         self._housekeeping()
-        if self.sink.failure:
-            raise PipelineError(self.sink.failure)
 
     def _poll_timeout_ms(self) -> int:
         """At most IDLE_POLL_MS even when nothing is pending. kafka-python 3's poll() sleeps
@@ -263,7 +262,7 @@ class Pipeline:
                     self._wind_down_after_failure()
         except Exception as exc:  # closing must go on; nothing more is committed past unpublished work anyway
             log.error("error while draining at shutdown: %s", exc)
-            self._fatal = self._fatal or f"drain failed: {exc}"
+            self._failure.record(f"drain failed: {exc}")
         finally:
             self.session.close()
             log.info(

@@ -31,6 +31,7 @@ from kafka.errors import TransactionAbortedError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import KafkaConfig
+from adae_stream.errors import FirstFailure
 from adae_stream.stream.clients import dead_letter_limit
 from adae_stream.stream.codecs import RawRecord, Request, encode
 from adae_stream.stream.codecs.records import source_headers
@@ -85,9 +86,11 @@ class Sink:
         tally: Tally,
         before_send: Callable[[], None] = lambda: None,
         topic_limits: dict[str, int] | None = None,
+        failure: FirstFailure | None = None,
     ) -> None:
         """topic_limits: max.message.bytes the broker has for the topics written (clients.read_topic_limits);
-        each record is checked against the smaller of that and the config's limit."""
+        each record is checked against the smaller of that and the config's limit. failure: the service's
+        record of its fatal failure (the Pipeline's), where a send that cannot be settled is written."""
         self.producer = producer
         self.kafka = kafka
         self.tracker = tracker
@@ -100,7 +103,7 @@ class Sink:
         self.dead_letter_limit = smaller_limit(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
         self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._failure: str | None = None
+        self._failure = failure or FirstFailure()
         self._out_partitions: set[int] = set()
         self._doomed = False
         # source records whose answer (or dead letter) the broker rejected, by coordinates; they are
@@ -125,7 +128,7 @@ class Sink:
     @property
     def failure(self) -> str | None:
         """The first failure of the whole service, or None."""
-        return self._failure
+        return self._failure.message
 
     # ------------------------------------------------------------------ answers
     def answer(self, request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> bool:
@@ -195,7 +198,7 @@ class Sink:
 
         def failed(exc: BaseException) -> None:
             if not self._doom(exc, condemn):
-                self._fail(
+                self._failure.record(
                     f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}"
                 )
 
@@ -285,7 +288,7 @@ class Sink:
         if is_record_error(exc) and not delivery.minimal:
             self._retries.put((delivery, exc))
             return
-        self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
+        self._unsettled(delivery, exc)
 
     def _failed(self, delivery: _Delivery, exc: BaseException) -> None:
         """A send that failed after it left (kafka-python calls errbacks as f(*args, exception), on its I/O
@@ -303,7 +306,10 @@ class Sink:
 
         if self._doom(exc, None if delivery.minimal else condemn):
             return
-        self._fail(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
+        self._unsettled(delivery, exc)
+
+    def _unsettled(self, delivery: _Delivery, exc: BaseException) -> None:
+        self._failure.record(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
 
     def _doom(self, exc: BaseException, condemn: Callable[[], str] | None) -> bool:
         """True when the failure is settled by the abort-and-redo: the first record error of a transaction
@@ -318,15 +324,6 @@ class Sink:
             what = condemn()
         log.warning("the broker rejected the %s (%r): the work in flight is redone without it", what, exc)
         return True
-
-    def _fail(self, message: str) -> None:
-        """Keep the first failure; the loop stops on it and logs it once ("pipeline stopped: ...")."""
-        with self._lock:
-            first = self._failure is None
-            if first:
-                self._failure = message
-        if not first:
-            log.debug("also failed: %s", message)
 
     def drain(self) -> None:
         """Dead-letter the records whose send was rejected for a reason of their own (loop thread)."""
