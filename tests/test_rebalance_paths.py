@@ -16,7 +16,7 @@ from adae_stream.scoring import ScorerInfo
 from adae_stream.stream.app import Pipeline
 from adae_stream.stream.codecs import RawRecord, Request
 from adae_stream.stream.commit import AtLeastOnceCommitter, TransactionalCommitter
-from adae_stream.stream.sink import Tally
+from adae_stream.stream.telemetry import NullMetrics
 
 A, B = TopicPartition("in", 0), TopicPartition("in", 1)
 
@@ -139,7 +139,7 @@ def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     consumer, producer = Consumer({A: 5, B: 7}), Producer()
     p = pipeline(consumer)
     p.committer = TransactionalCommitter(
-        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, Tally()
+        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, NullMetrics()
     )
     p.partitions.incoming.put({A, B})
     p.partitions.position(p.consumer)
@@ -174,7 +174,7 @@ def test_a_transaction_is_committed_only_under_a_group_generation(generation, me
     p = pipeline(consumer)
     redone: list[bool] = []
     committer = TransactionalCommitter(
-        producer, consumer, p.tracker, lambda: {A}, 0.0, 1.0, Tally(), redo=lambda: redone.append(True)
+        producer, consumer, p.tracker, lambda: {A}, 0.0, 1.0, NullMetrics(), redo=lambda: redone.append(True)
     )
     committer.before_send()
     p.tracker.add(A, 7)
@@ -188,7 +188,9 @@ def test_a_transaction_is_committed_only_under_a_group_generation(generation, me
 def test_abandon_without_an_open_transaction_aborts_nothing():
     consumer, producer = Consumer({}), Producer()
     p = pipeline(consumer)
-    committer = TransactionalCommitter(producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, Tally())
+    committer = TransactionalCommitter(
+        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, NullMetrics()
+    )
     assert committer.abandon() is False and producer.calls == []
 
 

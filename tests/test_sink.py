@@ -24,7 +24,7 @@ from adae_stream.stream.clients import DEAD_LETTER_OVERHEAD
 from adae_stream.stream.codecs import RawRecord, Request
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size
-from adae_stream.stream.sink import Sink, Tally
+from adae_stream.stream.sink import Sink
 from tests.answer_info import ANSWER_INFO
 
 LIMIT = 4096
@@ -78,7 +78,7 @@ class Outcomes:
 def setup():
     producer, tracker, outcomes = Producer(), OffsetTracker(), Outcomes()
     k = KafkaConfig(output_topic="out", dead_letter_topic="dlq", max_message_bytes=LIMIT)
-    sink = Sink(producer, k, tracker, outcomes, Tally())
+    sink = Sink(producer, k, tracker, outcomes)
     return sink, producer, tracker, outcomes
 
 

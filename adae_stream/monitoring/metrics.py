@@ -127,6 +127,11 @@ class PipelineMetrics:
             registry=registry,
         )
         self.kafka_up = Gauge("adae_kafka_up", "1 while the Kafka clients are connected, else 0.", registry=registry)
+        self.transactions = Counter(
+            "adae_transactions",
+            "Transactions committed (delivery: exactly_once): answers and input offsets made visible together.",
+            registry=registry,
+        )
         self.ready = Gauge(
             "adae_ready",
             "1 while the detector is loaded, partitions are assigned and no fatal error occurred.",
@@ -225,6 +230,9 @@ class PipelineMetrics:
                 pass
         else:
             self.lag.labels(topic, str(partition)).set(lag)
+
+    def transaction_committed(self) -> None:
+        self.transactions.inc()
 
     def set_kafka_up(self, up: bool) -> None:
         self.kafka_up.set(1 if up else 0)

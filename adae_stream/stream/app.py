@@ -33,8 +33,8 @@ from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.rebalance import RebalanceListener
 from adae_stream.stream.record_path import RecordPath
 from adae_stream.stream.session import KafkaSession, require_connected
-from adae_stream.stream.sink import Sink, Tally
-from adae_stream.stream.telemetry import Metrics, NullMetrics
+from adae_stream.stream.sink import Sink
+from adae_stream.stream.telemetry import Metrics, NullMetrics, Tallied
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ class Pipeline:
         """detectors: one scorer (``detector.path``: it serves every record) or a repository."""
         self.cfg = config
         self.kafka = config.kafka
-        self.metrics: Metrics = metrics if metrics is not None else NullMetrics()
+        # every count the pipeline keeps of itself goes through here (stats reads them back)
+        self.stats = Tallied(metrics if metrics is not None else NullMetrics())
+        self.metrics: Metrics = self.stats
         bootstrap = bootstrap_servers or self.kafka.bootstrap_servers
         if bootstrap == "embedded":
             raise ValueError(
@@ -61,7 +63,6 @@ class Pipeline:
             )
         self.session = KafkaSession(config, bootstrap, self.metrics.set_kafka_up)
         self.tracker = OffsetTracker()
-        self.stats = Tally()  # ok, dead_letter, batches, instances, transactions
         self._sink: Sink | None = None
         self._committer: Committer | None = None
         join = (
@@ -70,7 +71,7 @@ class Pipeline:
             else None
         )
         self.path = RecordPath(
-            config, as_source(detectors, config.detector.model_name), self.metrics, self.stats, lambda: self.sink, join
+            config, as_source(detectors, config.detector.model_name), self.metrics, lambda: self.sink, join
         )
         self.partitions = Assignments(
             self.tracker,
@@ -158,7 +159,6 @@ class Pipeline:
             self.kafka,
             self.tracker,
             self.metrics,
-            self.stats,
             before_send=self.committer.before_send,
             topic_limits=self.session.topic_limits,
             failure=self._failure,
@@ -181,7 +181,7 @@ class Pipeline:
             assigned,
             interval_s,
             timeout_s,
-            self.stats,
+            self.metrics,
             doomed=lambda: self._sink is not None and self._sink.doomed,
             redo=self._forget_assigned,
         )

@@ -18,7 +18,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from adae_stream.errors import PipelineError
 from adae_stream.stream.offsets import OffsetTracker
-from adae_stream.stream.sink import Tally
+from adae_stream.stream.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class TransactionalCommitter:
         assigned: Callable[[], Collection[TopicPartition]],
         interval_s: float,
         timeout_s: float,
-        tally: Tally,
+        metrics: Metrics,
         doomed: Callable[[], bool] = lambda: False,
         redo: Callable[[], None] = lambda: None,
     ) -> None:
@@ -137,7 +137,7 @@ class TransactionalCommitter:
         self.doomed, self.redo = doomed, redo
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
-        self.tally = tally
+        self.metrics = metrics
         self._open = False
 
     def before_send(self) -> None:
@@ -193,7 +193,7 @@ class TransactionalCommitter:
         self.tracker.mark_committed(offsets)
         # what found the zombie duplicates (client_fixes.forget_refused_txn_offsets): offsets per commit
         log.debug("transaction committed: offsets %s, group generation %d", offsets, group.generation_id)
-        self.tally.add("transactions")
+        self.metrics.transaction_committed()
 
     def _abort(self) -> None:
         try:

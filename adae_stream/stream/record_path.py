@@ -32,7 +32,7 @@ from adae_stream.stream.codecs.tensors import conform
 from adae_stream.stream.feedback import FeedbackJoin, parse_feedback
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.routing import Router, parse_routes
-from adae_stream.stream.sink import Sink, Tally
+from adae_stream.stream.sink import Sink
 from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ class RecordPath:
         cfg: Config,
         detectors: DetectorSource,
         metrics: Metrics,
-        stats: Tally,
         sink: Callable[[], Sink],
         join: FeedbackJoin | None,
     ) -> None:
@@ -54,7 +53,6 @@ class RecordPath:
         self.router = Router(parse_routes(cfg.detector.routes), getattr(detectors, "default", None))
         self.lanes = Lanes(cfg.batching, detectors.current())
         self.metrics = metrics
-        self.stats = stats
         self._sink = sink
         self.join = join
         self._fields = answer_fields(cfg.detector.return_instance_score, cfg.detector.return_all_predictions)
@@ -109,8 +107,6 @@ class RecordPath:
                 self._scoring_failed(lane, batch, exc)
                 continue
             elapsed = time.perf_counter() - t0
-            self.stats.add("batches")
-            self.stats.add("instances", batch.size)
             self.metrics.observe_batch(batch.size, elapsed)
             self.metrics.observe_results(
                 result[INSTANCE_SCORE], result[IS_ADVERSARIAL], result[CORRECTED], result[NO_DEFENSE]

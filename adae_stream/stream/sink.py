@@ -21,7 +21,6 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,22 +41,6 @@ from adae_stream.stream.telemetry import Metrics
 log = logging.getLogger(__name__)
 
 MAX_ERROR_MESSAGE = 4000
-
-
-class Tally:
-    """Counters written from the loop thread and from producer callbacks."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += n
-
-    def __getitem__(self, name: str) -> int:
-        with self._lock:
-            return self._counts[name]
 
 
 @dataclass(frozen=True)
@@ -83,7 +66,6 @@ class Sink:
         kafka: KafkaConfig,
         tracker: OffsetTracker,
         outcomes: Metrics,
-        tally: Tally,
         before_send: Callable[[], None] = lambda: None,
         topic_limits: dict[str, int] | None = None,
         failure: FirstFailure | None = None,
@@ -95,7 +77,6 @@ class Sink:
         self.kafka = kafka
         self.tracker = tracker
         self.outcomes = outcomes
-        self.tally = tally
         self.before_send = before_send  # opens a transaction under exactly_once
         broker = topic_limits or {}
         self.answer_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.output_topic)
@@ -167,7 +148,6 @@ class Sink:
         """A record that needs no record of ours (a response sharing the topic, or a monitor-only tap's
         unflagged request): done at once, counted under `status`."""
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
-        self.tally.add(status)
         self.outcomes.request_done(status, reason=reason)
 
     def capture(self, topic: str, rec: RawRecord, value: bytes, headers: list[tuple[str, bytes]]) -> None:
@@ -271,13 +251,11 @@ class Sink:
         rec = delivery.record
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
         if delivery.reason is None:
-            self.tally.add("ok")
             ts = rec.timestamp
             self.outcomes.request_done(
                 "ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None
             )
         else:
-            self.tally.add("dead_letter")
             self.outcomes.request_done("dead_letter", reason=delivery.reason)
 
     def _refused(self, delivery: _Delivery, exc: BaseException) -> None:

@@ -5,9 +5,11 @@ metrics are enabled. monitoring/ implements this module; it imports nothing else
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,6 +57,7 @@ class Metrics(Protocol):
     def feedback_outcome(self, outcome: Outcome) -> None: ...
     def set_feedback_state(self, answers: int, instances: int) -> None: ...
     def flagged_capture(self, result: str) -> None: ...
+    def transaction_committed(self) -> None: ...
     def observe_detector(
         self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray
     ) -> None: ...
@@ -91,6 +94,9 @@ class NullMetrics:
     def flagged_capture(self, result: str) -> None:
         pass
 
+    def transaction_committed(self) -> None:
+        pass
+
     def observe_detector(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:
         pass
 
@@ -101,4 +107,41 @@ class NullMetrics:
         pass
 
 
-_IMPLEMENTS: Metrics = NullMetrics()  # mypy checks here that NullMetrics keeps the whole contract
+class Tallied:
+    """Metrics that keep the pipeline's own totals on the way through: `ok`, `dead_letter` and the other
+    request statuses, `batches`, `instances`, `transactions`. Each count so has one call site (the metric
+    it is reported to), and the totals exist whether or not metrics are exported: for the closing log
+    line, the tests and the benchmarks. Written from the loop thread and from producer callbacks."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+    def _add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def request_done(self, status: str, reason: str | None = None, end_to_end_s: float | None = None) -> None:
+        self._add(status)
+        self._metrics.request_done(status, reason, end_to_end_s)
+
+    def observe_batch(self, n: int, seconds: float) -> None:
+        self._add("batches")
+        self._add("instances", n)
+        self._metrics.observe_batch(n, seconds)
+
+    def transaction_committed(self) -> None:
+        self._add("transactions")
+        self._metrics.transaction_committed()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the contract goes straight through
+        return getattr(self._metrics, name)
+
+
+# mypy checks here that NullMetrics keeps the whole contract, and that Tallied passes it on
+_IMPLEMENTS: tuple[Metrics, Metrics] = (NullMetrics(), Tallied(NullMetrics()))
