@@ -1,30 +1,43 @@
-"""Configuration: YAML (safe_load) + ``ADAE_<SECTION>__<KEY>`` environment overrides, typed and validated.
+"""Configuration: the schema, typed and validated by pydantic, loaded by typed_settings.py from YAML
+(safe_load) and ``ADAE_<SECTION>__<KEY>`` environment overrides (pydantic-settings).
 
 Every problem becomes one ConfigError line that names the key, raised at start-up, never mid-stream.
+Ranges of one field sit on the field (``Field(ge=...)``); rules between fields are in ``_validate``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adae_stream.errors import ConfigError
 from adae_stream.scoring import buckets_up_to
-from adae_stream.typed_settings import build, env_overrides, is_secret, merge
+from adae_stream.typed_settings import ENV_NESTING, ENV_PREFIX, is_secret, load
 
 log = logging.getLogger(__name__)
 
+# pydantic's lax mode, as environment variables (all text) need: "7" is read as 7 and "false" as False,
+# but a word is no number, 3 is no bool and a number is no string (a password of digits must be quoted).
+_SECTION = ConfigDict(extra="forbid")
+Positive = Annotated[int, Field(ge=1)]
 
-@dataclass
-class KafkaConfig:
+
+class KafkaConfig(BaseModel):
+    """One flat section, as kafka-python names its settings (security keys pass through to it unchanged),
+    in four groups: where, topics, security, tuning."""
+
+    model_config = _SECTION
+
+    # --- where
     bootstrap_servers: str = "embedded"
+    group_id: str = "adae-stream"
+    client_id: str = "adae-stream"
+    # --- topics
     input_topic: str | list[str] = "adae-requests"  # one topic or a list (a tap may read several)
     input_pattern: str | None = None  # a regex of topics to read instead (e.g. ^seldon\.prod\.model\..*\.inputs$)
     # answers: answer every request. Monitor-only taps of a platform's traffic: flagged publishes only
@@ -35,8 +48,10 @@ class KafkaConfig:
     flagged_topic: str | None = None  # every request with a flagged instance, for review (unset: off)
     output_topic: str = "adae-predictions"
     dead_letter_topic: str = "adae-dead-letter"
-    group_id: str = "adae-stream"
-    client_id: str = "adae-stream"
+    create_topics: bool = True
+    partitions: Positive = 4
+    replication_factor: int = 1
+    # --- security (kafka_security_kwargs)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None
@@ -48,10 +63,8 @@ class KafkaConfig:
     ssl_password: str | None = None
     ssl_crlfile: str | None = None
     ssl_check_hostname: bool = True
-    max_message_bytes: int = 8 * 1024 * 1024
-    create_topics: bool = True
-    partitions: int = 4
-    replication_factor: int = 1
+    # --- tuning: sizes, consumer, producer, timeouts, transactions
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 1000
@@ -59,7 +72,7 @@ class KafkaConfig:
     max_poll_records: int = 500
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     linger_ms: int = 10
-    connect_timeout_s: float = 60.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     delivery_timeout_s: float = 30.0
     commit_interval_ms: int = 200
     # exactly_once: a name unique to this replica that survives its restarts (a StatefulSet pod name), so
@@ -70,14 +83,15 @@ class KafkaConfig:
     transaction_timeout_ms: int = 60000
 
 
-@dataclass
-class DetectorConfig:
+class DetectorConfig(BaseModel):
+    model_config = _SECTION
+
     path: str | None = None  # one detector that serves every record
     # or a repository of many, DIR/<name>/<version>/ (detector/repository.py), routed by model name
     repository: str | None = None
-    poll_s: float = 10.0  # how often the repository is read again (and on SIGHUP)
-    routes: list[dict[str, str]] = field(default_factory=list)  # {detector, model} or {detector, topic: REGEX}
-    max_detectors: int = 32  # bounds the per-detector metric series
+    poll_s: Annotated[float, Field(gt=0)] = 10.0  # how often the repository is read again (and on SIGHUP)
+    routes: list[dict[str, str]] = Field(default_factory=list)  # {detector, model} or {detector, topic: REGEX}
+    max_detectors: Positive = 32  # bounds the per-detector metric series
     return_all_predictions: bool = True
     return_instance_score: bool = True
     model_name: str = "adae"
@@ -87,41 +101,50 @@ class DetectorConfig:
 DEFAULT_MAX_BATCH = 256
 
 
-@dataclass
-class BatchingConfig:
-    max_batch_size: int = DEFAULT_MAX_BATCH
-    max_batch_delay_ms: float = 10.0
-    bucket_sizes: list[int] = field(default_factory=lambda: buckets_up_to(DEFAULT_MAX_BATCH))
+class BatchingConfig(BaseModel):
+    model_config = _SECTION
+
+    max_batch_size: Positive = DEFAULT_MAX_BATCH
+    max_batch_delay_ms: Annotated[float, Field(ge=0)] = 10.0
+    bucket_sizes: Annotated[list[Positive], Field(min_length=1)] = Field(
+        default_factory=lambda: buckets_up_to(DEFAULT_MAX_BATCH)
+    )
 
 
-@dataclass
-class MetricsConfig:
+class MetricsConfig(BaseModel):
+    model_config = _SECTION
+
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 9108
-    window_size: int = 2000
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    window_size: Annotated[int, Field(ge=10)] = 2000
     drift_interval_s: float = 5.0
     max_class_labels: int = 20
 
 
-@dataclass
-class FeedbackConfig:
-    window_s: float = 3600.0  # how long an answer waits for its labels (and how far back a restart reads)
-    max_instances: int = 1_000_000  # memory bound of the join: oldest answers go first
+class FeedbackConfig(BaseModel):
+    model_config = _SECTION
+
+    # how long an answer waits for its labels (and how far back a restart reads)
+    window_s: Annotated[float, Field(gt=0)] = 3600.0
+    max_instances: Positive = 1_000_000  # memory bound of the join: oldest answers go first
 
 
-@dataclass
-class FlaggedConfig:
-    sample_rate: float = 1.0  # share of requests with a flagged instance captured (by request id: stable)
-    max_instances: int = 256  # flagged instances per captured record; the rest are counted, not sent
+class FlaggedConfig(BaseModel):
+    model_config = _SECTION
+
+    # share of requests with a flagged instance captured (by request id: stable)
+    sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    max_instances: Positive = 256  # flagged instances per captured record; the rest are counted, not sent
 
 
-@dataclass
-class DemoConfig:
+class DemoConfig(BaseModel):
+    model_config = _SECTION
+
     duration_s: float = 60.0
     rate: float = 200.0
     batch: int = 8
-    mix: dict[str, float] = field(
+    mix: dict[str, float] = Field(
         default_factory=lambda: {
             "clean": 0.5,
             "fgsm": 0.15,
@@ -137,15 +160,21 @@ class DemoConfig:
     epochs: int = 30
 
 
-@dataclass
-class Config:
-    kafka: KafkaConfig = field(default_factory=KafkaConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
-    flagged: FlaggedConfig = field(default_factory=FlaggedConfig)
-    demo: DemoConfig = field(default_factory=DemoConfig)
+class Config(BaseSettings):
+    """The whole configuration. ``Config()`` alone reads ``ADAE_*`` from the process environment;
+    ``load_config`` adds the YAML file and explicit overrides and reports errors in one line."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, extra="forbid", case_sensitive=False
+    )
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    flagged: FlaggedConfig = Field(default_factory=FlaggedConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -160,31 +189,16 @@ class Config:
                 for key, value in section.items()
             }
 
-        return walk(dataclasses.asdict(self))
+        return walk(self.model_dump())
 
 
 def load_config(
     path: str | os.PathLike | None = None, environ: dict[str, str] | None = None, overrides: dict | None = None
 ) -> Config:
-    """Read YAML (if given), apply environment then explicit overrides, validate everything."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise ConfigError(f"config file {p}: {exc.strerror or exc}") from exc
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p}: invalid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
-    data = merge(data, env_overrides(Config, dict(os.environ if environ is None else environ)))
-    if overrides:
-        data = merge(data, overrides)
-    cfg = build(Config, data, "")
-    _validate_ranges(cfg)
+    """Read YAML (if given), apply environment (os.environ unless given) then explicit overrides, and
+    validate everything."""
+    cfg = load(Config, path, dict(os.environ if environ is None else environ), overrides or {})
+    _validate(cfg)
     return cfg
 
 
@@ -244,13 +258,11 @@ def _validate_detector(detector: DetectorConfig) -> None:
         raise ConfigError("config key 'detector.routes': routes choose among the detectors of detector.repository")
 
 
-def _validate_ranges(cfg: Config) -> None:
+def _validate(cfg: Config) -> None:
+    """The rules between fields (a single field's range is on the field)."""
     _validate_topics(cfg.kafka)
     _validate_detector(cfg.detector)
     checks = [
-        ("kafka.max_message_bytes", cfg.kafka.max_message_bytes >= 1024, "must be >= 1024"),
-        ("kafka.partitions", cfg.kafka.partitions >= 1, "must be >= 1"),
-        ("kafka.connect_timeout_s", cfg.kafka.connect_timeout_s > 0, "must be > 0"),
         (
             "kafka.delivery_timeout_s",
             cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000,
@@ -261,21 +273,6 @@ def _validate_ranges(cfg: Config) -> None:
             cfg.kafka.transaction_timeout_ms > cfg.kafka.delivery_timeout_s * 1000,
             "must exceed kafka.delivery_timeout_s",
         ),
-        ("detector.poll_s", cfg.detector.poll_s > 0, "must be > 0"),
-        ("detector.max_detectors", cfg.detector.max_detectors >= 1, "must be >= 1"),
-        ("batching.max_batch_size", cfg.batching.max_batch_size >= 1, "must be >= 1"),
-        ("batching.max_batch_delay_ms", cfg.batching.max_batch_delay_ms >= 0, "must be >= 0"),
-        (
-            "batching.bucket_sizes",
-            bool(cfg.batching.bucket_sizes) and min(cfg.batching.bucket_sizes) >= 1,
-            "must be a non-empty list of positive sizes",
-        ),
-        ("metrics.port", 0 <= cfg.metrics.port <= 65535, "must be a TCP port"),
-        ("metrics.window_size", cfg.metrics.window_size >= 10, "must be >= 10"),
-        ("feedback.window_s", cfg.feedback.window_s > 0, "must be > 0"),
-        ("feedback.max_instances", cfg.feedback.max_instances >= 1, "must be >= 1"),
-        ("flagged.sample_rate", 0.0 <= cfg.flagged.sample_rate <= 1.0, "must be between 0 and 1"),
-        ("flagged.max_instances", cfg.flagged.max_instances >= 1, "must be >= 1"),
         (
             "kafka.feedback_topic",
             cfg.kafka.feedback_topic is None or cfg.kafka.publish == "answers",

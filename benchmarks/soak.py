@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -49,7 +48,7 @@ def soak(
     )
     path = os.path.join(tempfile.mkdtemp(), "soak.yaml")
     with open(path, "w") as f:
-        yaml.safe_dump(dataclasses.asdict(cfg), f)
+        yaml.safe_dump(cfg.model_dump(), f)
     proc = subprocess.Popen(
         [sys.executable, "-m", "adae_stream.cli", "run", "--config", path],
         stdout=subprocess.DEVNULL,

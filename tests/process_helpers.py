@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -26,7 +25,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class PipelineProcess:
     def __init__(self, cfg: Config, tmp: Path, name: str) -> None:
         self.cfg_path = tmp / f"{name}.yaml"
-        self.cfg_path.write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
+        self.cfg_path.write_text(yaml.safe_dump(cfg.model_dump()))
         self.tmp, self.name = tmp, name
         self.proc: subprocess.Popen | None = None
         self.log: Path | None = None

@@ -230,3 +230,27 @@ def test_bad_values_in_known_sections_still_fail_naming_the_key(env, key):
     with pytest.raises(ConfigError) as ei:
         load_config(None, environ=env)
     assert f"'{key}'" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, key, says",
+    [
+        ({"metrics": {"port": 70000}}, "metrics.port", "less than or equal to 65535"),
+        ({"flagged": {"sample_rate": 1.5}}, "flagged.sample_rate", "less than or equal to 1"),
+        ({"kafka": {"max_message_bytes": 10}}, "kafka.max_message_bytes", "greater than or equal to 1024"),
+        ({"batching": {"bucket_sizes": [4, 0]}}, "batching.bucket_sizes[1]", "greater than or equal to 1"),
+        ({"batching": {"bucket_sizes": []}}, "batching.bucket_sizes", "at least 1 item"),
+        ({"detector": {"routes": [{"detector": 3}]}}, "detector.routes[0].detector", "valid string"),
+        ({"kafka": {"linger_ms": 20000}}, "kafka.delivery_timeout_s", "must exceed 2 s + 2 x linger_ms"),
+    ],
+)
+def test_ranges_and_rules_name_the_key(overrides, key, says):
+    """A field's range is on the field; a rule between fields names the one it constrains."""
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, environ={}, overrides=overrides)
+    assert str(ei.value).startswith(f"config key '{key}'") and says in str(ei.value)
+
+
+def test_lists_from_the_environment_are_json():
+    cfg = load_config(None, environ={"ADAE_KAFKA__INPUT_TOPIC": '["in-a", "in-b"]'})
+    assert cfg.kafka.input_topic == ["in-a", "in-b"]

@@ -290,15 +290,14 @@ def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_p
 def test_publish_failure_commits_nothing(apache_kafka, digits_setup, digits_detector_path, tmp_path, unusable):
     """A topic the service cannot write to is a failure of the whole service, not of a record: one clear
     line, exit 1, and no offset committed for the records it could not publish."""
-    from dataclasses import replace
-
     from adae_stream.stream.clients import ensure_topics
     from tests.kafka_helpers import produce_requests
 
     cfg = make_config(
         apache_kafka.bootstrap, digits_detector_path, kafka={unusable: "bad topic name!", "create_topics": False}
     )
-    ensure_topics(replace(cfg, kafka=replace(cfg.kafka, **{unusable: cfg.kafka.input_topic})), apache_kafka.bootstrap)
+    writable = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={unusable: cfg.kafka.input_topic})})
+    ensure_topics(writable, apache_kafka.bootstrap)
     if unusable == "output_topic":
         sent = produce_requests(apache_kafka.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"][:40], "v2", batch=4)
         what = "publishing the answer to the request at"

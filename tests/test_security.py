@@ -10,7 +10,6 @@ the fix answers everything. The harness itself works on the broker's plaintext l
 from __future__ import annotations
 
 import signal
-from dataclasses import replace
 
 import pytest
 from kafka import KafkaConsumer
@@ -155,7 +154,7 @@ def test_a_missing_write_acl_stops_cleanly_and_a_restart_after_the_fix_loses_not
 
 def test_a_wrong_password_stops_with_one_line_and_exit_1(secured, digits_detector_path, tmp_path):
     cfg = service_config(secured, digits_detector_path, "at_least_once", password="not-the-password")
-    cfg = replace(cfg, kafka=replace(cfg.kafka, connect_timeout_s=300.0))  # it must not wait for this
+    cfg.kafka.connect_timeout_s = 300.0  # it must not wait for this
     grant(secured, required_acls(cfg))
     proc = PipelineProcess(cfg, tmp_path, "wrong-password")
     stopped = the_one_stop_line(proc)

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from adae_stream.config import Config, load_config
 from adae_stream.errors import ConfigError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
+
+    from adae_stream.config import Config
 
     # what `add_subparsers()` returns: each subcommand's `register` adds its parser to it
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -39,6 +40,8 @@ def setup_logging(level: str) -> None:
 def load_config_or_exit(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     """The config (file, then ADAE_* environment, then ``overrides``); exit 2 with its one-line error."""
     try:
+        from adae_stream.config import load_config  # pydantic: ~0.3 s of every --help otherwise
+
         return load_config(path, overrides=overrides)
     except ConfigError as exc:
         fail(str(exc))
