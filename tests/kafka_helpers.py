@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
@@ -74,31 +75,40 @@ def produce_requests(
     return sent
 
 
-def collect(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, idle_s: float | None = None) -> list:
-    """Read records from the start of `topic` until `expected` arrived (or timeout / idle)."""
+def _read_until(
+    bootstrap: str, topic: str, stop: Callable[[list, float], bool], timeout_s: float, **consumer: Any
+) -> list:
+    """Records of ``topic`` from its start until ``stop(records, seconds since the last record)`` says so,
+    or ``timeout_s`` passed."""
     c = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        group_id=None,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=64 * 1024 * 1024,
+        **consumer,
     )
-    out = []
-    deadline = time.monotonic() + timeout_s
+    out: list = []
     last = time.monotonic()
+    deadline = last + timeout_s
     try:
-        while time.monotonic() < deadline and len(out) < expected:
-            got = c.poll(timeout_ms=200)
-            for recs in got.values():
+        while time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=200).values():
                 out.extend(recs)
                 last = time.monotonic()
-            if idle_s is not None and time.monotonic() - last > idle_s:
+            if stop(out, time.monotonic() - last):
                 break
     finally:
         c.close()
     return out
+
+
+def collect(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, idle_s: float | None = None) -> list:
+    """Read records from the start of `topic` until `expected` arrived (or timeout / idle)."""
+    return _read_until(
+        bootstrap, topic, lambda out, idle: len(out) >= expected or (idle_s is not None and idle > idle_s), timeout_s
+    )
 
 
 def read_settled(
@@ -111,29 +121,9 @@ def read_settled(
 ) -> list:
     """Every record of ``topic`` as a reader with ``isolation_level`` sees it: read until ``done(records)``
     and then ``quiet_s`` without more, so late duplicates show too (or until timeout_s)."""
-    c = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level=isolation_level,
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
+    return _read_until(
+        bootstrap, topic, lambda out, idle: done(out) and idle > quiet_s, timeout_s, isolation_level=isolation_level
     )
-    out: list = []
-    deadline, quiet_until = time.monotonic() + timeout_s, None
-    try:
-        while time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out.extend(recs)
-                quiet_until = None
-            if done(out):
-                quiet_until = quiet_until or time.monotonic() + quiet_s
-                if time.monotonic() > quiet_until:
-                    break
-    finally:
-        c.close()
-    return out
 
 
 @dataclass

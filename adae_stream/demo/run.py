@@ -6,7 +6,6 @@ Everything runs in this process except the broker: the pipeline on a thread (exa
 
 from __future__ import annotations
 
-import copy
 import heapq
 import json
 import logging
@@ -230,32 +229,33 @@ class _Watch:
                 return
 
 
-def _demo_config(cfg: Config) -> Config | None:
+def _demo_config(cfg: Config) -> tuple[Config, str] | None:
     """The caller's config with the demo's own topics (it labels its traffic and captures flagged
-    requests); None when there is no input topic to produce to."""
+    requests), and the input topic it produces to; None when the config names no input topic."""
     from adae_stream.config import input_topics
 
-    if not input_topics(cfg.kafka):
+    topics = input_topics(cfg.kafka)
+    if not topics:
         print(
             "adae-stream demo: the demo produces to kafka.input_topic; kafka.input_pattern names none", file=sys.stderr
         )
         return None
-    cfg = copy.deepcopy(cfg)  # never the caller's
+    cfg = cfg.model_copy(deep=True)  # never the caller's
     cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC
     cfg.kafka.flagged_topic = cfg.kafka.flagged_topic or "adae-flagged"
-    return cfg
+    return cfg, topics[0]
 
 
 def run_demo(config: Config) -> int:
-    from adae_stream.config import input_topics
     from adae_stream.demo.detector_cache import load_or_train, traffic_pools
     from adae_stream.demo.report import write_report
     from adae_stream.runner import kafka_bootstrap, load_scorer
     from adae_stream.stream.clients import plain_reader
 
-    cfg = _demo_config(config)
-    if cfg is None:
+    demo = _demo_config(config)
+    if demo is None:
         return 2
+    cfg, topic = demo
     d = cfg.demo
     t0 = time.monotonic()
     detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
@@ -276,7 +276,6 @@ def run_demo(config: Config) -> int:
                 return 1
             service = pipe.service
             print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
-            topic = input_topics(cfg.kafka)[0]
             gen = TrafficGenerator(bootstrap, topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
             feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC, d.seed, cfg.kafka)
             watch = _Watch(gen, feedback, service.metrics.registry if service.metrics else None, d.duration_s)
