@@ -1,4 +1,4 @@
-"""The codec registry: a new wire family is one WireFamily and one registry entry, nothing else.
+"""The codec registry: a new wire family is one module (here a class) and one registry entry, nothing else.
 
 A toy CSV family is added beside the real ones; everything the pipeline does with a family (recognise a
 request by content-type and by its body, answer it, capture flagged instances, build requests on the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -49,18 +48,32 @@ def _decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, An
     return out
 
 
-TOY = WireFamily(
-    name="csv",
-    content_types=frozenset({CSV}),
-    answers=("csv",),
-    request_formats=("csv",),
-    sniff=lambda record, data: data[:1].isdigit() or data[:1] == b"-",
-    decode=_decode,
-    encode=lambda request, result, info: (_table(result), CSV, []),
-    encode_flagged=lambda request, x, result, info: (_table({"input_0": x[:, 0], **result}), CSV),
-    encode_request=lambda x, fmt, rid, name: ("\n".join(",".join(map(repr, r)) for r in x.tolist()).encode(), CSV, []),
-    decode_response=_decode_response,
-)
+class Toy:
+    """A family as any object with family.WireFamily's names (a real one is a module)."""
+
+    NAME, CONTENT_TYPES, ANSWERS, REQUEST_FORMATS, SELDON_ANSWER_TYPE = "csv", frozenset({CSV}), ("csv",), ("csv",), ""
+
+    @staticmethod
+    def sniff(record: RawRecord, data: bytes) -> bool:
+        return data[:1].isdigit() or data[:1] == b"-"
+
+    decode = staticmethod(_decode)
+    decode_response = staticmethod(_decode_response)
+
+    @staticmethod
+    def encode(request: Request, result: dict, info: dict) -> tuple[bytes, str, list]:
+        return _table(result), CSV, []
+
+    @staticmethod
+    def encode_flagged(request: Request, x: np.ndarray, result: dict, info: dict) -> tuple[bytes, str]:
+        return _table({"input_0": x[:, 0], **result}), CSV
+
+    @staticmethod
+    def encode_request(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
+        return "\n".join(",".join(map(repr, row)) for row in x.tolist()).encode(), CSV, []
+
+
+TOY: WireFamily = Toy()
 
 
 def _record(value: bytes, headers: list[tuple[str, bytes]]) -> RawRecord:
@@ -124,7 +137,13 @@ def test_the_real_families_answer_alike_with_a_new_family_beside_them() -> None:
 
 
 def test_two_families_cannot_claim_one_name() -> None:
-    with pytest.raises(ValueError, match="both claim content_types 'application/json'"):
-        Codecs((*FAMILIES, replace(TOY, content_types=frozenset({"application/json"}))))
-    with pytest.raises(ValueError, match="both claim request_formats 'v1'"):
-        Codecs((*FAMILIES, replace(TOY, request_formats=("v1",))))
+    class ClaimsJson(Toy):
+        CONTENT_TYPES = frozenset({"application/json"})
+
+    class ClaimsV1(Toy):
+        REQUEST_FORMATS = ("v1",)
+
+    with pytest.raises(ValueError, match="both claim CONTENT_TYPES 'application/json'"):
+        Codecs((*FAMILIES, ClaimsJson()))
+    with pytest.raises(ValueError, match="both claim REQUEST_FORMATS 'v1'"):
+        Codecs((*FAMILIES, ClaimsV1()))

@@ -1,7 +1,7 @@
 """Wire formats: decode a Kafka record into a Request, encode the answer in the request's own family.
 
-Families, registered in FAMILIES (one WireFamily each, built by its module) and recognised from
-headers and body with no configuration:
+Families, registered in FAMILIES (each a module with the names of family.WireFamily) and recognised
+from headers and body with no configuration:
 - Open Inference Protocol V2 JSON, with Triton's binary tensor extension, and V1 JSON (oip_json.py);
 - OIP protobuf ``ModelInferRequest``, bare or in schema-registry framing (Seldon Core v2; oip_proto.py);
 - .npy arrays (npy.py);
@@ -71,11 +71,11 @@ class Codecs:
 
     def __init__(self, families: Sequence[WireFamily]) -> None:
         self.families = tuple(families)
-        self._by_content_type = _index(self.families, "content_types")
-        self._by_answer = _index(self.families, "answers")
-        self._by_request_format = _index(self.families, "request_formats")
+        self._by_content_type = _index(self.families, "CONTENT_TYPES")
+        self._by_answer = _index(self.families, "ANSWERS")
+        self._by_request_format = _index(self.families, "REQUEST_FORMATS")
         self.request_formats = tuple(self._by_request_format)
-        self._seldon = [f for f in self.families if f.seldon_prefix]
+        self._seldon = [f for f in self.families if _seldon_prefix(f)]
 
     def decode(self, record: RawRecord, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
         """input_shape None: decode whatever shape the record declares; the loop routes the request to its
@@ -111,7 +111,7 @@ class Codecs:
         wrong) or says nothing (absent, octet-stream); Seldon's own header is trusted over it."""
         if seldon:
             for family in self._seldon:
-                if seldon.startswith(family.seldon_prefix):
+                if seldon.startswith(_seldon_prefix(family)):
                     return family
         ctype = (header_text(record, "content-type") or "").split(";")[0].strip().lower()
         if enveloped or ctype in SNIFFED_TYPES:
@@ -143,7 +143,7 @@ class Codecs:
         ctype = header_text(record, "content-type")
         shown = f" (content-type {ctype[:100]!r})" if ctype else ""
         return DecodeError(
-            "decode", f"the body is of no known family ({', '.join(f.name for f in self.families)}){shown}"
+            "decode", f"the body is of no known family ({', '.join(f.NAME for f in self.families)}){shown}"
         )
 
     def _content_types(self) -> str:
@@ -163,8 +163,8 @@ class Codecs:
             *extra,
             *echoed_headers(request.record),
         ]
-        if family.seldon_answer_type and header(request.record, SELDON_TYPE) is not None:
-            headers.append((SELDON_TYPE, family.seldon_answer_type.encode()))
+        if family.SELDON_ANSWER_TYPE and header(request.record, SELDON_TYPE) is not None:
+            headers.append((SELDON_TYPE, family.SELDON_ANSWER_TYPE.encode()))
         if request.envelope is not None:
             payload, ctype, headers = cloudevents.wrap(
                 request.envelope, request.id, payload, ctype, headers, source=f"/adae-stream/{info['model_name']}"
@@ -235,9 +235,14 @@ def _index(families: tuple[WireFamily, ...], names: str) -> dict[str, WireFamily
     for family in families:
         for name in getattr(family, names):
             if name in out:
-                raise ValueError(f"wire families {out[name].name} and {family.name} both claim {names} {name!r}")
+                raise ValueError(f"wire families {out[name].NAME} and {family.NAME} both claim {names} {name!r}")
             out[name] = family
     return out
+
+
+def _seldon_prefix(family: WireFamily) -> str:
+    """What seldon-infer-type on a request of the family starts with ("json/"); empty if none."""
+    return family.SELDON_ANSWER_TYPE.partition("/")[0] + "/" if family.SELDON_ANSWER_TYPE else ""
 
 
 def _request_headers(request: Request, info: Info) -> Headers:
@@ -247,7 +252,7 @@ def _request_headers(request: Request, info: Info) -> Headers:
 
 # The registry: one line a family, in sniffing order (.npy's magic first; JSON before protobuf, whose
 # first bytes can read as whitespace and a brace).
-FAMILIES: tuple[WireFamily, ...] = (npy.FAMILY, oip_json.FAMILY, oip_proto.FAMILY)
+FAMILIES: tuple[WireFamily, ...] = (npy, oip_json, oip_proto)
 
 CODECS = Codecs(FAMILIES)
 decode = CODECS.decode

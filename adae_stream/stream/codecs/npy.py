@@ -12,10 +12,11 @@ import numpy as np
 
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import tensors
-from adae_stream.stream.codecs.family import WireFamily
 from adae_stream.stream.codecs.records import NPY, RawRecord, Request, fallback_id
 
 NPY_MAGIC = b"\x93NUMPY"
+# the family, as codecs.FAMILIES takes it (family.WireFamily)
+NAME, CONTENT_TYPES, ANSWERS, REQUEST_FORMATS, SELDON_ANSWER_TYPE = "npy", frozenset({NPY}), ("npy",), ("npy",), ""
 
 
 def _npy_preamble(value: bytes) -> bytes:
@@ -46,7 +47,7 @@ def _parse_npy_preamble(preamble: bytes) -> tuple[tuple[int, ...], bool, np.dtyp
     return tuple(shape), bool(fortran), dtype
 
 
-def decode_npy(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
+def decode(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
     """max_bytes bounds a declared shape in the other families; here the body's own size (checked before
     any family is tried) already bounds the array."""
     preamble = _npy_preamble(value)
@@ -85,7 +86,7 @@ def _npy_result_header(names: tuple[str, ...], n: int) -> bytes:
     return buf.getvalue()
 
 
-def encode_npy(
+def encode(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     names = tuple(result)
@@ -96,7 +97,7 @@ def encode_npy(
     return _npy_result_header(names, n) + arr.tobytes(), NPY, []
 
 
-def encode_flagged_npy(
+def encode_flagged(
     request: Request, x: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str]:
     """One structured array: the instances as `input` beside their result fields."""
@@ -107,12 +108,12 @@ def encode_flagged_npy(
     return _write(arr), NPY
 
 
-def encode_request_npy(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
+def encode_request(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
     """The array itself: .npy has no place for an id or an input name (the request-id header carries the id)."""
     return _write(np.ascontiguousarray(x)), NPY, []
 
 
-def decode_response_npy(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
+def decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
     arr = np.lib.format.read_array(io.BytesIO(value), allow_pickle=False)
     out: dict[str, Any] = {k: arr[k] for k in arr.dtype.names or ()}
     out["id"] = headers.get("request-id", b"").decode()
@@ -125,15 +126,5 @@ def _write(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-FAMILY = WireFamily(
-    name="npy",
-    content_types=frozenset({NPY}),
-    answers=("npy",),
-    request_formats=("npy",),
-    sniff=lambda record, data: data.startswith(NPY_MAGIC),
-    decode=decode_npy,
-    encode=encode_npy,
-    encode_flagged=encode_flagged_npy,
-    encode_request=encode_request_npy,
-    decode_response=decode_response_npy,
-)
+def sniff(record: RawRecord, data: bytes) -> bool:
+    return data.startswith(NPY_MAGIC)

@@ -18,12 +18,14 @@ import numpy as np
 
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.stream.codecs import tensors
-from adae_stream.stream.codecs.family import WireFamily
 from adae_stream.stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 
 BINARY_LENGTH_HEADER = "inference-header-content-length"
 ALL = "*"
+# the family, as codecs.FAMILIES takes it (family.WireFamily)
+NAME, ANSWERS, REQUEST_FORMATS = "json", ("v2", "v1"), ("v2", "v1", "triton")
 CONTENT_TYPES = frozenset({JSON, "application/vnd.kserve.v2+json", "application/vnd.kserve.v1+json", "text/json"})
+SELDON_ANSWER_TYPE = "json/inferModelResponse"
 
 
 def _dumps(body: Any) -> bytes:
@@ -70,7 +72,7 @@ def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
         raise DecodeError("decode", f"invalid JSON: {str(exc)[:200]}") from None
 
 
-def decode_json(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
+def decode(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
     body, tail = split_binary(value, record)
     if not isinstance(body, dict):
         raise DecodeError("schema", f"JSON body must be an object, got {type(body).__name__}")
@@ -191,7 +193,7 @@ def _all_binary_json_after_id(
     return _dumps(body)[len(b'{"id":""') :]
 
 
-def encode_json(
+def encode(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     """Body, content-type and extra headers of a V2 or V1 answer."""
@@ -234,7 +236,7 @@ def encode_json(
     return text + b"".join(binary_tails), OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
 
 
-def encode_flagged_json(
+def encode_flagged(
     request: Request, x: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str]:
     """A V2 response whose first output is the instances (`input`), then the result fields (V1 too:
@@ -247,7 +249,7 @@ def encode_flagged_json(
     return _dumps(body), JSON
 
 
-def encode_request_json(
+def encode_request(
     x: np.ndarray, fmt: str, request_id: str, input_name: str
 ) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     """v2: the tensor as a JSON list; v1: `instances`; triton: V2 with the tensor in the binary tail and
@@ -268,7 +270,7 @@ def encode_request_json(
     return text + raw, OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
 
 
-def decode_response_json(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
+def decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
     length = headers.get(BINARY_LENGTH_HEADER)
     body = json.loads(value[: int(length)] if length else value)
     out: dict[str, Any] = {}
@@ -291,17 +293,6 @@ def decode_response_json(value: bytes, headers: Mapping[str, bytes]) -> dict[str
     return out
 
 
-FAMILY = WireFamily(
-    name="json",
-    content_types=CONTENT_TYPES,
-    answers=("v2", "v1"),
-    request_formats=("v2", "v1", "triton"),
-    # Triton's length header says JSON whatever the body's first bytes; otherwise an object or array.
-    sniff=lambda record, data: header(record, BINARY_LENGTH_HEADER) is not None or data.lstrip()[:1] in (b"{", b"["),
-    decode=decode_json,
-    encode=encode_json,
-    encode_flagged=encode_flagged_json,
-    encode_request=encode_request_json,
-    decode_response=decode_response_json,
-    seldon_answer_type="json/inferModelResponse",
-)
+def sniff(record: RawRecord, data: bytes) -> bool:
+    """Triton's length header says JSON whatever the body's first bytes; otherwise an object or array."""
+    return header(record, BINARY_LENGTH_HEADER) is not None or data.lstrip()[:1] in (b"{", b"[")

@@ -17,13 +17,15 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import tensors
-from adae_stream.stream.codecs.family import WireFamily
 from adae_stream.stream.codecs.records import PROTOBUF, RawRecord, Request, fallback_id
 from adae_stream.stream.proto.open_inference_pb2 import InferParameter, ModelInferRequest, ModelInferResponse
 
 # The first byte of a serialised ModelInferRequest: the tag of one of its fields 1..7, all length-delimited.
 REQUEST_TAGS = frozenset(field << 3 | 2 for field in range(1, 8))
 CONFLUENT_MAGIC = 0
+# the family, as codecs.FAMILIES takes it (family.WireFamily)
+NAME, ANSWERS, REQUEST_FORMATS = "proto", ("proto",), ("proto",)
+SELDON_ANSWER_TYPE = "proto/InferModelResponse"
 CONTENT_TYPES = frozenset(
     {PROTOBUF, "application/protobuf", "application/x-google-protobuf", "application/vnd.google.protobuf"}
 )
@@ -42,7 +44,7 @@ TYPED_FIELD = {
 }
 
 
-def looks_like_protobuf(record: RawRecord, value: bytes) -> bool:
+def sniff(record: RawRecord, value: bytes) -> bool:
     return bool(value) and (value[0] == CONFLUENT_MAGIC or value[0] in REQUEST_TAGS)
 
 
@@ -72,7 +74,7 @@ def _zigzag_varint(buf: bytes, pos: int) -> tuple[int, int]:
             return (result >> 1) ^ -(result & 1), pos
 
 
-def decode_proto(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
+def decode(record: RawRecord, value: bytes, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
     framing, body = split_framing(value)
     msg = ModelInferRequest()
     try:
@@ -153,7 +155,7 @@ def _serialized_head(names: tuple[str, ...], n: int, info: tuple[tuple[str, Any]
     return _response_head(names, n, info).SerializeToString()
 
 
-def encode_proto(
+def encode(
     request: Request, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     names, n = tuple(result), len(next(iter(result.values())))
@@ -173,7 +175,7 @@ def encode_proto(
     return request.framing + answer.SerializeToString(), PROTOBUF, []
 
 
-def encode_flagged_proto(
+def encode_flagged(
     request: Request, x: np.ndarray, result: dict[str, np.ndarray], info: dict[str, Any]
 ) -> tuple[bytes, str]:
     """A ModelInferResponse whose first output is the instances (`input`), then the result fields."""
@@ -188,7 +190,7 @@ def encode_flagged_proto(
     return msg.SerializeToString(), PROTOBUF
 
 
-def encode_request_proto(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
+def encode_request(x: np.ndarray, fmt: str, request_id: str, input_name: str) -> tuple[bytes, str, list]:
     """A ModelInferRequest with the tensor in raw_input_contents, as Seldon's clients send it."""
     msg = ModelInferRequest(id=request_id)
     msg.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
@@ -196,7 +198,7 @@ def encode_request_proto(x: np.ndarray, fmt: str, request_id: str, input_name: s
     return msg.SerializeToString(), PROTOBUF, []
 
 
-def decode_response_proto(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
+def decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
     msg = ModelInferResponse.FromString(split_framing(value)[1])
     out: dict[str, Any] = {}
     for i, tensor in enumerate(msg.outputs):
@@ -208,18 +210,3 @@ def decode_response_proto(value: bytes, headers: Mapping[str, bytes]) -> dict[st
     out["id"] = msg.id
     out["parameters"] = {k: parameter_value(v) for k, v in msg.parameters.items()}
     return out
-
-
-FAMILY = WireFamily(
-    name="proto",
-    content_types=CONTENT_TYPES,
-    answers=("proto",),
-    request_formats=("proto",),
-    sniff=looks_like_protobuf,
-    decode=decode_proto,
-    encode=encode_proto,
-    encode_flagged=encode_flagged_proto,
-    encode_request=encode_request_proto,
-    decode_response=decode_response_proto,
-    seldon_answer_type="proto/InferModelResponse",
-)
