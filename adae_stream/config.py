@@ -7,7 +7,6 @@ Ranges of one field sit on the field (``Field(ge=...)``); rules between fields a
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Annotated, Any, Literal
@@ -18,8 +17,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from adae_stream.errors import ConfigError
 from adae_stream.scoring import buckets_up_to
 from adae_stream.typed_settings import ENV_NESTING, ENV_PREFIX, is_secret, load
-
-log = logging.getLogger(__name__)
 
 # pydantic's lax mode, as environment variables (all text) need: "7" is read as 7 and "false" as False,
 # but a word is no number, 3 is no bool and a number is no string (a password of digits must be quoted).

@@ -9,7 +9,6 @@ naming the key that the CLI prints, with a secret's value never shown.
 
 from __future__ import annotations
 
-import logging
 import os
 import typing
 from collections.abc import Mapping
@@ -22,8 +21,6 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
 from adae_stream.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 ENV_PREFIX, ENV_NESTING = "ADAE_", "__"
 SECRET_MARKERS = ("password", "secret", "token", "key")  # ssl_keyfile is a path, but redacting it costs nothing

@@ -35,7 +35,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 SCORE_ATOL = 64 * EPS32
 SCORE_RTOL = 1e-4
 PROB_RTOL = 64 * EPS32  # two probabilities closer than this (relative) may swap order between computations
-MAX_EXCUSED_SHARE = 0.05  # more near-ties than this and the check says so instead of excusing them
+MAX_EXCUSED_SHARE = 0.05  # more near-ties than this (and than one) and the check says so instead of excusing them
 
 
 def score_bound(reference: np.ndarray) -> np.ndarray:
@@ -70,7 +70,11 @@ def assert_same_answers(
     at_threshold = np.abs(ref_score - threshold) <= score_bound(ref_score)
     tie_p, tie_q = near_tie(np.asarray(p)), near_tie(np.asarray(q))
     excused = at_threshold | tie_p | tie_q
-    assert excused.mean() <= MAX_EXCUSED_SHARE, f"{excused.sum()} of {excused.size} instances are near-ties"
+    # One excused instance is always allowed: a request of 3 instances with one score within the bound
+    # of the threshold is 33 % excused (seen once in CI: score 0.24456 vs threshold 0.24457, bound 3.2e-5).
+    # Its score is still checked above, so even a fully excused request is not unchecked.
+    allowed = max(1.0, MAX_EXCUSED_SHARE * excused.size)
+    assert excused.sum() <= allowed, f"{excused.sum()} of {excused.size} instances are near-ties"
     flags = np.asarray(got["is_adversarial"]).astype(bool)
     ref_flags = np.asarray(reference["is_adversarial"]).astype(bool)
     np.testing.assert_array_equal(flags[~at_threshold], ref_flags[~at_threshold])

@@ -74,3 +74,18 @@ def test_too_many_near_ties_are_reported_not_excused(reference):
     ref = _answers(scores, thr, p, q)
     with pytest.raises(AssertionError, match="near-ties"):
         assert_same_answers(ref, ref, thr, p, q)
+
+
+def test_one_instance_at_the_threshold_is_excused_even_in_a_small_request(reference):
+    """A 3-instance request with one score at the threshold: 33 % excused, yet nothing is wrong."""
+    scores, thr, p, q = reference
+    scores = scores[:3].copy()
+    scores[1] = thr + SCORE_ATOL / 2
+    ref = _answers(scores, thr, p[:3], q[:3])
+    flags = ref["is_adversarial"].copy()
+    flags[1] ^= 1
+    assert_same_answers({**ref, "is_adversarial": flags}, ref, thr, p[:3], q[:3])
+    scores[0] = thr  # two of three: reported
+    ref = _answers(scores, thr, p[:3], q[:3])
+    with pytest.raises(AssertionError, match="near-ties"):
+        assert_same_answers(ref, ref, thr, p[:3], q[:3])
