@@ -35,7 +35,7 @@ def is_secret(key: str) -> bool:
 def load(
     schema: type[Settings], path: str | os.PathLike | None, environ: Mapping[str, str], overrides: dict
 ) -> Settings:
-    data = merge(merge(_read_yaml(path), _EnvironSource(schema, environ)()), overrides)
+    data = _merge(_merge(_read_yaml(path), _EnvironSource(schema, environ)()), overrides)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -81,10 +81,9 @@ def _one_line(schema: type[BaseModel], exc: ValidationError) -> str:
         known = ", ".join(sorted(model.model_fields)) if model is not None else ""
         section = key.rpartition(".")[0]
         return f"config key '{key}' is unknown (known keys{' in ' + section if section else ''}: {known})"
-    shown = "(value hidden)" if is_secret(key.rsplit(".", 1)[-1]) else repr(error.get("input"))[:200]
-    got = (
-        f" (got {type(error.get('input')).__name__} {shown})" if "input" in error and error["input"] is not None else ""
-    )
+    value = error.get("input")
+    shown = "(value hidden)" if is_secret(key.rsplit(".", 1)[-1]) else repr(value)[:200]
+    got = f" (got {type(value).__name__} {shown})" if value is not None else ""
     return f"config key '{key}': {error['msg']}{got}"
 
 
@@ -109,9 +108,9 @@ def _key(schema: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[str, type
                 model, annotation = annotation, None
             else:
                 model = None
-        elif _member(annotation, dict) is not None:  # a mapping's key, then its value's errors
+        elif (value_type := _member(annotation, dict)) is not None:  # a mapping's key, then its value's errors
             parts.append(item)
-            annotation = _member(annotation, dict)
+            annotation = value_type
         else:
             break  # a union member's tag
     return ".".join(parts), None
@@ -125,8 +124,8 @@ def _member(annotation: Any, container: type) -> Any:
     return None
 
 
-def merge(base: dict, over: dict) -> dict:
+def _merge(base: dict, over: dict) -> dict:
     merged = dict(base)
     for k, v in over.items():
-        merged[k] = merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
     return merged

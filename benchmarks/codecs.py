@@ -19,20 +19,13 @@ import time
 from pathlib import Path
 
 FORMATS = ("npy", "proto", "triton", "v2")
-INFO = {
-    "model_name": "m",
-    "model_version": "3",
-    "threshold": 0.25,
-    "detector_version": "v",
-    "detector_id": "d1",
-    "classifier_id": "c1",
-}
 
 
 def measure(rounds: int = 5, calls: int = 2000) -> dict[str, dict[str, float]]:
     import numpy as np
 
     from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, encode, encode_request
+    from tests.answer_info import ANSWER_INFO  # who answered: the codecs' info, as the tests build it
 
     x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
     result = {k: np.zeros(64, dtype=v) for k, v in RESULT_DTYPES.items()}
@@ -49,7 +42,7 @@ def measure(rounds: int = 5, calls: int = 2000) -> dict[str, dict[str, float]]:
             best["decode_us"] = min(best["decode_us"], (time.perf_counter() - t) / calls * 1e6)
             t = time.perf_counter()
             for _ in range(calls):
-                encode(request, result, INFO)
+                encode(request, result, ANSWER_INFO)
             best["encode_us"] = min(best["encode_us"], (time.perf_counter() - t) / calls * 1e6)
         out[fmt] = best
     return out

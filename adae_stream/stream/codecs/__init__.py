@@ -75,7 +75,10 @@ class Codecs:
         self._by_answer = _index(self.families, "ANSWERS")
         self._by_request_format = _index(self.families, "REQUEST_FORMATS")
         self.request_formats = tuple(self._by_request_format)
-        self._seldon = [f for f in self.families if _seldon_prefix(f)]
+        # (what seldon-infer-type starts with on a request of the family, "json/"; the family)
+        self._seldon = [
+            (f.SELDON_ANSWER_TYPE.partition("/")[0] + "/", f) for f in self.families if f.SELDON_ANSWER_TYPE
+        ]
 
     def decode(self, record: RawRecord, input_shape: tuple[int, ...] | None, max_bytes: int) -> Request:
         """input_shape None: decode whatever shape the record declares; the loop routes the request to its
@@ -93,7 +96,7 @@ class Codecs:
         envelope, data = cloudevents.unwrap(record, value)
         if not data:
             raise DecodeError("decode", "empty CloudEvent data")
-        family = self._named(record, envelope is not None, seldon)
+        family = self._named(_content_type(record), envelope is not None, seldon)
         request = (
             family.decode(record, data, input_shape, max_bytes)
             if family is not None
@@ -105,15 +108,14 @@ class Codecs:
                 request.id = str(envelope.attributes["id"])
         return request
 
-    def _named(self, record: RawRecord, enveloped: bool, seldon: str) -> WireFamily | None:
+    def _named(self, ctype: str, enveloped: bool, seldon: str) -> WireFamily | None:
         """The family the headers name, or None where they say nothing and the body must tell. A
         content-type is trusted unless it came with a CloudEvent (KServe logs the caller's, which may be
         wrong) or says nothing (absent, octet-stream); Seldon's own header is trusted over it."""
         if seldon:
-            for family in self._seldon:
-                if seldon.startswith(_seldon_prefix(family)):
+            for prefix, family in self._seldon:
+                if seldon.startswith(prefix):
                     return family
-        ctype = (header_text(record, "content-type") or "").split(";")[0].strip().lower()
         if enveloped or ctype in SNIFFED_TYPES:
             return None
         named = self._by_content_type.get(ctype)
@@ -215,7 +217,7 @@ class Codecs:
 
     def _decode_response(self, value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
         record = RawRecord("", 0, 0, None, value, headers)
-        ctype = (header_text(record, "content-type") or "").split(";")[0].strip().lower()
+        ctype = _content_type(record)
         if ctype == CLOUDEVENTS_JSON:
             event = json.loads(value)
             inner = json.dumps(event["data"]).encode() if "data" in event else base64.b64decode(event["data_base64"])
@@ -223,7 +225,7 @@ class Codecs:
             out = self._decode_response(inner, [("content-type", event["datacontenttype"].encode()), *others])
             out["cloudevent"] = {k: v for k, v in event.items() if k not in ("data", "data_base64")}
             return out
-        family = self._named(record, False, "") or next((f for f in self.families if f.sniff(record, value)), None)
+        family = self._named(ctype, False, "") or next((f for f in self.families if f.sniff(record, value)), None)
         if family is None:
             raise self._no_family(record)
         return family.decode_response(value, {k: v or b"" for k, v in record.header_map.items()})
@@ -240,9 +242,9 @@ def _index(families: tuple[WireFamily, ...], names: str) -> dict[str, WireFamily
     return out
 
 
-def _seldon_prefix(family: WireFamily) -> str:
-    """What seldon-infer-type on a request of the family starts with ("json/"); empty if none."""
-    return family.SELDON_ANSWER_TYPE.partition("/")[0] + "/" if family.SELDON_ANSWER_TYPE else ""
+def _content_type(record: RawRecord) -> str:
+    """The media type of the content-type header, without parameters, lower-cased; "" if absent."""
+    return (header_text(record, "content-type") or "").split(";")[0].strip().lower()
 
 
 def _request_headers(request: Request, info: Info) -> Headers:
