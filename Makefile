@@ -28,9 +28,9 @@ demo: $(STAMP)
 test: $(STAMP) promtool lint
 	$(PY) -m pytest -q $(ARGS)
 
-# The inner loop: no broker, no subprocesses, no long runs (the markers are in pyproject.toml), on up to 4 cores.
+# The inner loop: tests/fast/ (no broker, no subprocesses, no long runs), on up to 4 cores.
 test-fast: $(STAMP) promtool
-	$(PY) -m pytest -q -m "not broker and not slow" -n auto --maxprocesses 4 --dist worksteal $(ARGS)
+	$(PY) -m pytest -q tests/fast -n auto --maxprocesses 4 --dist worksteal $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,8 @@ from adae_stream.scoring import buckets_up_to
 from adae_stream.typed_settings import ENV_NESTING, ENV_PREFIX, is_secret, load
 
 # pydantic's lax mode, as environment variables (all text) need: "7" is read as 7 and "false" as False,
-# but a word is no number, 3 is no bool and a number is no string (a password of digits must be quoted).
+# but a word is no number and 3 is no bool. A string field from the environment takes the text verbatim;
+# in YAML a number is no string (a password of digits must be quoted there).
 _SECTION = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
 

@@ -48,7 +48,7 @@ class PolicyRow:
 
 
 # The error policy (README, "Error policy", whose table is rendered from this one and checked against it
-# by tests/test_codebase.py). Every dead-letter reason belongs to a row.
+# by tests/fast/test_codebase.py). Every dead-letter reason belongs to a row.
 ERROR_POLICY = (
     PolicyRow("the record cannot be decoded or validated", "dead-letter topic, its reason", DECODE_REASONS),
     PolicyRow("scoring its batch raised", "dead-letter topic, `scoring` (each request of the batch)", ("scoring",)),

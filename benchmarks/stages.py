@@ -59,8 +59,13 @@ def timed_pipeline_class():
             self.window: tuple[float, float] | None = None  # first take .. last answer (perf_counter s)
             self.busy_in_window: dict[str, float] = {}
 
-        def _connect(self) -> bool:
-            ok = super()._connect()
+            # the record path's two ends, timed where the loop calls them (instance attributes shadow the methods)
+            ingest, publish = self.path.ingest, self.path._publish
+            self.path.ingest = self._timed_ingest(ingest)  # type: ignore[method-assign]
+            self.path._publish = self._timed_publish(publish)  # type: ignore[method-assign]
+
+        def _on_connected(self) -> None:
+            super()._on_connected()
             poll = self.consumer.poll
 
             def timed_poll(*a, **k):
@@ -71,28 +76,33 @@ def timed_pipeline_class():
                     self.busy["poll"] += time.perf_counter() - t
 
             self.consumer.poll = timed_poll
-            return ok
 
-        def _ingest(self, tp, rec) -> None:
-            self.taken[(rec.partition, rec.offset)] = time.time() * 1000.0
-            t = time.perf_counter()
-            if self.window is None and (rec.key or b"").startswith(b"lat-"):  # measured load starts: count from here
-                self.busy.clear()
-                self.window = (t, t)
-            super()._ingest(tp, rec)
-            self.busy["decode"] += time.perf_counter() - t
+        def _timed_ingest(self, ingest):
+            def timed(rec) -> None:
+                self.taken[(rec.partition, rec.offset)] = time.time() * 1000.0
+                t = time.perf_counter()
+                if self.window is None and (rec.key or b"").startswith(b"lat-"):  # measured load starts here
+                    self.busy.clear()
+                    self.window = (t, t)
+                ingest(rec)
+                self.busy["decode"] += time.perf_counter() - t
 
-        def _publish(self, req, result) -> None:
-            r = req.record
-            taken = self.taken.pop((r.partition, r.offset))
-            if not (r.key or b"").startswith(b"lat-"):
-                return super()._publish(req, result)  # warm-up traffic: answered, not measured
-            self.stages.append((r.timestamp, taken, time.time() * 1000.0))
-            t = time.perf_counter()
-            super()._publish(req, result)
-            self.busy["publish"] += time.perf_counter() - t
-            self.window = (self.window[0], time.perf_counter())
-            self.busy_in_window = dict(self.busy)  # idle polls after the last answer do not count
+            return timed
+
+        def _timed_publish(self, publish):
+            def timed(lane, req, result) -> None:
+                r = req.record
+                taken = self.taken.pop((r.partition, r.offset))
+                if not (r.key or b"").startswith(b"lat-"):
+                    return publish(lane, req, result)  # warm-up traffic: answered, not measured
+                self.stages.append((r.timestamp, taken, time.time() * 1000.0))
+                t = time.perf_counter()
+                publish(lane, req, result)
+                self.busy["publish"] += time.perf_counter() - t
+                self.window = (self.window[0], time.perf_counter())
+                self.busy_in_window = dict(self.busy)  # idle polls after the last answer do not count
+
+            return timed
 
     return TimedPipeline
 

@@ -7,8 +7,22 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+# The folder a test lives in says what it needs; the markers follow from it (`-m broker` still selects).
+# fast/: no broker, no subprocess, no long run (`make test-fast`). slow/: subprocesses or training, no
+# broker. broker/: a real broker (embedded Tansu or Apache Kafka), and Prometheus where metrics are checked.
+FOLDER_MARKERS = {"fast": (), "slow": ("slow",), "broker": ("broker", "slow")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        for marker in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

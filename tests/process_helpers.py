@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +22,29 @@ from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cli(command_line: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``adae-stream <command_line>`` as its own process (the arguments are split like a shell's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "adae_stream.cli", *shlex.split(command_line)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def readme_first_command() -> str:
+    """The first command of the README's first shell block: what a newcomer runs first."""
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    commands = [
+        line.split("#")[0].strip()
+        for b in blocks
+        for line in b.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    return commands[0]
 
 
 class PipelineProcess:

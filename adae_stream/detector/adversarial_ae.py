@@ -15,21 +15,20 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from adae_stream.detector.calibration import Calibration, calibrate
+from adae_stream.detector.calibration import Calibration, calibrate, reference_sample
 from adae_stream.detector.hidden import build_hidden_models
-from adae_stream.detector.identity import detector_identity
+from adae_stream.detector.identity import scorer_info
 from adae_stream.detector.losses import loss_adv_ae
 from adae_stream.detector.precision import check_precision, compute_copy, sync
 from adae_stream.detector.scorer import FusedScorer, ThresholdedScorer
 from adae_stream.detector.trainer import Training, make_optimizer, train_ae
 from adae_stream.errors import ThresholdNotSetError
-from adae_stream.scoring import BUCKET_SIZES, ScorerInfo
+from adae_stream.scoring import BUCKET_SIZES
 from adae_stream.version import __version__
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 1024
-MAX_REFERENCE_SCORES = 5000
 
 
 class AdversarialAE:
@@ -128,18 +127,7 @@ class AdversarialAE:
                 "the detector has no threshold: run infer_threshold before saving it for streaming"
             )
         # its own FusedScorer (never the cached one): the stream's thread and API callers stay independent
-        fused = self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
-        identity = detector_identity(self)
-        info = ScorerInfo(
-            input_shape=self.input_shape,
-            threshold=self.threshold,
-            n_classes=self.n_classes,
-            version=self.meta["version"],
-            detector_id=identity["detector_id"],
-            classifier_id=identity["classifier_id"],
-            reference_scores=self.reference_scores,
-        )
-        return ThresholdedScorer(fused, info)
+        return ThresholdedScorer(self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile), scorer_info(self))
 
     def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
         return FusedScorer(
@@ -225,7 +213,7 @@ class AdversarialAE:
             raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
         scores = self.score(X, batch_size=batch_size)
         self.threshold = float(np.percentile(scores, threshold_perc) + margin)
-        self._keep_reference(scores)
+        self.reference_scores = reference_sample(scores)
         self.meta.pop("calibration", None)
         return self.threshold
 
@@ -240,15 +228,9 @@ class AdversarialAE:
         scores = self.score(X_clean, batch_size=batch_size)
         calibration = calibrate(scores, target_fpr, confidence)
         self.threshold = calibration.threshold
-        self._keep_reference(scores)
+        self.reference_scores = reference_sample(scores)
         self.meta["calibration"] = calibration.as_dict()
         return calibration
-
-    def _keep_reference(self, scores: np.ndarray) -> None:
-        """A sample of clean scores, kept for the stream's drift signal."""
-        if len(scores) > MAX_REFERENCE_SCORES:
-            scores = np.random.default_rng(0).choice(scores, MAX_REFERENCE_SCORES, replace=False)
-        self.reference_scores = np.sort(scores.astype(np.float32))
 
     # ------------------------------------------------------------------ scoring
     def score(self, X: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, return_predictions: bool = False):

@@ -89,3 +89,14 @@ def calibrate(scores: np.ndarray, target_fpr: float, confidence: float = 0.95) -
     return Calibration(
         target_fpr, threshold, m, flagged, flagged / m, clopper_pearson_upper(flagged, m, confidence), confidence
     )
+
+
+MAX_REFERENCE_SCORES = 5000
+
+
+def reference_sample(scores: np.ndarray) -> np.ndarray:
+    """A sample of clean scores (sorted float32, at most MAX_REFERENCE_SCORES), kept with the detector as
+    the reference of the stream's drift signal."""
+    if len(scores) > MAX_REFERENCE_SCORES:
+        scores = np.random.default_rng(0).choice(scores, MAX_REFERENCE_SCORES, replace=False)
+    return np.sort(scores.astype(np.float32))

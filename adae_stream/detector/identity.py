@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream.scoring import ScorerInfo
+
 ID_LENGTH = 16  # hex digits (64 bits): enough to tell detectors apart, short enough for a metric label
 
 
@@ -42,3 +44,17 @@ def detector_identity(detector: Any) -> dict[str, str]:
     }
     detector_id = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
     return {"detector_id": detector_id[:ID_LENGTH], "classifier_id": classifier[:ID_LENGTH]}
+
+
+def scorer_info(detector: Any) -> ScorerInfo:
+    """What the stream is told about a thresholded detector: its shapes, threshold, ids and drift reference."""
+    identity = detector_identity(detector)
+    return ScorerInfo(
+        input_shape=detector.input_shape,
+        threshold=detector.threshold,
+        n_classes=detector.n_classes,
+        version=detector.meta["version"],
+        detector_id=identity["detector_id"],
+        classifier_id=identity["classifier_id"],
+        reference_scores=detector.reference_scores,
+    )

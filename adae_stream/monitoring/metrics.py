@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
 from adae_stream.monitoring.detector_metrics import DetectorMetrics
 from adae_stream.monitoring.drift import ScoreWindow, ks_2samp
+from adae_stream.monitoring.feedback_metrics import FeedbackMetrics
 from adae_stream.monitoring.histograms import NumpyHistogram, score_buckets
 from adae_stream.scoring import ServingDetector
-from adae_stream.stream.telemetry import FEEDBACK_RESULTS, PREDICTIONS, Outcome
+from adae_stream.stream.telemetry import Outcome
 
 # A `_created` series beside every counter and histogram doubles the series count for a timestamp that
 # Prometheus does not use (it detects counter resets itself); off for the whole process.
@@ -39,7 +40,7 @@ class PipelineMetrics:
         self.registry = registry = registry or CollectorRegistry()
         self._define_scoring(registry, threshold)
         self._define_service(registry, build_info)
-        self._define_feedback(registry)
+        self.feedback = FeedbackMetrics(registry)
         self.detectors = DetectorMetrics(registry, window_size)
         self.class_counter = None
         if n_classes is not None and n_classes <= max_class_labels:
@@ -145,52 +146,6 @@ class PipelineMetrics:
         )
         self.build.info({key: str(value) for key, value in (build_info or {}).items()})
 
-    def _define_feedback(self, registry: CollectorRegistry) -> None:
-        """The feedback loop (live accuracy and the flag's precision / recall, from labels) and captures."""
-        # the feedback loop: live accuracy of each defense and the flag's precision / recall, from labels
-        self.feedback_records = Counter(
-            "adae_feedback_records", "Feedback records, by what became of them.", ["result"], registry=registry
-        )
-        self.feedback_instances = Counter(
-            "adae_feedback_instances", "Labelled instances joined with their answers.", registry=registry
-        )
-        self.feedback_correct = Counter(
-            "adae_feedback_correct",
-            "Joined instances whose prediction equals the label.",
-            ["prediction"],
-            registry=registry,
-        )
-        self.feedback_flag = Counter(
-            "adae_feedback_flag_instances",
-            "Joined instances by flag and by whether the undefended prediction was right.",
-            ["flag", "undefended"],
-            registry=registry,
-        )
-        self.feedback_join_answers = Gauge(
-            "adae_feedback_join_answers", "Answers held for joining with feedback.", registry=registry
-        )
-        self.feedback_join_instances = Gauge(
-            "adae_feedback_join_instances", "Instances held for joining (memory bound).", registry=registry
-        )
-        self.feedback_last = Gauge(
-            "adae_feedback_last_joined_timestamp_seconds", "When a label last joined an answer.", registry=registry
-        )
-        self.flagged_captured = Counter(
-            "adae_flagged_captured",
-            "Requests with flagged instances, by capture outcome.",
-            ["result"],
-            registry=registry,
-        )
-        for result in FEEDBACK_RESULTS:
-            self.feedback_records.labels(result)
-        for prediction in PREDICTIONS:
-            self.feedback_correct.labels(prediction)
-        for flag in ("flagged", "unflagged"):
-            for undefended in ("wrong", "correct"):
-                self.feedback_flag.labels(flag, undefended)
-        for result in ("sent", "sampled_out", "rejected"):
-            self.flagged_captured.labels(result)
-
     # --- hot path (per batch / per request)
     def observe_batch(self, n: int, seconds: float) -> None:
         self.batch_size.observe(n)
@@ -238,23 +193,15 @@ class PipelineMetrics:
         self.kafka_up.set(1 if up else 0)
 
     def feedback_outcome(self, outcome: Outcome) -> None:
-        self.feedback_records.labels(outcome.result).inc()
-        if outcome.instances:
-            self.feedback_instances.inc(outcome.instances)
-            for prediction, n in outcome.correct.items():
-                self.feedback_correct.labels(prediction).inc(n)
-            for (flag, undefended), n in outcome.confusion.items():
-                self.feedback_flag.labels(flag, undefended).inc(n)
-            self.feedback_last.set_to_current_time()
-            for version in outcome.versions:
-                self.detectors.feedback(version)
+        self.feedback.outcome(outcome)
+        for version in outcome.versions:
+            self.detectors.feedback(version)
 
     def set_feedback_state(self, answers: int, instances: int) -> None:
-        self.feedback_join_answers.set(answers)
-        self.feedback_join_instances.set(instances)
+        self.feedback.state(answers, instances)
 
     def flagged_capture(self, result: str) -> None:
-        self.flagged_captured.labels(result).inc()
+        self.feedback.flagged_captured.labels(result).inc()
 
     # --- per detector, version and role (detector.repository; a single detector.path reports as version 1)
     def observe_detector(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:

@@ -60,6 +60,18 @@ class Assignments:
         for tp in partitions:
             self.on_forget(tp)
 
+    def forget_all(self) -> None:
+        """The group moved on without us (a zombie's refused commit): nothing is ours until the rejoin
+        assigns it again; the assignment then positions it from the committed offsets."""
+        self.forget(set(self.assigned))
+
+    def redo(self) -> None:
+        """Everything we hold is redone from its committed offset (the work sent since was discarded: an
+        aborted transaction, a replaced producer): forgotten, then queued to be positioned again."""
+        kept = set(self.assigned)
+        self.forget(kept)
+        self.incoming.put(kept)
+
     def position(self, consumer: Any) -> set[TopicPartition]:
         """Seek newly assigned partitions to their committed offset (or the reset policy when none).
 

@@ -12,8 +12,8 @@ milliseconds between then and the task's end sees ``need_rejoin()`` False and sk
 entirely. From then on nothing awaits the finished join, so ``on_partitions_assigned`` never runs: no
 partitions, no fetches and no error, while the member keeps its place in the group. The upstream
 diagnostic PR dpkp/kafka-python#2855 describes the symptom ("the consumer spins without an
-assignment"). Our loop polls every few milliseconds, and the race hit 4 runs in 10 of the
-broker-restart test.
+assignment"). Our loop polls every few milliseconds, so it meets the race often (how often, with and
+without the fix: benchmarks/RESULTS.md, "Reliability: kafka-python group-join race").
 
 The Java client avoids it with ``rejoinNeededOrPending()``: a join that has started and has not been
 consumed counts as pending. We give the coordinator that predicate: a join task not yet consumed, or a
@@ -67,10 +67,9 @@ def forget_refused_txn_offsets(producer: Any) -> bool:
     zombie's stale group membership), the transaction is aborted but the dict is never cleared, and the
     next transaction's TxnOffsetCommit sends the old offsets again beside the new ones, now under a valid
     generation. A resumed zombie that had rejoined with other partitions so moved a partition it no
-    longer owned back to where it stood before it was stopped: its new owner redid ~130 requests already
-    answered and committed (test_exactly_once's zombie case: 4 runs of 14 failed on 2026-12-02, most under
-    CPU load; the logs showed the committed offset of that partition going from 146 back to 20; 0 of 9
-    with the fix). The Java client clears its
+    longer owned back to where it stood before it was stopped, and its new owner redid requests already
+    answered and committed (test_exactly_once's zombie case; how often: benchmarks/RESULTS.md,
+    "Reliability: refused transactional offsets sent again"). The Java client clears its
     ``pendingTxnOffsetCommits`` when the offset request fails; here they are cleared whenever a
     transaction completes, committed or aborted, after which none can be pending anyway.
     """

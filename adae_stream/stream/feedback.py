@@ -25,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream.config import Config
 from adae_stream.errors import DecodeError, UnreadableAnswer
 from adae_stream.scoring import CORRECTED, IS_ADVERSARIAL
+from adae_stream.stream.clients import read_since
+from adae_stream.stream.codecs import decode_response
 from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
 from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, VersionOutcome
@@ -143,6 +146,12 @@ class FeedbackJoin:
         self._gone.pop(request_id, None)
         self._evict()
 
+    def forget(self, request_id: str) -> None:
+        """An answer remembered that did not go out after all (its record was dead-lettered instead)."""
+        old = self._answers.pop(request_id, None)
+        if old is not None:
+            self._instances -= old.n
+
     def remember_shadow(self, request_id: str, version: str, fields: dict[str, np.ndarray]) -> None:
         """The shadow version's scoring of an answer already remembered (it runs after the answer is sent);
         the shadow of an answer not held (evicted, or without all predictions) is not kept."""
@@ -193,7 +202,26 @@ class FeedbackJoin:
             self.metrics.set_feedback_state(len(self._answers), self._instances)
 
 
-def rebuild(join: FeedbackJoin, records: list[Any], decode_response: Callable[[bytes, Any], dict[str, Any]]) -> int:
+def rebuild_from_changelog(join: FeedbackJoin, cfg: Config, bootstrap: str) -> int:
+    """After a restart, the answers still waiting for labels are read back from the output topic (the
+    changelog), from now minus feedback.window_s: no database, no state of our own on disk."""
+    t0 = time.monotonic()
+    topic = cfg.kafka.output_topic
+    since_ms = int((join.clock() - join.window_s) * 1000)
+    records = read_since(cfg, bootstrap, topic, since_ms, timeout_s=max(30.0, cfg.kafka.connect_timeout_s))
+    kept = rebuild(join, records)
+    log.info(
+        "feedback join rebuilt from %s: %d answers (%d instances) of the last %.0f s, in %.1f s",
+        topic,
+        kept,
+        join.instances,
+        join.window_s,
+        time.monotonic() - t0,
+    )
+    return kept
+
+
+def rebuild(join: FeedbackJoin, records: list[Any]) -> int:
     """Fill the join from output-topic records (oldest first by timestamp). Returns the answers kept.
     Records that are not answers we can read are skipped (the topic may hold other writers' records)."""
     kept = 0

@@ -69,7 +69,7 @@ class Lanes:
         return self._lanes.get(name) if name is not None else None
 
     @property
-    def names(self) -> Mapping[str, Lane]:
+    def by_name(self) -> Mapping[str, Lane]:
         return self._lanes
 
     def time_until_due(self) -> float | None:

@@ -19,7 +19,7 @@ from kafka.errors import (
     RecordListTooLargeError,
 )
 
-from adae_stream.stream.codecs.records import SOURCE_HEADERS
+from adae_stream.stream.codecs.records import SOURCE_HEADERS, RawRecord, source_headers
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecor
 BATCH_OVERHEAD = 61  # v2 record batch header
 RECORD_OVERHEAD = 21  # length, attributes, timestamp and offset deltas, key and value lengths (varints)
 HEADER_OVERHEAD = 10  # two varint lengths
+MAX_ERROR_MESSAGE = 4000  # bytes of the `error-message` header
 
 
 def is_record_error(exc: BaseException) -> bool:
@@ -68,3 +69,30 @@ def smaller_limit(configured: int, broker: dict[str, int], topic: str | None) ->
             configured,
         )
     return min(configured, limit)
+
+
+def dead_letter_record(
+    rec: RawRecord, reason: str, message: str, limit: int, minimal: bool = False
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """The original record with error headers, cut to fit the dead-letter topic: the value is
+    truncated first, then the copied headers go, then the key (a minimal record)."""
+    error = [
+        ("error-reason", reason.encode()),
+        ("error-message", message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]),
+        *source_headers(rec),
+    ]
+    if minimal:
+        key = rec.key if record_size(rec.key, b"", error) <= limit else None
+        return key, b"", [*error, ("error-minimal", b"true")]
+    value = rec.value or b""
+    copied = clean_headers(rec.headers)
+    marks = [("error-truncated-from", str(len(value)).encode())]
+    if record_size(rec.key, b"", copied + error + marks) > limit:
+        marks.append(("error-headers-dropped", str(len(copied)).encode()))
+        copied = []
+    room = limit - record_size(rec.key, b"", copied + error + marks)
+    if room < 0:
+        return dead_letter_record(rec, reason, message, limit, minimal=True)
+    if len(value) <= room:
+        marks = marks[1:]
+    return rec.key, value[:room], copied + error + marks

@@ -71,16 +71,16 @@ class RecordPath:
             # decoded before its detector is known (the model may be named in the body), then checked
             # against that detector's input
             req = decode(raw, None, self.kafka.max_message_bytes)
-            lane = self.lanes.get(self.router.detector_for(req, self.lanes.names))
+            lane = self.lanes.get(self.router.detector_for(req, self.lanes.by_name))
             if lane is None:  # another model's traffic: not bad input, nothing of ours to say
-                self.sink.skip(raw, "skipped", "unrouted")
+                self.sink.settle(raw, "skipped", "unrouted")
                 return
             req.instances = conform(req.instances, lane.input_shape)
         except DecodeError as exc:
             self.sink.dead_letter(raw, exc.reason, exc.message)
             return
         except NotARequest as exc:
-            self.sink.skip(raw, "skipped", exc.kind)
+            self.sink.settle(raw, "skipped", exc.kind)
             return
         except Exception as exc:  # a decoder bug costs this record, not the service
             log.exception("decoding %s-%d@%d raised unexpectedly", rec.topic, rec.partition, rec.offset)
@@ -161,7 +161,7 @@ class RecordPath:
             self.metrics.feedback_outcome(Outcome("dead_letter"))
             self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
             return
-        self.sink.skip(raw, "feedback")
+        self.sink.settle(raw, "feedback")
 
     def _capture_flagged(self, topic: str, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
         """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""
@@ -191,10 +191,13 @@ class RecordPath:
         if self.kafka.publish != "answers":
             flagged = np.flatnonzero(result[IS_ADVERSARIAL])
             if self.kafka.publish == "nothing" or flagged.size == 0:
-                self.sink.skip(req.record, "monitored")
+                self.sink.settle(req.record, "monitored")
                 return
             result = {INSTANCE_INDEX: flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
-        if (
-            self.sink.answer(req, result, lane.answer_info) and self.join is not None
-        ):  # only answers that go out can be labelled
+        sent = self.sink.answer(req, result, lane.answer_info)
+        if self.join is None:
+            return
+        if sent:  # only answers that go out can be labelled
             self.join.remember(req.id, result, None, lane.name, lane.answer_info["model_version"])
+        else:  # e.g. the redo after a broker rejection: the answer remembered the first time never went out
+            self.join.forget(req.id)

@@ -33,14 +33,11 @@ from adae_stream.config import KafkaConfig
 from adae_stream.errors import FirstFailure
 from adae_stream.stream.clients import dead_letter_limit
 from adae_stream.stream.codecs import RawRecord, Request, encode
-from adae_stream.stream.codecs.records import source_headers
 from adae_stream.stream.offsets import OffsetTracker
-from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size, smaller_limit
+from adae_stream.stream.record_limits import dead_letter_record, is_record_error, record_size, smaller_limit
 from adae_stream.stream.telemetry import Metrics
 
 log = logging.getLogger(__name__)
-
-MAX_ERROR_MESSAGE = 4000
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,36 @@ class _Delivery:
         if self.reason is None:
             return f"answer to the request at {where}"
         return f"{'minimal ' if self.minimal else ''}dead-letter record for {where}"
+
+
+class Doom:
+    """Whether the work in flight is doomed: the broker rejected a record and kafka-python's producer cannot
+    go on with what it holds. Under exactly_once the open transaction can only abort; the idempotent
+    producer of at_least_once goes into a fatal state (kafka-python 3.0.12 classifies any non-retriable
+    batch error so, where the Java client bumps the epoch and goes on). The loop settles it
+    (Outlet.redo_after_rejection). Set from the producer's I/O thread, read and cleared by the loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.doomed = False
+
+    def clear(self) -> None:
+        with self._lock:
+            self.doomed = False
+
+    def settles(self, exc: BaseException, condemn: Callable[[], str] | None) -> bool:
+        """True when the failure is settled by the abort-and-redo: the first record error of a transaction
+        (``condemn``, under the lock, keeps what the record was for and names it; None: a record that
+        cannot be condemned, a minimal dead letter), or anything failing in a transaction already doomed."""
+        with self._lock:
+            if self.doomed:
+                return True
+            if not is_record_error(exc) or condemn is None:
+                return False
+            self.doomed = True
+            what = condemn()
+        log.warning("the broker rejected the %s (%r): the work in flight is redone without it", what, exc)
+        return True
 
 
 class Sink:
@@ -83,10 +110,9 @@ class Sink:
         self.capture_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.flagged_topic)
         self.dead_letter_limit = smaller_limit(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
         self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
         self._failure = failure or FirstFailure()
         self._out_partitions: set[int] = set()
-        self._doomed = False
+        self._doom = Doom()
         # source records whose answer (or dead letter) the broker rejected, by coordinates; they are
         # dead-lettered (or sent minimal) when the redone records come again
         self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
@@ -94,17 +120,13 @@ class Sink:
 
     @property
     def doomed(self) -> bool:
-        """The broker rejected a record, and kafka-python's producer cannot go on with the work in flight:
-        under exactly_once the open transaction can only abort; the idempotent producer of at_least_once
-        goes into a fatal state (kafka-python 3.0.12 classifies any non-retriable batch error so, where the
-        Java client bumps the epoch and goes on). The loop settles it (Pipeline._redo_after_rejection)."""
-        return self._doomed
+        """See Doom."""
+        return self._doom.doomed
 
     def redone(self, producer: Any, before_send: Callable[[], None]) -> None:
         """The doomed work was aborted or discarded; sends start again, on a new ``producer``."""
         self.producer, self.before_send = producer, before_send
-        with self._lock:
-            self._doomed = False
+        self._doom.clear()
 
     @property
     def failure(self) -> str | None:
@@ -113,7 +135,8 @@ class Sink:
 
     # ------------------------------------------------------------------ answers
     def answer(self, request: Request, result: dict[str, np.ndarray], info: dict[str, Any]) -> bool:
-        """Send the answer; False when the request was dead-lettered instead (its answer cannot go out)."""
+        """Send the answer; False when it cannot go out (dead-lettered instead, now or once the client's
+        refusal is drained)."""
         rec = request.record
         condemned = self._condemned.pop((rec.topic, rec.partition, rec.offset), None)
         if condemned is not None:
@@ -133,8 +156,7 @@ class Sink:
                 "(the smaller of kafka.max_message_bytes and the topic's max.message.bytes)",
             )
             return False
-        self._send(self.kafka.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
-        return True
+        return self._send(self.kafka.output_topic, rec.key, payload, headers, _Delivery(rec), keep_partition=True)
 
     def _out_partition(self, rec: RawRecord) -> int | None:
         """Keyed records follow the key (same partitioner as the input); unkeyed keep the input partition."""
@@ -144,9 +166,9 @@ class Sink:
             self._out_partitions = set(self.producer.partitions_for(self.kafka.output_topic) or ())
         return rec.partition if rec.partition in self._out_partitions else None
 
-    def skip(self, rec: RawRecord, status: str, reason: str | None = None) -> None:
-        """A record that needs no record of ours (a response sharing the topic, or a monitor-only tap's
-        unflagged request): done at once, counted under `status`."""
+    def settle(self, rec: RawRecord, status: str, reason: str | None = None) -> None:
+        """A record done without any record of ours, counted under `status`: skipped (a response sharing
+        the topic, another model's request), consumed (feedback), or monitored (a monitor-only tap)."""
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
         self.outcomes.request_done(status, reason=reason)
 
@@ -177,7 +199,7 @@ class Sink:
             return f"flagged capture of {rec.topic}-{rec.partition}@{rec.offset}"
 
         def failed(exc: BaseException) -> None:
-            if not self._doom(exc, condemn):
+            if not self._doom.settles(exc, condemn):
                 self._failure.record(
                     f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}"
                 )
@@ -198,34 +220,8 @@ class Sink:
             message = f"{message} (the full dead-letter record was rejected: {condemned[1]!r})"
             minimal = True
         log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message[:500])
-        key, value, headers = self._dead_letter_record(rec, reason, message, minimal)
+        key, value, headers = dead_letter_record(rec, reason, message, self.dead_letter_limit, minimal)
         self._send(self.kafka.dead_letter_topic, key, value, headers, _Delivery(rec, reason, message, minimal))
-
-    def _dead_letter_record(
-        self, rec: RawRecord, reason: str, message: str, minimal: bool
-    ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
-        """The original record with error headers, cut to fit the dead-letter topic: the value is
-        truncated first, then the copied headers go, then the key (a minimal record)."""
-        error = [
-            ("error-reason", reason.encode()),
-            ("error-message", message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE]),
-            *source_headers(rec),
-        ]
-        if minimal:
-            key = rec.key if record_size(rec.key, b"", error) <= self.dead_letter_limit else None
-            return key, b"", [*error, ("error-minimal", b"true")]
-        value = rec.value or b""
-        copied = clean_headers(rec.headers)
-        marks = [("error-truncated-from", str(len(value)).encode())]
-        if record_size(rec.key, b"", copied + error + marks) > self.dead_letter_limit:
-            marks.append(("error-headers-dropped", str(len(copied)).encode()))
-            copied = []
-        room = self.dead_letter_limit - record_size(rec.key, b"", copied + error + marks)
-        if room < 0:
-            return self._dead_letter_record(rec, reason, message, minimal=True)
-        if len(value) <= room:
-            marks = marks[1:]
-        return rec.key, value[:room], copied + error + marks
 
     # ------------------------------------------------------------------ sending and its outcomes
     def _send(
@@ -236,16 +232,18 @@ class Sink:
         headers: list[tuple[str, bytes]],
         delivery: _Delivery,
         keep_partition: bool = False,
-    ) -> None:
+    ) -> bool:
+        """False when the client refused the record before it left (it is settled by _refused)."""
         try:
             self.before_send()
             out_partition = self._out_partition(delivery.record) if keep_partition else None
             future = self.producer.send(topic, value=value, key=key, headers=headers, partition=out_partition)
         except Exception as exc:  # refused before it left: too large, bad content, metadata timeout
             self._refused(delivery, exc)
-            return
+            return False
         future.add_callback(self._acked, delivery)
         future.add_errback(self._failed, delivery)
+        return True
 
     def _acked(self, delivery: _Delivery, _metadata: Any) -> None:
         rec = delivery.record
@@ -261,7 +259,7 @@ class Sink:
     def _refused(self, delivery: _Delivery, exc: BaseException) -> None:
         """A send refused by the client before it left (the producer's state is untouched): a record error
         dead-letters the record (from the loop thread, in drain); anything else fails the service."""
-        if self._doomed:
+        if self._doom.doomed:
             return  # the producer is already failing everything; the redo settles it
         if is_record_error(exc) and not delivery.minimal:
             self._retries.put((delivery, exc))
@@ -282,26 +280,12 @@ class Sink:
             self._condemned[(rec.topic, rec.partition, rec.offset)] = (delivery, exc)
             return delivery.describe()
 
-        if self._doom(exc, None if delivery.minimal else condemn):
+        if self._doom.settles(exc, None if delivery.minimal else condemn):
             return
         self._unsettled(delivery, exc)
 
     def _unsettled(self, delivery: _Delivery, exc: BaseException) -> None:
         self._failure.record(f"publishing the {delivery.describe()} failed: {exc!r}; its offset is not committed")
-
-    def _doom(self, exc: BaseException, condemn: Callable[[], str] | None) -> bool:
-        """True when the failure is settled by the abort-and-redo: the first record error of a transaction
-        (``condemn``, under the lock, keeps what the record was for and names it; None: a record that
-        cannot be condemned, a minimal dead letter), or anything failing in a transaction already doomed."""
-        with self._lock:
-            if self._doomed:
-                return True
-            if not is_record_error(exc) or condemn is None:
-                return False
-            self._doomed = True
-            what = condemn()
-        log.warning("the broker rejected the %s (%r): the work in flight is redone without it", what, exc)
-        return True
 
     def drain(self) -> None:
         """Dead-letter the records whose send was rejected for a reason of their own (loop thread)."""

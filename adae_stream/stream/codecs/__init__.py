@@ -204,7 +204,7 @@ class Codecs:
 
         Raises UnreadableAnswer, and only that, for any record it cannot read: the output topic is shared
         ground (other writers, corrupt records), and its readers must be able to skip what is not ours
-        with one except clause (tests/test_codec_properties.py holds this for arbitrary bytes and headers)."""
+        with one except clause (tests/fast/test_codec_properties.py holds this for arbitrary bytes and headers)."""
         try:
             answer = self._decode_response(value, headers or ())
             if not isinstance(answer.get("id"), str):

@@ -7,14 +7,12 @@ import json
 import signal
 
 import numpy as np
-import pytest
 
 from adae_stream.errors import DEAD_LETTER_REASONS
 from adae_stream.stream.codecs import encode_request
 from tests.kafka_helpers import collect, make_config, producer
 from tests.process_helpers import PipelineProcess
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
 MAX_BYTES = 64 * 1024
 
 

@@ -27,7 +27,6 @@ from tests.kafka_helpers import collect, create_topic, make_config, producer
 from tests.process_helpers import PipelineProcess
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
 LIMIT = 256 * 1024  # kafka.max_message_bytes
 JSON = [("content-type", b"application/json")]
 NPY = [("content-type", b"application/x-npy")]

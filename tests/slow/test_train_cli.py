@@ -1,35 +1,17 @@
-"""The command-line tools around the pipeline: train, produce, tail (real processes, real broker)."""
+"""`adae-stream train` as a real process: fitting, saving and calibrating a detector from the CLI."""
 
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
-import sys
-from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 
 from adae_stream import load_detector
-from tests.kafka_helpers import collect, make_config, start_pipeline
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.process_helpers import cli
 
 
-def cli(command_line: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``adae-stream <command_line>`` as its own process (the arguments are split like a shell's)."""
-    return subprocess.run(
-        [sys.executable, "-m", "adae_stream.cli", *shlex.split(command_line)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.mark.slow
 def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     clf_path = tmp_path / "clf.keras"
     digits_setup["clf"].save(clf_path)
@@ -49,7 +31,6 @@ def test_train_cli_fits_and_saves(tmp_path, digits_setup):
     assert wrong.returncode == 2 and "expects (8, 8, 1)" in wrong.stderr
 
 
-@pytest.mark.slow
 def test_train_cli_calibrates_to_a_target_rate_on_held_out_data(tmp_path, digits_setup):
     clf_path = tmp_path / "clf.keras"
     digits_setup["clf"].save(clf_path)
@@ -91,41 +72,3 @@ def test_train_cli_calibrates_to_a_target_rate_on_held_out_data(tmp_path, digits
         det.meta["identity"]["detector_id"]
         == json.loads((tmp_path / "det" / "detector.json").read_text())["detector_id"]
     )
-
-
-@pytest.mark.broker
-def test_produce_and_tail(broker, tmp_path, digits_setup, digits_scorer, digits_detector_path):
-    cfg = make_config(broker.bootstrap, digits_detector_path)
-    np.save(tmp_path / "x.npy", digits_setup["Xte"][:40])
-    run = start_pipeline(cfg, digits_scorer)
-    try:
-        for fmt in ("v2", "v1", "npy", "proto", "triton"):
-            out = cli(
-                f"produce --file {tmp_path / 'x.npy'} --format {fmt} --batch 8 --rate 50 --bootstrap "
-                f"{broker.bootstrap} --topic {cfg.kafka.input_topic}"
-            )
-            assert out.returncode == 0, out.stderr[-2000:]
-            assert f"produced 5 requests (40 instances, {fmt})" in out.stdout
-        assert len(collect(broker.bootstrap, cfg.kafka.output_topic, 25, timeout_s=60)) == 25
-        tail = cli(
-            f"tail --bootstrap {broker.bootstrap} --topic {cfg.kafka.output_topic} --from-beginning --max 25 --timeout "
-            "20"
-        )
-        # --max counts answers, not polls: one poll that brings all 25 still prints only 3 (it printed 15 before)
-        few = cli(
-            f"tail --bootstrap {broker.bootstrap} --topic {cfg.kafka.output_topic} --from-beginning --max 3 --timeout "
-            "20"
-        )
-    finally:
-        run.stop()
-    assert tail.returncode == 0, tail.stderr[-2000:]
-    lines = [line for line in tail.stdout.splitlines() if line.startswith("req-")]
-    assert len(lines) == 25  # every family's answers are readable by tail
-    assert all("n=8" in line and "flagged=" in line and "corrected=[" in line for line in lines)
-    assert few.returncode == 0 and len([line for line in few.stdout.splitlines() if line.startswith("req-")]) == 3
-
-
-def test_produce_refuses_embedded(tmp_path):
-    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
-    out = cli(f"produce --file {tmp_path / 'x.npy'} --config {ROOT / 'config.yaml'}")
-    assert out.returncode == 2 and "--bootstrap" in out.stderr

@@ -21,8 +21,6 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from adae_stream.stream.broker import EmbeddedBroker
 from adae_stream.stream.client_fixes import forget_refused_txn_offsets, keep_pending_join_visible
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
 
 class _Assignments(AsyncConsumerRebalanceListener):
     def __init__(self) -> None:

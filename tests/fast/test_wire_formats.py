@@ -25,7 +25,7 @@ from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_response, encode
 from tests.answer_info import ANSWER_INFO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (4,)
 MAX = 1 << 20
 INFO = {**ANSWER_INFO, "model_name": "adae", "detector_version": "9.9", "threshold": 0.25}

@@ -21,7 +21,7 @@ from adae_stream.monitoring.server import MetricsServer
 from adae_stream.scoring import ScorerInfo, ServingDetector
 from adae_stream.stream.telemetry import Outcome, VersionOutcome
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 METRIC_TOKEN = re.compile(r"\badae_[a-zA-Z0-9_]+")
 

@@ -23,7 +23,6 @@ from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import create_topic, make_config, produce_requests, read_settled, start_pipeline
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.broker
 LIMIT = 64 * 1024  # an output topic's limit: a one-instance answer is < 1 KiB, a 4,000-instance one > 100 KiB
 BIG = 4000
 INPUT_LIMIT = 8 * 1024 * 1024  # the 4,000-instance request is ~2.5 MB of JSON

@@ -16,8 +16,6 @@ from adae_stream.stream.codecs import decode_response
 from tests.kafka_helpers import collect, make_config, produce_requests
 from tests.prometheus_helpers import Prometheus
 
-pytestmark = pytest.mark.broker
-
 
 def start(cfg, scorer, bootstrap):
     holder = {}

@@ -24,7 +24,6 @@ from tests.kafka_helpers import collect, create_topic, make_config, produce_requ
 from tests.process_helpers import PipelineProcess, Traffic
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.broker
 ASSIGNED = "partitions assigned"
 
 

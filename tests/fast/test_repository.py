@@ -8,11 +8,9 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from adae_stream.cli.repository import describe
-from adae_stream.config import BatchingConfig
 from adae_stream.detector.repository import (
     DetectorRepository,
     RepositoryError,
@@ -21,10 +19,7 @@ from adae_stream.detector.repository import (
     read_policy,
     scan,
 )
-from adae_stream.scoring import ScorerInfo, ServingDetector
-from adae_stream.stream.batcher import Segment
-from adae_stream.stream.codecs import RawRecord, Request
-from adae_stream.stream.lanes import Lanes
+from adae_stream.scoring import ScorerInfo
 
 
 class FakeScorer:
@@ -173,38 +168,6 @@ def test_the_repository_command_lists_versions_roles_and_ids(tmp_path):
     assert "serving" in lines[1] and "detector_id a1 " in lines[1]
     assert "shadow" in lines[2] and "detector_id a2 " in lines[2]
     assert lines[3] == "b: serves 4" and "detector_id b4 " in lines[4]
-
-
-def _request(i: int, n: int = 1) -> Request:
-    record = RawRecord("t", 0, i, None, b"x")
-    return Request(f"r{i}", np.full((n, 2), float(i), np.float32), "npy", record)
-
-
-def test_a_new_version_takes_a_lane_only_after_what_it_holds_is_scored_on_the_old(tmp_path):
-    put(tmp_path, "a", 1)
-    old = FakeScorer(tmp_path / "a" / "1")
-    put(tmp_path, "a", 2)
-    new = FakeScorer(tmp_path / "a" / "2")
-    lanes = Lanes(BatchingConfig(max_batch_size=4, max_batch_delay_ms=1000), {"a": ServingDetector("a", 1, old)})
-    (lane,) = lanes
-    for i in range(3):
-        lane.batcher.add(_request(i, n=3))  # 9 instances: batches of 4 split requests across batches
-    scored: list[tuple[int, list[str]]] = []
-
-    def drain(lane):
-        while (batch := lane.batcher.take(force=True)) is not None:
-            segments: list[Segment] = batch.segments
-            scored.append((lane.detector.version, [s.request.id for s in segments]))
-            lane.assembler.add(batch, {"instance_score": lane.detector.scorer(batch.x)["instance_score"]})
-
-    changes = lanes.apply({"a": ServingDetector("a", 2, new)}, drain)
-    assert changes == ["a: version 2"]
-    assert [v for v, _ in scored] == [1, 1, 1] and len(lane.batcher) == 0 and len(lane.assembler) == 0
-    assert lane.detector.version == 2 and lane.answer_info["model_version"] == "2"
-    assert lane.answer_info["detector_id"] == "a2"
-    # the same versions again: nothing drains, nothing changes
-    assert lanes.apply({"a": ServingDetector("a", 2, new)}, drain) == [] and len(scored) == 3
-    assert lanes.apply({}, drain) == ["a: removed"] and len(lanes) == 0
 
 
 def _until(condition, timeout_s: float = 10.0) -> bool:

@@ -1,21 +1,28 @@
 """Rebalance paths of the loop that a healthy broker rarely takes: a committed-offset read that fails, lost
-partitions, an aborted transaction. The Pipeline is real; the consumer and producer are stand-ins that
-fail on cue, because a real broker cannot be made to fail one call on demand. The graceful paths run
-against the real broker in tests/test_reliability.py.
+partitions, an aborted transaction. The loop's own parts are real (Assignments, Outlet and the committers
+it builds, the Pipeline's record path); the consumer and producer are stand-ins that fail on cue, because
+a real broker cannot be made to fail one call on demand. The graceful paths run against the real broker
+in the broker tests (test_reliability.py).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import ConsumerGroupMetadata, TopicPartition
 
-from adae_stream.config import load_config
-from adae_stream.scoring import ScorerInfo
-from adae_stream.stream.app import Pipeline
+from adae_stream.config import BatchingConfig, load_config
+from adae_stream.errors import FirstFailure
+from adae_stream.scoring import ScorerInfo, ServingDetector
+from adae_stream.stream.assignments import Assignments
 from adae_stream.stream.codecs import RawRecord, Request
-from adae_stream.stream.commit import AtLeastOnceCommitter, TransactionalCommitter
+from adae_stream.stream.commit import TransactionalCommitter
+from adae_stream.stream.lanes import Lanes
+from adae_stream.stream.offsets import OffsetTracker
+from adae_stream.stream.outlet import Outlet
 from adae_stream.stream.telemetry import NullMetrics
 
 A, B = TopicPartition("in", 0), TopicPartition("in", 1)
@@ -77,14 +84,24 @@ class Producer:
         self.calls.append("commit")
 
 
-def pipeline(consumer) -> Pipeline:
+def pipeline(consumer, producer=None, delivery="at_least_once") -> SimpleNamespace:
+    """The loop's partition state and its outlet, built on stand-in clients the way a connect builds them."""
     cfg = load_config(
-        None, environ={}, overrides={"kafka": {"bootstrap_servers": "127.0.0.1:1"}, "metrics": {"enabled": False}}
+        None,
+        environ={},
+        overrides={
+            "delivery": delivery,
+            "kafka": {"bootstrap_servers": "127.0.0.1:1", "commit_interval_ms": 200},
+            "metrics": {"enabled": False},
+        },
     )
-    p = Pipeline(cfg, Scorer(), None, cfg.kafka.bootstrap_servers)
-    p.consumer = consumer
-    p.committer = AtLeastOnceCommitter(consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0)
-    return p
+    tracker = OffsetTracker()
+    lanes = Lanes(BatchingConfig(), {"x": ServingDetector("x", 1, Scorer())})
+    partitions = Assignments(tracker, lanes, "earliest", 1.0)
+    session = SimpleNamespace(consumer=consumer, producer=producer or Producer(), topic_limits={})
+    outlet = Outlet(cfg, session, partitions, NullMetrics(), FirstFailure())  # type: ignore[arg-type]
+    outlet.build()
+    return SimpleNamespace(partitions=partitions, tracker=tracker, lanes=lanes, outlet=outlet, consumer=consumer)
 
 
 def request(tp: TopicPartition, offset: int, n: int = 3) -> Request:
@@ -109,7 +126,7 @@ def test_failed_committed_read_pauses_and_never_skips_records():
     }  # sought on this turn: its records in this poll came before the seek
     assert consumer.sought == {A: 10, B: 20} and not consumer.paused
     assert p.partitions.position(p.consumer) == set()
-    assert p.ready is True
+    assert p.partitions.positioned == {A, B}
 
 
 def test_partition_without_committed_offset_follows_the_reset_policy():
@@ -124,11 +141,11 @@ def test_lost_partitions_drop_their_pending_requests():
     p = pipeline(Consumer({}))
     p.partitions.incoming.put({A, B})
     p.partitions.position(p.consumer)
-    (lane,) = p.path.lanes
+    (lane,) = p.lanes
     for tp, off in ((A, 0), (B, 0), (A, 1)):
         p.tracker.add(tp, off)
         lane.batcher.add(request(tp, off))
-    p.lose({A})
+    p.outlet.lose({A})
     pending = [entry[0].record.partition for entry in lane.batcher._queue]
     assert pending == [1] and lane.batcher.pending_instances == 3
     assert p.partitions.assigned == {B} and p.tracker.commit_point(A) is None and p.tracker.commit_point(B) == 0
@@ -137,17 +154,15 @@ def test_lost_partitions_drop_their_pending_requests():
 
 def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     consumer, producer = Consumer({A: 5, B: 7}), Producer()
-    p = pipeline(consumer)
-    p.committer = TransactionalCommitter(
-        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, NullMetrics()
-    )
+    p = pipeline(consumer, producer, delivery="exactly_once")
+    assert isinstance(p.outlet.committer, TransactionalCommitter)
     p.partitions.incoming.put({A, B})
     p.partitions.position(p.consumer)
-    p.committer.before_send()
+    p.outlet.committer.before_send()
     for tp in (A, B):
         p.tracker.add(tp, 5 if tp == A else 7)
         p.tracker.done(tp, 5 if tp == A else 7)  # answered inside the open transaction, which is now void
-    p.lose({A})
+    p.outlet.lose({A})
     assert producer.calls == ["begin", "abort"]
     assert p.tracker.to_commit() == {}  # nothing of the aborted transaction can be committed
     assert p.partitions.incoming.get_nowait() == {B}  # B is sought back to its committed offset and redone
@@ -167,7 +182,7 @@ def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
 )
 def test_a_transaction_is_committed_only_under_a_group_generation(generation, member, expected):
     """The group coordinator takes a transactional offset commit that names no generation unchecked
-    (tests/test_exactly_once.py shows it on Apache Kafka), so such a commit would let a zombie's answers
+    (tests/broker/test_exactly_once.py shows it on Apache Kafka), so such a commit would let a zombie's answers
     through: it is aborted, and the partitions are forgotten until the rejoin."""
     consumer, producer = Consumer({A: 5}), Producer()
     consumer.group_metadata = lambda: ConsumerGroupMetadata("g", generation, member)
@@ -195,12 +210,6 @@ def test_abandon_without_an_open_transaction_aborts_nothing():
 
 
 def test_partition_state_has_one_owner_that_runs_without_a_pipeline():
-    from adae_stream.config import BatchingConfig
-    from adae_stream.scoring import ServingDetector
-    from adae_stream.stream.assignments import Assignments
-    from adae_stream.stream.lanes import Lanes
-    from adae_stream.stream.offsets import OffsetTracker
-
     lanes = Lanes(BatchingConfig(), {"x": ServingDetector("x", 1, Scorer()), "y": ServingDetector("y", 1, Scorer())})
     forgotten: list = []
     state = Assignments(OffsetTracker(), lanes, "earliest", 1.0, on_forget=forgotten.append)

@@ -105,8 +105,7 @@ def test_rebuild_reads_answers_of_every_family_back():
         records.append(type("Rec", (), {"value": value, "headers": out_headers, "timestamp": 1_000_000 + i})())
     records.append(type("Rec", (), {"value": b"not ours", "headers": [], "timestamp": 1})())
     join = FeedbackJoin(3600, 1000, clock=lambda: 1_000.5)
-    from adae_stream.stream.codecs import decode_response
 
-    assert rebuild(join, records, decode_response) == 5
+    assert rebuild(join, records) == 5
     out = join.label("id-proto", np.array([3, 1]))
     assert out.result == "joined" and out.correct == {"no_defense": 2, "defense": 2, "corrected": 1}

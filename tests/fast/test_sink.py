@@ -2,7 +2,7 @@
 
 The producer here is a stand-in whose futures are kafka-python's own: each send is acked, or failed with the
 error a real client or broker gives, so the policy (which failures cost one record, which stop the
-service) is checked case by case. tests/test_poison_records.py runs the same policy against the real
+service) is checked case by case. tests/broker/test_poison_records.py runs the same policy against the real
 broker and process.
 """
 
@@ -16,7 +16,6 @@ from kafka.errors import (
     OutOfOrderSequenceNumberError,
     TopicAuthorizationFailedError,
 )
-from kafka.future import Future
 from kafka.structs import TopicPartition
 
 from adae_stream.config import KafkaConfig
@@ -26,6 +25,7 @@ from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size
 from adae_stream.stream.sink import Sink
 from tests.answer_info import ANSWER_INFO
+from tests.stand_ins import Producer
 
 LIMIT = 4096
 RESULT = {
@@ -34,36 +34,6 @@ RESULT = {
     "instance_score": np.array([0.1], np.float32),
 }
 INFO = ANSWER_INFO
-
-
-class Producer:
-    """Records each send; `fail(topic, n)` makes the next n sends to topic fail with an error."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-        self.failures: dict[str, list[BaseException]] = {}
-        self.raise_at_send: dict[str, BaseException] = {}
-
-    def send(self, topic, value=None, key=None, headers=None, partition=None):
-        if topic in self.raise_at_send:
-            raise self.raise_at_send.pop(topic)
-        future = Future()
-        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers, "future": future})
-        errors = self.failures.get(topic)
-        if errors:
-            future.failure(errors.pop(0))
-        return future
-
-    def ack_all(self) -> None:
-        for s in self.sent:
-            if not s["future"].is_done:
-                s["future"].success(None)
-
-    def partitions_for(self, topic):
-        return {0, 1, 2}
-
-    def flush(self, timeout=None):
-        self.ack_all()
 
 
 class Outcomes:

@@ -20,7 +20,6 @@ from tests.kafka_helpers import make_config, producer
 from tests.process_helpers import PipelineProcess, Traffic
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ASSIGNED = "partitions assigned"
 
 

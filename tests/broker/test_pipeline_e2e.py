@@ -12,8 +12,6 @@ from adae_stream.stream.codecs import decode_response, encode_request
 from tests.answer_checks import assert_answers_match_detector
 from tests.kafka_helpers import collect, create_topic, make_config, produce_requests, producer, start_pipeline
 
-pytestmark = pytest.mark.broker
-
 
 def _by_id(records):
     out = defaultdict(list)

@@ -12,7 +12,6 @@ import json
 import signal
 
 import numpy as np
-import pytest
 
 from adae_stream.detector.attacks import fgsm
 from adae_stream.stream.broker import free_port
@@ -21,7 +20,6 @@ from tests.kafka_helpers import collect, make_config, produce_requests, producer
 from tests.process_helpers import PipelineProcess
 from tests.prometheus_helpers import Prometheus
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
 PREDICTIONS = ("no_defense", "defense", "corrected")
 
 

@@ -13,7 +13,6 @@ import uuid
 from collections import defaultdict
 
 import numpy as np
-import pytest
 import tritonclient.grpc.service_pb2 as triton_pb
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
@@ -31,7 +30,6 @@ from tests.platform_helpers import metrics, seldon_request
 from tests.process_helpers import PipelineProcess
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
 FIELDS = ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
 FRAMING = b"\x00\x00\x00\x00\x05\x00"  # schema-registry framing: magic, schema id 5, message index [0]
 

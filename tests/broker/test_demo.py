@@ -1,34 +1,17 @@
-"""The README's first command, run end to end in a short mode, and the demo's cache behaviour."""
+"""The README's first command, run end to end in a short mode on the embedded broker."""
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.process_helpers import readme_first_command
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def readme_first_command() -> str:
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    commands = [
-        line.split("#")[0].strip()
-        for b in blocks
-        for line in b.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    return commands[0]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_first_command_is_make_demo():
-    assert readme_first_command() == "make demo"
-
-
-@pytest.mark.broker
 def test_demo_end_to_end_short_mode(tmp_path):
     args = (
         f"--duration 10 --rate 30 --port 0 --epochs 10 --seed 3 --cache-dir {tmp_path / 'cache'} "
@@ -62,16 +45,3 @@ def test_demo_end_to_end_short_mode(tmp_path):
     )  # 8 instances a request; duplicates once
     assert all(0 < live[p] <= 1 for p in ("no_defense", "defense", "corrected"))
     assert "Live accuracy from the feedback loop" in md
-
-
-@pytest.mark.slow  # it trains a detector (~15 s): no broker, but too long for make test-fast
-def test_corrupt_cache_is_rebuilt(tmp_path):
-    from adae_stream.demo.detector_cache import cache_key, load_or_train
-
-    entry = tmp_path / f"digits-{cache_key(1, 0)}"
-    entry.mkdir(parents=True)
-    (entry / "detector.json").write_text("{ corrupt")
-    det, path, cached = load_or_train(tmp_path, epochs=1, seed=0)
-    assert not cached and path == entry and det.threshold is not None
-    det2, _, cached2 = load_or_train(tmp_path, epochs=1, seed=0)
-    assert cached2 and det2.threshold == det.threshold

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 from prometheus_client import CollectorRegistry
 
 from adae_stream.monitoring.metrics import PipelineMetrics
-from adae_stream.stream.telemetry import Tallied
+from adae_stream.stream.telemetry import Metrics, Tallied
+from tests.stand_ins import METRICS_METHODS, RecordingMetrics
 
 
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -29,3 +32,16 @@ def test_totals_and_exported_metrics_are_the_same_counts() -> None:
     assert _sample(registry, "adae_batch_size_count") == 2 and _sample(registry, "adae_batch_size_sum") == 8
     assert _sample(registry, "adae_transactions_total") == 1
     assert _sample(registry, "adae_consumer_lag", topic="in", partition="0") == 7
+
+
+def test_tallied_forwards_every_method_of_the_contract_with_its_arguments() -> None:
+    """Tallied has no __getattr__: each method of Metrics is written out (so mypy checks it against the
+    protocol), and each must reach the metrics underneath with the same arguments."""
+    recording = RecordingMetrics()
+    tallied = Tallied(recording)  # type: ignore[arg-type]
+    for i, name in enumerate(METRICS_METHODS):
+        parameters = list(inspect.signature(getattr(Metrics, name)).parameters)[1:]
+        args = tuple(100 * i + k for k in range(len(parameters)))  # a distinct value per argument
+        getattr(tallied, name)(*args)
+        assert recording.calls[name] == [args], name
+    assert not hasattr(Tallied, "__getattr__")

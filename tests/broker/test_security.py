@@ -31,7 +31,6 @@ from tests.apache_kafka import ApacheKafka, Scram
 from tests.kafka_helpers import collect, make_config, produce_requests, producer, start_pipeline
 from tests.process_helpers import PipelineProcess
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SERVICE = Scram("adae", "adae-secret-1")
 PRINCIPAL = f"User:{SERVICE.name}"
 OUTPUT_LIMIT = 2 * 1024 * 1024  # the platform team's limit for the output topic, read by DescribeConfigs

@@ -1,0 +1,535 @@
+"""The record path as the service runs it (decode -> route -> lane -> batch -> score -> answer -> capture ->
+shadow -> join), with no broker and no TensorFlow.
+
+Everything here is the real code: RecordPath, Lanes, the batcher, the codecs, Sink and the feedback join.
+What stands in: a scorer whose results follow a formula the tests recompute on their own (it can also raise
+or be slow), a producer that records and acks every send (tests/stand_ins.py), and metrics that record
+every call. Each test names the behaviour it protects. The broker tests (tests/broker/) run the same path
+through real processes; these catch a one-line mistake in seconds (README, "Tests": how to check that).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from kafka.errors import MessageSizeTooLargeError
+from kafka.structs import TopicPartition
+
+from adae_stream.config import load_config
+from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, SKIP_KINDS
+from adae_stream.scoring import ScorerInfo, ServingDetector, as_source
+from adae_stream.stream import record_path as record_path_module
+from adae_stream.stream import sink as sink_module
+from adae_stream.stream.codecs import INSTANCE_INDEX, decode_response, encode_request
+from adae_stream.stream.feedback import FeedbackJoin
+from adae_stream.stream.offsets import OffsetTracker
+from adae_stream.stream.record_path import RecordPath
+from adae_stream.stream.sink import Sink
+from tests.stand_ins import Producer, RecordingMetrics
+
+THRESHOLD = 0.5
+N_CLASSES = 3
+
+
+class StubScorer:
+    """x is (n, 2): S(x) = x[:, 0], flagged above THRESHOLD; M(x) says class int(x[:, 1]) % 3, M(AE(x)) the
+    next class. ``raises`` makes every call fail; ``fail_on`` fails the batches that hold such a score;
+    ``delay_s`` makes it slow."""
+
+    def __init__(self, detector_id: str = "d1", raises: bool = False, fail_on: float | None = None, delay_s=0.0):
+        self.info = ScorerInfo((2,), THRESHOLD, N_CLASSES, "test", detector_id, "c1")
+        self.raises, self.fail_on, self.delay_s = raises, fail_on, delay_s
+        self.batches: list[np.ndarray] = []
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.batches.append(x.copy())
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.raises or (self.fail_on is not None and np.any(x[:, 0] == self.fail_on)):
+            raise RuntimeError("the scorer broke")
+        return expected(x)
+
+    def warmup(self, up_to=None) -> None:
+        pass
+
+
+def expected(x: np.ndarray) -> dict[str, np.ndarray]:
+    """What StubScorer answers, from its formula."""
+    score = x[:, 0].astype(np.float32)
+    flag = score > THRESHOLD
+    no_defense = x[:, 1].astype(np.int64) % N_CLASSES
+    defense = (no_defense + 1) % N_CLASSES
+    return {
+        "instance_score": score,
+        "is_adversarial": flag,
+        "corrected": np.where(flag, defense, no_defense),
+        "no_defense": no_defense,
+        "defense": defense,
+    }
+
+
+def instances(scores: list[float], first_class: int = 0) -> np.ndarray:
+    return np.array([[s, (first_class + i) % N_CLASSES] for i, s in enumerate(scores)], np.float32)
+
+
+class Source:
+    """A repository as the loop sees it: detectors now, and a change handed over once."""
+
+    def __init__(self, detectors: Mapping[str, ServingDetector]) -> None:
+        self._current, self._next = dict(detectors), None
+
+    def current(self) -> Mapping[str, ServingDetector]:
+        return self._current
+
+    def changed(self) -> Mapping[str, ServingDetector] | None:
+        new, self._next = self._next, None
+        if new is not None:
+            self._current = new
+        return new
+
+    def swap(self, detectors: Mapping[str, ServingDetector]) -> None:
+        self._next = dict(detectors)
+
+
+class Harness:
+    """A RecordPath wired as Pipeline wires it, fed records the way the loop feeds them."""
+
+    def __init__(self, detectors=None, **sections) -> None:
+        kafka = {
+            "bootstrap_servers": "127.0.0.1:1",
+            "input_topic": "in",
+            "output_topic": "out",
+            "dead_letter_topic": "dead-letter",
+            **sections.pop("kafka", {}),
+        }
+        overrides = {"kafka": kafka, "metrics": {"enabled": False}, **sections}
+        self.cfg = load_config(None, environ={}, overrides=overrides)
+        self.producer, self.tracker, self.metrics = Producer(), OffsetTracker(), RecordingMetrics()
+        self.sink = Sink(self.producer, self.cfg.kafka, self.tracker, self.metrics)
+        feedback = self.cfg.feedback
+        self.join = (
+            FeedbackJoin(feedback.window_s, feedback.max_instances, self.metrics)
+            if kafka.get("feedback_topic")
+            else None
+        )
+        source = as_source(detectors if detectors is not None else StubScorer(), self.cfg.detector.model_name)
+        self.path = RecordPath(self.cfg, source, self.metrics, lambda: self.sink, self.join)
+        self.offsets: dict[str, int] = {}
+
+    def send(self, value: bytes, headers=(), key: bytes | None = None, topic: str = "in") -> int:
+        offset = self.offsets.get(topic, 0)
+        self.offsets[topic] = offset + 1
+        rec = SimpleNamespace(
+            topic=topic, partition=0, offset=offset, key=key, value=value, headers=list(headers), timestamp=1
+        )
+        self.tracker.add(TopicPartition(topic, 0), offset)
+        self.path.ingest(rec)
+        return offset
+
+    def request(self, x: np.ndarray, rid: str, fmt: str = "v2", headers=()) -> int:
+        payload, h = encode_request(x, fmt, rid)
+        return self.send(payload, [*h, *headers])
+
+    def turn(self, force: bool = True) -> None:
+        """What the loop does after a poll: drain retries, score what is due, take a new repository state."""
+        self.sink.drain()
+        self.path.score(force=force)
+        self.path.take_new_detectors()
+        self.sink.flush(1)
+
+    def answers(self) -> list[dict]:
+        return [
+            decode_response(s["value"], s["headers"]) | {"headers": dict(s["headers"])} for s in self.producer.to("out")
+        ]
+
+    def dead_letters(self) -> list[str]:
+        return [dict(s["headers"])["error-reason"].decode() for s in self.producer.to("dead-letter")]
+
+    def statuses(self) -> list[tuple]:
+        return [call[:2] for call in self.metrics.calls["request_done"]]
+
+    def all_settled(self, topic: str = "in") -> bool:
+        """Every record fed so far has its outcome: its offset is committable."""
+        return self.tracker.commit_point(TopicPartition(topic, 0)) == self.offsets.get(topic, 0)
+
+
+def test_an_answer_carries_the_scorer_results_for_its_instances_and_settles_its_offset():
+    h = Harness()
+    x = instances([0.1, 0.9, 0.7, 0.2], first_class=1)
+    h.request(x, "r1")
+    h.turn()
+    (answer,) = h.answers()
+    want = expected(x)
+    assert answer["id"] == "r1"
+    for field in ("corrected", "is_adversarial", "no_defense", "defense"):
+        np.testing.assert_array_equal(answer[field], want[field], err_msg=field)
+    np.testing.assert_allclose(answer["instance_score"], want["instance_score"])
+    assert h.statuses() == [("ok", None)] and h.dead_letters() == [] and h.all_settled()
+
+
+def test_batches_are_scored_only_when_due_unless_forced():
+    h = Harness(batching={"max_batch_size": 8, "max_batch_delay_ms": 60_000})
+    (scorer,) = [lane.detector.scorer for lane in h.path.lanes]
+    h.request(instances([0.1, 0.2]), "r1")
+    h.turn(force=False)
+    assert scorer.batches == [] and h.answers() == []  # neither full nor late: it waits
+    h.request(instances([0.1] * 6), "r2")  # 8 instances: a full batch is due at once
+    h.turn(force=False)
+    assert [len(b) for b in scorer.batches] == [8] and [a["id"] for a in h.answers()] == ["r1", "r2"]
+
+
+def test_a_request_split_across_batches_is_answered_once_whole_and_in_order():
+    h = Harness(batching={"max_batch_size": 4})
+    (scorer,) = [lane.detector.scorer for lane in h.path.lanes]
+    x1, x2 = instances([0.9, 0.1, 0.6]), instances([0.2] * 7 + [0.8] * 3, first_class=2)
+    h.request(x1, "r1")
+    h.request(x2, "r2")
+    h.turn()
+    assert [len(b) for b in scorer.batches] == [4, 4, 4, 1]
+    a1, a2 = h.answers()
+    assert (a1["id"], a2["id"]) == ("r1", "r2")
+    np.testing.assert_array_equal(a1["corrected"], expected(x1)["corrected"])
+    np.testing.assert_array_equal(a2["corrected"], expected(x2)["corrected"])
+    np.testing.assert_array_equal(a2["is_adversarial"], expected(x2)["is_adversarial"])
+    assert h.all_settled()
+
+
+def test_an_empty_request_is_answered_at_once_without_scoring():
+    h = Harness()
+    (scorer,) = [lane.detector.scorer for lane in h.path.lanes]
+    h.request(np.zeros((0, 2), np.float32), "empty")
+    h.turn()
+    (answer,) = h.answers()
+    assert answer["id"] == "empty" and len(answer["corrected"]) == 0 and scorer.batches == []
+
+
+def test_a_slow_scorer_is_timed_and_its_batch_still_answered():
+    h = Harness(detectors=StubScorer(delay_s=0.05))
+    h.request(instances([0.1, 0.9]), "r1")
+    h.turn()
+    ((n, seconds),) = h.metrics.calls["observe_batch"]
+    assert n == 2 and seconds >= 0.05  # the batch latency metric holds the scorer's own time
+    assert [a["id"] for a in h.answers()] == ["r1"]
+
+
+# ---------------------------------------------------------------- the error policy, row by row
+def _nan() -> np.ndarray:
+    x = instances([0.1, 0.2])
+    x[1, 0] = np.nan
+    return x
+
+
+# Each case: a record, and the dead-letter reason (or skip kind) it must end with. Every dead-letter reason
+# of ERROR_POLICY is here (test_every_record_row_of_the_error_policy_has_a_case checks it).
+RECORD_CASES = {
+    "decode": (b"\x00\x01 not a request", []),
+    "schema": (b'{"id": "r", "inputs": "no list"}', [("content-type", b"application/json")]),
+    "shape": encode_request(np.zeros((2, 3), np.float32), "v2", "wrong-width"),
+    "dtype": (
+        b'{"id":"r","inputs":[{"name":"x","shape":[1,2],"datatype":"BYTES","data":["a","b"]}]}',
+        [("content-type", b"application/json")],
+    ),
+    "non_finite": encode_request(_nan(), "npy", "nan"),
+    "too_large": encode_request(np.zeros((1000, 2), np.float32), "v2", "big"),  # 8 kB, over the 4 kB limit
+}
+
+
+@pytest.mark.parametrize("reason", sorted(RECORD_CASES))
+def test_a_record_that_is_not_a_valid_request_is_dead_lettered_with_its_reason(reason):
+    h = Harness(kafka={"max_message_bytes": 4096})
+    value, headers = RECORD_CASES[reason]
+    h.send(value, headers)
+    h.request(instances([0.1]), "good")  # the next record is answered as usual
+    h.turn()
+    assert h.dead_letters() == [reason] and [a["id"] for a in h.answers()] == ["good"]
+    assert h.statuses() == [("dead_letter", reason), ("ok", None)] and h.all_settled()
+
+
+def test_a_scorer_that_raises_dead_letters_every_request_of_its_batch_and_nothing_else():
+    h = Harness(detectors=StubScorer(fail_on=0.25), batching={"max_batch_size": 4})
+    h.request(instances([0.1, 0.1, 0.1]), "before")  # batch 1: [before x3, doomed x1]
+    h.request(instances([0.3, 0.3, 0.25, 0.3, 0.3]), "doomed")  # its 2nd batch [x4] fails
+    h.request(instances([0.7]), "after")  # batch 3: [after]
+    h.turn()
+    assert [a["id"] for a in h.answers()] == ["before", "after"]
+    assert h.dead_letters() == ["scoring"]  # once, though its first part was scored
+    dl = h.producer.to("dead-letter")[0]
+    assert b"RuntimeError: the scorer broke" in dict(dl["headers"])["error-message"]
+    assert sorted(h.statuses()) == [("dead_letter", "scoring"), ("ok", None), ("ok", None)] and h.all_settled()
+    lane = next(iter(h.path.lanes))
+    assert len(lane.batcher) == 0 and len(lane.assembler) == 0  # nothing of it left to answer later
+
+
+def test_a_scorer_that_always_raises_costs_each_record_not_the_service():
+    h = Harness(detectors=StubScorer(raises=True))
+    for i in range(3):
+        h.request(instances([0.1, 0.2]), f"r{i}")
+    h.turn()
+    assert h.dead_letters() == ["scoring"] * 3 and h.answers() == [] and h.sink.failure is None and h.all_settled()
+
+
+def test_an_answer_that_cannot_be_encoded_is_dead_lettered(monkeypatch):
+    def unencodable(*args, **kwargs):  # the decoders refuse ids no answer can carry, so a codec fails here
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(sink_module, "encode", unencodable)
+    h = Harness()
+    h.request(instances([0.1]), "r1")
+    h.turn()
+    assert h.dead_letters() == ["encode"] and h.answers() == [] and h.all_settled()
+
+
+def test_an_answer_over_the_output_limit_is_dead_lettered():
+    h = Harness(kafka={"max_message_bytes": 4096})
+    h.request(instances([0.1] * 150), "many", fmt="npy")  # 1.3 kB of request, a 4.4 kB npy answer
+    h.turn()
+    assert h.dead_letters() == ["answer_too_large"] and h.all_settled()
+
+
+def test_an_answer_the_client_refuses_is_dead_lettered_as_rejected():
+    h = Harness()
+    h.producer.raise_at_send["out"] = MessageSizeTooLargeError("record too large")
+    h.request(instances([0.1]), "r1")
+    h.turn()
+    assert h.dead_letters() == ["rejected"] and h.all_settled()
+
+
+def test_a_decoder_bug_is_dead_lettered_as_internal(monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(record_path_module, "decode", broken)
+    h = Harness()
+    h.request(instances([0.1]), "r1")
+    h.turn()
+    assert h.dead_letters() == ["internal"] and h.all_settled()
+
+
+def test_responses_sharing_the_topic_are_skipped_not_dead_lettered():
+    h = Harness()
+    h.send(b'{"id": "r", "outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [1]}]}')
+    h.turn()
+    assert h.statuses() == [("skipped", "json_response")] and h.producer.sent == [] and h.all_settled()
+
+
+def test_every_record_row_of_the_error_policy_has_a_case():
+    covered = {
+        *RECORD_CASES,
+        "scoring",
+        "encode",
+        "answer_too_large",
+        "rejected",
+        "internal",
+    }
+    record_rows = [row for row in ERROR_POLICY if row.reasons]
+    assert {r for row in record_rows for r in row.reasons} == covered == set(DEAD_LETTER_REASONS)
+    assert {"json_response", "unrouted"} <= set(SKIP_KINDS)  # the skip kinds the path itself decides
+
+
+# ---------------------------------------------------------------- publish modes and flagged captures
+def _mixed(h: Harness) -> None:
+    h.request(instances([0.1, 0.2]), "clean")
+    h.request(instances([0.1, 0.9, 0.2, 0.8]), "attacked")
+
+
+def test_publish_answers_answers_every_request():
+    h = Harness(kafka={"publish": "answers"})
+    _mixed(h)
+    h.turn()
+    assert [a["id"] for a in h.answers()] == ["clean", "attacked"] and h.all_settled()
+
+
+def test_publish_flagged_sends_only_the_flagged_instances_of_flagged_requests():
+    h = Harness(kafka={"publish": "flagged"})
+    _mixed(h)
+    h.turn()
+    (answer,) = h.answers()
+    assert answer["id"] == "attacked"
+    np.testing.assert_array_equal(answer[INSTANCE_INDEX], [1, 3])
+    np.testing.assert_array_equal(answer["is_adversarial"], [True, True])
+    np.testing.assert_array_equal(answer["corrected"], expected(instances([0.1, 0.9, 0.2, 0.8]))["corrected"][[1, 3]])
+    assert sorted(h.statuses()) == [("monitored", None), ("ok", None)] and h.all_settled()
+
+
+def test_publish_nothing_sends_nothing_and_still_settles_every_record():
+    h = Harness(kafka={"publish": "nothing"})
+    _mixed(h)
+    h.turn()
+    assert h.producer.sent == [] and h.statuses() == [("monitored", None)] * 2 and h.all_settled()
+    assert len(h.metrics.calls["observe_results"]) == 1  # still scored and measured
+
+
+def test_flagged_requests_are_captured_with_their_flagged_instances_only():
+    h = Harness(kafka={"flagged_topic": "flagged"})
+    _mixed(h)
+    h.turn()
+    (capture,) = h.producer.to("flagged")
+    body = decode_response(capture["value"], capture["headers"])
+    assert body["id"] == "attacked"
+    np.testing.assert_array_equal(body[INSTANCE_INDEX], [1, 3])
+    assert "flagged-truncated-from" not in dict(capture["headers"])
+    assert [a["id"] for a in h.answers()] == ["clean", "attacked"]  # a capture is a copy: answers go out
+    assert h.metrics.calls["flagged_capture"] == [("sent",)]
+
+
+def test_flagged_captures_beyond_max_instances_are_truncated_and_say_so():
+    h = Harness(kafka={"flagged_topic": "flagged"}, flagged={"max_instances": 2})
+    h.request(instances([0.9, 0.1, 0.8, 0.7, 0.6, 0.2, 0.95]), "many")
+    h.turn()
+    (capture,) = h.producer.to("flagged")
+    body = decode_response(capture["value"], capture["headers"])
+    np.testing.assert_array_equal(body[INSTANCE_INDEX], [0, 2])
+    assert dict(capture["headers"])["flagged-truncated-from"] == b"5"
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
+def test_flagged_captures_are_sampled_by_request_id(rate):
+    h = Harness(kafka={"flagged_topic": "flagged"}, flagged={"sample_rate": rate})
+    ids = [f"req-{i}" for i in range(60)]
+    for rid in ids:
+        h.request(instances([0.9]), rid)
+    h.turn()
+    captured = [decode_response(c["value"], c["headers"])["id"] for c in h.producer.to("flagged")]
+    # the same rule computed apart: crc32 of the id, as a fraction of 2**32, below the rate
+    assert captured == [rid for rid in ids if zlib.crc32(rid.encode()) / 2**32 < rate]
+    assert len(h.metrics.calls["flagged_capture"]) == len(ids)
+    assert h.metrics.calls["flagged_capture"].count(("sampled_out",)) == len(ids) - len(captured)
+
+
+def test_a_capture_too_large_for_its_topic_is_counted_and_the_answer_still_goes_out():
+    h = Harness(kafka={"flagged_topic": "flagged", "max_message_bytes": 4096})
+    h.request(instances([0.9] * 150), "big", fmt="npy")
+    h.turn()
+    assert h.producer.to("flagged") == [] and h.metrics.calls["flagged_capture"] == [("rejected",)]
+    assert h.dead_letters() == ["answer_too_large"]  # its answer is over the same limit: its own row
+
+
+# ---------------------------------------------------------------- routing, swap, shadow, feedback
+A_SERVES_THE_TOPIC = {"repository": "/unused", "routes": [{"detector": "a", "topic": "^in$"}]}
+
+
+def _repository(**scorers) -> Source:
+    return Source({name: ServingDetector(name, 1, scorer) for name, scorer in scorers.items()})
+
+
+def test_requests_reach_the_detector_their_model_names_and_other_models_are_skipped():
+    a, b = StubScorer("da"), StubScorer("db")
+    routes = [{"detector": "b", "model": "bee"}]
+    h = Harness(detectors=_repository(a=a, b=b), detector={"repository": "/unused", "routes": routes})
+    h.request(instances([0.1]), "to-a", headers=[("seldon-model", b"a")])  # a detector's own name
+    h.request(instances([0.2]), "to-b", headers=[("seldon-model", b"b")])
+    h.request(instances([0.3]), "routed", headers=[("seldon-model", b"bee")])  # detector.routes: bee -> b
+    h.request(instances([0.4]), "other", headers=[("seldon-model", b"c")])  # c: served by no detector
+    h.request(instances([0.5]), "anonymous")  # no model named, and no route for the topic
+    h.turn()
+    routed = {ans["id"]: ans["headers"]["adae-model-name"] for ans in h.answers()}
+    assert routed == {"to-a": b"a", "to-b": b"b", "routed": b"b"}
+    assert [len(x) for x in a.batches] == [1] and [len(x) for x in b.batches] == [2]
+    assert h.statuses().count(("skipped", "unrouted")) == 2 and h.dead_letters() == [] and h.all_settled()
+
+
+def test_a_new_version_takes_over_only_after_what_its_lane_holds_is_answered_by_the_old():
+    old, new = StubScorer("v1"), StubScorer("v2")
+    source = Source({"a": ServingDetector("a", 1, old)})
+    h = Harness(
+        detectors=source, detector=A_SERVES_THE_TOPIC, batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000}
+    )
+    h.request(instances([0.1] * 3), "r0")
+    h.request(instances([0.9] * 3), "r1")  # split: 1 instance rides in the first batch, 2 are held
+    h.turn(force=False)  # the full batch of 4 is scored; 2 instances of r1 wait
+    source.swap({"a": ServingDetector("a", 2, new)})
+    h.turn(force=False)  # the loop takes the change: the held part is drained on version 1
+    h.request(instances([0.2]), "r2")
+    h.turn()
+    versions = {a["id"]: a["headers"]["adae-model-version"] for a in h.answers()}
+    assert versions == {"r0": b"1", "r1": b"1", "r2": b"2"}
+    assert [len(x) for x in old.batches] == [4, 2] and [len(x) for x in new.batches] == [1]
+    assert h.all_settled()
+    h.request(instances([0.3]), "r3")
+    h.turn(force=False)  # held: the batch is neither full nor late
+    source.swap({"a": ServingDetector("a", 2, new)})  # the same version again: nothing to drain
+    h.turn(force=False)
+    assert [len(x) for x in new.batches] == [1]
+    source.swap({})  # the detector removed: what it holds is answered first
+    h.turn(force=False)
+    assert [len(x) for x in new.batches] == [1, 1] and len(h.path.lanes) == 0 and h.all_settled()
+
+
+def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dead_letters():
+    serving = StubScorer("serving")
+    shadow = StubScorer("shadow", fail_on=0.35)  # fails on one batch: costs only its own figures
+    source = Source({"a": ServingDetector("a", 1, serving, shadow_version=2, shadow=shadow)})
+    h = Harness(
+        detectors=source,
+        detector=A_SERVES_THE_TOPIC,
+        kafka={"feedback_topic": "labels", "flagged_topic": "flagged"},
+        batching={"max_batch_size": 4},
+    )
+    x = instances([0.1, 0.9, 0.2, 0.3])
+    h.request(x, "r1")
+    h.request(instances([0.35]), "r2")
+    h.turn()
+    assert [a["id"] for a in h.answers()] == ["r1", "r2"] and h.dead_letters() == []
+    assert len(h.producer.to("flagged")) == 1  # the serving version's flag, captured once
+    assert len(shadow.batches) == 2 and len(h.producer.sent) == 3  # two answers and one capture
+    roles = [(c[0], c[1], c[2]) for c in h.metrics.calls["observe_detector"]]
+    assert roles == [("a", 1, "serving"), ("a", 2, "shadow"), ("a", 1, "serving")]
+    assert len(h.metrics.calls["shadow_agreement"]) == 1
+    labels = np.array([1, 1, 2, 0])
+    h.send(f'{{"id": "r1", "labels": {labels.tolist()}}}'.encode(), topic="labels")
+    (outcome,) = [c[0] for c in h.metrics.calls["feedback_outcome"]]
+    by_role = {v.role: v for v in outcome.versions}
+    assert set(by_role) == {"serving", "shadow"} and by_role["shadow"].version == "2"
+    want = expected(x)
+    for role in ("serving", "shadow"):
+        assert by_role[role].correct == {
+            p: int((want[p] == labels).sum()) for p in ("no_defense", "defense", "corrected")
+        }
+    assert h.all_settled() and h.all_settled("labels")
+
+
+def test_labels_are_joined_once_and_malformed_feedback_is_dead_lettered():
+    h = Harness(kafka={"feedback_topic": "labels"})
+    h.request(instances([0.1, 0.9]), "r1")
+    h.turn()
+    for body in (
+        b'{"id": "r1", "labels": [0, 1]}',
+        b'{"id": "r1", "labels": [0, 1]}',
+        b'{"id": "nope", "labels": [1]}',
+        b"[oops",
+    ):
+        h.send(body, topic="labels")
+    h.sink.flush(1)
+    results = [c[0].result for c in h.metrics.calls["feedback_outcome"]]
+    assert results == ["joined", "duplicate", "unknown", "dead_letter"]
+    assert h.dead_letters() == ["decode"] and h.all_settled("labels")
+
+
+def test_only_answers_that_went_out_can_be_labelled():
+    h = Harness(kafka={"feedback_topic": "labels"})
+    h.producer.raise_at_send["out"] = MessageSizeTooLargeError("refused")  # its dead letter goes out instead
+    h.request(instances([0.1]), "refused")
+    h.request(instances([0.2]), "sent")
+    h.turn()
+    assert h.join is not None and len(h.join) == 1 and h.dead_letters() == ["rejected"]
+    assert h.join.label("sent", np.array([0])).result == "joined"
+    assert h.join.label("refused", np.array([0])).result == "unknown"
+
+
+def test_an_answer_the_broker_rejects_is_forgotten_by_the_join_when_its_redo_dead_letters_it():
+    h = Harness(kafka={"feedback_topic": "labels"})
+    h.producer.failures["out"] = [MessageSizeTooLargeError("rejected by the broker")]
+    h.request(instances([0.1]), "r1")
+    h.turn()
+    assert h.sink.doomed and h.join is not None and len(h.join) == 1  # sent, remembered, then rejected
+    h.sink.redone(h.producer, lambda: None)  # what Outlet.redo_after_rejection does, then the record again
+    h.tracker.remove({TopicPartition("in", 0)})
+    h.offsets["in"] = 0
+    h.request(instances([0.1]), "r1")
+    h.turn()
+    assert h.dead_letters() == ["rejected"] and len(h.join) == 0 and h.all_settled()
