@@ -44,6 +44,9 @@ class KafkaConfig(BaseModel):
     publish: Literal["answers", "flagged", "nothing"] = "answers"
     feedback_topic: str | None = None  # ground-truth labels of earlier requests (unset: no feedback loop)
     flagged_topic: str | None = None  # every request with a flagged instance, for review (unset: off)
+    # a shadow version's predictions, so the feedback join of every replica sees them (stream/join_tail.py);
+    # with kafka.feedback_topic set and this unset: "<output_topic>-shadow"
+    shadow_topic: str | None = None
     output_topic: str = "adae-predictions"
     dead_letter_topic: str = "adae-dead-letter"
     create_topics: bool = True
@@ -126,6 +129,10 @@ class FeedbackConfig(BaseModel):
     # how long an answer waits for its labels (and how far back a restart reads)
     window_s: Annotated[float, Field(gt=0)] = 3600.0
     max_instances: Positive = 1_000_000  # memory bound of the join: oldest answers go first
+    # how far the replicas' clocks may be apart: a label whose answer is not found yet waits until the join
+    # has read the answers of every output partition up to its arrival plus this (stream/join_tail.py)
+    clock_skew_s: Annotated[float, Field(ge=0)] = 5.0
+    max_pending: Positive = 100_000  # labels waiting for their answer; beyond: unplaced, reason pending_full
 
 
 class FlaggedConfig(BaseModel):
@@ -218,7 +225,9 @@ def _validate_topics(kafka: KafkaConfig) -> None:
             raise ConfigError(f"config key 'kafka.input_pattern': not a valid regular expression: {exc}") from None
     elif not input_topics(kafka) or not all(input_topics(kafka)):
         raise ConfigError("config key 'kafka.input_topic': name at least one topic (or set kafka.input_pattern)")
-    for key in ("output_topic", "dead_letter_topic", "feedback_topic", "flagged_topic"):
+    if kafka.feedback_topic and kafka.shadow_topic is None:
+        kafka.shadow_topic = f"{kafka.output_topic}-shadow"
+    for key in ("output_topic", "dead_letter_topic", "feedback_topic", "flagged_topic", "shadow_topic"):
         topic = getattr(kafka, key)
         if topic is None:
             continue
@@ -227,16 +236,16 @@ def _validate_topics(kafka: KafkaConfig) -> None:
                 f"config key 'kafka.{key}': {topic!r} is also read as input; the service never writes "
                 "to a topic it reads, and feedback is not a request"
             )
-    named = [
-        t
-        for t in (kafka.output_topic, kafka.dead_letter_topic, kafka.feedback_topic, kafka.flagged_topic)
-        if t is not None
-    ]
+    named = [t for t in written_or_joined_topics(kafka) if t is not None]
     if len(set(named)) != len(named):
         raise ConfigError(
-            "config keys 'kafka.output_topic', 'dead_letter_topic', 'feedback_topic', 'flagged_topic': "
-            "each needs its own topic"
+            "config keys 'kafka.output_topic', 'dead_letter_topic', 'feedback_topic', 'flagged_topic', "
+            "'shadow_topic': each needs its own topic"
         )
+
+
+def written_or_joined_topics(kafka: KafkaConfig) -> tuple[str | None, ...]:
+    return (kafka.output_topic, kafka.dead_letter_topic, kafka.feedback_topic, kafka.flagged_topic, kafka.shadow_topic)
 
 
 def _validate_detector(detector: DetectorConfig) -> None:

@@ -57,9 +57,9 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "if flagged.size == 0:",
     ),
     (
-        "the shadow never reaches the join",
+        "the shadow never reaches the shadow topic",
         "record_path.py",
-        "self.join.remember_shadow(req.id, str(version), fields)",
+        "self.sink.copy(shadow_topic, req.record, value, [], self.metrics.shadow_published, key=key)",
         "pass",
     ),
     (
@@ -99,10 +99,16 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "if req.n < 0:  # nothing to score",
     ),
     (
-        "answers that did not go out are remembered",
+        "held labels never decided",
         "record_path.py",
-        "if sent:  # only answers that go out",
-        "if True:  # only answers that go out",
+        "for raw, outcome in self.join.settle(placed):",
+        "for raw, outcome in []:",
+    ),
+    (
+        "a held label settled before it is decided",
+        "record_path.py",
+        'if outcome is not None:\n            self.sink.settle(raw, "feedback")',
+        'if True:\n            self.sink.settle(raw, "feedback")',
     ),
     (
         "a decoder bug stops the service",
@@ -110,8 +116,36 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "except Exception as exc:  # a decoder bug",
         "except ValueError as exc:  # a decoder bug",
     ),
-    ("labels no longer reach the join", "record_path.py", "join.label(request_id, labels)", "pass"),
-    ("feedback records never settled", "record_path.py", 'self.sink.settle(raw, "feedback")', "pass"),
+    (
+        "labels no longer reach the join",
+        "record_path.py",
+        "outcome = join.submit(request_id, labels, raw)",
+        "outcome = None",
+    ),
+    (
+        "a label unknown before the tail read past it",
+        "feedback.py",
+        "if outcome is None and placed(item.arrival_s):",
+        "if outcome is None:",
+    ),
+    (
+        "a redelivered answer record replaces what was labelled",
+        "feedback.py",
+        "        if request_id in self._answers:\n            return\n",
+        "",
+    ),
+    (
+        "a label joined twice after a redelivered answer",
+        "feedback.py",
+        "answer.labelled, answer.shadow = old.labelled, old.shadow",
+        "pass",
+    ),
+    (
+        "a shadow read before its answer is lost",
+        "feedback.py",
+        "if shadow is not None and len(shadow.corrected) == answer.n:",
+        "if False:",
+    ),
     (
         "a settled record's offset never committable",
         "sink.py",
@@ -120,12 +154,6 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "self.outcomes.request_done(status",
     ),
     ("the answer limit not checked", "sink.py", "if size > self.answer_limit:", "if False:"),
-    (
-        "a refused answer still counted as sent",
-        "sink.py",
-        "            return False\n        future.add_callback",
-        "            return True\n        future.add_callback",
-    ),
     ("lanes never switch version", "lanes.py", "lane.take_over(new)", "pass"),
     ("routes by model ignored", "routing.py", "if model is not None and model in serving:", "if False:"),
     (

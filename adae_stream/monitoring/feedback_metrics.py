@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from adae_stream.stream.telemetry import FEEDBACK_RESULTS, PREDICTIONS, Outcome
+from adae_stream.stream.telemetry import FEEDBACK_RESULTS, PREDICTIONS, UNPLACED_REASONS, Outcome
 
 
 class FeedbackMetrics:
@@ -38,6 +38,17 @@ class FeedbackMetrics:
         self.feedback_last = Gauge(
             "adae_feedback_last_joined_timestamp_seconds", "When a label last joined an answer.", registry=registry
         )
+        self.feedback_unplaced = Counter(
+            "adae_feedback_unplaced",
+            "Labels not placed although their answer may exist, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.feedback_pending = Gauge(
+            "adae_feedback_pending_labels",
+            "Labels waiting for the join to read their answer (or to have read far enough to call it unknown).",
+            registry=registry,
+        )
         self.flagged_captured = Counter(
             "adae_flagged_captured",
             "Requests with flagged instances, by capture outcome.",
@@ -46,16 +57,28 @@ class FeedbackMetrics:
         )
         for result in FEEDBACK_RESULTS:
             self.feedback_records.labels(result)
+        for reason in UNPLACED_REASONS:
+            self.feedback_unplaced.labels(reason)
         for prediction in PREDICTIONS:
             self.feedback_correct.labels(prediction)
         for flag in ("flagged", "unflagged"):
             for undefended in ("wrong", "correct"):
                 self.feedback_flag.labels(flag, undefended)
+        self.shadow_records = Counter(
+            "adae_shadow_records",
+            "Shadow predictions written for the feedback join of every replica, by outcome.",
+            ["result"],
+            registry=registry,
+        )
         for result in ("sent", "sampled_out", "rejected"):
             self.flagged_captured.labels(result)
+        for result in ("sent", "rejected"):
+            self.shadow_records.labels(result)
 
     def outcome(self, outcome: Outcome) -> None:
         self.feedback_records.labels(outcome.result).inc()
+        if outcome.reason is not None:
+            self.feedback_unplaced.labels(outcome.reason).inc()
         if not outcome.instances:
             return
         self.feedback_instances.inc(outcome.instances)
@@ -65,6 +88,7 @@ class FeedbackMetrics:
             self.feedback_flag.labels(flag, undefended).inc(n)
         self.feedback_last.set_to_current_time()
 
-    def state(self, answers: int, instances: int) -> None:
+    def state(self, answers: int, instances: int, pending: int) -> None:
         self.feedback_join_answers.set(answers)
         self.feedback_join_instances.set(instances)
+        self.feedback_pending.set(pending)

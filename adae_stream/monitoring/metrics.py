@@ -197,11 +197,14 @@ class PipelineMetrics:
         for version in outcome.versions:
             self.detectors.feedback(version)
 
-    def set_feedback_state(self, answers: int, instances: int) -> None:
-        self.feedback.state(answers, instances)
+    def set_feedback_state(self, answers: int, instances: int, pending: int) -> None:
+        self.feedback.state(answers, instances, pending)
 
     def flagged_capture(self, result: str) -> None:
         self.feedback.flagged_captured.labels(result).inc()
+
+    def shadow_published(self, result: str) -> None:
+        self.feedback.shadow_records.labels(result).inc()
 
     # --- per detector, version and role (detector.repository; a single detector.path reports as version 1)
     def observe_detector(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:

@@ -57,10 +57,14 @@ def required_acls(cfg: Config) -> list[Acl]:
         rules.append(Acl("TOPIC", topic, "READ", "read requests (READ implies DESCRIBE)"))
     if kafka.feedback_topic:
         rules.append(Acl("TOPIC", kafka.feedback_topic, "READ", "read ground-truth labels"))
-        rules.append(Acl("TOPIC", kafka.output_topic, "READ", "rebuild the feedback join from the answers"))
+        rules.append(Acl("TOPIC", kafka.output_topic, "READ", "the feedback join reads every replica's answers"))
+        if kafka.shadow_topic:
+            rules.append(Acl("TOPIC", kafka.shadow_topic, "READ", "the feedback join reads every shadow's predictions"))
     rules.append(Acl("GROUP", kafka.group_id, "READ", "join the consumer group and commit its offsets"))
     for topic in written_topics(kafka):
-        rules.append(Acl("TOPIC", topic, "WRITE", "publish answers / dead letters / flagged captures"))
+        rules.append(
+            Acl("TOPIC", topic, "WRITE", "publish answers / dead letters / flagged captures / shadow predictions")
+        )
         rules.append(Acl("TOPIC", topic, "DESCRIBE_CONFIGS", "read its max.message.bytes at start"))
     rules.append(Acl("CLUSTER", "kafka-cluster", "IDEMPOTENT_WRITE", "the idempotent producer (acks=all)"))
     if cfg.delivery == "exactly_once":

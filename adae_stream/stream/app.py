@@ -26,8 +26,9 @@ from adae_stream.errors import FirstFailure, PipelineError
 from adae_stream.scoring import DetectorSource, StreamScorer, as_source
 from adae_stream.stream.assignments import Assignments
 from adae_stream.stream.commit import Committer
-from adae_stream.stream.feedback import FeedbackJoin, rebuild_from_changelog
+from adae_stream.stream.feedback import FeedbackJoin
 from adae_stream.stream.housekeeping import Housekeeping
+from adae_stream.stream.join_tail import JoinTail
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.outlet import Outlet
 from adae_stream.stream.rebalance import RebalanceListener
@@ -62,11 +63,14 @@ class Pipeline:
             )
         self.session = KafkaSession(config, bootstrap, self.metrics.set_kafka_up)
         self.tracker = OffsetTracker()
+        feedback = config.feedback
         join = (
-            FeedbackJoin(config.feedback.window_s, config.feedback.max_instances, self.metrics)
+            FeedbackJoin(feedback.window_s, feedback.max_instances, self.metrics, max_pending=feedback.max_pending)
             if self.kafka.feedback_topic
             else None
         )
+        # the group's answers, read into this replica's join (none without a feedback topic)
+        self.tail = JoinTail(config, bootstrap, join) if join is not None else None
         self.path = RecordPath(
             config, as_source(detectors, config.detector.model_name), self.metrics, lambda: self.sink, join
         )
@@ -82,7 +86,6 @@ class Pipeline:
         self.outlet = Outlet(config, self.session, self.partitions, self.metrics, self._failure)
         self.housekeeping = Housekeeping(self.session, self.partitions, self.metrics)
         self.closing = False  # set at shutdown: close() may revoke, and the drain already did that work
-        self._join_rebuilt = False
         self.last_loop = time.monotonic()
 
     # ------------------------------------------------------------------ what the loop is built on
@@ -140,9 +143,8 @@ class Pipeline:
     def _on_connected(self) -> None:
         """What is built on fresh clients: the sink and committer, the feedback join, the subscription."""
         self.outlet.build()
-        if self.path.join is not None and not self._join_rebuilt:  # once per process: the window is ours
-            rebuild_from_changelog(self.path.join, self.cfg, self.session.bootstrap)
-            self._join_rebuilt = True
+        if self.tail is not None and not self.tail.started:
+            self.tail.start()  # from now minus feedback.window_s: every replica's answers still labellable
         self.session.subscribe(RebalanceListener(self))
 
     def _turn(self) -> None:
@@ -164,6 +166,9 @@ class Pipeline:
             for rec in records:
                 self.tracker.add(tp, rec.offset)
                 self.path.ingest(rec)
+        if self.tail is not None:
+            self.tail.poll()
+            self.path.settle_feedback(self.tail.placed)
         self.sink.drain()
         self.path.score(force=False)
         self.path.take_new_detectors()
@@ -198,6 +203,8 @@ class Pipeline:
             self._failure.record(f"drain failed: {exc}")
         finally:
             self.session.close()
+            if self.tail is not None:
+                self.tail.close()
             log.info(
                 "pipeline closed: %d answered, %d dead-lettered, %d batches",
                 self.stats["ok"],

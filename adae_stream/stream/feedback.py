@@ -2,37 +2,41 @@
 
 A feedback record carries the true labels of an earlier request, ``{"id": "<request id>", "labels":
 [<int>, ...]}``, one label per instance in request order. Labels may come minutes or hours after the
-answer, more than once, for unknown ids, or never.
+answer, more than once, for unknown ids, or never, and to any replica of the group.
 
 The join keeps, per answered request, the per-instance predictions (no_defense, defense, corrected),
 flags and scores, for ``feedback.window_s``, with the detector and version that answered, and where a
 shadow version scored the same instances, its predictions and flags too: labels then give live accuracy
 per detector, version and role, so a candidate is judged on real labels before it is promoted.
-Nothing else stores them: the output topic already is the changelog, so after a restart the state is
-rebuilt by reading it from the offsets at now minus the window (without the shadow's scoring, which
-no topic holds). Memory is bounded by ``feedback.max_instances`` (oldest answers go first) and exported.
-A label for a (request, instance) counts once while its answer is in the window.
+
+Every replica holds the answers of the whole group (a global table in Kafka Streams' terms), read by
+its JoinTail (join_tail.py) from the output topic, the answers' changelog, and from the shadow topic,
+where each replica writes its shadows' predictions. So a label joins whichever replica it reaches, under
+any keying, partition count, rebalance or restart; nothing is stored but in Kafka. Memory is bounded by
+``feedback.max_instances`` (oldest answers go first) and exported. A label for a (request, instance)
+counts once per replica while its answer is in the window.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from adae_stream.config import Config
 from adae_stream.errors import DecodeError, UnreadableAnswer
-from adae_stream.scoring import CORRECTED, IS_ADVERSARIAL
-from adae_stream.stream.clients import read_since
+from adae_stream.scoring import IS_ADVERSARIAL
 from adae_stream.stream.codecs import decode_response
 from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
 from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, VersionOutcome
+
+REQUEST_ID_HEADER = "request-id"  # codecs._request_headers: every answer carries it
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,37 @@ class Answer:
         return len(self.serving.corrected)
 
 
+# The fewest bytes an answer record spends per instance (npy or protobuf raw contents: corrected and both
+# predictions as int64, the flag as one byte, the score as float32): an undecoded answer of v bytes holds
+# at most v // this instances, which is what it counts for against feedback.max_instances until decoded.
+MIN_ANSWER_BYTES_PER_INSTANCE = 29
+
+
+@dataclass
+class _Undecoded:
+    """An answer record as read from the output topic, decoded only when a label for it arrives: most
+    answers never get one, and every replica reads every answer (benchmarks/RESULTS.md, "Feedback join
+    across replicas": decoding each one cost 30-130 µs)."""
+
+    timestamp_s: float
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    detector: str
+    version: str
+
+    @property
+    def n(self) -> int:  # an upper bound until decoded
+        return max(1, len(self.value) // MIN_ANSWER_BYTES_PER_INSTANCE)
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    labels: np.ndarray
+    token: Any
+    arrival_s: float
+
+
 def parse_feedback(value: bytes | None) -> tuple[str, np.ndarray]:
     """(request id, labels) of a feedback record, or DecodeError with a dead-letter reason."""
     if not value:
@@ -107,16 +142,21 @@ class FeedbackJoin:
         max_instances: int,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        max_pending: int = 100_000,
     ) -> None:
         self.window_s = window_s
         self.max_instances = max_instances
+        self.max_pending = max_pending
+        self._pending: deque[_Pending] = deque()  # labels whose answer is not read yet, oldest first
         self.metrics = metrics
         self.clock = clock
-        self._answers: OrderedDict[str, Answer] = OrderedDict()  # by id, oldest first
+        self._answers: OrderedDict[str, Answer | _Undecoded] = OrderedDict()  # by id, oldest first
         self._instances = 0
         # ids that left the window (or were evicted for memory), so a label for them counts as late, not
-        # unknown; bounded like the answers themselves
+        # unknown; bounded like the answers themselves, as are the next two
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._unjoinable: OrderedDict[str, None] = OrderedDict()  # answers without all predictions
+        self._early_shadows: OrderedDict[str, Scored] = OrderedDict()  # read before their answer
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -133,38 +173,96 @@ class FeedbackJoin:
         detector: str = "",
         version: str = "",
     ) -> None:
-        """Keep an answer (live, or read back from the output topic at start-up) and who gave it."""
+        """Keep an answer (read from the output topic) and who gave it. The same answer again (a redelivery
+        answered twice under at-least-once) keeps what was already labelled and its shadow."""
         if not all(k in fields for k in (*PREDICTIONS, IS_ADVERSARIAL)):
-            return  # an answer without all predictions (return_all_predictions off) cannot be joined
+            self._unjoinable_id(request_id)  # an answer without all predictions (return_all_predictions off)
+            return
         ts = self.clock() if timestamp_s is None else timestamp_s
+        answer = Answer(ts, Scored.of(detector, version, "serving", fields))
         old = self._answers.pop(request_id, None)
         if old is not None:
             self._instances -= old.n
-        answer = Answer(ts, Scored.of(detector, version, "serving", fields))
+            if isinstance(old, Answer) and old.n == answer.n:
+                answer.labelled, answer.shadow = old.labelled, old.shadow
+        self._attach_early_shadow(request_id, answer)
         self._answers[request_id] = answer
         self._instances += answer.n
         self._gone.pop(request_id, None)
         self._evict()
 
-    def forget(self, request_id: str) -> None:
-        """An answer remembered that did not go out after all (its record was dead-lettered instead)."""
-        old = self._answers.pop(request_id, None)
-        if old is not None:
-            self._instances -= old.n
-
-    def remember_shadow(self, request_id: str, version: str, fields: dict[str, np.ndarray]) -> None:
-        """The shadow version's scoring of an answer already remembered (it runs after the answer is sent);
-        the shadow of an answer not held (evicted, or without all predictions) is not kept."""
-        answer = self._answers.get(request_id)
-        if answer is not None and len(fields[CORRECTED]) == answer.n:
-            answer.shadow = Scored.of(answer.serving.detector, version, "shadow", fields)
-
-    def label(self, request_id: str, labels: np.ndarray) -> Outcome:
-        """Join one feedback record; raises DecodeError (shape) when its label count is not the answer's."""
+    def remember_record(
+        self,
+        request_id: str,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        timestamp_s: float,
+        detector: str,
+        version: str,
+    ) -> None:
+        """Keep an answer record undecoded (see _Undecoded). The same id again (a redelivery answered twice)
+        keeps what is held, and so what was already labelled."""
+        if request_id in self._answers:
+            return
+        answer = _Undecoded(timestamp_s, value, headers, detector, version)
+        self._answers[request_id] = answer
+        self._instances += answer.n
+        self._gone.pop(request_id, None)
         self._evict()
+
+    def _held(self, request_id: str) -> Answer | None:
+        """The answer held for this id, decoded now if it was not yet; None when none is held, or when its
+        record is no answer the join can judge (then the id is noted as unjoinable)."""
+        held = self._answers.get(request_id)
+        if not isinstance(held, _Undecoded):
+            return held
+        self._instances -= held.n
+        try:
+            fields = decode_response(held.value, held.headers)
+        except UnreadableAnswer:
+            fields = {}
+        if INSTANCE_INDEX in fields or not all(k in fields for k in (*PREDICTIONS, IS_ADVERSARIAL)):
+            del self._answers[request_id]  # flagged-only (kafka.publish flagged), without predictions, or not ours
+            self._unjoinable_id(request_id)
+            return None
+        answer = Answer(held.timestamp_s, Scored.of(held.detector, held.version, "serving", fields))
+        self._attach_early_shadow(request_id, answer)
+        self._answers[request_id] = answer  # in place: the eviction order stays the order of the answers
+        self._instances += answer.n
+        return answer
+
+    def _attach_early_shadow(self, request_id: str, answer: Answer) -> None:
+        shadow = self._early_shadows.pop(request_id, None)
+        if shadow is not None and len(shadow.corrected) == answer.n:
+            answer.shadow = shadow
+
+    def _unjoinable_id(self, request_id: str) -> None:
+        self._unjoinable[request_id] = None
+        while len(self._unjoinable) > max(1000, len(self._answers)):
+            self._unjoinable.popitem(last=False)
+
+    def remember_shadow(self, request_id: str, detector: str, version: str, fields: dict[str, np.ndarray]) -> None:
+        """A shadow version's scoring of a request's instances (from the shadow topic). It may be read before
+        the answer it belongs to (another partition, another replica's producer): then it waits for it."""
+        shadow = Scored.of(detector, version, "shadow", fields)
         answer = self._answers.get(request_id)
+        if not isinstance(answer, Answer):  # not read yet, or not decoded yet: attached when it is
+            self._early_shadows[request_id] = shadow
+            while len(self._early_shadows) > max(1000, len(self._answers)):
+                self._early_shadows.popitem(last=False)
+        elif len(shadow.corrected) == answer.n:
+            answer.shadow = shadow
+
+    def label(self, request_id: str, labels: np.ndarray) -> Outcome | None:
+        """Join one feedback record, or None when its answer is not held (yet): the caller asks again once
+        the tail has read further, and calls ``missing`` when it has read far enough (JoinTail.placed).
+        Raises DecodeError (shape) when its label count is not the answer's."""
+        self._evict()
+        answer = self._held(request_id)
         if answer is None:
-            outcome = Outcome("late" if request_id in self._gone else "unknown")
+            if request_id not in self._unjoinable:
+                return None
+            outcome = Outcome("unplaced", reason="answer_without_predictions")
         elif len(labels) != answer.n:
             raise DecodeError(
                 "shape", f"feedback for {request_id!r} has {len(labels)} labels, its answer {answer.n} instances"
@@ -183,9 +281,64 @@ class FeedbackJoin:
                     if s is not None and s.detector
                 ]
                 outcome = Outcome("joined", int(new.sum()), correct, confusion, versions)
+        self._count(outcome)
+        return outcome
+
+    def submit(self, request_id: str, labels: np.ndarray, token: Any, arrival_s: float | None = None) -> Outcome | None:
+        """Join a label now, or hold it (None) until its answer is read or the tail has read past its
+        arrival (``settle``); ``token`` comes back with its outcome (the record, to settle its offset)."""
+        outcome = self.label(request_id, labels)
+        if outcome is not None:
+            return outcome
+        if len(self._pending) >= self.max_pending:
+            return self.unplaced("pending_full")
+        self._pending.append(_Pending(request_id, labels, token, self.clock() if arrival_s is None else arrival_s))
+        return None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def settle(self, placed: Callable[[float], bool]) -> list[tuple[Any, Outcome | DecodeError]]:
+        """The held labels that can be decided now: joined, or missing once ``placed(arrival_s)`` says every
+        answer given before that arrival has been read. A label whose count turned out wrong for its answer
+        comes back as its DecodeError (to be dead-lettered)."""
+        decided: list[tuple[Any, Outcome | DecodeError]] = []
+        waiting: deque[_Pending] = deque()
+        for item in self._pending:
+            outcome: Outcome | DecodeError | None
+            try:
+                outcome = self.label(item.request_id, item.labels)
+                if outcome is None and placed(item.arrival_s):
+                    outcome = self.missing(item.request_id)
+            except DecodeError as exc:
+                outcome = exc
+            if outcome is None:
+                waiting.append(item)
+            else:
+                decided.append((item.token, outcome))
+        self._pending = waiting
+        return decided
+
+    def missing(self, request_id: str) -> Outcome:
+        """A label whose answer no replica gave within the window (the tail has read past its arrival)."""
+        self._evict()
+        answer = self._answers.get(request_id)
+        if answer is not None:  # cannot happen after label() said None and nothing was read since
+            raise ValueError(f"the answer of {request_id!r} is held: join it with label()")
+        outcome = Outcome("late" if request_id in self._gone else "unknown")
+        self._count(outcome)
+        return outcome
+
+    def unplaced(self, reason: str) -> Outcome:
+        """A label the join gave up on before its answer could be looked for (e.g. pending_full)."""
+        outcome = Outcome("unplaced", reason=reason)
+        self._count(outcome)
+        return outcome
+
+    def _count(self, outcome: Outcome) -> None:
         if self.metrics is not None:
             self.metrics.feedback_outcome(outcome)
-        return outcome
 
     def _evict(self) -> None:
         horizon = self.clock() - self.window_s
@@ -199,40 +352,47 @@ class FeedbackJoin:
         while len(self._gone) > max(1000, len(self._answers)):
             self._gone.popitem(last=False)
         if self.metrics is not None:
-            self.metrics.set_feedback_state(len(self._answers), self._instances)
+            self.metrics.set_feedback_state(len(self._answers), self._instances, len(self._pending))
 
 
-def rebuild_from_changelog(join: FeedbackJoin, cfg: Config, bootstrap: str) -> int:
-    """After a restart, the answers still waiting for labels are read back from the output topic (the
-    changelog), from now minus feedback.window_s: no database, no state of our own on disk."""
-    t0 = time.monotonic()
-    topic = cfg.kafka.output_topic
-    since_ms = int((join.clock() - join.window_s) * 1000)
-    records = read_since(cfg, bootstrap, topic, since_ms, timeout_s=max(30.0, cfg.kafka.connect_timeout_s))
-    kept = rebuild(join, records)
-    log.info(
-        "feedback join rebuilt from %s: %d answers (%d instances) of the last %.0f s, in %.1f s",
-        topic,
-        kept,
-        join.instances,
-        join.window_s,
-        time.monotonic() - t0,
-    )
-    return kept
+def encode_shadow(request_id: str, detector: str, version: str, fields: dict[str, np.ndarray]) -> bytes:
+    """A shadow topic record: a shadow version's predictions and flags for one request's instances."""
+    body = {"id": request_id, "detector": detector, "version": version}
+    body.update({k: np.asarray(fields[k]).astype(int).tolist() for k in (*PREDICTIONS, IS_ADVERSARIAL)})
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-def rebuild(join: FeedbackJoin, records: list[Any]) -> int:
-    """Fill the join from output-topic records (oldest first by timestamp). Returns the answers kept.
-    Records that are not answers we can read are skipped (the topic may hold other writers' records)."""
-    kept = 0
-    for rec in sorted(records, key=lambda r: r.timestamp):
+def _decode_shadow(value: bytes) -> tuple[str, str, str, dict[str, np.ndarray]]:
+    body = json.loads(value)
+    fields = {k: np.asarray(body[k], np.int64) for k in PREDICTIONS}
+    fields[IS_ADVERSARIAL] = np.asarray(body[IS_ADVERSARIAL], bool)
+    return str(body["id"]), str(body["detector"]), str(body["version"]), fields
+
+
+def read_record(join: FeedbackJoin, rec: Any, shadow_topic: str | None) -> bool:
+    """One record of the output topic (an answer) or of the shadow topic into the join. Returns whether it
+    was taken. An answer with its request-id header is kept undecoded until a label asks for it; records
+    that turn out not to be answers the join can judge are skipped then (the topics may hold other
+    writers' records, or flagged-only answers of kafka.publish flagged)."""
+    if shadow_topic is not None and rec.topic == shadow_topic:
         try:
-            answer = decode_response(rec.value, rec.headers)
-        except UnreadableAnswer:
-            continue
-        if INSTANCE_INDEX not in answer:
-            headers = dict(rec.headers or ())
-            name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
-            join.remember(answer["id"], answer, rec.timestamp / 1000.0, name, version)
-            kept += 1
-    return kept
+            request_id, detector, version, fields = _decode_shadow(rec.value)
+        except (ValueError, KeyError, TypeError):
+            return False
+        join.remember_shadow(request_id, detector, version, fields)
+        return True
+    headers = dict(rec.headers or ())
+    name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
+    raw_id = headers.get(REQUEST_ID_HEADER)
+    if raw_id and rec.value:  # every answer of ours says its id: decoded only if a label asks for it
+        request_id = raw_id.decode("utf-8", "replace")
+        join.remember_record(request_id, rec.value, list(rec.headers), rec.timestamp / 1000.0, name, version)
+        return True
+    try:
+        answer = decode_response(rec.value, rec.headers)
+    except UnreadableAnswer:
+        return False
+    if INSTANCE_INDEX in answer:
+        return False
+    join.remember(answer["id"], answer, rec.timestamp / 1000.0, name, version)
+    return True

@@ -29,7 +29,7 @@ from adae_stream.scoring import (
 from adae_stream.stream.batcher import Batch
 from adae_stream.stream.codecs import INSTANCE_INDEX, RESULT_DTYPES, RawRecord, Request, decode, encode_flagged
 from adae_stream.stream.codecs.tensors import conform
-from adae_stream.stream.feedback import FeedbackJoin, parse_feedback
+from adae_stream.stream.feedback import FeedbackJoin, encode_shadow, parse_feedback
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.routing import Router, parse_routes
 from adae_stream.stream.sink import Sink
@@ -120,8 +120,9 @@ class RecordPath:
                 self._shadow(lane, detector.shadow_version, detector.shadow, batch, result)
 
     def _shadow(self, lane: Lane, version: int, scorer: StreamScorer, batch: Batch, serving: dict) -> None:
-        """The candidate on the same instances, after the answers are sent: metrics and the feedback join
-        only, never answers, captures or commits; a shadow that fails costs its own figures, nothing else."""
+        """The candidate on the same instances, after the answers are sent: metrics and the shadow topic (for
+        the feedback join) only, never answers, captures or commits; a shadow that fails costs its own
+        figures, nothing else."""
         try:
             shadow = scorer(batch.x)
         except Exception as exc:
@@ -129,10 +130,13 @@ class RecordPath:
             return
         self.metrics.observe_detector(lane.name, version, "shadow", shadow[INSTANCE_SCORE], shadow[IS_ADVERSARIAL])
         self.metrics.shadow_agreement(lane.name, serving[IS_ADVERSARIAL], shadow[IS_ADVERSARIAL])
-        if self.join is not None:
+        shadow_topic = self.kafka.shadow_topic
+        if shadow_topic is not None:  # every replica's join reads it (join_tail.py)
             joined = {k: shadow[k] for k in (*PREDICTIONS, IS_ADVERSARIAL)}
             for req, fields in lane.shadow_parts.add(batch, joined):
-                self.join.remember_shadow(req.id, str(version), fields)
+                value = encode_shadow(req.id, lane.name, str(version), fields)
+                key = req.id.encode("utf-8", "replace")
+                self.sink.copy(shadow_topic, req.record, value, [], self.metrics.shadow_published, key=key)
 
     def _scoring_failed(self, lane: Lane, batch: Batch, exc: Exception) -> None:
         log.error("scoring a batch of %d instances with %s failed: %s", batch.size, lane.name, exc)
@@ -153,15 +157,30 @@ class RecordPath:
             log.info("detectors changed: %s", "; ".join(changes))
 
     def _feedback(self, join: FeedbackJoin, raw: RawRecord) -> None:
-        """Labels for an earlier answer: joined and counted; malformed ones are dead-lettered."""
+        """Labels for an earlier answer: joined and counted, or held until the join has read its answer
+        (settle_feedback); malformed ones are dead-lettered. Its offset is done once it is decided."""
         try:
             request_id, labels = parse_feedback(raw.value)
-            join.label(request_id, labels)
+            outcome = join.submit(request_id, labels, raw)
         except DecodeError as exc:
-            self.metrics.feedback_outcome(Outcome("dead_letter"))
-            self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
+            self._feedback_refused(raw, exc)
             return
-        self.sink.settle(raw, "feedback")
+        if outcome is not None:
+            self.sink.settle(raw, "feedback")
+
+    def settle_feedback(self, placed: Callable[[float], bool]) -> None:
+        """The held labels the join can decide now (JoinTail.placed says how far it has read)."""
+        if self.join is None:
+            return
+        for raw, outcome in self.join.settle(placed):
+            if isinstance(outcome, DecodeError):
+                self._feedback_refused(raw, outcome)
+            else:
+                self.sink.settle(raw, "feedback")
+
+    def _feedback_refused(self, raw: RawRecord, exc: DecodeError) -> None:
+        self.metrics.feedback_outcome(Outcome("dead_letter"))
+        self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
 
     def _capture_flagged(self, topic: str, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
         """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""
@@ -181,10 +200,10 @@ class RecordPath:
             return
         if flagged.size > keep.size:
             headers.append(("flagged-truncated-from", str(flagged.size).encode()))
-        self.sink.capture(topic, req.record, payload, headers)
+        self.sink.copy(topic, req.record, payload, headers, self.metrics.flagged_capture, key=req.record.key)
 
     def _publish(self, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
-        """Answer (and remember it for feedback), or under a monitor-only kafka.publish, the flagged
+        """Answer, or under a monitor-only kafka.publish, the flagged
         instances alone or nothing; capture flagged requests when kafka.flagged_topic is set."""
         if self.kafka.flagged_topic:
             self._capture_flagged(self.kafka.flagged_topic, lane, req, result)
@@ -194,10 +213,4 @@ class RecordPath:
                 self.sink.settle(req.record, "monitored")
                 return
             result = {INSTANCE_INDEX: flagged.astype(np.int64), **{k: v[flagged] for k, v in result.items()}}
-        sent = self.sink.answer(req, result, lane.answer_info)
-        if self.join is None:
-            return
-        if sent:  # only answers that go out can be labelled
-            self.join.remember(req.id, result, None, lane.name, lane.answer_info["model_version"])
-        else:  # e.g. the redo after a broker rejection: the answer remembered the first time never went out
-            self.join.forget(req.id)
+        self.sink.answer(req, result, lane.answer_info)  # the join reads it back from the output topic

@@ -107,7 +107,11 @@ class Sink:
         self.before_send = before_send  # opens a transaction under exactly_once
         broker = topic_limits or {}
         self.answer_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.output_topic)
-        self.capture_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.flagged_topic)
+        self.copy_limits = {
+            topic: smaller_limit(kafka.max_message_bytes, broker, topic)
+            for topic in (kafka.flagged_topic, kafka.shadow_topic)
+            if topic is not None
+        }
         self.dead_letter_limit = smaller_limit(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
         self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
         self._failure = failure or FirstFailure()
@@ -116,7 +120,7 @@ class Sink:
         # source records whose answer (or dead letter) the broker rejected, by coordinates; they are
         # dead-lettered (or sent minimal) when the redone records come again
         self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
-        self._uncapturable: set[tuple[str, int, int]] = set()
+        self._uncopyable: set[tuple[str, str, int, int]] = set()
 
     @property
     def doomed(self) -> bool:
@@ -172,45 +176,46 @@ class Sink:
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
         self.outcomes.request_done(status, reason=reason)
 
-    def capture(self, topic: str, rec: RawRecord, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        """A flagged-sample record. It is a copy for review, not the request's outcome: a capture the topic
-        refuses (too large, invalid) is counted and logged, not dead-lettered; a failure of the service
-        is fatal as everywhere else. Its request's offset is marked done by the answer alone."""
-        size = record_size(rec.key, value, headers)
-        if size > self.capture_limit:
-            log.warning(
-                "flagged capture of %s-%d@%d not sent: %d bytes, over the flagged topic's limit",
-                rec.topic,
-                rec.partition,
-                rec.offset,
-                size,
-            )
-            self.outcomes.flagged_capture("rejected")
+    def copy(
+        self,
+        topic: str,
+        rec: RawRecord,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        count: Callable[[str], None],
+        key: bytes | None = None,
+    ) -> None:
+        """A copy beside the answer: a flagged capture, or a shadow's predictions. It is not the request's
+        outcome: a copy the topic refuses (too large, invalid) is counted (``count("rejected")``) and
+        logged, not dead-lettered; a failure of the service is fatal as everywhere else. Its request's
+        offset is marked done by the answer alone."""
+        what = f"copy to {topic} of {rec.topic}-{rec.partition}@{rec.offset}"
+        size = record_size(key, value, headers)
+        if size > self.copy_limits.get(topic, self.kafka.max_message_bytes):
+            log.warning("%s not sent: %d bytes, over the topic's limit", what, size)
+            count("rejected")
+            return
+        coords = (topic, rec.topic, rec.partition, rec.offset)
+        if coords in self._uncopyable:
+            self._uncopyable.discard(coords)
+            count("rejected")
             return
 
-        coords = (rec.topic, rec.partition, rec.offset)
-        if coords in self._uncapturable:
-            self._uncapturable.discard(coords)
-            self.outcomes.flagged_capture("rejected")
-            return
-
-        def condemn() -> str:  # its own rejection dooms the work in flight, redone without the capture
-            self._uncapturable.add(coords)
-            return f"flagged capture of {rec.topic}-{rec.partition}@{rec.offset}"
+        def condemn() -> str:  # its own rejection dooms the work in flight, redone without the copy
+            self._uncopyable.add(coords)
+            return what
 
         def failed(exc: BaseException) -> None:
             if not self._doom.settles(exc, condemn):
-                self._failure.record(
-                    f"publishing the flagged capture of {rec.topic}-{rec.partition}@{rec.offset} failed: {exc!r}"
-                )
+                self._failure.record(f"publishing the {what} failed: {exc!r}")
 
         try:
             self.before_send()
-            future = self.producer.send(topic, value=value, key=rec.key, headers=headers)
+            future = self.producer.send(topic, value=value, key=key, headers=headers)
         except Exception as exc:
             failed(exc)
             return
-        future.add_callback(lambda _md: self.outcomes.flagged_capture("sent"))
+        future.add_callback(lambda _md: count("sent"))
         future.add_errback(failed)
 
     # ------------------------------------------------------------------ dead letters

@@ -18,7 +18,11 @@ from adae_stream.scoring import CORRECTED, DEFENSE, NO_DEFENSE, ServingDetector
 # The predictions the feedback loop judges (the `prediction` label of adae_feedback_correct_total).
 PREDICTIONS = (NO_DEFENSE, DEFENSE, CORRECTED)
 # What became of a feedback record (the `result` label of adae_feedback_records_total).
-FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "dead_letter")
+FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "unplaced", "dead_letter")
+# Why a label was not placed although its answer may exist (the `reason` label of adae_feedback_unplaced_total):
+# its answer carries no predictions to judge (detector.return_all_predictions off), or too many labels
+# were already waiting for their answers (feedback.max_pending).
+UNPLACED_REASONS = ("answer_without_predictions", "pending_full")
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Outcome:
     correct: dict[str, int] = field(default_factory=dict)
     confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
     versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
+    reason: str | None = None  # why, for result "unplaced" (UNPLACED_REASONS)
 
 
 class Metrics(Protocol):
@@ -55,8 +60,9 @@ class Metrics(Protocol):
     def set_lag(self, topic: str, partition: int, lag: int | None) -> None: ...
     def set_kafka_up(self, up: bool) -> None: ...
     def feedback_outcome(self, outcome: Outcome) -> None: ...
-    def set_feedback_state(self, answers: int, instances: int) -> None: ...
+    def set_feedback_state(self, answers: int, instances: int, pending: int) -> None: ...
     def flagged_capture(self, result: str) -> None: ...
+    def shadow_published(self, result: str) -> None: ...
     def transaction_committed(self) -> None: ...
     def observe_detector(
         self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray
@@ -88,10 +94,13 @@ class NullMetrics:
     def feedback_outcome(self, outcome: Outcome) -> None:
         pass
 
-    def set_feedback_state(self, answers: int, instances: int) -> None:
+    def set_feedback_state(self, answers: int, instances: int, pending: int) -> None:
         pass
 
     def flagged_capture(self, result: str) -> None:
+        pass
+
+    def shadow_published(self, result: str) -> None:
         pass
 
     def transaction_committed(self) -> None:
@@ -154,11 +163,14 @@ class Tallied:
     def feedback_outcome(self, outcome: Outcome) -> None:
         self._metrics.feedback_outcome(outcome)
 
-    def set_feedback_state(self, answers: int, instances: int) -> None:
-        self._metrics.set_feedback_state(answers, instances)
+    def set_feedback_state(self, answers: int, instances: int, pending: int) -> None:
+        self._metrics.set_feedback_state(answers, instances, pending)
 
     def flagged_capture(self, result: str) -> None:
         self._metrics.flagged_capture(result)
+
+    def shadow_published(self, result: str) -> None:
+        self._metrics.shadow_published(result)
 
     def observe_detector(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:
         self._metrics.observe_detector(detector, version, role, scores, flags)

@@ -2,8 +2,8 @@
 
 The metrics Prometheus scrapes must equal what the answers on the output topic and the labels say,
 with duplicates, unknown ids and malformed feedback in the mix, and again after a restart for labels
-of answers given before it (the join is rebuilt from the output topic). Flagged requests are captured
-on the flagged topic with their input data.
+of answers given before it (the join reads the output topic again from now minus the window). Flagged
+requests are captured on the flagged topic with their input data.
 """
 
 from __future__ import annotations

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from adae_stream.errors import DecodeError
 from adae_stream.stream.codecs import RawRecord, decode, encode, encode_request
-from adae_stream.stream.feedback import FeedbackJoin, parse_feedback, rebuild
+from adae_stream.stream.feedback import (
+    MIN_ANSWER_BYTES_PER_INSTANCE,
+    FeedbackJoin,
+    encode_shadow,
+    parse_feedback,
+    read_record,
+)
 from tests.answer_info import ANSWER_INFO
 
 
@@ -27,6 +35,10 @@ def answer(no_defense, defense, corrected, flags):
         "is_adversarial": np.array(flags, bool),
         "instance_score": np.zeros(len(flags), np.float32),
     }
+
+
+def record(topic, value, headers=(), timestamp=1_000_000):
+    return SimpleNamespace(topic=topic, value=value, headers=list(headers), timestamp=timestamp)
 
 
 def test_joined_counts_each_prediction_and_the_flag_confusion():
@@ -50,9 +62,10 @@ def test_duplicate_labels_count_once_unknown_and_late_are_told_apart():
     join.remember("r1", answer([1], [1], [1], [False]))
     assert join.label("r1", np.array([1])).result == "joined"
     assert join.label("r1", np.array([1])).result == "duplicate"
-    assert join.label("nope", np.array([1])).result == "unknown"
+    assert join.label("nope", np.array([1])) is None  # not held: the caller waits for the tail, then asks
+    assert join.missing("nope").result == "unknown"
     clock.t += 61
-    assert join.label("r1", np.array([1])).result == "late" and len(join) == 0
+    assert join.label("r1", np.array([1])) is None and join.missing("r1").result == "late" and len(join) == 0
 
 
 def test_label_count_mismatch_is_a_shape_error():
@@ -68,7 +81,7 @@ def test_memory_is_bounded_by_instances_oldest_first():
     for i in range(6):
         join.remember(f"r{i}", answer([0, 0, 0], [0, 0, 0], [0, 0, 0], [False] * 3))
     assert join.instances <= 10 and len(join) == 3
-    assert join.label("r0", np.array([0, 0, 0])).result == "late"
+    assert join.label("r0", np.array([0, 0, 0])) is None and join.missing("r0").result == "late"
     assert join.label("r5", np.array([0, 0, 0])).result == "joined"
 
 
@@ -102,10 +115,100 @@ def test_rebuild_reads_answers_of_every_family_back():
             answer([i, 1], [i, 1], [i, 2], [True, False]),
             ANSWER_INFO,
         )
-        records.append(type("Rec", (), {"value": value, "headers": out_headers, "timestamp": 1_000_000 + i})())
-    records.append(type("Rec", (), {"value": b"not ours", "headers": [], "timestamp": 1})())
+        records.append(record("out", value, out_headers, 1_000_000 + i))
+    records.append(record("out", b"not ours", [], 1))
     join = FeedbackJoin(3600, 1000, clock=lambda: 1_000.5)
 
-    assert rebuild(join, records) == 5
+    assert sum(read_record(join, rec, "shadow") for rec in records) == 5
     out = join.label("id-proto", np.array([3, 1]))
     assert out.result == "joined" and out.correct == {"no_defense": 2, "defense": 2, "corrected": 1}
+
+
+def test_a_label_waits_for_its_answer_and_is_unknown_only_once_the_tail_has_read_past_it():
+    clock = Clock()
+    join = FeedbackJoin(3600, 1000, clock=clock)
+    assert join.submit("r1", np.array([1]), token="label-1") is None and join.pending == 1
+    assert join.submit("nobody", np.array([1]), token="label-2") is None and join.pending == 2
+    assert join.settle(placed=lambda arrival: False) == [] and join.pending == 2  # nothing read yet
+    join.remember("r1", answer([1], [0], [1], [False]))  # the tail reads r1's answer
+    ((token, outcome),) = join.settle(placed=lambda arrival: False)
+    assert token == "label-1" and outcome.result == "joined" and join.pending == 1
+    ((token, outcome),) = join.settle(placed=lambda arrival: arrival <= clock.t)  # read past its arrival
+    assert token == "label-2" and outcome.result == "unknown" and join.pending == 0
+
+
+def test_a_held_label_whose_count_is_wrong_for_its_answer_comes_back_as_a_shape_error():
+    join = FeedbackJoin(3600, 1000, clock=Clock())
+    join.submit("r1", np.array([1, 2, 3]), token="t")
+    join.remember("r1", answer([1], [0], [1], [False]))
+    ((token, outcome),) = join.settle(placed=lambda arrival: False)
+    assert token == "t" and isinstance(outcome, DecodeError) and outcome.reason == "shape"
+
+
+def test_too_many_held_labels_are_unplaced_with_a_reason():
+    join = FeedbackJoin(3600, 1000, clock=Clock(), max_pending=2)
+    assert join.submit("a", np.array([1]), "a") is None and join.submit("b", np.array([1]), "b") is None
+    outcome = join.submit("c", np.array([1]), "c")
+    assert (outcome.result, outcome.reason) == ("unplaced", "pending_full") and join.pending == 2
+
+
+def test_an_answer_without_predictions_is_unplaced_not_unknown():
+    join = FeedbackJoin(3600, 1000, clock=Clock())
+    join.remember("r1", {"corrected": np.array([1]), "is_adversarial": np.array([False])})
+    outcome = join.label("r1", np.array([1]))
+    assert (outcome.result, outcome.reason) == ("unplaced", "answer_without_predictions")
+
+
+def test_an_answer_read_twice_keeps_its_labels_so_nothing_counts_twice():
+    """At-least-once answers a redone request again; every replica reads both answers."""
+    join = FeedbackJoin(3600, 1000, clock=Clock())
+    join.remember("r1", answer([1, 2], [1, 2], [1, 2], [False, False]))
+    assert join.label("r1", np.array([1, 2])).instances == 2
+    join.remember("r1", answer([1, 2], [1, 2], [1, 2], [False, False]))
+    assert join.label("r1", np.array([1, 2])).result == "duplicate"
+
+
+def test_a_shadow_record_joins_its_answer_whichever_is_read_first():
+    shadow = answer([1, 1], [2, 2], [2, 1], [True, False])
+    for order in ("shadow first", "answer first"):
+        join = FeedbackJoin(3600, 1000, clock=Clock())
+        shadow_rec = record("shadow", encode_shadow("r1", "a", "2", shadow))
+        if order == "shadow first":
+            assert read_record(join, shadow_rec, "shadow")
+        join.remember("r1", answer([1, 1], [1, 1], [1, 1], [False, False]), None, "a", "1")
+        if order == "answer first":
+            assert read_record(join, shadow_rec, "shadow")
+        out = join.label("r1", np.array([2, 1]))
+        by_role = {v.role: v for v in out.versions}
+        assert by_role["shadow"].version == "2" and by_role["shadow"].correct["corrected"] == 2, order
+        assert by_role["serving"].correct["corrected"] == 1, order
+    assert not read_record(join, record("shadow", b"{broken"), "shadow")
+
+
+def test_answers_are_decoded_only_when_a_label_asks_and_count_an_upper_bound_until_then():
+    payload, headers = encode_request(np.zeros((3, 4), np.float32), "npy", "r1")
+    req = decode(RawRecord("in", 0, 0, None, payload, headers), (4,), 1 << 20)
+    value, out_headers = encode(req, answer([1, 2, 0], [2, 2, 1], [1, 2, 1], [False, False, True]), ANSWER_INFO)
+    join = FeedbackJoin(3600, 1000, clock=Clock())
+    assert read_record(join, record("out", value, out_headers, 1_000_000), "shadow")
+    assert join.instances == len(value) // MIN_ANSWER_BYTES_PER_INSTANCE >= 3  # undecoded: an upper bound
+    shadow = answer([0, 0, 0], [1, 1, 1], [0, 0, 1], [False, False, True])
+    assert read_record(join, record("shadow", encode_shadow("r1", "adae", "2", shadow)), "shadow")
+    out = join.label("r1", np.array([1, 2, 1]))
+    assert join.instances == 3 and out.result == "joined" and out.correct["corrected"] == 3
+    assert {v.role: v.correct["corrected"] for v in out.versions} == {"serving": 3, "shadow": 1}
+    assert read_record(join, record("out", b"not an answer", [("request-id", b"r2")]), "shadow")
+    outcome = join.label("r2", np.array([1]))
+    assert (outcome.result, outcome.reason) == ("unplaced", "answer_without_predictions")
+
+
+def test_an_answer_record_read_twice_keeps_its_labels():
+    """A redelivered request is answered twice; every replica reads both records from the output topic."""
+    payload, headers = encode_request(np.zeros((2, 4), np.float32), "v2", "r1")
+    req = decode(RawRecord("in", 0, 0, None, payload, headers), (4,), 1 << 20)
+    value, out_headers = encode(req, answer([1, 2], [2, 2], [1, 2], [False, True]), ANSWER_INFO)
+    join = FeedbackJoin(3600, 1000, clock=Clock())
+    read_record(join, record("out", value, out_headers, 1_000_000), None)
+    assert join.label("r1", np.array([1, 2])).result == "joined"
+    read_record(join, record("out", value, out_headers, 1_000_500), None)
+    assert join.label("r1", np.array([1, 2])).result == "duplicate"

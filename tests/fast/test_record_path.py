@@ -10,6 +10,7 @@ through real processes; these catch a one-line mistake in seconds (README, "Test
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from adae_stream.scoring import ScorerInfo, ServingDetector, as_source
 from adae_stream.stream import record_path as record_path_module
 from adae_stream.stream import sink as sink_module
 from adae_stream.stream.codecs import INSTANCE_INDEX, decode_response, encode_request
-from adae_stream.stream.feedback import FeedbackJoin
+from adae_stream.stream.feedback import FeedbackJoin, read_record
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_path import RecordPath
 from adae_stream.stream.sink import Sink
@@ -120,6 +121,7 @@ class Harness:
         source = as_source(detectors if detectors is not None else StubScorer(), self.cfg.detector.model_name)
         self.path = RecordPath(self.cfg, source, self.metrics, lambda: self.sink, self.join)
         self.offsets: dict[str, int] = {}
+        self.tail_read = 0  # how many of the producer's records the stand-in tail has read
 
     def send(self, value: bytes, headers=(), key: bytes | None = None, topic: str = "in") -> int:
         offset = self.offsets.get(topic, 0)
@@ -136,11 +138,34 @@ class Harness:
         return self.send(payload, [*h, *headers])
 
     def turn(self, force: bool = True) -> None:
-        """What the loop does after a poll: drain retries, score what is due, take a new repository state."""
+        """What the loop does after a poll: read the join's topics, decide held labels, drain retries, score
+        what is due, take a new repository state. The stand-in tail reads what the broker acked on the output
+        and shadow topics (the real one: stream/join_tail.py), and has read everything sent before."""
+        self.read_into_join()
+        self.path.settle_feedback(placed=lambda arrival_s: True)
         self.sink.drain()
         self.path.score(force=force)
         self.path.take_new_detectors()
         self.sink.flush(1)
+        self.read_into_join()
+
+    def read_into_join(self) -> None:
+        if self.join is None:
+            return
+        now_ms = int(time.time() * 1000)
+        for sent in self.producer.sent[self.tail_read :]:
+            if sent["future"].succeeded() and sent["topic"] in (
+                self.cfg.kafka.output_topic,
+                self.cfg.kafka.shadow_topic,
+            ):
+                rec = SimpleNamespace(
+                    topic=sent["topic"], value=sent["value"], headers=sent["headers"], timestamp=now_ms
+                )
+                read_record(self.join, rec, self.cfg.kafka.shadow_topic)
+        self.tail_read = len(self.producer.sent)
+
+    def label(self, request_id: str, labels: list[int]) -> None:
+        self.send(json.dumps({"id": request_id, "labels": labels}).encode(), topic=self.cfg.kafka.feedback_topic)
 
     def answers(self) -> list[dict]:
         return [
@@ -467,7 +492,7 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     h = Harness(
         detectors=source,
         detector=A_SERVES_THE_TOPIC,
-        kafka={"feedback_topic": "labels", "flagged_topic": "flagged"},
+        kafka={"feedback_topic": "labels", "flagged_topic": "flagged", "shadow_topic": "shadow"},
         batching={"max_batch_size": 4},
     )
     x = instances([0.1, 0.9, 0.2, 0.3])
@@ -476,12 +501,14 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     h.turn()
     assert [a["id"] for a in h.answers()] == ["r1", "r2"] and h.dead_letters() == []
     assert len(h.producer.to("flagged")) == 1  # the serving version's flag, captured once
-    assert len(shadow.batches) == 2 and len(h.producer.sent) == 3  # two answers and one capture
+    assert len(shadow.batches) == 2 and len(h.producer.to("shadow")) == 1  # r2's shadow batch failed
+    assert h.metrics.calls["shadow_published"] == [("sent",)]
+    assert sorted(h.producer.topics()) == ["flagged", "out", "out", "shadow"]  # nothing else went out
     roles = [(c[0], c[1], c[2]) for c in h.metrics.calls["observe_detector"]]
     assert roles == [("a", 1, "serving"), ("a", 2, "shadow"), ("a", 1, "serving")]
     assert len(h.metrics.calls["shadow_agreement"]) == 1
-    labels = np.array([1, 1, 2, 0])
-    h.send(f'{{"id": "r1", "labels": {labels.tolist()}}}'.encode(), topic="labels")
+    labels = [1, 1, 2, 0]
+    h.label("r1", labels)
     (outcome,) = [c[0] for c in h.metrics.calls["feedback_outcome"]]
     by_role = {v.role: v for v in outcome.versions}
     assert set(by_role) == {"serving", "shadow"} and by_role["shadow"].version == "2"
@@ -497,17 +524,27 @@ def test_labels_are_joined_once_and_malformed_feedback_is_dead_lettered():
     h = Harness(kafka={"feedback_topic": "labels"})
     h.request(instances([0.1, 0.9]), "r1")
     h.turn()
-    for body in (
-        b'{"id": "r1", "labels": [0, 1]}',
-        b'{"id": "r1", "labels": [0, 1]}',
-        b'{"id": "nope", "labels": [1]}',
-        b"[oops",
-    ):
-        h.send(body, topic="labels")
-    h.sink.flush(1)
+    h.label("r1", [0, 1])
+    h.label("r1", [0, 1])
+    h.label("nope", [1])  # held until the tail has read past it: the next turn
+    h.send(b"[oops", topic="labels")
     results = [c[0].result for c in h.metrics.calls["feedback_outcome"]]
-    assert results == ["joined", "duplicate", "unknown", "dead_letter"]
+    assert results == ["joined", "duplicate", "dead_letter"] and not h.all_settled("labels")
+    h.turn()
+    results = [c[0].result for c in h.metrics.calls["feedback_outcome"]]
+    assert results == ["joined", "duplicate", "dead_letter", "unknown"]
     assert h.dead_letters() == ["decode"] and h.all_settled("labels")
+
+
+def test_a_label_that_arrives_before_its_answer_is_read_waits_and_then_joins():
+    h = Harness(kafka={"feedback_topic": "labels"})
+    h.request(instances([0.1, 0.9]), "r1")
+    h.path.score(force=True)
+    h.sink.flush(1)  # answered and acked, not read by the join yet
+    h.label("r1", [0, 1])
+    assert h.join is not None and h.join.pending == 1 and not h.all_settled("labels")
+    h.turn()
+    assert [c[0].result for c in h.metrics.calls["feedback_outcome"]] == ["joined"] and h.all_settled("labels")
 
 
 def test_only_answers_that_went_out_can_be_labelled():
@@ -517,16 +554,18 @@ def test_only_answers_that_went_out_can_be_labelled():
     h.request(instances([0.2]), "sent")
     h.turn()
     assert h.join is not None and len(h.join) == 1 and h.dead_letters() == ["rejected"]
-    assert h.join.label("sent", np.array([0])).result == "joined"
-    assert h.join.label("refused", np.array([0])).result == "unknown"
+    h.label("sent", [0])
+    h.label("refused", [0])
+    h.turn()
+    assert [c[0].result for c in h.metrics.calls["feedback_outcome"]] == ["joined", "unknown"]
 
 
-def test_an_answer_the_broker_rejects_is_forgotten_by_the_join_when_its_redo_dead_letters_it():
+def test_an_answer_the_broker_rejects_never_reaches_the_join():
     h = Harness(kafka={"feedback_topic": "labels"})
     h.producer.failures["out"] = [MessageSizeTooLargeError("rejected by the broker")]
     h.request(instances([0.1]), "r1")
     h.turn()
-    assert h.sink.doomed and h.join is not None and len(h.join) == 1  # sent, remembered, then rejected
+    assert h.sink.doomed and h.join is not None and len(h.join) == 0
     h.sink.redone(h.producer, lambda: None)  # what Outlet.redo_after_rejection does, then the record again
     h.tracker.remove({TopicPartition("in", 0)})
     h.offsets["in"] = 0
