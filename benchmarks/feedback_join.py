@@ -4,8 +4,9 @@
 
 1. Per answer, in one run: the join fed from the result arrays the replica has in hand (what the
    pipeline did before: ``remember`` at publish) against the join fed from the answer record (what every
-   replica does now: ``read_record`` keeps it undecoded), for V2 JSON and npy answers of 4 and 64
-   instances. Per label: ``submit`` of a label whose answer is held (now it decodes the answer first).
+   replica does now: ``read_record`` decodes it, then ``remember``), and the alternative of keeping the
+   record undecoded until a label asks, for V2 JSON and npy answers of 4 and 64 instances. Per label:
+   ``submit`` of a label whose answer is held.
 2. Memory: bytes held per answer (tracemalloc) for answers of 4 instances; per replica, before, a third
    of the group's answers with three replicas, now all of them.
 3. End to end on the embedded broker: tabular V2 requests through one pipeline with no feedback topic
@@ -69,20 +70,26 @@ def per_record(count: int) -> list[dict]:
             for _, _, rec in answers:
                 read_record(now, rec, None)
             read_us = (time.perf_counter() - t) / count * 1e6
+            raw: dict = {}  # the alternative measured: keep each record undecoded until a label asks
+            t = time.perf_counter()
+            for _, _, rec in answers:
+                raw[dict(rec.headers)["request-id"].decode()] = (rec.value, list(rec.headers), rec.timestamp)
+            raw_us = (time.perf_counter() - t) / count * 1e6
             labels = np.zeros(n, np.int64)
-            timed = {}
-            for name, join in (("label_before_us", before), ("label_us", now)):
-                t = time.perf_counter()
-                for rid, _, _ in answers:
-                    join.submit(rid, labels, None)
-                timed[name] = (time.perf_counter() - t) / count * 1e6
-            rows.append({"format": fmt, "instances": n, "remember_us": local_us, "read_us": read_us, **timed})
+            t = time.perf_counter()
+            for rid, _, _ in answers:
+                now.submit(rid, labels, None)
+            label_us = (time.perf_counter() - t) / count * 1e6
+            rows.append(
+                {"format": fmt, "instances": n, "remember_us": local_us, "read_us": read_us, "raw_us": raw_us}
+                | {"label_us": label_us}
+            )
     return rows
 
 
 def memory(count: int) -> dict:
-    """Bytes held per answer of 4 instances: decoded (before: each replica its own answers) and as the
-    undecoded V2 JSON and npy records every replica keeps now."""
+    """Bytes held per answer of 4 instances: decoded (what the join holds, before and now) and, for the
+    alternative, the undecoded V2 JSON and npy records (value and headers)."""
     from adae_stream.stream.feedback import FeedbackJoin, read_record
 
     def held(fill) -> float:
@@ -99,7 +106,15 @@ def memory(count: int) -> dict:
     out = {"decoded": held(lambda j: [j.remember(f"req-{i}", r, None, "adae", "1") for i, r in enumerate(results)])}
     for fmt in ("v2", "npy"):
         records = [rec for _, _, rec in _answers(fmt, 4, count)]
-        out[f"undecoded {fmt}"] = held(lambda j, records=records: [read_record(j, rec, None) for rec in records])
+
+        def fill(join, records=records) -> None:  # fresh copies: what the reader hands over is held, bytes too
+            for rec in records:
+                copy = [(k, bytes(bytearray(v))) for k, v in rec.headers]
+                read_record(
+                    join, SimpleNamespace(**{**vars(rec), "value": bytes(bytearray(rec.value)), "headers": copy}), None
+                )
+
+        out[f"undecoded {fmt}"] = held(fill)
     return out
 
 
@@ -149,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--requests", type=int, default=3000, help="requests of 64 instances per end-to-end run")
     args = ap.parse_args(argv)
-    print("1. per record (µs): an answer remembered from the results in hand (before) | read from the topic (now)")
+    print(
+        "1. per record (µs): an answer remembered from the results in hand (before) | read from the topic and"
+        " decoded (now) | kept undecoded (the alternative)"
+    )
     for row in per_record(args.answers):
         print(
             f"  {row['format']:>3} x{row['instances']:<3} remember {row['remember_us']:6.1f}"
             f"  read {row['read_us']:6.1f} ({row['read_us'] / row['remember_us']:.1f}x)"
-            f"   a label joined: before {row['label_before_us']:5.1f}, now (decodes its answer) {row['label_us']:5.1f}"
+            f"  kept undecoded {row['raw_us']:5.1f}   a label joined {row['label_us']:5.1f}"
         )
     mem = memory(args.answers)
     print(f"2. memory held per answer of 4 instances ({args.answers} answers):")

@@ -129,12 +129,6 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "if outcome is None:",
     ),
     (
-        "a redelivered answer record replaces what was labelled",
-        "feedback.py",
-        "        if request_id in self._answers:\n            return\n",
-        "",
-    ),
-    (
         "a label joined twice after a redelivered answer",
         "feedback.py",
         "answer.labelled, answer.shadow = old.labelled, old.shadow",

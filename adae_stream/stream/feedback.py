@@ -36,8 +36,6 @@ from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_H
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
 from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, VersionOutcome
 
-REQUEST_ID_HEADER = "request-id"  # codecs._request_headers: every answer carries it
-
 log = logging.getLogger(__name__)
 
 MAX_LABELS = 1_000_000
@@ -89,29 +87,6 @@ class Answer:
         return len(self.serving.corrected)
 
 
-# The fewest bytes an answer record spends per instance (npy or protobuf raw contents: corrected and both
-# predictions as int64, the flag as one byte, the score as float32): an undecoded answer of v bytes holds
-# at most v // this instances, which is what it counts for against feedback.max_instances until decoded.
-MIN_ANSWER_BYTES_PER_INSTANCE = 29
-
-
-@dataclass
-class _Undecoded:
-    """An answer record as read from the output topic, decoded only when a label for it arrives: most
-    answers never get one, and every replica reads every answer (benchmarks/RESULTS.md, "Feedback join
-    across replicas": decoding each one cost 30-130 µs)."""
-
-    timestamp_s: float
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    detector: str
-    version: str
-
-    @property
-    def n(self) -> int:  # an upper bound until decoded
-        return max(1, len(self.value) // MIN_ANSWER_BYTES_PER_INSTANCE)
-
-
 @dataclass
 class _Pending:
     request_id: str
@@ -150,7 +125,7 @@ class FeedbackJoin:
         self._pending: deque[_Pending] = deque()  # labels whose answer is not read yet, oldest first
         self.metrics = metrics
         self.clock = clock
-        self._answers: OrderedDict[str, Answer | _Undecoded] = OrderedDict()  # by id, oldest first
+        self._answers: OrderedDict[str, Answer] = OrderedDict()  # by id, oldest first
         self._instances = 0
         # ids that left the window (or were evicted for memory), so a label for them counts as late, not
         # unknown; bounded like the answers themselves, as are the next two
@@ -183,53 +158,13 @@ class FeedbackJoin:
         old = self._answers.pop(request_id, None)
         if old is not None:
             self._instances -= old.n
-            if isinstance(old, Answer) and old.n == answer.n:
+            if old.n == answer.n:
                 answer.labelled, answer.shadow = old.labelled, old.shadow
         self._attach_early_shadow(request_id, answer)
         self._answers[request_id] = answer
         self._instances += answer.n
         self._gone.pop(request_id, None)
         self._evict()
-
-    def remember_record(
-        self,
-        request_id: str,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        timestamp_s: float,
-        detector: str,
-        version: str,
-    ) -> None:
-        """Keep an answer record undecoded (see _Undecoded). The same id again (a redelivery answered twice)
-        keeps what is held, and so what was already labelled."""
-        if request_id in self._answers:
-            return
-        answer = _Undecoded(timestamp_s, value, headers, detector, version)
-        self._answers[request_id] = answer
-        self._instances += answer.n
-        self._gone.pop(request_id, None)
-        self._evict()
-
-    def _held(self, request_id: str) -> Answer | None:
-        """The answer held for this id, decoded now if it was not yet; None when none is held, or when its
-        record is no answer the join can judge (then the id is noted as unjoinable)."""
-        held = self._answers.get(request_id)
-        if not isinstance(held, _Undecoded):
-            return held
-        self._instances -= held.n
-        try:
-            fields = decode_response(held.value, held.headers)
-        except UnreadableAnswer:
-            fields = {}
-        if INSTANCE_INDEX in fields or not all(k in fields for k in (*PREDICTIONS, IS_ADVERSARIAL)):
-            del self._answers[request_id]  # flagged-only (kafka.publish flagged), without predictions, or not ours
-            self._unjoinable_id(request_id)
-            return None
-        answer = Answer(held.timestamp_s, Scored.of(held.detector, held.version, "serving", fields))
-        self._attach_early_shadow(request_id, answer)
-        self._answers[request_id] = answer  # in place: the eviction order stays the order of the answers
-        self._instances += answer.n
-        return answer
 
     def _attach_early_shadow(self, request_id: str, answer: Answer) -> None:
         shadow = self._early_shadows.pop(request_id, None)
@@ -246,7 +181,7 @@ class FeedbackJoin:
         the answer it belongs to (another partition, another replica's producer): then it waits for it."""
         shadow = Scored.of(detector, version, "shadow", fields)
         answer = self._answers.get(request_id)
-        if not isinstance(answer, Answer):  # not read yet, or not decoded yet: attached when it is
+        if answer is None:  # not read yet: attached when it is
             self._early_shadows[request_id] = shadow
             while len(self._early_shadows) > max(1000, len(self._answers)):
                 self._early_shadows.popitem(last=False)
@@ -258,7 +193,7 @@ class FeedbackJoin:
         the tail has read further, and calls ``missing`` when it has read far enough (JoinTail.placed).
         Raises DecodeError (shape) when its label count is not the answer's."""
         self._evict()
-        answer = self._held(request_id)
+        answer = self._answers.get(request_id)
         if answer is None:
             if request_id not in self._unjoinable:
                 return None
@@ -371,9 +306,12 @@ def _decode_shadow(value: bytes) -> tuple[str, str, str, dict[str, np.ndarray]]:
 
 def read_record(join: FeedbackJoin, rec: Any, shadow_topic: str | None) -> bool:
     """One record of the output topic (an answer) or of the shadow topic into the join. Returns whether it
-    was taken. An answer with its request-id header is kept undecoded until a label asks for it; records
-    that turn out not to be answers the join can judge are skipped then (the topics may hold other
-    writers' records, or flagged-only answers of kafka.publish flagged)."""
+    was taken; records that are not answers or shadow records we can read are skipped (the topics may
+    hold other writers' records), and so are flagged-only answers (kafka.publish flagged).
+
+    Each answer is decoded as it is read (30-130 µs, benchmarks/RESULTS.md, "Feedback join across
+    replicas"). Keeping the records undecoded until a label asks was measured too: 3-6x less time per
+    answer, but 2.6-3.1x the memory per answer, so feedback.max_instances would hold a far shorter window."""
     if shadow_topic is not None and rec.topic == shadow_topic:
         try:
             request_id, detector, version, fields = _decode_shadow(rec.value)
@@ -381,18 +319,13 @@ def read_record(join: FeedbackJoin, rec: Any, shadow_topic: str | None) -> bool:
             return False
         join.remember_shadow(request_id, detector, version, fields)
         return True
-    headers = dict(rec.headers or ())
-    name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
-    raw_id = headers.get(REQUEST_ID_HEADER)
-    if raw_id and rec.value:  # every answer of ours says its id: decoded only if a label asks for it
-        request_id = raw_id.decode("utf-8", "replace")
-        join.remember_record(request_id, rec.value, list(rec.headers), rec.timestamp / 1000.0, name, version)
-        return True
     try:
         answer = decode_response(rec.value, rec.headers)
     except UnreadableAnswer:
         return False
     if INSTANCE_INDEX in answer:
         return False
+    headers = dict(rec.headers or ())
+    name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
     join.remember(answer["id"], answer, rec.timestamp / 1000.0, name, version)
     return True
