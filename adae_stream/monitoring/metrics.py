@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
 from adae_stream.monitoring.detector_metrics import DetectorMetrics
 from adae_stream.monitoring.drift import ScoreWindow, ks_2samp
+from adae_stream.monitoring.evidence_metrics import EvidenceMetrics
 from adae_stream.monitoring.feedback_metrics import FeedbackMetrics
 from adae_stream.monitoring.histograms import NumpyHistogram, score_buckets
 from adae_stream.scoring import ServingDetector
@@ -41,6 +42,7 @@ class PipelineMetrics:
         self._define_scoring(registry, threshold)
         self._define_service(registry, build_info)
         self.feedback = FeedbackMetrics(registry)
+        self.evidence = EvidenceMetrics(registry)
         self.detectors = DetectorMetrics(registry, window_size)
         self.class_counter = None
         if n_classes is not None and n_classes <= max_class_labels:
@@ -194,6 +196,7 @@ class PipelineMetrics:
 
     def feedback_outcome(self, outcome: Outcome) -> None:
         self.feedback.outcome(outcome)
+        self.evidence.record(outcome.evidence)
         for version in outcome.versions:
             self.detectors.feedback(version)
 

@@ -34,7 +34,7 @@ from adae_stream.scoring import IS_ADVERSARIAL
 from adae_stream.stream.codecs import decode_response
 from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
 from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
-from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, VersionOutcome
+from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, PairedEvidence, VersionOutcome
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,40 @@ class _Pending:
     labels: np.ndarray
     token: Any
     arrival_s: float
+
+
+def paired(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[int, int, int]:
+    """(only b right, only a right, both right or both wrong) over labelled instances."""
+    a_right, b_right = a == y, b == y
+    return int((b_right & ~a_right).sum()), int((a_right & ~b_right).sum()), int((a_right == b_right).sum())
+
+
+def evidence(answer: Answer, new: np.ndarray, y: np.ndarray) -> list[PairedEvidence]:
+    """The paired counts the decisions take, from what each option *would* publish: every answer holds
+    both the corrected and the undefended prediction, whichever is published (README, "Decisions")."""
+    serving = answer.serving
+    if not serving.detector:  # an answer read back without its detector's name: no series to count under
+        return []
+    out = [
+        PairedEvidence(
+            "defense",
+            serving.detector,
+            serving.version,
+            serving.version,
+            *paired(serving.no_defense[new], serving.corrected[new], y),
+        )
+    ]
+    if answer.shadow is not None:
+        out.append(
+            PairedEvidence(
+                "versions",
+                serving.detector,
+                serving.version,
+                answer.shadow.version,
+                *paired(serving.corrected[new], answer.shadow.corrected[new], y),
+            )
+        )
+    return out
 
 
 def parse_feedback(value: bytes | None) -> tuple[str, np.ndarray]:
@@ -215,7 +249,9 @@ class FeedbackJoin:
                     for s in (answer.serving, answer.shadow)
                     if s is not None and s.detector
                 ]
-                outcome = Outcome("joined", int(new.sum()), correct, confusion, versions)
+                outcome = Outcome(
+                    "joined", int(new.sum()), correct, confusion, versions, evidence=evidence(answer, new, y)
+                )
         self._count(outcome)
         return outcome
 

@@ -38,6 +38,23 @@ class VersionOutcome:
 
 
 @dataclass
+class PairedEvidence:
+    """Labelled instances on which two options of one detector were judged side by side: ``b`` where only
+    B was right, ``c`` where only A was right, ``m`` where both were right or both wrong (the counters the
+    anytime-valid tests of adae_stream/decisions/ take, summed over replicas).
+    kind "defense": A = the undefended prediction, B = the corrected one, both of version ``a_version``.
+    kind "versions": A = the serving version's corrected prediction, B = the shadow's (``b_version``)."""
+
+    kind: str
+    detector: str
+    a_version: str
+    b_version: str
+    b: int
+    c: int
+    m: int
+
+
+@dataclass
 class Outcome:
     """A feedback record's effect: its result and the counts it adds (all zero unless joined)."""
 
@@ -47,6 +64,7 @@ class Outcome:
     confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
     versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
     reason: str | None = None  # why, for result "unplaced" (UNPLACED_REASONS)
+    evidence: list[PairedEvidence] = field(default_factory=list)  # paired counts of the newly labelled
 
 
 class Metrics(Protocol):

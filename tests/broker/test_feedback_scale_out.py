@@ -32,6 +32,7 @@ from tests.waiting import wait_for
 
 REQUESTS, INSTANCES = 600, 4
 COUNTERS = ("joined", "duplicate", "unknown", "late", "unplaced", "dead_letter")
+EVIDENCE = ("corrected_only", "undefended_only", "concordant")  # the defense decision's paired counts
 
 
 class ThreadReplica:
@@ -47,6 +48,9 @@ class ThreadReplica:
         out = {r: get("adae_feedback_records_total", {"result": r}) or 0.0 for r in COUNTERS}
         out["instances"] = get("adae_feedback_instances_total") or 0.0
         out["corrected"] = get("adae_feedback_correct_total", {"prediction": "corrected"}) or 0.0
+        for pair in EVIDENCE:
+            labels = {"detector": "adae", "version": "1", "pair": pair}
+            out[pair] = get("adae_evidence_defense_instances_total", labels) or 0.0
         return out
 
     @property
@@ -71,6 +75,10 @@ class ProcessReplica:
         out = {r: m.get(f'adae_feedback_records_total{{result="{r}"}}', 0.0) for r in COUNTERS}
         out["instances"] = m.get("adae_feedback_instances_total", 0.0)
         out["corrected"] = m.get('adae_feedback_correct_total{prediction="corrected"}', 0.0)
+        for pair in EVIDENCE:
+            out[pair] = m.get(
+                f'adae_evidence_defense_instances_total{{detector="adae",version="1",pair="{pair}"}}', 0.0
+            )
         return out
 
     @property
@@ -144,18 +152,24 @@ def wait_joined(replicas, before: dict[str, float], n: int) -> dict[str, float]:
     return delta(total(replicas), before)
 
 
-def labels_for(sent: dict[str, np.ndarray], answers: dict[str, dict], rng) -> tuple[dict[str, np.ndarray], float]:
-    """Labels for every request, and how many of them the corrected prediction gets right (from the answers
-    on the output topic: the join must count exactly that)."""
+def labels_for(sent: dict[str, np.ndarray], answers: dict[str, dict], rng) -> tuple[dict[str, np.ndarray], dict]:
+    """Labels for every request, and what the join must count for them, from the answers on the output
+    topic: how often the corrected prediction is right, and the defense's paired evidence."""
     truth = {rid: rng.integers(0, 10, INSTANCES) for rid in sent}
-    right = float(sum(int((answers[rid]["corrected"] == y).sum()) for rid, y in truth.items()))
-    return truth, right
+    want = {"corrected": 0.0, **dict.fromkeys(EVIDENCE, 0.0)}
+    for rid, y in truth.items():
+        c_right, nd_right = answers[rid]["corrected"] == y, answers[rid]["no_defense"] == y
+        want["corrected"] += float(c_right.sum())
+        want["corrected_only"] += float((c_right & ~nd_right).sum())
+        want["undefended_only"] += float((nd_right & ~c_right).sum())
+        want["concordant"] += float((c_right == nd_right).sum())
+    return truth, want
 
 
-def assert_all_joined_once(got: dict[str, float], right: float) -> None:
+def assert_all_joined_once(got: dict[str, float], want: dict) -> None:
     assert got["joined"] == REQUESTS and got["instances"] == REQUESTS * INSTANCES, got
     assert got["unknown"] == got["unplaced"] == got["duplicate"] == got["late"] == got["dead_letter"] == 0, got
-    assert got["corrected"] == right, got
+    assert {k: got[k] for k in want} == want, got  # the evidence summed over replicas is all of it
 
 
 @pytest.mark.parametrize("feedback_partitions", [6, 3])
@@ -174,11 +188,11 @@ def test_three_replicas_join_every_label_keyed_or_not(
         half = lambda i: i % 2 == 0  # noqa: E731
         sent = send_requests(apache_kafka.bootstrap, cfg.kafka.input_topic, digits_setup["Xte"], "r", half)
         answers = answered(apache_kafka.bootstrap, cfg.kafka.output_topic, set(sent))
-        truth, right = labels_for(sent, answers, np.random.default_rng(feedback_partitions))
+        truth, want = labels_for(sent, answers, np.random.default_rng(feedback_partitions))
         before = total(replicas)
         send_labels(apache_kafka.bootstrap, cfg.kafka.feedback_topic, truth, half)
         got = wait_joined(replicas, before, REQUESTS)
-        assert_all_joined_once(got, right)
+        assert_all_joined_once(got, want)
         decided = [sum(r.counts()[k] for k in COUNTERS) for r in replicas]
         assert sum(decided) == REQUESTS and sum(d > 0 for d in decided) >= 2  # labels reached several replicas
     finally:
@@ -219,14 +233,14 @@ def test_labels_join_after_a_replica_stops_one_is_added_and_one_is_killed(
         def phase(prefix: str, change) -> None:
             sent = send_requests(bootstrap, cfg.kafka.input_topic, X, prefix, unkeyed)
             answers = answered(bootstrap, cfg.kafka.output_topic, set(sent))
-            truth, right = labels_for(sent, answers, rng)
+            truth, want = labels_for(sent, answers, rng)
             wait_for(
                 lambda: committed_all(bootstrap, cfg.kafka.group_id, cfg.kafka.feedback_topic), 60, "labels committed"
             )
             change()
             before = total(live)
             send_labels(bootstrap, cfg.kafka.feedback_topic, truth, unkeyed)
-            assert_all_joined_once(wait_joined(live, before, REQUESTS), right)
+            assert_all_joined_once(wait_joined(live, before, REQUESTS), want)
 
         def stop_one() -> None:
             b.stop()

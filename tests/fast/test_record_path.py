@@ -517,6 +517,20 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
         assert by_role[role].correct == {
             p: int((want[p] == labels).sum()) for p in ("no_defense", "defense", "corrected")
         }
+    # the paired evidence the decisions take, counted apart from the join's own code
+    y = np.array(labels)
+    nd_right, c_right = want["no_defense"] == y, want["corrected"] == y
+    defense, versions = outcome.evidence
+    assert (defense.kind, defense.detector, defense.a_version) == ("defense", "a", "1")
+    assert (defense.b, defense.c, defense.m) == (
+        int((c_right & ~nd_right).sum()),
+        int((nd_right & ~c_right).sum()),
+        int((c_right == nd_right).sum()),
+    )
+    assert defense.b + defense.c > 0  # the labels were chosen so that the two disagree somewhere
+    # the stand-in shadow scores with the serving formula: the two versions never disagree
+    assert (versions.kind, versions.a_version, versions.b_version) == ("versions", "1", "2")
+    assert (versions.b, versions.c, versions.m) == (0, 0, 4)
     assert h.all_settled() and h.all_settled("labels")
 
 

@@ -1,0 +1,93 @@
+"""The decisions the live evidence can make, as pure functions of summed counters (no Kafka, no clock).
+
+- Defense, per detector: publish the corrected prediction or the undefended one. Two one-sided sign tests
+  at alpha/2 each (corrected better; corrected worse) on the labelled instances where the two differ.
+  Which one is published changes nothing in the counts: every answer carries both predictions, so the
+  comparison goes on after a switch and can switch back.
+- Rollout, per detector: promote a shadow that is non-inferior to the serving version by the margin
+  delta; roll back a serving version shown strictly worse than the one it replaced (kept as the shadow
+  for a probation period).
+- Alpha is shared across the K detectors under test (alpha / K each), so the chance of any false decision
+  across the repository stays at most alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from adae_stream.decisions.sequential import log_noninferiority_e, log_sign_e
+
+Defense = Literal["corrected", "no_defense"]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Labelled instances judged by two options A and B: ``b`` where only B was right, ``c`` where only A
+    was right, ``m`` where they agreed on right or wrong."""
+
+    b: int
+    c: int
+    m: int = 0
+
+    @property
+    def discordant(self) -> int:
+        return self.b + self.c
+
+    def swapped(self) -> Pairs:
+        return Pairs(self.c, self.b, self.m)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a test concluded, with the evidence to log, export and write beside the decision."""
+
+    decision: str | None  # None: the evidence does not decide (yet)
+    log_e: dict[str, float]
+    pairs: Pairs
+    alpha: float
+
+    @property
+    def e_values(self) -> dict[str, float]:
+        return {name: math.exp(min(value, 700.0)) for name, value in self.log_e.items()}
+
+
+def per_detector_alpha(alpha: float, detectors: int) -> float:
+    """Bonferroni across the detectors under test: each gets alpha / K."""
+    if not 0.0 < alpha < 1.0 or detectors < 1:
+        raise ValueError("alpha in (0, 1) and at least one detector")
+    return alpha / detectors
+
+
+def decide_defense(pairs: Pairs, alpha: float, min_discordant: int, current: Defense) -> Verdict:
+    """``pairs``: A = the undefended prediction, B = the corrected one. Switches only when one direction's
+    e-value reaches 2/alpha (each side at alpha/2) above the other's, and only past ``min_discordant``."""
+    log_e = {"corrected_better": log_sign_e(pairs.b, pairs.c), "corrected_worse": log_sign_e(pairs.c, pairs.b)}
+    threshold = math.log(2.0 / alpha)
+    decision: str | None = None
+    if pairs.discordant >= min_discordant:
+        if log_e["corrected_worse"] >= threshold and log_e["corrected_worse"] > log_e["corrected_better"]:
+            decision = "no_defense"
+        elif log_e["corrected_better"] >= threshold and log_e["corrected_better"] > log_e["corrected_worse"]:
+            decision = "corrected"
+    if decision == current:
+        decision = None  # nothing to change
+    return Verdict(decision, log_e, pairs, alpha)
+
+
+def decide_promotion(pairs: Pairs, alpha: float, delta: float, min_discordant: int) -> Verdict:
+    """``pairs``: A = the serving version, B = the shadow. Promote the shadow once it is shown
+    non-inferior by ``delta`` (delta 0: at least as good)."""
+    log_e = {"shadow_noninferior": log_noninferiority_e(pairs.b, pairs.c, pairs.m, delta)}
+    decided = pairs.discordant >= min_discordant and log_e["shadow_noninferior"] >= math.log(1.0 / alpha)
+    return Verdict("promote" if decided else None, log_e, pairs, alpha)
+
+
+def decide_rollback(pairs: Pairs, alpha: float, min_discordant: int) -> Verdict:
+    """``pairs``: A = the serving version (promoted), B = the one it replaced, now the shadow on probation.
+    Roll back once the serving version is shown strictly worse (the previous one non-inferior at margin 0
+    and ahead: the mirror test)."""
+    log_e = {"serving_worse": log_noninferiority_e(pairs.b, pairs.c, pairs.m, 0.0)}
+    decided = pairs.discordant >= min_discordant and log_e["serving_worse"] >= math.log(1.0 / alpha)
+    return Verdict("rollback" if decided else None, log_e, pairs, alpha)
