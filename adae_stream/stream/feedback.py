@@ -345,9 +345,9 @@ def read_record(join: FeedbackJoin, rec: Any, shadow_topic: str | None) -> bool:
     was taken; records that are not answers or shadow records we can read are skipped (the topics may
     hold other writers' records), and so are flagged-only answers (kafka.publish flagged).
 
-    Each answer is decoded as it is read (30-130 µs, benchmarks/RESULTS.md, "Feedback join across
-    replicas"). Keeping the records undecoded until a label asks was measured too: 3-6x less time per
-    answer, but 2.6-3.1x the memory per answer, so feedback.max_instances would hold a far shorter window."""
+    Each answer is decoded as it is read (26-150 µs, benchmarks/RESULTS.md, "Feedback join across
+    replicas"). Keeping the records undecoded until a label asks was measured too: 6-48x less time per
+    answer, but 3-4x the memory per answer, so feedback.max_instances would hold a far shorter window."""
     if shadow_topic is not None and rec.topic == shadow_topic:
         try:
             request_id, detector, version, fields = _decode_shadow(rec.value)
