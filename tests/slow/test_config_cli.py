@@ -5,21 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-
-def write(tmp_path, text):
-    p = tmp_path / "c.yaml"
-    p.write_text(text)
-    return p
+from tests.fast.test_config import KUBERNETES_SERVICE_ENV, write
+from tests.process_helpers import cli
 
 
 def test_cli_reports_one_clear_line(tmp_path):
     p = write(tmp_path, "kafka:\n  partitons: 3\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = cli(f"run --config {p}", timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "adae-stream: config key 'kafka.partitons' is unknown (known keys in kafka: "
@@ -29,31 +21,9 @@ def test_cli_reports_one_clear_line(tmp_path):
 
 def test_cli_missing_detector(tmp_path):
     p = write(tmp_path, "detector:\n  path: " + str(tmp_path / "none") + "\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "adae_stream.cli", "run", "--config", str(p)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = cli(f"run --config {p}", timeout=120)
     assert out.returncode == 2
     assert "detector.json is missing" in out.stderr.strip().splitlines()[-1]
-
-
-# What the kubelet injects into every pod of a namespace holding a Service named adae-stream (port 9108,
-# named metrics), plus the Docker-link style variables it still sets; none of them is our config.
-KUBERNETES_SERVICE_ENV = {
-    "ADAE_STREAM_SERVICE_HOST": "10.96.12.34",
-    "ADAE_STREAM_SERVICE_PORT": "9108",
-    "ADAE_STREAM_SERVICE_PORT_METRICS": "9108",
-    "ADAE_STREAM_PORT": "tcp://10.96.12.34:9108",
-    "ADAE_STREAM_PORT_9108_TCP": "tcp://10.96.12.34:9108",
-    "ADAE_STREAM_PORT_9108_TCP_PROTO": "tcp",
-    "ADAE_STREAM_PORT_9108_TCP_PORT": "9108",
-    "ADAE_STREAM_PORT_9108_TCP_ADDR": "10.96.12.34",
-    "ADAE_KAFKA_SERVICE_HOST": "10.96.0.9",  # a Service named adae-kafka: one underscore, not a section
-    "ADAE_CONFIG": "/etc/adae/config.yaml",  # read by the CLI, not a key
-    "KUBERNETES_SERVICE_HOST": "10.96.0.1",
-}
 
 
 def test_cli_starts_past_config_with_kubernetes_variables(tmp_path):
