@@ -117,6 +117,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "except ValueError as exc:  # a decoder bug",
     ),
     (
+        "held labels of a revoked partition are still decided",
+        "record_path.py",
+        "self.join.drop_pending(lambda raw: raw.topic == topic and raw.partition == partition)",
+        "pass",
+    ),
+    (
         "labels no longer reach the join",
         "record_path.py",
         "outcome = join.submit(request_id, labels, raw)",

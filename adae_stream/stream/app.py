@@ -79,7 +79,7 @@ class Pipeline:
             self.path.lanes,
             self.kafka.auto_offset_reset,
             self.kafka.delivery_timeout_s,
-            on_forget=lambda tp: self.metrics.set_lag(tp.topic, tp.partition, None),
+            on_forget=self._forget_partition,
         )
         self._stop = threading.Event()
         self._failure = FirstFailure()  # the one record of why the service stops with exit 1
@@ -87,6 +87,11 @@ class Pipeline:
         self.housekeeping = Housekeeping(self.session, self.partitions, self.metrics)
         self.closing = False  # set at shutdown: close() may revoke, and the drain already did that work
         self.last_loop = time.monotonic()
+
+    def _forget_partition(self, tp: TopicPartition) -> None:
+        """What lives outside Assignments for a partition no longer ours: its lag series, its held labels."""
+        self.metrics.set_lag(tp.topic, tp.partition, None)
+        self.path.forget_partition(tp.topic, tp.partition)
 
     # ------------------------------------------------------------------ what the loop is built on
     @property

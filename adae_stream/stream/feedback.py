@@ -270,6 +270,14 @@ class FeedbackJoin:
     def pending(self) -> int:
         return len(self._pending)
 
+    def drop_pending(self, belongs: Callable[[Any], bool]) -> int:
+        """Forget the held labels whose token ``belongs`` (a partition revoked or lost: its new owner reads
+        them again from the committed offset, and counts them there, once). Returns how many."""
+        kept = deque(item for item in self._pending if not belongs(item.token))
+        dropped = len(self._pending) - len(kept)
+        self._pending = kept
+        return dropped
+
     def settle(self, placed: Callable[[float], bool]) -> list[tuple[Any, Outcome | DecodeError]]:
         """The held labels that can be decided now: joined, or missing once ``placed(arrival_s)`` says every
         answer given before that arrival has been read. A label whose count turned out wrong for its answer

@@ -178,6 +178,12 @@ class RecordPath:
             else:
                 self.sink.settle(raw, "feedback")
 
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Held labels of a partition that is no longer ours are dropped, not decided: its new owner reads
+        them again from the committed offset (or we do, after a redo)."""
+        if self.join is not None:
+            self.join.drop_pending(lambda raw: raw.topic == topic and raw.partition == partition)
+
     def _feedback_refused(self, raw: RawRecord, exc: DecodeError) -> None:
         self.metrics.feedback_outcome(Outcome("dead_letter"))
         self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")

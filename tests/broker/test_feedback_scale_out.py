@@ -75,9 +75,9 @@ class ProcessReplica:
         out = {r: m.get(f'adae_feedback_records_total{{result="{r}"}}', 0.0) for r in COUNTERS}
         out["instances"] = m.get("adae_feedback_instances_total", 0.0)
         out["corrected"] = m.get('adae_feedback_correct_total{prediction="corrected"}', 0.0)
-        for pair in EVIDENCE:
+        for pair in EVIDENCE:  # the exposition sorts labels by name
             out[pair] = m.get(
-                f'adae_evidence_defense_instances_total{{detector="adae",version="1",pair="{pair}"}}', 0.0
+                f'adae_evidence_defense_instances_total{{detector="adae",pair="{pair}",version="1"}}', 0.0
             )
         return out
 
@@ -147,8 +147,14 @@ def send_labels(bootstrap: str, topic: str, truth: dict[str, np.ndarray], keyed)
 
 
 def wait_joined(replicas, before: dict[str, float], n: int) -> dict[str, float]:
-    """Until the live replicas have decided ``n`` more labels (any result), then a last look."""
-    wait_for(lambda: sum(delta(total(replicas), before)[r] for r in COUNTERS) >= n, 120, f"{n} labels decided")
+    """Until the live replicas have decided ``n`` more labels (any result) and counted the paired evidence
+    of every instance joined (separate counters, read one after the other), then a last look."""
+
+    def settled() -> bool:
+        got = delta(total(replicas), before)
+        return sum(got[r] for r in COUNTERS) >= n and sum(got[p] for p in EVIDENCE) >= got["instances"]
+
+    wait_for(settled, 120, f"{n} labels decided")
     return delta(total(replicas), before)
 
 

@@ -586,3 +586,16 @@ def test_an_answer_the_broker_rejects_never_reaches_the_join():
     h.request(instances([0.1]), "r1")
     h.turn()
     assert h.dead_letters() == ["rejected"] and len(h.join) == 0 and h.all_settled()
+
+
+def test_held_labels_of_a_partition_no_longer_ours_are_dropped_not_counted():
+    """Its new owner reads them again from the committed offset and counts them there, once."""
+    h = Harness(kafka={"feedback_topic": "labels"})
+    h.label("not-yet-answered", [1])
+    assert h.join is not None and h.join.pending == 1
+    h.path.forget_partition("labels", 1)  # another partition: kept
+    assert h.join.pending == 1
+    h.path.forget_partition("labels", 0)
+    assert h.join.pending == 0
+    h.turn()
+    assert h.metrics.calls["feedback_outcome"] == [] and not h.all_settled("labels")
