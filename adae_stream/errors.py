@@ -175,7 +175,7 @@ class NotARequest(_ClassifiedRecord):
 
 class UnreadableAnswer(AdaeError, ValueError):
     """A record of the output topic that is not an answer of any family decode_response reads: another
-    writer's record, or a corrupt one. Readers of the topic (the feedback rebuild, ``adae-stream tail``,
+    writer's record, or a corrupt one. Readers of the topic (the feedback join's tail, ``adae-stream tail``,
     the demo) skip it and say so; it never stops them."""
 
 

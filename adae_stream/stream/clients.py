@@ -16,7 +16,6 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import TopicPartition
 
 from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
 from adae_stream.stream.client_fixes import forget_refused_txn_offsets, keep_pending_join_visible
@@ -143,7 +142,7 @@ def plain_producer(kafka: KafkaConfig, bootstrap: str, linger_ms: int = 10) -> K
 def plain_reader(
     kafka: KafkaConfig, bootstrap: str, *topics: str, from_beginning: bool = True, **extra: Any
 ) -> KafkaConsumer:
-    """The one reader outside any group (``adae-stream tail``, the demo's checks, the feedback rebuild):
+    """The one reader outside any group (``adae-stream tail``, the demo's checks, the feedback join's tail):
     commits nothing; fetches sized for the largest record the service writes (a dead letter)."""
     return KafkaConsumer(
         *topics,
@@ -156,44 +155,6 @@ def plain_reader(
         **extra,
         **kafka_security_kwargs(kafka),
     )
-
-
-def read_since(cfg: Config, bootstrap: str, topic: str, since_ms: int, timeout_s: float) -> list[Any]:
-    """Every record of ``topic`` from timestamp ``since_ms`` to its end, read outside any group.
-
-    The end is the high watermark each fetch response carries, not ListOffsets: the embedded broker
-    answered end_offsets with 1 for partitions holding 10 records each (probed), while its fetch high
-    watermarks are right (the lag metric uses them too).
-    """
-    kafka = cfg.kafka
-    consumer = plain_reader(kafka, bootstrap, client_id=f"{kafka.client_id}-rebuild")
-    records: list[Any] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return records
-        consumer.assign(tps)
-        starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
-        left = set()
-        for tp in tps:
-            if starts.get(tp) is not None:  # None: no record at or after since_ms in this partition
-                consumer.seek(tp, starts[tp].offset)
-                left.add(tp)
-        deadline = time.monotonic() + timeout_s
-        while left and time.monotonic() < deadline:
-            for recs in consumer.poll(timeout_ms=200).values():
-                records.extend(recs)
-            for tp in list(left):
-                highwater = consumer.highwater(tp)
-                if highwater is not None and consumer.position(tp) >= highwater:
-                    left.discard(tp)
-        if left:
-            log.warning(
-                "reading %s back timed out after %.0f s; %d partitions not read to the end", topic, timeout_s, len(left)
-            )
-    finally:
-        consumer.close()
-    return records
 
 
 def _common(kafka: KafkaConfig, bootstrap: str, bootstrap_timeout_ms: int) -> dict[str, Any]:

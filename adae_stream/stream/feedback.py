@@ -207,8 +207,13 @@ class FeedbackJoin:
 
     def _unjoinable_id(self, request_id: str) -> None:
         self._unjoinable[request_id] = None
-        while len(self._unjoinable) > max(1000, len(self._answers)):
-            self._unjoinable.popitem(last=False)
+        self._bound(self._unjoinable)
+
+    def _bound(self, ids: OrderedDict) -> None:
+        """The id sets beside the answers (gone, unjoinable, early shadows) hold as many as the answers
+        do, at least 1,000: oldest first out."""
+        while len(ids) > max(1000, len(self._answers)):
+            ids.popitem(last=False)
 
     def remember_shadow(self, request_id: str, detector: str, version: str, fields: dict[str, np.ndarray]) -> None:
         """A shadow version's scoring of a request's instances (from the shadow topic). It may be read before
@@ -217,8 +222,7 @@ class FeedbackJoin:
         answer = self._answers.get(request_id)
         if answer is None:  # not read yet: attached when it is
             self._early_shadows[request_id] = shadow
-            while len(self._early_shadows) > max(1000, len(self._answers)):
-                self._early_shadows.popitem(last=False)
+            self._bound(self._early_shadows)
         elif len(shadow.corrected) == answer.n:
             answer.shadow = shadow
 
@@ -227,6 +231,10 @@ class FeedbackJoin:
         the tail has read further, and calls ``missing`` when it has read far enough (JoinTail.placed).
         Raises DecodeError (shape) when its label count is not the answer's."""
         self._evict()
+        return self._join(request_id, labels)
+
+    def _join(self, request_id: str, labels: np.ndarray) -> Outcome | None:
+        """label() on a join just evicted."""
         answer = self._answers.get(request_id)
         if answer is None:
             if request_id not in self._unjoinable:
@@ -282,14 +290,17 @@ class FeedbackJoin:
         """The held labels that can be decided now: joined, or missing once ``placed(arrival_s)`` says every
         answer given before that arrival has been read. A label whose count turned out wrong for its answer
         comes back as its DecodeError (to be dead-lettered)."""
+        if not self._pending:
+            return []
+        self._evict()  # once for the pass, not per held label
         decided: list[tuple[Any, Outcome | DecodeError]] = []
         waiting: deque[_Pending] = deque()
         for item in self._pending:
             outcome: Outcome | DecodeError | None
             try:
-                outcome = self.label(item.request_id, item.labels)
+                outcome = self._join(item.request_id, item.labels)
                 if outcome is None and placed(item.arrival_s):
-                    outcome = self.missing(item.request_id)
+                    outcome = self._missing(item.request_id)
             except DecodeError as exc:
                 outcome = exc
             if outcome is None:
@@ -302,6 +313,9 @@ class FeedbackJoin:
     def missing(self, request_id: str) -> Outcome:
         """A label whose answer no replica gave within the window (the tail has read past its arrival)."""
         self._evict()
+        return self._missing(request_id)
+
+    def _missing(self, request_id: str) -> Outcome:
         answer = self._answers.get(request_id)
         if answer is not None:  # cannot happen after label() said None and nothing was read since
             raise ValueError(f"the answer of {request_id!r} is held: join it with label()")
@@ -328,8 +342,7 @@ class FeedbackJoin:
             self._answers.popitem(last=False)
             self._instances -= answer.n
             self._gone[request_id] = None
-        while len(self._gone) > max(1000, len(self._answers)):
-            self._gone.popitem(last=False)
+        self._bound(self._gone)
         if self.metrics is not None:
             self.metrics.set_feedback_state(len(self._answers), self._instances, len(self._pending))
 

@@ -41,7 +41,6 @@ PARTITION_CHECK_S = 10.0  # how often the topics are looked at again for partiti
 
 class JoinTail:
     def __init__(self, cfg: Config, bootstrap: str, join: FeedbackJoin, clock: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
         self.kafka = cfg.kafka
         self.bootstrap = bootstrap
         self.join = join
@@ -52,7 +51,6 @@ class JoinTail:
         self._latest_ms: dict[TopicPartition, int] = {}  # the newest record timestamp read, per partition
         self._last_partition_check = 0.0
         self._started_at: float | None = None  # until the first catch-up, logged once
-        self.read = 0  # records taken into the join (answers and shadow records)
 
     @property
     def started(self) -> bool:
@@ -107,7 +105,7 @@ class JoinTail:
         n = 0
         for tp, records in polled.items():
             for rec in records:
-                self.read += read_record(self.join, rec, self.kafka.shadow_topic)
+                read_record(self.join, rec, self.kafka.shadow_topic)
                 n += 1
             self._latest_ms[tp] = max(self._latest_ms.get(tp, -1), records[-1].timestamp)
         if self._started_at is not None and self.lag() == 0 and self._all_fetched():
