@@ -47,6 +47,10 @@ class KafkaConfig(BaseModel):
     # a shadow version's predictions, so the feedback join of every replica sees them (stream/join_tail.py);
     # with kafka.feedback_topic set and this unset: "<output_topic>-shadow"
     shadow_topic: str | None = None
+    # the paired evidence of every label, the ledger the decision-maker sums (decisions/ledger.py): written
+    # in the transaction that consumes the label, so no restart loses or repeats it under exactly_once;
+    # with kafka.feedback_topic set and this unset: "<output_topic>-evidence"
+    evidence_topic: str | None = None
     output_topic: str = "adae-predictions"
     dead_letter_topic: str = "adae-dead-letter"
     create_topics: bool = True
@@ -143,6 +147,24 @@ class FlaggedConfig(BaseModel):
     max_instances: Positive = 256  # flagged instances per captured record; the rest are counted, not sent
 
 
+class DecisionsConfig(BaseModel):
+    """The decision-maker's (``adae-stream decide``; README, "Decisions from live evidence")."""
+
+    model_config = _SECTION
+
+    # the chance of any false decision, shared over every test under way: each of the two tests of each of
+    # the K detectors gets alpha / (2K)
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    min_discordant: Positive = 30  # labelled instances where the two options differ, before any decision
+    margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # promotion: the shadow at least this close (0: better)
+    probation_instances: Positive = 2000  # labelled instances a promoted version is compared with the one it replaced
+    guard_factor: Annotated[float, Field(gt=0.0)] = 3.0  # label-free guard: shadow flag rate over its FPR bound x this
+    guard_min_instances: Positive = 200  # unflagged-by-serving instances before the guard can pass
+    interval_s: Annotated[float, Field(gt=0.0)] = 5.0  # how often the ledger is read and the tests checked
+    audit_keep: Positive = 50  # decisions kept in each policy.yaml (all of them go to the log)
+    metrics_port: int = Field(default=9400, ge=0, le=65535)  # its own /metrics; 0: off
+
+
 class DemoConfig(BaseModel):
     model_config = _SECTION
 
@@ -179,6 +201,7 @@ class Config(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     flagged: FlaggedConfig = Field(default_factory=FlaggedConfig)
+    decisions: DecisionsConfig = Field(default_factory=DecisionsConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -227,7 +250,9 @@ def _validate_topics(kafka: KafkaConfig) -> None:
         raise ConfigError("config key 'kafka.input_topic': name at least one topic (or set kafka.input_pattern)")
     if kafka.feedback_topic and kafka.shadow_topic is None:
         kafka.shadow_topic = f"{kafka.output_topic}-shadow"
-    for key in ("output_topic", "dead_letter_topic", "feedback_topic", "flagged_topic", "shadow_topic"):
+    if kafka.feedback_topic and kafka.evidence_topic is None:
+        kafka.evidence_topic = f"{kafka.output_topic}-evidence"
+    for key in TOPIC_KEYS:
         topic = getattr(kafka, key)
         if topic is None:
             continue
@@ -238,14 +263,22 @@ def _validate_topics(kafka: KafkaConfig) -> None:
             )
     named = [t for t in written_or_joined_topics(kafka) if t is not None]
     if len(set(named)) != len(named):
-        raise ConfigError(
-            "config keys 'kafka.output_topic', 'dead_letter_topic', 'feedback_topic', 'flagged_topic', "
-            "'shadow_topic': each needs its own topic"
-        )
+        raise ConfigError(f"config keys {', '.join(repr('kafka.' + k) for k in TOPIC_KEYS)}: each needs its own topic")
+
+
+# every topic the service writes or joins, each its own
+TOPIC_KEYS = (
+    "output_topic",
+    "dead_letter_topic",
+    "feedback_topic",
+    "flagged_topic",
+    "shadow_topic",
+    "evidence_topic",
+)
 
 
 def written_or_joined_topics(kafka: KafkaConfig) -> tuple[str | None, ...]:
-    return (kafka.output_topic, kafka.dead_letter_topic, kafka.feedback_topic, kafka.flagged_topic, kafka.shadow_topic)
+    return tuple(getattr(kafka, key) for key in TOPIC_KEYS)
 
 
 def _validate_detector(detector: DetectorConfig) -> None:

@@ -30,6 +30,10 @@ IS_ADVERSARIAL = "is_adversarial"  # S(x) > threshold
 CORRECTED = "corrected"  # argmax M(AE(x)) where flagged, else argmax M(x)
 NO_DEFENSE = "no_defense"  # argmax M(x)
 DEFENSE = "defense"  # argmax M(AE(x)), flagged or not
+# What an answer publishes, first among its fields: the corrected or the undefended prediction, as the
+# repository's policy.yaml chooses per detector (``publish``); not a scorer result, the stream picks it.
+PREDICTION = "prediction"
+PUBLISHABLE = (CORRECTED, NO_DEFENSE)
 RESULT_DTYPES: Mapping[str, type[np.generic]] = {
     CORRECTED: np.int64,
     IS_ADVERSARIAL: np.bool_,
@@ -42,7 +46,7 @@ RESULT_DTYPES: Mapping[str, type[np.generic]] = {
 def answer_fields(instance_score: bool, all_predictions: bool) -> tuple[str, ...]:
     """The result arrays each answer carries, in order (detector.return_instance_score and
     detector.return_all_predictions)."""
-    fields = [CORRECTED, IS_ADVERSARIAL]
+    fields = [PREDICTION, CORRECTED, IS_ADVERSARIAL]
     if instance_score:
         fields.append(INSTANCE_SCORE)
     if all_predictions:
@@ -96,6 +100,7 @@ class ServingDetector:
     scorer: StreamScorer
     shadow_version: int | None = None
     shadow: StreamScorer | None = None
+    publish: str = CORRECTED  # which prediction answers carry as PREDICTION: one of PUBLISHABLE
 
 
 @runtime_checkable

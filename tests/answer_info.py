@@ -10,4 +10,5 @@ ANSWER_INFO = {
     "detector_version": "v",
     "detector_id": "d1",
     "classifier_id": "c1",
+    "prediction": "corrected",
 }

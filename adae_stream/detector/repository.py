@@ -5,9 +5,11 @@ Dot-directories are never read: ``save_detector`` writes into a hidden temp dire
 place, so a version appears whole or not at all (Triton's docs warn that a poll may otherwise see half a
 copy). A version directory without ``detector.json`` is incomplete (a copy still under way) and skipped.
 
-``DIR/<name>/policy.yaml`` may say ``serve: N`` (pin a version; else the highest version that loads serves)
-and ``shadow: M`` (score M on the same instances, for the metrics alone). Promotion and rollback are one
-edit of that file.
+``DIR/<name>/policy.yaml`` may say ``serve: N`` (pin a version; else the highest version that loads serves),
+``shadow: M`` (score M on the same instances, for the metrics alone) and ``publish: corrected|no_defense``
+(the prediction answers carry). Promotion, rollback and the defense are one edit of that file, by a person
+or by the decision-maker (decisions/decider.py), which also keeps ``auto``, ``probation`` and its audit
+trail ``decisions`` there; the replicas read only the first three.
 
 Scanning and the policy are plain filesystem code (no TensorFlow); loading goes through a ``load``
 callable, so the lifecycle rules are tested without a model. A version that fails to load is logged and
@@ -17,16 +19,17 @@ counted once (until its files change) and never replaces the version that serves
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from adae_stream.errors import ConfigError
-from adae_stream.scoring import ServingDetector, StreamScorer
+from adae_stream.scoring import CORRECTED, PUBLISHABLE, ServingDetector, StreamScorer
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,17 @@ class RepositoryError(ConfigError):
     """The repository itself is unusable (missing, not a directory, too many detectors): a start-up error."""
 
 
+POLICY_KEYS = ("serve", "shadow", "publish", "auto", "probation", "decisions")
+
+
 @dataclass(frozen=True)
 class Policy:
     serve: int | None = None
     shadow: int | None = None
+    publish: str = CORRECTED  # one of PUBLISHABLE
+    auto: bool = True  # false: the decision-maker leaves this detector alone
+    probation: dict | None = None  # the decision-maker's: {"replaced": N, ...} while N shadows a promotion
+    decisions: list = field(default_factory=list)  # the decision-maker's audit trail, newest last
 
 
 def read_policy(detector_dir: Path) -> Policy:
@@ -54,17 +64,51 @@ def read_policy(detector_dir: Path) -> Policy:
         return Policy()
     try:
         data = yaml.safe_load(file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{file}: unreadable: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict) or set(data) - {"serve", "shadow"}:
-        raise ValueError(f"{file}: expected a mapping with 'serve' and/or 'shadow' (version numbers)")
-    values = {}
+    if not isinstance(data, dict) or set(data) - set(POLICY_KEYS):
+        raise ValueError(f"{file}: expected a mapping of {', '.join(POLICY_KEYS)}")
+    values: dict = {}
     for key in ("serve", "shadow"):
         value = data.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{file}: '{key}' must be a positive version number, got {value!r}")
         values[key] = value
-    return Policy(**values)
+    publish = data.get("publish", CORRECTED)
+    if publish not in PUBLISHABLE:
+        raise ValueError(f"{file}: 'publish' must be one of {', '.join(PUBLISHABLE)}, got {publish!r}")
+    auto = data.get("auto", True)
+    if not isinstance(auto, bool):
+        raise ValueError(f"{file}: 'auto' must be true or false, got {auto!r}")
+    probation, decisions = data.get("probation"), data.get("decisions") or []
+    if probation is not None and not isinstance(probation, dict):
+        raise ValueError(f"{file}: 'probation' is the decision-maker's mapping, got {probation!r}")
+    if not isinstance(decisions, list):
+        raise ValueError(f"{file}: 'decisions' is the decision-maker's list, got {decisions!r}")
+    return Policy(**values, publish=publish, auto=auto, probation=probation, decisions=decisions)
+
+
+def policy_text(detector_dir: Path) -> str | None:
+    """The policy file as it is now (None: absent), to tell whether someone changed it since."""
+    try:
+        return (detector_dir / POLICY_FILE).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def write_policy(detector_dir: Path, policy: Policy, expected: str | None, header: str) -> bool:
+    """Replace policy.yaml atomically (a hidden temp file renamed), unless it changed from ``expected``
+    since it was read: then nothing is written and False returned, so a person's edit is never lost."""
+    data = {k: getattr(policy, k) for k in POLICY_KEYS}
+    data = {k: v for k, v in data.items() if v is not None and v != [] and not (k == "auto" and v is True)}
+    text = f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120)
+    tmp = detector_dir / f".{POLICY_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    if policy_text(detector_dir) != expected:
+        tmp.unlink()
+        return False
+    os.replace(tmp, detector_dir / POLICY_FILE)
+    return True
 
 
 def scan(root: Path) -> dict[str, dict[int, Path]]:
@@ -161,12 +205,17 @@ class DetectorRepository:
                 return False
             for name, det in serving.items():
                 before = self._serving.get(name)
-                if before is None or before.version != det.version or before.shadow_version != det.shadow_version:
+                if before is None or (before.version, before.shadow_version, before.publish) != (
+                    det.version,
+                    det.shadow_version,
+                    det.publish,
+                ):
                     log.info(
-                        "detector %s: version %d serves%s (was %s)",
+                        "detector %s: version %d serves%s, answers publish %s (was %s)",
                         name,
                         det.version,
                         f", version {det.shadow_version} shadows" if det.shadow_version else "",
+                        det.publish,
                         "not served" if before is None else f"version {before.version}",
                     )
             for name in set(self._serving) - set(serving):
@@ -207,6 +256,7 @@ class DetectorRepository:
             loaded[serve].scorer,
             shadow,
             loaded[shadow].scorer if shadow is not None else None,
+            policy.publish,
         )
 
     def _get(self, name: str, version: int, path: Path) -> bool:
@@ -252,7 +302,11 @@ class DetectorRepository:
 
 def _same(a: Mapping[str, ServingDetector], b: Mapping[str, ServingDetector]) -> bool:
     return a.keys() == b.keys() and all(
-        a[k].scorer is b[k].scorer and a[k].shadow is b[k].shadow and a[k].version == b[k].version for k in a
+        a[k].scorer is b[k].scorer
+        and a[k].shadow is b[k].shadow
+        and a[k].version == b[k].version
+        and a[k].publish == b[k].publish
+        for k in a
     )
 
 

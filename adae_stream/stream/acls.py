@@ -63,7 +63,7 @@ def required_acls(cfg: Config) -> list[Acl]:
     rules.append(Acl("GROUP", kafka.group_id, "READ", "join the consumer group and commit its offsets"))
     for topic in written_topics(kafka):
         rules.append(
-            Acl("TOPIC", topic, "WRITE", "publish answers / dead letters / flagged captures / shadow predictions")
+            Acl("TOPIC", topic, "WRITE", "publish answers / dead letters / captures / shadow predictions / evidence")
         )
         rules.append(Acl("TOPIC", topic, "DESCRIBE_CONFIGS", "read its max.message.bytes at start"))
     rules.append(Acl("CLUSTER", "kafka-cluster", "IDEMPOTENT_WRITE", "the idempotent producer (acks=all)"))

@@ -37,7 +37,7 @@ def topic_limits(kafka: KafkaConfig) -> dict[str, int]:
     if kafka.publish != "nothing":
         limits[kafka.output_topic] = kafka.max_message_bytes
     limits[kafka.dead_letter_topic] = dead_letter_limit(kafka)
-    for topic in (kafka.feedback_topic, kafka.flagged_topic, kafka.shadow_topic):
+    for topic in (kafka.feedback_topic, kafka.flagged_topic, kafka.shadow_topic, kafka.evidence_topic):
         if topic is not None:
             limits[topic] = kafka.max_message_bytes
     return limits
@@ -80,7 +80,8 @@ def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000
 def written_topics(kafka: KafkaConfig) -> list[str]:
     """The topics the service writes to, whose broker-side size limit bounds what it may send there."""
     topics = [kafka.output_topic] if kafka.publish != "nothing" else []
-    return topics + [t for t in (kafka.dead_letter_topic, kafka.flagged_topic, kafka.shadow_topic) if t is not None]
+    copies = (kafka.dead_letter_topic, kafka.flagged_topic, kafka.shadow_topic, kafka.evidence_topic)
+    return topics + [t for t in copies if t is not None]
 
 
 def read_topic_limits(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> dict[str, int]:

@@ -117,6 +117,7 @@ def evidence(answer: Answer, new: np.ndarray, y: np.ndarray) -> list[PairedEvide
         )
     ]
     if answer.shadow is not None:
+        clean = ~serving.is_adversarial[new].astype(bool)
         out.append(
             PairedEvidence(
                 "versions",
@@ -124,6 +125,8 @@ def evidence(answer: Answer, new: np.ndarray, y: np.ndarray) -> list[PairedEvide
                 serving.version,
                 answer.shadow.version,
                 *paired(serving.corrected[new], answer.shadow.corrected[new], y),
+                a_clean=int(clean.sum()),
+                b_flagged_clean=int((answer.shadow.is_adversarial[new].astype(bool) & clean).sum()),
             )
         )
     return out

@@ -26,6 +26,7 @@ def answer_identity(detector: ServingDetector) -> dict[str, Any]:
         "threshold": float(info.threshold),
         "detector_version": info.version,
         **info.identity,
+        "prediction": detector.publish,  # which prediction the PREDICTION field carries
     }
 
 
@@ -86,14 +87,16 @@ class Lanes:
                 drain(lane)
                 del self._lanes[name]
                 changes.append(f"{name}: removed")
-            elif (new.scorer, new.version, new.shadow) != (
+            elif (new.scorer, new.version, new.shadow, new.publish) != (
                 lane.detector.scorer,
                 lane.detector.version,
                 lane.detector.shadow,
-            ):
+                lane.detector.publish,
+            ):  # a new choice of prediction drains too: a split request is answered under one choice
                 drain(lane)
+                publishes = "" if new.publish == lane.detector.publish else f", publishes {new.publish}"
                 lane.take_over(new)
-                changes.append(f"{name}: version {new.version}")
+                changes.append(f"{name}: version {new.version}{publishes}")
             else:
                 lane.detector = new
         for name, det in detectors.items():

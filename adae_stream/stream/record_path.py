@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from adae_stream.config import Config
+from adae_stream.decisions.ledger import encode_evidence
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.scoring import (
     CORRECTED,
     INSTANCE_SCORE,
     IS_ADVERSARIAL,
     NO_DEFENSE,
+    PREDICTION,
     DetectorSource,
     StreamScorer,
     answer_fields,
@@ -114,7 +116,8 @@ class RecordPath:
             self.metrics.observe_detector(
                 detector.name, detector.version, "serving", result[INSTANCE_SCORE], result[IS_ADVERSARIAL]
             )
-            for req, res in lane.assembler.add(batch, {k: result[k] for k in self._fields}):
+            fields = {PREDICTION: result[detector.publish], **{k: result[k] for k in self._fields[1:]}}
+            for req, res in lane.assembler.add(batch, fields):
                 self._publish(lane, req, res)
             if detector.shadow is not None and detector.shadow_version is not None:
                 self._shadow(lane, detector.shadow_version, detector.shadow, batch, result)
@@ -166,7 +169,7 @@ class RecordPath:
             self._feedback_refused(raw, exc)
             return
         if outcome is not None:
-            self.sink.settle(raw, "feedback")
+            self._label_done(raw, outcome)
 
     def settle_feedback(self, placed: Callable[[float], bool]) -> None:
         """The held labels the join can decide now (JoinTail.placed says how far it has read)."""
@@ -176,7 +179,17 @@ class RecordPath:
             if isinstance(outcome, DecodeError):
                 self._feedback_refused(raw, outcome)
             else:
-                self.sink.settle(raw, "feedback")
+                self._label_done(raw, outcome)
+
+    def _label_done(self, raw: RawRecord, outcome: Outcome) -> None:
+        """A decided label: its paired evidence goes to the ledger, and its offset is done once the broker
+        has that record (or at once when it adds no evidence)."""
+        topic = self.kafka.evidence_topic
+        if topic is None or not outcome.evidence:
+            self.sink.settle(raw, "feedback")
+            return
+        key = outcome.evidence[0].detector.encode("utf-8", "replace")
+        self.sink.evidence(topic, raw, encode_evidence(outcome.evidence), key)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Held labels of a partition that is no longer ours are dropped, not decided: its new owner reads

@@ -45,14 +45,19 @@ class _Delivery:
     """What one send was for: enough to dead-letter the source record if the send fails."""
 
     record: RawRecord
-    reason: str | None = None  # None: an answer; else the dead-letter reason
+    reason: str | None = None  # None: an answer (or evidence); else the dead-letter reason
     message: str = ""
     minimal: bool = False
+    status: str = "ok"  # what the source record counts as once acked: "ok" (answered) or "feedback"
 
     def describe(self) -> str:
         where = f"{self.record.topic}-{self.record.partition}@{self.record.offset}"
         if self.reason is None:
-            return f"answer to the request at {where}"
+            return (
+                f"evidence of the label at {where}"
+                if self.status == "feedback"
+                else f"answer to the request at {where}"
+            )
         return f"{'minimal ' if self.minimal else ''}dead-letter record for {where}"
 
 
@@ -176,6 +181,11 @@ class Sink:
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
         self.outcomes.request_done(status, reason=reason)
 
+    def evidence(self, topic: str, rec: RawRecord, value: bytes, key: bytes) -> None:
+        """A label's paired evidence (decisions/ledger.py): the label's offset is done when the broker has it,
+        so under exactly_once it is counted once, in the transaction that consumes the label."""
+        self._send(topic, key, value, [], _Delivery(rec, status="feedback"))
+
     def copy(
         self,
         topic: str,
@@ -253,7 +263,9 @@ class Sink:
     def _acked(self, delivery: _Delivery, _metadata: Any) -> None:
         rec = delivery.record
         self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)
-        if delivery.reason is None:
+        if delivery.status != "ok":
+            self.outcomes.request_done(delivery.status)
+        elif delivery.reason is None:
             ts = rec.timestamp
             self.outcomes.request_done(
                 "ok", end_to_end_s=(time.time() * 1000.0 - ts) / 1000.0 if ts and ts > 0 else None
@@ -305,7 +317,8 @@ class Sink:
         """The record's own rejection: its dead letter instead of its answer, or the minimal dead letter."""
         rec, why = delivery.record, f"{type(exc).__name__}: {exc}"
         if delivery.reason is None:
-            self.dead_letter(rec, "rejected", f"the answer was rejected: {why}")
+            what = "evidence of the label" if delivery.status == "feedback" else "answer"
+            self.dead_letter(rec, "rejected", f"the {what} was rejected: {why}")
         else:
             self.dead_letter(
                 rec,

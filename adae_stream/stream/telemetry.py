@@ -52,6 +52,10 @@ class PairedEvidence:
     b: int
     c: int
     m: int
+    # kind "versions", for the label-free guard: instances the serving version did not flag, and how many
+    # of those the shadow flagged (no label is read for these two)
+    a_clean: int = 0
+    b_flagged_clean: int = 0
 
 
 @dataclass

@@ -140,20 +140,14 @@ def test_too_large_record():
 
 def test_encode_families_and_response_round_trip():
     result = {
+        "prediction": np.array([1, 2, 0]),
         "corrected": np.array([1, 2, 0]),
         "is_adversarial": np.array([True, False, True]),
         "instance_score": np.array([0.5, 0.01, 3.0], np.float32),
         "no_defense": np.array([1, 2, 2]),
         "defense": np.array([0, 2, 0]),
     }
-    info = {
-        "model_name": "m",
-        "model_version": "4",
-        "threshold": 0.25,
-        "detector_version": "0.1.0",
-        "detector_id": "d1",
-        "classifier_id": "c1",
-    }
+    info = {**ANSWER_INFO, "model_version": "4", "threshold": 0.25, "detector_version": "0.1.0"}
     for fmt in ("v2", "v1", "npy"):
         payload, headers = encode_request(X, fmt, "id-9")
         req = decode(rec(payload, headers), SHAPE, MAX)
@@ -166,14 +160,15 @@ def test_encode_families_and_response_round_trip():
         for k, v in result.items():
             np.testing.assert_array_equal(back[k], v)
     req = decode(rec(*encode_request(X, "v2", "q")), SHAPE, MAX)
-    body = json.loads(encode(req, {k: result[k] for k in ("corrected", "is_adversarial")}, info)[0])
-    assert [o["name"] for o in body["outputs"]] == ["corrected", "is_adversarial"]
+    body = json.loads(encode(req, {k: result[k] for k in ("prediction", "is_adversarial")}, info)[0])
+    assert [o["name"] for o in body["outputs"]] == ["prediction", "is_adversarial"]
     assert (body["model_name"], body["model_version"]) == ("m", "4")
     assert body["parameters"] == {
         "threshold": 0.25,
         "detector_version": "0.1.0",
         "detector_id": "d1",
         "classifier_id": "c1",
+        "prediction": "corrected",
     }
     assert body["outputs"][0]["shape"] == [3]
 

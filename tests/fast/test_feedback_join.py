@@ -23,6 +23,7 @@ class Clock:
 
 def answer(no_defense, defense, corrected, flags):
     return {
+        "prediction": np.array(corrected),
         "no_defense": np.array(no_defense),
         "defense": np.array(defense),
         "corrected": np.array(corrected),

@@ -22,6 +22,7 @@ from kafka.errors import MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import load_config
+from adae_stream.decisions.ledger import decode_evidence
 from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, SKIP_KINDS
 from adae_stream.scoring import ScorerInfo, ServingDetector, as_source
 from adae_stream.stream import record_path as record_path_module
@@ -485,6 +486,32 @@ def test_a_new_version_takes_over_only_after_what_its_lane_holds_is_answered_by_
     assert [len(x) for x in new.batches] == [1, 1] and len(h.path.lanes) == 0 and h.all_settled()
 
 
+@pytest.mark.parametrize("fmt", ["v2", "v1", "npy", "proto"])
+def test_the_published_prediction_follows_the_policy_and_a_new_choice_drains_like_a_new_version(fmt):
+    scorer = StubScorer("v1")
+    source = Source({"a": ServingDetector("a", 1, scorer)})
+    h = Harness(
+        detectors=source, detector=A_SERVES_THE_TOPIC, batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000}
+    )
+    x0, x1, x2 = instances([0.9, 0.1, 0.8]), instances([0.7, 0.2, 0.95]), instances([0.6, 0.3])
+    h.request(x0, "r0", fmt)
+    h.request(x1, "r1", fmt)  # split: 1 instance rides in the first batch, 2 are held
+    h.turn(force=False)
+    source.swap({"a": ServingDetector("a", 1, scorer, publish="no_defense")})
+    h.turn(force=False)  # the held part is answered under the choice that started it
+    h.request(x2, "r2", fmt)
+    h.turn()
+    answers = {a["id"]: a for a in h.answers()}
+    for rid, x, published in (("r0", x0, "corrected"), ("r1", x1, "corrected"), ("r2", x2, "no_defense")):
+        want = expected(x)
+        assert np.array_equal(answers[rid]["prediction"], want[published])
+        assert np.array_equal(answers[rid]["corrected"], want["corrected"])  # all three stay in the answer
+        assert np.array_equal(answers[rid]["no_defense"], want["no_defense"])
+        assert answers[rid]["headers"]["adae-prediction"] == published.encode()
+    assert not np.array_equal(expected(x2)["corrected"], expected(x2)["no_defense"])  # the choice shows
+    assert h.all_settled()
+
+
 def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dead_letters():
     serving = StubScorer("serving")
     shadow = StubScorer("shadow", fail_on=0.35)  # fails on one batch: costs only its own figures
@@ -531,6 +558,14 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     # the stand-in shadow scores with the serving formula: the two versions never disagree
     assert (versions.kind, versions.a_version, versions.b_version) == ("versions", "1", "2")
     assert (versions.b, versions.c, versions.m) == (0, 0, 4)
+    # the label-free guard's counts: the serving version's unflagged instances, and the shadow's flags there
+    unflagged = ~want["is_adversarial"]
+    assert (versions.a_clean, versions.b_flagged_clean) == (int(unflagged.sum()), 0)
+    # the ledger: one record per label, and the label is done only once the broker has it
+    assert not h.all_settled("labels")
+    h.turn()
+    (ledger,) = h.producer.to("out-evidence")
+    assert decode_evidence(ledger["value"]) == outcome.evidence and ledger["key"] == b"a"
     assert h.all_settled() and h.all_settled("labels")
 
 

@@ -103,6 +103,20 @@ def test_policy_pins_shadows_promotes_and_rolls_back(tmp_path):
     assert r.refresh() and serving(r) == {"a": (1, 2)}
 
 
+def test_policy_chooses_the_published_prediction_and_a_bad_choice_changes_nothing(tmp_path):
+    put(tmp_path, "a", 1)
+    r = repo(tmp_path)
+    r.refresh()
+    assert r.current()["a"].publish == "corrected"
+    (tmp_path / "a" / "policy.yaml").write_text("publish: no_defense\nauto: false\ndecisions: [{decision: x}]\n")
+    assert r.refresh() and r.current()["a"].publish == "no_defense"  # a new choice alone is a change
+    for bad, why in (("publish: defense\n", "'publish' must be one of"), ("auto: 1\n", "'auto' must be true")):
+        (tmp_path / "a" / "policy.yaml").write_text(bad)
+        assert not r.refresh() and r.current()["a"].publish == "no_defense"
+        with pytest.raises(ValueError, match=why):
+            read_policy(tmp_path / "a")
+
+
 def test_a_bad_policy_or_a_missing_pinned_version_changes_nothing(tmp_path):
     failures: list[str] = []
     put(tmp_path, "a", 1)

@@ -42,5 +42,12 @@ def test_warmup_traces_the_buckets_a_batch_can_need_once(digits_setup):
 
 
 def test_answer_fields_follow_the_config():
-    assert answer_fields(False, False) == ("corrected", "is_adversarial")
-    assert answer_fields(True, True) == ("corrected", "is_adversarial", "instance_score", "no_defense", "defense")
+    assert answer_fields(False, False) == ("prediction", "corrected", "is_adversarial")
+    assert answer_fields(True, True) == (
+        "prediction",
+        "corrected",
+        "is_adversarial",
+        "instance_score",
+        "no_defense",
+        "defense",
+    )

@@ -30,13 +30,15 @@ SHAPE = (4,)
 MAX = 1 << 20
 INFO = {**ANSWER_INFO, "model_name": "adae", "detector_version": "9.9", "threshold": 0.25}
 X = (np.arange(12, dtype=np.float32).reshape(3, 4) - 5) / 3
-FIELDS = ["corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
+FIELDS = ["prediction", "corrected", "is_adversarial", "instance_score", "no_defense", "defense"]
 
 
 def result_for(n: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(n)
+    corrected = rng.integers(0, 3, n).astype(np.int64)
     return {
-        "corrected": rng.integers(0, 3, n).astype(np.int64),
+        "prediction": corrected,
+        "corrected": corrected,
         "is_adversarial": rng.random(n) > 0.5,
         "instance_score": rng.random(n).astype(np.float32),
         "no_defense": rng.integers(0, 3, n).astype(np.int64),

@@ -30,6 +30,7 @@ from adae_stream.stream.codecs.records import (
     CLOUDEVENTS_JSON,
     MODEL_NAME_HEADER,
     MODEL_VERSION_HEADER,
+    PREDICTION_HEADER,
     OCTET_STREAM,
     Envelope,
     RawRecord,
@@ -160,6 +161,7 @@ class Codecs:
         headers = [
             *_request_headers(request, info),
             ("adae-detector-id", info["detector_id"].encode()),
+            (PREDICTION_HEADER, info["prediction"].encode()),
             (MODEL_NAME_HEADER, info["model_name"].encode()),
             (MODEL_VERSION_HEADER, info["model_version"].encode()),
             *extra,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from adae_stream.errors import DecodeError, NotARequest
+from adae_stream.scoring import PREDICTION
 from adae_stream.stream.codecs import tensors
 from adae_stream.stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 
@@ -214,8 +215,9 @@ def encode(
         tail = b"".join(tensors.wire_bytes(k, result[k]) for k in names)
         return text + tail, OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
     if request.fmt == "v1":
-        body: dict[str, Any] = {"id": request.id, "predictions": result["corrected"].tolist()}
-        body.update({k: result[k].tolist() for k in names if k != "corrected"})
+        # V1's one documented prediction field carries what the policy publishes; the rest beside it
+        body: dict[str, Any] = {"id": request.id, "predictions": result[PREDICTION].tolist()}
+        body.update({k: result[k].tolist() for k in names if k != PREDICTION})
         body.update({k: info[k] for k in tensors.ANSWER_PARAMETERS})
         return _dumps(body), JSON, []
     outputs: list[dict[str, Any]] = []
@@ -274,9 +276,9 @@ def decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any
     length = headers.get(BINARY_LENGTH_HEADER)
     body = json.loads(value[: int(length)] if length else value)
     out: dict[str, Any] = {}
-    if "outputs" not in body:  # V1: the corrected predictions and the other fields as lists
+    if "outputs" not in body:  # V1: the published predictions and the other fields as lists
         out = {k: np.asarray(v, dtype=tensors.RESULT_DTYPES.get(k)) for k, v in body.items() if isinstance(v, list)}
-        out["corrected"] = out.pop("predictions")
+        out[PREDICTION] = out.pop("predictions")
         out["id"] = body["id"]
         return out
     tail = memoryview(value)[int(length) :] if length else memoryview(b"")

@@ -112,6 +112,7 @@ def parse_json(value: bytes, source: str) -> Any:
 # model_version in its body where the family has them), so the feedback join rebuilt after a restart
 # knows them too, whatever the family.
 MODEL_NAME_HEADER, MODEL_VERSION_HEADER = "adae-model-name", "adae-model-version"
+PREDICTION_HEADER = "adae-prediction"  # which prediction the answer's `prediction` field carries
 
 # Where a record of ours came from: on dead letters and flagged captures.
 SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")

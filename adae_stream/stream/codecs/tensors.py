@@ -29,11 +29,15 @@ OIP_DTYPES = {
     "UINT64": "<u8",
 }
 # What every answer says about the detector that gave it (V2/V1 parameters, protobuf parameters; npy headers).
-ANSWER_PARAMETERS = ("threshold", "detector_version", "detector_id", "classifier_id")
+ANSWER_PARAMETERS = ("threshold", "detector_version", "detector_id", "classifier_id", "prediction")
 # Answer fields: numpy type and OIP datatype (the scorer's results, and where an answer holds a subset of
 # the request's instances, their positions in it).
 INSTANCE_INDEX = "instance_index"
-RESULT_DTYPES: dict[str, type[np.generic]] = {**scoring.RESULT_DTYPES, INSTANCE_INDEX: np.int64}
+RESULT_DTYPES: dict[str, type[np.generic]] = {
+    scoring.PREDICTION: np.int64,
+    **scoring.RESULT_DTYPES,
+    INSTANCE_INDEX: np.int64,
+}
 _OIP_NAMES = {np.int64: "INT64", np.bool_: "BOOL", np.float32: "FP32"}
 RESULT_OIP = {name: _OIP_NAMES[dtype] for name, dtype in RESULT_DTYPES.items()}
 

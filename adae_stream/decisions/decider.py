@@ -1,0 +1,215 @@
+"""The decision-maker: the ledger's summed evidence in, decisions out, written into each policy.yaml.
+
+One per repository (``adae-stream decide`` holds ``DIR/.decider/lock``). The replicas' watchers apply what
+it writes at their next poll, exactly as they apply a person's edit: policy.yaml is the one control plane.
+Per detector, at every check:
+
+- **a person's edit wins**: serve / shadow / publish differing from what it last wrote is a manual edit,
+  accepted as is; the tests it touches start again from the counts at that moment, so the same evidence
+  never undoes it. ``auto: false`` freezes the detector.
+- **defense**: decide_defense on the serving version's labelled instances since the last change of
+  ``publish``; a decision sets ``publish``, and the test goes on (it can turn back).
+- **promotion**: a shadow shown non-inferior by ``decisions.margin``, whose label-free guard passes (its
+  flag rate on what the serving version leaves unflagged, at most ``guard_factor`` times its calibrated
+  false-positive bound), is promoted; the version it replaces shadows it on probation.
+- **rollback**: on probation, a serving version shown strictly worse than the one it replaced is rolled
+  back (and never promoted again by the decision-maker); after ``probation_instances`` labelled
+  instances without that, the probation ends and the shadow is dropped. A person's promotion is put on
+  probation the same way (its predecessor becomes the shadow, unless a shadow is set).
+
+Pure filesystem code over a Totals (no Kafka, no clock but ``now``): tests/fast/test_decider.py drives it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from adae_stream.config import DecisionsConfig
+from adae_stream.decisions.ledger import Tally
+from adae_stream.decisions.rules import Verdict, decide_defense, decide_promotion, decide_rollback
+from adae_stream.decisions.state import DeciderState, DetectorState
+from adae_stream.detector.repository import Policy, policy_text, read_policy, scan, write_policy
+
+log = logging.getLogger(__name__)
+CONTROLS = ("serve", "shadow", "publish")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision with its evidence: logged, counted, and written beside it in policy.yaml."""
+
+    detector: str
+    decision: str  # publish_corrected | publish_no_defense | promote | rollback | probation | probation_passed | manual
+    detail: str
+    verdict: Verdict | None = None
+
+    def audit(self, now: float) -> dict:
+        entry: dict = {
+            "at": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="seconds"),
+            "decision": self.decision,
+            "detail": self.detail,
+        }
+        if self.verdict is not None:
+            v = self.verdict
+            entry |= {
+                "alpha": round(v.alpha, 6),
+                "e_values": {k: float(f"{e:.4g}") for k, e in v.e_values.items()},
+                "pairs": {"b": v.pairs.b, "c": v.pairs.c, "m": v.pairs.m},
+            }
+        return entry
+
+
+def calibrated_fpr_bound(version_dir: Path) -> float | None:
+    """The one-sided upper bound on the clean false-positive rate saved at calibration, if any."""
+    try:
+        meta = json.loads((version_dir / "detector.json").read_text()).get("meta") or {}
+        bound = (meta.get("calibration") or {}).get("fpr_upper_bound")
+        return float(bound) if bound is not None else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class Decider:
+    def __init__(
+        self,
+        root: str | Path,
+        cfg: DecisionsConfig,
+        on_verdict: Callable[[str, str, Verdict], None] = lambda detector, test, verdict: None,
+    ) -> None:
+        self.root = Path(root)
+        self.cfg = cfg
+        self._on_verdict = on_verdict  # every test's verdict at every check (the e-value gauges)
+
+    def step(self, state: DeciderState, now: float) -> list[Decision]:
+        """Check every detector once; write what changes. Returns the decisions taken."""
+        found = {name: versions for name, versions in scan(self.root).items() if versions}
+        alpha = self.cfg.alpha / (2 * max(len(found), 1))  # two tests per detector (Bonferroni)
+        out: list[Decision] = []
+        for name, versions in found.items():
+            try:
+                out += self._detector(state, name, versions, alpha, now)
+            except ValueError as exc:  # an unreadable policy: a person is editing it; nothing is decided
+                log.warning("decisions for %s wait: %s", name, exc)
+        return out
+
+    def _detector(self, state: DeciderState, name: str, versions: dict[int, Path], alpha: float, now: float) -> list:
+        directory = self.root / name
+        before = policy_text(directory)
+        policy = read_policy(directory)
+        controls = {k: getattr(policy, k) for k in CONTROLS}
+        ds = state.detectors.setdefault(name, DetectorState(dict(controls)))
+        kept = copy.deepcopy(ds)  # restored if nothing can be written
+        serving = policy.serve if policy.serve is not None else max(versions)
+        decisions: list[Decision] = []
+        if ds.written != controls:
+            decisions.append(Decision(name, "manual", f"a person set {self._changed(ds.written, controls)}"))
+            policy = self._accept_edit(state, ds, name, policy, serving)
+        if policy.auto:
+            policy = self._defense(state, ds, name, policy, serving, alpha, decisions)
+            policy = self._rollout(state, ds, name, policy, serving, versions, alpha, decisions)
+        if not decisions:
+            return []
+        for d in decisions:
+            log.warning("decision for %s: %s (%s)%s", name, d.decision, d.detail, _evidence_text(d.verdict))
+        trail = [*policy.decisions, *(d.audit(now) for d in decisions)][-self.cfg.audit_keep :]
+        policy = replace(policy, decisions=trail)
+        header = "decisions by adae-stream decide (README, 'Decisions from live evidence'); a person's edit wins"
+        if not write_policy(directory, policy, before, header):
+            log.warning("policy.yaml of %s changed while deciding: nothing written, checked again next time", name)
+            state.detectors[name] = kept
+            return []
+        ds.written = {k: getattr(policy, k) for k in CONTROLS}
+        return decisions
+
+    @staticmethod
+    def _changed(old: dict, new: dict) -> str:
+        return ", ".join(f"{k}: {new[k]} (was {old.get(k)})" for k in CONTROLS if old.get(k) != new[k])
+
+    def _accept_edit(self, state: DeciderState, ds: DetectorState, name: str, p: Policy, serving: int) -> Policy:
+        """The tests the edit touches start again from now; a person's promotion goes on probation."""
+        totals = state.totals
+        if p.publish != ds.written.get("publish"):
+            ds.base[f"defense:{serving}"] = totals.get("defense", name, serving, serving)
+        if p.shadow is not None:
+            ds.base[f"versions:{serving}:{p.shadow}"] = totals.get("versions", name, serving, p.shadow)
+        previous = ds.written.get("serve")
+        if p.auto and p.serve is not None and previous is not None and p.serve != previous and p.shadow is None:
+            p = replace(p, shadow=previous, probation={"replaced": previous, "promoted": p.serve})
+            ds.base[f"versions:{p.serve}:{previous}"] = totals.get("versions", name, p.serve, previous)
+        ds.written = {k: getattr(p, k) for k in CONTROLS}
+        return p
+
+    def _since(self, state: DeciderState, ds: DetectorState, key: str, *where: object) -> Tally:
+        kind = key.split(":")[0]
+        return state.totals.get(kind, *where).since(ds.base.get(key))
+
+    def _defense(self, state, ds, name: str, p: Policy, serving: int, alpha: float, out: list) -> Policy:
+        key = f"defense:{serving}"
+        tally = self._since(state, ds, key, name, serving, serving)
+        verdict = decide_defense(tally.pairs, alpha, self.cfg.min_discordant, p.publish)  # type: ignore[arg-type]
+        self._on_verdict(name, "defense", verdict)
+        if verdict.decision is None:
+            return p
+        ds.base[key] = state.totals.get("defense", name, serving, serving)  # the next switch needs new evidence
+        out.append(Decision(name, f"publish_{verdict.decision}", f"version {serving}", verdict))
+        return replace(p, publish=verdict.decision)
+
+    def _rollout(self, state, ds, name: str, p: Policy, serving: int, versions, alpha: float, out: list) -> Policy:
+        shadow = p.shadow
+        if shadow is None or shadow == serving or shadow not in versions:
+            return p
+        key = f"versions:{serving}:{shadow}"
+        tally = self._since(state, ds, key, name, serving, shadow)
+        replaced = (p.probation or {}).get("replaced")
+        if replaced == shadow:  # on probation: the promoted version against the one it replaced
+            verdict = decide_rollback(tally.pairs, alpha, self.cfg.min_discordant)  # B: the replaced one
+            self._on_verdict(name, "rollback", verdict)
+            if verdict.decision is not None:
+                ds.rejected.append(serving)
+                out.append(Decision(name, "rollback", f"version {shadow} serves again; {serving} rejected", verdict))
+                return replace(p, serve=shadow, shadow=None, probation=None)
+            if tally.b + tally.c + tally.m >= self.cfg.probation_instances:
+                out.append(Decision(name, "probation_passed", f"version {serving} stays; {shadow} no longer shadows"))
+                return replace(p, shadow=None, probation=None)
+            return p
+        if shadow in ds.rejected:
+            return p
+        verdict = decide_promotion(tally.pairs, alpha, self.cfg.margin, self.cfg.min_discordant)
+        self._on_verdict(name, "promotion", verdict)
+        if verdict.decision is None:
+            return p
+        blocked = self._guard(tally, versions[shadow])
+        if blocked is not None:
+            if ds.blocked != shadow:
+                ds.blocked = shadow
+                log.warning("promotion of %s version %d held back by the label-free guard: %s", name, shadow, blocked)
+            return p
+        ds.base[f"versions:{shadow}:{serving}"] = state.totals.get("versions", name, shadow, serving)
+        out.append(Decision(name, "promote", f"version {shadow} serves; {serving} shadows it on probation", verdict))
+        return replace(p, serve=shadow, shadow=serving, probation={"replaced": serving, "promoted": shadow})
+
+    def _guard(self, tally: Tally, shadow_dir: Path) -> str | None:
+        """Why the label-free guard holds a promotion back, or None when it passes."""
+        if tally.a_clean < self.cfg.guard_min_instances:
+            return f"{tally.a_clean} of {self.cfg.guard_min_instances} instances left unflagged by the serving version"
+        bound = calibrated_fpr_bound(shadow_dir)
+        if bound is None:
+            return None  # no calibration saved: the guard has nothing to compare with
+        rate = tally.b_flagged_clean / tally.a_clean
+        if rate > self.cfg.guard_factor * bound:
+            return f"it flags {rate:.3f} of them, over {self.cfg.guard_factor:g} x its calibrated bound {bound:.3f}"
+        return None
+
+
+def _evidence_text(verdict: Verdict | None) -> str:
+    if verdict is None:
+        return ""
+    e = ", ".join(f"{k} e={v:.3g}" for k, v in verdict.e_values.items())
+    p = verdict.pairs
+    return f"; evidence b={p.b} c={p.c} m={p.m}, {e}, alpha={verdict.alpha:.4g}"
