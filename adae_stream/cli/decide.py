@@ -26,6 +26,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
     from prometheus_client import CollectorRegistry
 
     from adae_stream.decisions.service import DecisionService
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = DecisionMetrics(CollectorRegistry())
     try:
         service = DecisionService(cfg, cfg.kafka.bootstrap_servers, metrics)
-    except (*STARTUP_ERRORS, ValueError) as exc:
+    except (*STARTUP_ERRORS, ValueError, KafkaError) as exc:  # a bad state file, the broker unreachable
         fail(str(exc))
     server = None
     if cfg.decisions.metrics_port and not args.once:

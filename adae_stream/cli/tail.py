@@ -11,13 +11,14 @@ import numpy as np
 
 from adae_stream.cli.common import bootstrap_servers, config_if_present
 from adae_stream.errors import UnreadableAnswer
-from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL
+from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL, PREDICTION
+from adae_stream.stream.codecs.records import PREDICTION_HEADER
 
 if TYPE_CHECKING:
     from adae_stream.cli.common import Subparsers
 
 POLL_MS = 500
-SHOWN_PREDICTIONS = 16  # corrected labels printed per answer
+SHOWN_PREDICTIONS = 16  # published labels printed per answer
 
 
 def register(subparsers: Subparsers) -> None:
@@ -42,8 +43,10 @@ def describe(record: Any) -> str:
     flags = answer.get(IS_ADVERSARIAL, np.zeros(0, bool))
     scores = answer.get(INSTANCE_SCORE)
     score_text = f" max score {float(np.max(scores)):.4g}" if scores is not None and len(scores) else ""
-    shown = json.dumps(answer[CORRECTED][:SHOWN_PREDICTIONS].tolist())
-    return f"{answer['id']}: n={len(answer[CORRECTED])} flagged={int(np.sum(flags))}{score_text} corrected={shown}"
+    published = answer.get(PREDICTION, answer[CORRECTED])  # answers written before `prediction` carry corrected
+    which = dict(record.headers or ()).get(PREDICTION_HEADER, b"corrected").decode(errors="replace")
+    shown = json.dumps(published[:SHOWN_PREDICTIONS].tolist())
+    return f"{answer['id']}: n={len(published)} flagged={int(np.sum(flags))}{score_text} {which}={shown}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -145,9 +145,9 @@ class Decider:
         ds.written = {k: getattr(p, k) for k in CONTROLS}
         return p
 
-    def _since(self, state: DeciderState, ds: DetectorState, key: str, *where: object) -> Tally:
-        kind = key.split(":")[0]
-        return state.totals.get(kind, *where).since(ds.base.get(key))
+    def _since(self, state: DeciderState, ds: DetectorState, key: str, name: str, a: int, b: int) -> Tally:
+        """The comparison's counts since its test last started (``key`` names the test: kind:a[:b])."""
+        return state.totals.get(key.split(":")[0], name, a, b).since(ds.base.get(key))
 
     def _defense(self, state, ds, name: str, p: Policy, serving: int, alpha: float, out: list) -> Policy:
         key = f"defense:{serving}"

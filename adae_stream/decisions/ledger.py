@@ -103,4 +103,4 @@ class Totals:
     def from_json(cls, data: Mapping) -> Totals:
         tallies = {tuple(row[:4]): Tally(*row[4:]) for row in data.get("tallies", [])}
         offsets = {int(p): int(o) for p, o in data.get("offsets", {}).items()}
-        return cls(tallies, offsets, int(data.get("skipped", 0)))  # type: ignore[arg-type]
+        return cls(tallies, offsets, int(data.get("skipped", 0)))

@@ -28,12 +28,14 @@ log = logging.getLogger(__name__)
 def hold_lock(root: Path) -> IO:
     """The repository's decision-maker lock, held for the life of the returned file."""
     (root / STATE_DIR).mkdir(exist_ok=True)
-    handle = open(root / STATE_DIR / LOCK_FILE, "w")  # noqa: SIM115 - held open on purpose
+    handle = open(root / STATE_DIR / LOCK_FILE, "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ConfigError(f"another decision-maker already decides for {root} (it holds {STATE_DIR}/{LOCK_FILE})")
+        raise ConfigError(
+            f"another decision-maker already decides for {root} (it holds {STATE_DIR}/{LOCK_FILE})"
+        ) from None
     return handle
 
 

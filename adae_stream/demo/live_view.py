@@ -66,4 +66,9 @@ def render(elapsed: float, duration: float, produced: int, stats, throughput: fl
             f"{'live (feedback, from the service metrics)':<44} {live['labelled_instances']:>6.0f} labelled: "
             f"undef {live['no_defense']:.1%} def {live['defense']:.1%} corr {live['corrected']:.1%}"
         )
+    for p in stats.published_table():  # what answers carried, as the decision-maker chose it
+        lines.append(
+            f"{'published ' + p['published']:<44} {p['instances']:>6} answered:  accuracy {p['accuracy']:.1%} "
+            f"(from {p['from_s']:.1f}s)"
+        )
     return "\n".join(lines)

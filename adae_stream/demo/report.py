@@ -107,5 +107,31 @@ def _markdown(table: list[dict], threshold: float, delivery: dict, run_info: dic
             f"undefended {_fmt(live['no_defense'])}, defense {_fmt(live['defense'])}, corrected "
             f"{_fmt(live['corrected'])}.",
         ]
+    lines += _decisions(run_info.get("decisions") or [], run_info.get("published") or [])
     lines += ["", "![scores](scores.png)", "", "![accuracy](accuracy.png)", ""]
+    return lines
+
+
+def _decisions(decisions: list[dict], published: list[dict]) -> list[str]:
+    """When the decision-maker decided what, on what evidence, and the accuracy of what was published."""
+    lines = ["", "## Decisions from live evidence", ""]
+    if not decisions:
+        lines.append("No decision: the evidence did not reach any test's threshold in this run.")
+    for d in decisions:
+        evidence = ""
+        if "b" in d:
+            e = ", ".join(f"{k} {v:.3g}" for k, v in d["e_values"].items())
+            evidence = (
+                f": {d['b'] + d['c']} labelled instances where the two predictions differed (corrected right alone "
+                f"{d['b']}, undefended right alone {d['c']}; {d['m']} agreed), e-values {e}; a direction "
+                f"decides at 2/alpha = {2 / d['alpha']:.0f} (alpha {d['alpha']:.3g} for the test, half to each direction)"
+            )
+        lines.append(f"- at {d['at_s']:.1f} s, **{d['decision']}** ({d['detail']}){evidence}.")
+    if published:
+        lines += ["", "| published | from | to | instances | accuracy |", "|---|---:|---:|---:|---:|"]
+        for p in published:
+            lines.append(
+                f"| {p['published']} | {p['from_s']:.1f} s | {p['to_s']:.1f} s | {p['instances']} | "
+                f"{_fmt(p['accuracy'])} |"
+            )
     return lines

@@ -21,6 +21,7 @@ import numpy as np
 from adae_stream.config import Config, KafkaConfig
 from adae_stream.demo.live_view import LiveView, live_accuracy, render
 from adae_stream.errors import UnreadableAnswer
+from adae_stream.stream.codecs.records import PREDICTION_HEADER
 from adae_stream.stream.telemetry import FEEDBACK_RESULTS
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ class _Watch:
             sent = self.gen.sent.get(ans["id"])
         self.stats.answered_ids[ans["id"]] += 1
         if sent is not None and self.stats.answered_ids[ans["id"]] == 1:
-            self.stats.add(sent.kind, sent.labels, ans, now - sent.t_sent)
+            published = dict(rec.headers or ()).get(PREDICTION_HEADER, b"corrected").decode(errors="replace")
+            self.stats.add(sent.kind, sent.labels, ans, now - sent.t_sent, published, self.elapsed)
             self.answered_instances += len(sent.labels)
             self.feedback.answered(ans["id"], sent.labels)
 
@@ -232,7 +234,7 @@ class _Watch:
 def _demo_config(cfg: Config) -> tuple[Config, str] | None:
     """The caller's config with the demo's own topics (it labels its traffic and captures flagged
     requests), and the input topic it produces to; None when the config names no input topic."""
-    from adae_stream.config import input_topics
+    from adae_stream.config import input_topics, validate_topics
 
     topics = input_topics(cfg.kafka)
     if not topics:
@@ -243,13 +245,15 @@ def _demo_config(cfg: Config) -> tuple[Config, str] | None:
     cfg = cfg.model_copy(deep=True)  # never the caller's
     cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC
     cfg.kafka.flagged_topic = cfg.kafka.flagged_topic or "adae-flagged"
+    validate_topics(cfg.kafka)  # the shadow and evidence topics that feedback brings
     return cfg, topics[0]
 
 
 def run_demo(config: Config) -> int:
+    from adae_stream.demo.decisions import DemoDecider, repository_config
     from adae_stream.demo.detector_cache import load_or_train, traffic_pools
     from adae_stream.demo.report import write_report
-    from adae_stream.runner import kafka_bootstrap, load_scorer
+    from adae_stream.runner import kafka_bootstrap
     from adae_stream.stream.clients import plain_reader
 
     demo = _demo_config(config)
@@ -261,12 +265,12 @@ def run_demo(config: Config) -> int:
     detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
     trained = "from cache" if cached else f"trained in {time.monotonic() - t0:.1f}s"
     print(f"detector: {det_path} ({trained}), threshold {detector.threshold:.4g}")
-    cfg.detector.path = str(det_path)
+    cfg = repository_config(cfg, det_path, topic)
     pools = traffic_pools(detector, d.seed)
-    scorer = load_scorer(cfg)
     with kafka_bootstrap(cfg) as bootstrap:
         print(f"Kafka: {'embedded Tansu broker at ' if cfg.kafka.bootstrap_servers == 'embedded' else ''}{bootstrap}")
-        pipe = _PipelineThread(cfg, scorer, bootstrap)
+        pipe = _PipelineThread(cfg, None, bootstrap)
+        decider: DemoDecider | None = None
         pipe.start()
         # answers are matched to this run's request ids, so reading from the start is safe on a used topic
         consumer = plain_reader(cfg.kafka, bootstrap, cfg.kafka.output_topic)
@@ -276,6 +280,9 @@ def run_demo(config: Config) -> int:
                 return 1
             service = pipe.service
             print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
+            decider = DemoDecider(cfg, bootstrap)  # decides what answers publish, from this run's labels
+            decider.start()
+            print(f"decision-maker: writes {cfg.detector.repository}/digits/policy.yaml")
             gen = TrafficGenerator(bootstrap, topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
             feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC, d.seed, cfg.kafka)
             watch = _Watch(gen, feedback, service.metrics.registry if service.metrics else None, d.duration_s)
@@ -297,6 +304,8 @@ def run_demo(config: Config) -> int:
             # Delivery check: read the whole output topic once more, independently of the live view.
             delivery = _delivery_check(bootstrap, cfg.kafka, set(gen.sent))
         finally:
+            if decider is not None:
+                decider.stop()
             pipe.stop()
             consumer.close()
     stats = watch.stats
@@ -308,6 +317,8 @@ def run_demo(config: Config) -> int:
         "pipeline_exit_code": pipe.rc,
         "feedback_sent": feedback.counts,
         "live_accuracy_from_metrics": live_final,
+        "decisions": decider.summary() if decider is not None else [],
+        "published": stats.published_table(),
     }
     out = write_report(d.report_dir, stats, detector.threshold, delivery, run_info)
     print(

@@ -15,8 +15,18 @@ class DemoStats:
         self.rows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.latencies: list[float] = []
         self.answered_ids: dict[str, int] = defaultdict(int)
+        # what answers published, per choice (the adae-prediction header): instances, correct, first and last
+        # answer's time in seconds since the watch started
+        self.published: dict[str, dict[str, float]] = {}
 
-    def add(self, kind: str, labels: np.ndarray, answer: dict, latency_s: float) -> None:
+    def add(
+        self, kind: str, labels: np.ndarray, answer: dict, latency_s: float, published: str = "", at_s: float = 0.0
+    ) -> None:
+        if published:
+            row_p = self.published.setdefault(published, {"instances": 0, "correct": 0, "from_s": at_s, "to_s": at_s})
+            row_p["instances"] += len(labels)
+            row_p["correct"] += int(np.sum(answer["prediction"] == labels))
+            row_p["to_s"] = at_s
         row = self.rows[kind]
         row["requests"] += 1
         row["n"] += len(labels)
@@ -47,6 +57,13 @@ class DemoStats:
             )
         order = ["clean", "fgsm", "pgd", "noise", "blur", "occlusion"]
         return sorted(out, key=lambda r: order.index(r["kind"]) if r["kind"] in order else 99)
+
+    def published_table(self) -> list[dict]:
+        """Accuracy of what answers published, per choice, in the order the choices were first published."""
+        rows = sorted(self.published.items(), key=lambda item: item[1]["from_s"])
+        return [
+            {"published": choice, **row, "accuracy": row["correct"] / max(row["instances"], 1)} for choice, row in rows
+        ]
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies, q) * 1000) if self.latencies else float("nan")

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_end_to_end_short_mode(tmp_path):
     args = (
-        f"--duration 10 --rate 30 --port 0 --epochs 10 --seed 3 --cache-dir {tmp_path / 'cache'} "
+        f"--duration 10 --rate 100 --port 0 --epochs 10 --seed 3 --cache-dir {tmp_path / 'cache'} "
         f"--report-dir {tmp_path / 'report'}"
     )
     cmd = [*shlex.split(readme_first_command()), f"ARGS={args}"]
@@ -45,3 +45,15 @@ def test_demo_end_to_end_short_mode(tmp_path):
     )  # 8 instances a request; duplicates once
     assert all(0 < live[p] <= 1 for p in ("no_defense", "defense", "corrected"))
     assert "Live accuracy from the feedback loop" in md
+    # the default traffic is corruption-heavy: correction hurts, and the answers flip to the undefended
+    # prediction on the evidence (about 600 discordant pairs at 0.58 : 0.42 decide; 10 s at 100 requests/s
+    # label about 7200 instances, of which about 13 % are discordant)
+    (decision,) = summary["run"]["decisions"]
+    assert decision["decision"] == "publish_no_defense" and decision["c"] > decision["b"]
+    assert decision["e_values"]["corrected_worse"] >= 2 / decision["alpha"]
+    published = summary["run"]["published"]
+    assert [p["published"] for p in published] == ["corrected", "no_defense"]
+    assert published[0]["to_s"] <= published[1]["from_s"] and published[1]["instances"] > 0
+    assert "publish_no_defense" in md and "| no_defense |" in md
+    policy = (report / "repository" / "digits" / "policy.yaml").read_text()
+    assert "publish: no_defense" in policy and "corrected_worse" in policy

@@ -1,0 +1,77 @@
+"""The demo's control plane: its detector served from a repository of one version, and the decision-maker
+(the code of ``adae-stream decide``) on a thread, deciding from this run's labels what answers publish."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from adae_stream.config import Config
+from adae_stream.decisions.decider import Decision
+
+log = logging.getLogger(__name__)
+DEMO_DETECTOR = "digits"
+
+
+def repository_config(cfg: Config, detector_dir: Path, input_topic: str) -> Config:
+    """The demo's repository, made anew in the report directory (its policy.yaml and the decision-maker's
+    state are this run's), with the cached detector as version 1 and the input topic routed to it."""
+    root = Path(cfg.demo.report_dir).resolve() / "repository"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / DEMO_DETECTOR).mkdir(parents=True)
+    (root / DEMO_DETECTOR / "1").symlink_to(detector_dir.resolve(), target_is_directory=True)
+    cfg = cfg.model_copy(deep=True)
+    cfg.detector.path = None
+    cfg.detector.repository = str(root)
+    cfg.detector.routes = [{"detector": DEMO_DETECTOR, "topic": f"^{re.escape(input_topic)}$"}]
+    cfg.detector.poll_s = min(cfg.detector.poll_s, 1.0)  # a decision reaches the answers within a second
+    cfg.decisions.interval_s = min(cfg.decisions.interval_s, 1.0)
+    return cfg
+
+
+class DemoDecider(threading.Thread):
+    """DecisionService.run on a thread; ``decided`` holds each decision with its time since ``start``."""
+
+    def __init__(self, cfg: Config, bootstrap: str) -> None:
+        super().__init__(name="adae-demo-decide", daemon=True)
+        from adae_stream.decisions.service import DecisionService
+
+        self.service = DecisionService(cfg, bootstrap)
+        self.service.reader.skip_to_end(self.service.state.totals)  # this run's evidence only (a used broker)
+        self.stop_event = threading.Event()
+        self.start_time = time.monotonic()
+        self.decided: list[tuple[float, Decision]] = []
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self._check()
+            self.stop_event.wait(self.service.cfg.decisions.interval_s)
+
+    def _check(self) -> None:
+        try:
+            for decision in self.service.check():
+                self.decided.append((time.monotonic() - self.start_time, decision))
+        except Exception:  # the demo goes on; the log says why
+            log.exception("the demo's decision check failed")
+
+    def stop(self) -> None:
+        """After one last check, so the last labels' evidence counts too."""
+        self.stop_event.set()
+        self.join(10)
+        self._check()
+        self.service.close()
+
+    def summary(self) -> list[dict]:
+        """Each decision for the report: when, what, and on what evidence."""
+        out = []
+        for at_s, d in self.decided:
+            entry = {"at_s": round(at_s, 1), "decision": d.decision, "detail": d.detail}
+            if d.verdict is not None:
+                p = d.verdict.pairs
+                entry |= {"b": p.b, "c": p.c, "m": p.m, "alpha": d.verdict.alpha, "e_values": d.verdict.e_values}
+            out.append(entry)
+        return out
