@@ -124,7 +124,8 @@ def _decisions(decisions: list[dict], published: list[dict]) -> list[str]:
             evidence = (
                 f": {d['b'] + d['c']} labelled instances where the two predictions differed (corrected right alone "
                 f"{d['b']}, undefended right alone {d['c']}; {d['m']} agreed), e-values {e}; a direction "
-                f"decides at 2/alpha = {2 / d['alpha']:.0f} (alpha {d['alpha']:.3g} for the test, half to each direction)"
+                f"decides at 2/alpha = {2 / d['alpha']:.0f} (alpha {d['alpha']:.3g} for the test, half to each "
+                "direction)"
             )
         lines.append(f"- at {d['at_s']:.1f} s, **{d['decision']}** ({d['detail']}){evidence}.")
     if published:
