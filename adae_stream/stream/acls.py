@@ -74,3 +74,10 @@ def required_acls(cfg: Config) -> list[Acl]:
         for topic in topic_limits(kafka):
             rules.append(Acl("TOPIC", topic, "CREATE", "kafka.create_topics: create it when missing"))
     return rules
+
+
+def decider_acls(cfg: Config) -> list[Acl]:
+    """``adae-stream decide``'s: it reads the evidence ledger outside any group and writes nothing to Kafka."""
+    if cfg.kafka.evidence_topic is None:
+        return []
+    return [Acl("TOPIC", cfg.kafka.evidence_topic, "READ", "adae-stream decide reads the evidence ledger")]

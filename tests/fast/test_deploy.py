@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from adae_stream.config import load_config
+from adae_stream.decisions.rules import Pairs, decide_defense
+from adae_stream.monitoring.decision_metrics import DecisionMetrics
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.monitoring.server import MetricsServer
 from adae_stream.scoring import ScorerInfo, ServingDetector
-from adae_stream.stream.telemetry import Outcome, VersionOutcome
+from adae_stream.stream.telemetry import Outcome, PairedEvidence, VersionOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -49,10 +51,22 @@ def exported_names() -> set[str]:
     m.shadow_agreement("digits", np.array([True, False]), np.array([True, True]))
     m.detector_load_failed("digits")
     judged = ({"corrected": 1, "no_defense": 1, "defense": 1}, {("flagged", "wrong"): 1})
-    m.feedback_outcome(Outcome("joined", 1, *judged, [VersionOutcome("digits", "2", "serving", 1, *judged)]))
+    evidence = [
+        PairedEvidence("defense", "digits", "2", "2", 1, 0, 0),
+        PairedEvidence("versions", "digits", "2", "1", 0, 1, 0, 1, 0),
+    ]
+    versions = [VersionOutcome("digits", "2", "serving", 1, *judged)]
+    m.feedback_outcome(Outcome("joined", 1, *judged, versions, evidence=evidence))
     m.update_drift()
+    decisions = DecisionMetrics(CollectorRegistry())  # adae-stream decide's own /metrics
+    decisions.decisions.labels("digits", "promote").inc()
+    decisions.verdict("digits", "defense", decide_defense(Pairs(3, 1, 5), 0.05, 1, "corrected"))
+    decisions.ledger_records.inc()
+    decisions.ledger_skipped.inc()
+    decisions.last_check.set(1)
     names = set()
-    for line in generate_latest(m.registry).decode().splitlines():
+    exposition = generate_latest(m.registry).decode() + generate_latest(decisions.registry).decode()
+    for line in exposition.splitlines():
         if line and not line.startswith("#"):
             names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
@@ -79,7 +93,8 @@ def test_alert_rules_pass_promtool_unit_tests():
         "AdaeConsumerLagGrowing",
         "AdaeNoTraffic",
         "AdaePipelineDown",
-        "AdaeCorrectionHurts",
+        "AdaeDecisionTaken",
+        "AdaeEvidenceStalled",
         "AdaeLiveAccuracyDrop",
         "AdaeFeedbackStopped",
         "AdaeDetectorLoadFailed",
@@ -166,6 +181,14 @@ def test_k8s_manifests_match_the_code():
     )
     assert trig["metadata"]["bootstrapServers"] == cfg.kafka.bootstrap_servers
     assert keda["spec"]["maxReplicaCount"] <= cfg.kafka.partitions  # more replicas than partitions would idle
+    decide = docs[("Deployment", "adae-decide")]
+    assert decide["spec"]["replicas"] == 1 and decide["spec"]["strategy"]["type"] == "Recreate"  # never two
+    (decider,) = decide["spec"]["template"]["spec"]["containers"]
+    assert decider["command"][:2] == ["adae-stream", "decide"] and "/etc/adae/config.yaml" in decider["command"]
+    assert decider["ports"][0]["containerPort"] == cfg.decisions.metrics_port
+    writes = {m["mountPath"] for m in decider["volumeMounts"] if not m.get("readOnly")}
+    assert cfg.kafka.evidence_topic and any(cfg.detector.repository.startswith(m) for m in writes)
+    assert docs[("PodMonitor", "adae-decide")]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     selector = dep["spec"]["selector"]["matchLabels"]
     assert svc["spec"]["selector"] == selector == dep["spec"]["template"]["metadata"]["labels"]
 
