@@ -11,6 +11,8 @@
    rollback's mirror test where the two versions are equally good, likewise after every label.
 3. Labels needed to decide (median, and the share of runs decided within the budget) at several effect
    sizes.
+4. What the evidence costs the loop per label: the paired counts the join computes, the ledger record's
+   encoding, and its send (kafka-python to the embedded broker), against the label's join alone.
 Figures in benchmarks/RESULTS.md, "Decisions: error rates and labels needed".
 """
 
@@ -131,7 +133,63 @@ def main(argv: list[str] | None = None) -> int:
         q_loss = (DISCORDANT_SHARE - gain) / 2
         first = noninferiority_first(rng, 500, labels, q_loss + gain, q_loss, 0.01, 0.05)
         print(f"   promotion, delta 0.01, shadow {gain * 100:+.0f} points: {summary(first)} (of {labels:,} labels)")
+    print("4. per label of 8 instances, on the loop thread (µs, median of 5 passes):")
+    for name, us in ledger_cost(args.seed).items():
+        print(f"   {name:58s} {us:8.1f}")
     return 0
+
+
+def ledger_cost(seed: int, labels: int = 5000) -> dict[str, float]:
+    """Per label: join.label with the paired counts (what the join did before the ledger, counts included),
+    the paired counts alone, the ledger record's encoding, and a kafka-python send of it (flushed)."""
+    import time
+
+    from kafka import KafkaProducer
+
+    from adae_stream.decisions.ledger import encode_evidence
+    from adae_stream.stream.broker import EmbeddedBroker
+    from adae_stream.stream.feedback import Answer, FeedbackJoin, Scored, evidence
+
+    rng = np.random.default_rng(seed)
+    fields = {k: rng.integers(0, 10, 8) for k in ("no_defense", "defense", "corrected")}
+    fields["is_adversarial"] = rng.random(8) < 0.3
+    ys = [rng.integers(0, 10, 8) for _ in range(labels)]
+    answer, new = Answer(time.time(), Scored.of("d", "1", "serving", fields)), np.ones(8, bool)
+    records = [encode_evidence(evidence(answer, new, y)) for y in ys[:10]]
+    out: dict[str, list[float]] = {}
+
+    def timed(name: str, run) -> None:
+        t0 = time.perf_counter()
+        run()
+        out.setdefault(name, []).append((time.perf_counter() - t0) / labels * 1e6)
+
+    def joined(join: FeedbackJoin) -> None:
+        for i, y in enumerate(ys):
+            join.label(f"r{i}", y)
+
+    for _ in range(5):
+        join = FeedbackJoin(3600, 10**7)
+        for i in range(labels):
+            join.remember(f"r{i}", fields, detector="d", version="1")
+        timed("a label joined (join.label, paired counts included)", lambda j=join: joined(j))
+        timed("  of which the paired counts (feedback.evidence)", lambda: [evidence(answer, new, y) for y in ys])
+        timed(
+            "the ledger record encoded (encode_evidence)",
+            lambda: [encode_evidence(evidence(answer, new, y)) for y in ys],
+        )
+    with EmbeddedBroker() as broker:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks="all")
+        producer.send("ledger-bench", value=records[0]).get(timeout=30)
+
+        def sent() -> None:
+            for i in range(labels):
+                producer.send("ledger-bench", value=records[i % 10], key=b"d")
+            producer.flush()
+
+        for _ in range(5):
+            timed("the ledger record sent (kafka-python, acks=all, flushed)", sent)
+        producer.close()
+    return {name: float(np.median(values)) for name, values in out.items()}
 
 
 if __name__ == "__main__":

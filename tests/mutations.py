@@ -107,7 +107,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "a held label settled before it is decided",
         "record_path.py",
-        'if outcome is not None:\n            self.sink.settle(raw, "feedback")',
+        "if outcome is not None:\n            self._label_done(raw, outcome)",
         'if True:\n            self.sink.settle(raw, "feedback")',
     ),
     (
@@ -163,6 +163,21 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "stop = req.n",
     ),
     ("a scoring failure stops the service", "record_path.py", "self._scoring_failed(lane, batch, exc)\n", "raise\n"),
+    (
+        "answers publish the corrected prediction whatever the policy says",
+        "record_path.py",
+        "fields = {PREDICTION: result[detector.publish],",
+        "fields = {PREDICTION: result[CORRECTED],",
+    ),
+    ("a new published choice does not drain the lane", "lanes.py", "lane.detector.publish,\n", "new.publish,\n"),
+    ("a label's evidence never reaches the ledger", "record_path.py", "if topic is None or not outcome.evidence:", "if True:"),
+    (
+        "a label is done before the broker has its evidence",
+        "sink.py",
+        'self._send(topic, key, value, [], _Delivery(rec, status="feedback"))',
+        "self.tracker.done(TopicPartition(rec.topic, rec.partition), rec.offset)\n"
+        '        self._send(topic, key, value, [], _Delivery(rec, status="feedback"))',
+    ),
 ]
 
 
