@@ -42,7 +42,10 @@ def describe(root: Path) -> list[str]:
         try:
             policy = read_policy(root / name)
             serves = policy.serve if policy.serve is not None else max(versions, default=None)
-            shadow, note = policy.shadow, ""
+            shadow, note = policy.shadow, f", publishes {policy.publish}{'' if policy.auto else ', auto: false'}"
+            if policy.decisions:
+                last = policy.decisions[-1]
+                note += f", last decision {last.get('decision')} at {last.get('at')}"
         except ValueError as exc:
             serves, shadow, note = max(versions, default=None), None, f" (policy ignored: {exc})"
         lines.append(f"{name}: serves {serves if serves in versions else 'nothing'}{note}")

@@ -49,8 +49,12 @@ class DecisionService:
         self.cfg = cfg
         self.metrics = metrics
         self._lock = hold_lock(self.root)
-        self.state = load_state(self.root)
-        self.reader = LedgerReader(cfg, bootstrap)
+        try:
+            self.state = load_state(self.root)
+            self.reader = LedgerReader(cfg, bootstrap)
+        except BaseException:  # a bad state file, no labels, no broker: the lock goes with the failure
+            self._lock.close()
+            raise
         self.decider = Decider(self.root, cfg.decisions, on_verdict=metrics.verdict if metrics else _ignore)
         self.decided: list[Decision] = []
         log.info(

@@ -175,13 +175,14 @@ def test_max_detectors_bounds_what_is_served_and_the_root_must_exist(tmp_path):
 def test_the_repository_command_lists_versions_roles_and_ids(tmp_path):
     put(tmp_path, "a", 1)
     put(tmp_path, "a", 2)
-    (tmp_path / "a" / "policy.yaml").write_text("serve: 1\nshadow: 2\n")
+    policy = "serve: 1\nshadow: 2\npublish: no_defense\nauto: false\ndecisions: [{decision: manual, at: T}]\n"
+    (tmp_path / "a" / "policy.yaml").write_text(policy)
     put(tmp_path, "b", 4)
     lines = describe(tmp_path)
-    assert lines[0] == "a: serves 1"
+    assert lines[0] == "a: serves 1, publishes no_defense, auto: false, last decision manual at T"
     assert "serving" in lines[1] and "detector_id a1 " in lines[1]
     assert "shadow" in lines[2] and "detector_id a2 " in lines[2]
-    assert lines[3] == "b: serves 4" and "detector_id b4 " in lines[4]
+    assert lines[3] == "b: serves 4, publishes corrected" and "detector_id b4 " in lines[4]
 
 
 def _until(condition, timeout_s: float = 10.0) -> bool:
