@@ -170,7 +170,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "fields = {PREDICTION: result[CORRECTED],",
     ),
     ("a new published choice does not drain the lane", "lanes.py", "lane.detector.publish,\n", "new.publish,\n"),
-    ("a label's evidence never reaches the ledger", "record_path.py", "if topic is None or not outcome.evidence:", "if True:"),
+    (
+        "a label's evidence never reaches the ledger",
+        "record_path.py",
+        "if topic is None or not outcome.evidence:",
+        "if True:",
+    ),
     (
         "a label is done before the broker has its evidence",
         "sink.py",
