@@ -27,6 +27,7 @@ from adae_stream.runner import open_repository
 from adae_stream.stream.codecs import decode_response, encode_request
 from tests.conftest import iris_ae_nets
 from tests.kafka_helpers import collect, make_config, producer, start_pipeline
+from tests.process_helpers import cli
 from tests.waiting import wait_for
 
 EVIDENCE = ("corrected_only", "undefended_only", "concordant")
@@ -254,6 +255,7 @@ def test_three_replicas_flip_a_correction_that_hurts_once_and_a_persons_edit_win
     for a in after.values():  # all three predictions stay in the answer
         assert np.array_equal(a["prediction"], a["no_defense"]) and "corrected" in a and "defense" in a
     w.settled()
+    w.counted()  # every label's evidence committed and read: a restart must find exactly this
     assert w.decider.check() == []  # more evidence on the same side decides nothing again
 
     # restart the decision-maker: no evidence lost, no decision repeated
@@ -278,7 +280,7 @@ def test_three_replicas_flip_a_correction_that_hurts_once_and_a_persons_edit_win
     assert [d["decision"] for d in w.trail()] == ["manual"]  # the file as the person left it, plus the audit
 
 
-def test_attack_traffic_keeps_the_corrected_prediction(world, versions):
+def test_attack_traffic_keeps_the_corrected_prediction(world, versions, tmp_path):
     w = world("serve: 2\n")
     pred = offline(versions[2], w.X)
     truth = truth_favouring(pred["corrected"], pred["no_defense"])
@@ -288,6 +290,15 @@ def test_attack_traffic_keeps_the_corrected_prediction(world, versions):
     assert w.decider.check() == [] and w.policy() == "serve: 2\n"
     tally = w.decider.state.totals.get("defense", "iris", 2, 2)
     assert tally.b > 2 * tally.c and tally.b + tally.c >= 200  # plenty of evidence, all one way
+    # the same from the real command, in its own process, on the state the in-process one saved
+    w.decider.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(w.cfg.model_dump(mode="json")))
+    out = cli(f"decide --once --config {config}", timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"deciding for {w.repo}" in out.stderr and "decision for" not in out.stderr
+    assert w.policy() == "serve: 2\n"
+    w.decider = DecisionService(w.cfg, w.cfg.kafka.bootstrap_servers)  # the lock is free again
 
 
 def test_a_better_shadow_is_promoted_and_a_worse_one_promoted_by_hand_is_rolled_back(world, versions):

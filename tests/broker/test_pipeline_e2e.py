@@ -45,18 +45,20 @@ def test_every_request_answered_once_and_equal_to_correct(
         assert dict(rec.headers)["request-id"] == rid.encode()
         assert rec.key == rid.encode()
         assert_answers_match_detector(ans, det, sent[rid])
+        assert np.array_equal(ans["prediction"], ans["corrected"])  # no policy: the corrected one is published
         if fmt == "v2":
             body = json.loads(rec.value)
             assert body["model_name"] == cfg.detector.model_name
             assert body["parameters"]["threshold"] == pytest.approx(det.threshold)
             assert [o["name"] for o in body["outputs"]] == [
+                "prediction",
                 "corrected",
                 "is_adversarial",
                 "instance_score",
                 "no_defense",
                 "defense",
             ]
-            assert [o["datatype"] for o in body["outputs"]] == ["INT64", "BOOL", "FP32", "INT64", "INT64"]
+            assert [o["datatype"] for o in body["outputs"]] == ["INT64", "INT64", "BOOL", "FP32", "INT64", "INT64"]
             assert body["parameters"]["detector_id"] == digits_scorer.info.detector_id != ""
             assert body["parameters"]["classifier_id"] == digits_scorer.info.classifier_id
         assert dict(rec.headers)["adae-detector-id"] == digits_scorer.info.detector_id.encode()
