@@ -28,14 +28,23 @@ class LedgerReader:
             cfg.kafka, bootstrap, client_id=f"{cfg.kafka.client_id}-decide", isolation_level="read_committed"
         )
         self._assigned: set[TopicPartition] = set()
+        self._unseen_logged = False
 
     def read(self, totals: Totals, timeout_s: float = 10.0) -> int:
         """Everything committed to the ledger up to its end now, added to ``totals`` (whose offsets move
         with it). Returns the records read; a record that is not evidence is counted in totals.skipped."""
         consumer = self._consumer
         partitions = self._assign(totals)
-        if not partitions:
+        if not partitions:  # the broker shows no topic without READ or DESCRIBE on it, as if absent
+            if not self._unseen_logged:
+                log.warning(
+                    "the evidence topic %s is not visible (not created yet, or no READ ACL for this principal: "
+                    "`adae-stream acls --decide`); nothing to decide from until it is",
+                    self.topic,
+                )
+                self._unseen_logged = True
             return 0
+        self._unseen_logged = False
         ends = consumer.end_offsets(sorted(partitions))  # read_committed: the last stable offset
         read, deadline = 0, time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:

@@ -22,23 +22,29 @@ from kafka.admin import (
     ResourcePattern,
     ResourceType,
 )
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import Config
-from adae_stream.stream.acls import Acl, required_acls
+from adae_stream.decisions.ledger import Tally, encode_evidence
+from adae_stream.decisions.service import DecisionService
+from adae_stream.stream.acls import Acl, decider_acls, required_acls
 from adae_stream.stream.codecs import decode_response
+from adae_stream.stream.telemetry import PairedEvidence
 from tests.apache_kafka import ApacheKafka, Scram
 from tests.kafka_helpers import collect, make_config, produce_requests, producer, start_pipeline
 from tests.process_helpers import PipelineProcess
+from tests.waiting import wait_for
 
 SERVICE = Scram("adae", "adae-secret-1")
+DECIDER = Scram("adae-decide", "adae-secret-2")  # the decision-maker's own principal
 PRINCIPAL = f"User:{SERVICE.name}"
 OUTPUT_LIMIT = 2 * 1024 * 1024  # the platform team's limit for the output topic, read by DescribeConfigs
 
 
 @pytest.fixture(scope="module")
 def secured():
-    node = ApacheKafka(security="sasl_ssl", users=(SERVICE,)).start()
+    node = ApacheKafka(security="sasl_ssl", users=(SERVICE, DECIDER)).start()
     yield node
     node.stop()
 
@@ -70,15 +76,15 @@ def service_config(node: ApacheKafka, detector_path, delivery: str, password: st
     return cfg
 
 
-def kafka_acl(rule: Acl) -> ACL:
+def kafka_acl(rule: Acl, principal: str = PRINCIPAL) -> ACL:
     pattern = ResourcePattern(ResourceType[rule.resource], rule.name, ACLResourcePatternType[rule.pattern])
-    return ACL(PRINCIPAL, "*", ACLOperation[rule.operation], ACLPermissionType.ALLOW, pattern)
+    return ACL(principal, "*", ACLOperation[rule.operation], ACLPermissionType.ALLOW, pattern)
 
 
-def grant(node: ApacheKafka, rules: list[Acl]) -> None:
+def grant(node: ApacheKafka, rules: list[Acl], principal: str = PRINCIPAL) -> None:
     admin = node.admin()
     try:
-        result = admin.create_acls([kafka_acl(r) for r in rules])
+        result = admin.create_acls([kafka_acl(r, principal) for r in rules])
         assert not result["failed"], result["failed"]
     finally:
         admin.close()
@@ -158,3 +164,53 @@ def test_a_wrong_password_stops_with_one_line_and_exit_1(secured, digits_detecto
     proc = PipelineProcess(cfg, tmp_path, "wrong-password")
     stopped = the_one_stop_line(proc)
     assert "refused the login of 'adae'" in stopped and "not-the-password" not in proc.text()
+
+
+def test_the_decision_maker_reads_the_ledger_with_its_one_documented_acl(secured, tmp_path, caplog):
+    (tmp_path / "repo").mkdir()
+    cfg = make_config(
+        secured.bootstrap,
+        "unused",
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": DECIDER.name,
+            "sasl_plain_password": DECIDER.password,
+            "ssl_cafile": str(secured.ca_file),
+            "feedback_topic": f"fb-{tmp_path.name[-8:]}",
+        },
+        detector={"path": None, "repository": str(tmp_path / "repo")},
+    )
+    admin = secured.admin()
+    try:
+        admin.create_topics([NewTopic(cfg.kafka.evidence_topic, 2, 1)])
+    finally:
+        admin.close()
+    evidence = [PairedEvidence("defense", "a", "1", "1", 2, 1, 5)]
+    p = producer(secured.admin_bootstrap)
+    p.send(cfg.kafka.evidence_topic, value=encode_evidence(evidence), key=b"a").get(30)
+    p.close()
+    rules = decider_acls(cfg)
+    assert [(r.resource, r.name, r.operation) for r in rules] == [("TOPIC", cfg.kafka.evidence_topic, "READ")]
+    service = DecisionService(cfg, cfg.kafka.bootstrap_servers)
+    try:
+        # nothing is allowed that no ACL grants: the topic is hidden, and the log says why nothing is read
+        assert service.reader.read(service.state.totals, timeout_s=5) == 0 and not service.state.totals.tallies
+        assert "is not visible" in caplog.text and "acls --decide" in caplog.text
+        grant(secured, rules, f"User:{DECIDER.name}")
+        wait_for(
+            lambda: _read_quietly(service) and service.state.totals.get("defense", "a", 1, 1) == Tally(2, 1, 5),
+            60,
+            "the ledger read under the decision-maker's own principal",
+        )
+    finally:
+        service.close()
+
+
+def _read_quietly(service) -> bool:
+    """One read of the ledger; False while the broker's ACL cache has not caught up."""
+    try:
+        service.reader.read(service.state.totals, timeout_s=5)
+    except KafkaError:
+        return False
+    return True
