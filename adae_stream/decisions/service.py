@@ -12,6 +12,7 @@ import fcntl
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +40,10 @@ def hold_lock(root: Path) -> IO:
     return handle
 
 
+def _ignore(*_args: object) -> None:
+    pass
+
+
 class DecisionService:
     def __init__(self, cfg: Config, bootstrap: str, metrics: DecisionMetrics | None = None) -> None:
         if not cfg.detector.repository:
@@ -56,7 +61,6 @@ class DecisionService:
             self._lock.close()
             raise
         self.decider = Decider(self.root, cfg.decisions, on_verdict=metrics.verdict if metrics else _ignore)
-        self.decided: list[Decision] = []
         log.info(
             "deciding for %s from %s (alpha %g, at least %d discordant pairs, margin %g)",
             self.root,
@@ -78,22 +82,22 @@ class DecisionService:
             self.metrics.last_check.set_to_current_time()
             for d in decisions:
                 self.metrics.decisions.labels(d.detector, d.decision).inc()
-        self.decided += decisions
         return decisions
 
-    def run(self, stop: threading.Event) -> None:
-        """Until ``stop``; a check that fails (the broker away) is logged and tried again."""
+    def run(self, stop: threading.Event, on_decisions: Callable[[list[Decision]], None] = _ignore) -> None:
+        """Until ``stop``, a check every decisions.interval_s."""
         while not stop.is_set():
-            try:
-                self.check()
-            except Exception:
-                log.exception("checking the decisions failed; trying again in %gs", self.cfg.decisions.interval_s)
+            self.check_or_log(on_decisions)
             stop.wait(self.cfg.decisions.interval_s)
+
+    def check_or_log(self, on_decisions: Callable[[list[Decision]], None] = _ignore) -> None:
+        """One check, its decisions handed to ``on_decisions``; a check that fails (the broker away) is
+        logged, and the next one tries again."""
+        try:
+            on_decisions(self.check())
+        except Exception:
+            log.exception("checking the decisions failed; trying again in %gs", self.cfg.decisions.interval_s)
 
     def close(self) -> None:
         self.reader.close()
         self._lock.close()
-
-
-def _ignore(*_args: object) -> None:
-    pass

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import threading
@@ -13,7 +12,6 @@ from pathlib import Path
 from adae_stream.config import Config
 from adae_stream.decisions.decider import Decision
 
-log = logging.getLogger(__name__)
 DEMO_DETECTOR = "digits"
 
 
@@ -47,22 +45,16 @@ class DemoDecider(threading.Thread):
         self.decided: list[tuple[float, Decision]] = []
 
     def run(self) -> None:
-        while not self.stop_event.is_set():
-            self._check()
-            self.stop_event.wait(self.service.cfg.decisions.interval_s)
+        self.service.run(self.stop_event, self._record)
 
-    def _check(self) -> None:
-        try:
-            for decision in self.service.check():
-                self.decided.append((time.monotonic() - self.start_time, decision))
-        except Exception:  # the demo goes on; the log says why
-            log.exception("the demo's decision check failed")
+    def _record(self, decisions: list[Decision]) -> None:
+        self.decided += [(time.monotonic() - self.start_time, d) for d in decisions]
 
     def stop(self) -> None:
         """After one last check, so the last labels' evidence counts too."""
         self.stop_event.set()
         self.join(10)
-        self._check()
+        self.service.check_or_log(self._record)
         self.service.close()
 
     def summary(self) -> list[dict]:
