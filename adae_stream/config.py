@@ -100,7 +100,13 @@ class DetectorConfig(BaseModel):
     return_all_predictions: bool = True
     return_instance_score: bool = True
     model_name: str = "adae"
+    # XLA on TF, torch.compile on torch (JAX always compiles): faster per call, slower to start (README)
     jit_compile: bool = False
+    # the Keras backend of this process, set before Keras is imported (else KERAS_BACKEND, else tensorflow);
+    # a PyTorch-classifier detector needs torch. One backend per process: TF and torch cannot share one.
+    backend: Literal["tensorflow", "jax", "torch"] | None = None
+    # a PyTorch classifier saved as TorchScript runs its own code when called: refused unless true
+    allow_torchscript: bool = False
 
 
 DEFAULT_MAX_BATCH = 256

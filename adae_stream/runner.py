@@ -49,14 +49,15 @@ def load_scorer(cfg: Config, path: str | os.PathLike | None = None) -> StreamSco
             "config key 'detector.path': required for 'run' (a directory written by save_detector / adae-stream "
             "train), or detector.repository"
         )
-    import tensorflow as tf
+    from adae_stream.detector.backend import engine, select
 
+    select(cfg.detector.backend)  # before Keras is imported: one backend per process
     from adae_stream.detector.saving import load_detector
 
-    detector = load_detector(path)
+    detector = load_detector(path, allow_torchscript=cfg.detector.allow_torchscript)
     scorer = detector.stream_scorer(cfg.batching.bucket_sizes, jit_compile=cfg.detector.jit_compile)
     info = scorer.info
-    devices = [d.name for d in tf.config.list_logical_devices()]
+    devices = engine().devices()
     log.info(
         "detector %s loaded: detector_id %s, classifier_id %s (input %s, threshold %.6g, scoring in %s%s); %s devices: "
         "%s",
@@ -66,7 +67,7 @@ def load_scorer(cfg: Config, path: str | os.PathLike | None = None) -> StreamSco
         info.input_shape,
         info.threshold,
         detector.precision,
-        " with XLA" if cfg.detector.jit_compile else "",
+        " compiled ahead (jit_compile)" if cfg.detector.jit_compile else "",
         info.runtime,
         ", ".join(devices),
     )

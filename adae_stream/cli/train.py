@@ -19,7 +19,28 @@ SPLIT_SEED = 0  # the held-out split is reproducible: tests and the card can nam
 
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("train", help="fit a detector for a saved classifier and save it")
-    parser.add_argument("--model", required=True, help="classifier .keras file (softmax outputs)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="the classifier: a .keras file (softmax outputs), or on the torch backend a PyTorch one: .pt2 "
+        "(torch.export.save) or TorchScript (with --allow-torchscript)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["tensorflow", "jax", "torch"],
+        default=None,
+        help="Keras backend to train on (default: KERAS_BACKEND, else tensorflow); a PyTorch classifier needs torch",
+    )
+    parser.add_argument("--logits", action="store_true", help="a PyTorch classifier returns logits, not probabilities")
+    parser.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="load a TorchScript classifier, which runs its own code when called (a .pt2 needs no opt-in)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        help="per-instance input shape of a TorchScript classifier, e.g. 1,8,8 (a .pt2 records its own)",
+    )
     parser.add_argument("--data", required=True, help="training instances, .npy (n, ...)")
     parser.add_argument(
         "--labels",
@@ -96,20 +117,52 @@ def output_directory(args: argparse.Namespace) -> Path:
     return root / args.name / str(next_version(root, args.name))
 
 
-def run(args: argparse.Namespace) -> int:
-    import tensorflow as tf
+def load_classifier(args: argparse.Namespace):
+    """A .keras file under Keras' safe_mode, else a PyTorch archive (detector/torch_classifier.py)."""
+    from adae_stream.detector.backend import current
+    from adae_stream.errors import DetectorLoadError
 
+    if args.model.endswith(".keras"):
+        import keras
+
+        from adae_stream.detector.keras_compat import custom_objects
+
+        try:
+            return keras.models.load_model(args.model, custom_objects=custom_objects(), compile=False, safe_mode=True)
+        except Exception as exc:
+            fail(f"cannot load --model {args.model}: {type(exc).__name__}: {exc}")
+    if current() != "torch":
+        fail(f"--model {args.model} is not a .keras file: a PyTorch classifier needs --backend torch")
+    from adae_stream.detector.torch_classifier import load_torch_classifier
+
+    try:
+        shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
+        return load_torch_classifier(
+            args.model, shape, "logits" if args.logits else "probabilities", args.allow_torchscript
+        )
+    except (DetectorLoadError, ValueError) as exc:
+        fail(str(exc))
+
+
+def run(args: argparse.Namespace) -> int:
+    from adae_stream.detector.backend import current, select
+    from adae_stream.errors import ConfigError
+
+    try:
+        select(args.backend)  # before Keras is imported
+    except ConfigError as exc:
+        fail(str(exc))
+    from adae_stream.detector import classifier
     from adae_stream.detector.adversarial_ae import AdversarialAE
     from adae_stream.detector.card import evaluate, write_card
     from adae_stream.detector.identity import detector_identity
-    from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
     from adae_stream.detector.presets import AE_PRESETS
     from adae_stream.detector.saving import save_detector
 
     output_directory(args)  # a wrong --repository / --name fails now, not after training
-    model = tf.keras.models.load_model(args.model, custom_objects=TF_NN_ACTIVATIONS, compile=False, safe_mode=True)
+    model = load_classifier(args)
     X = np.load(args.data, allow_pickle=False).astype(np.float32)
-    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    shape = classifier.input_shape(model)
     if X.shape[1:] != shape:
         fail(f"--data has instances of shape {X.shape[1:]}, the classifier expects {shape}")
     if args.threshold_perc is None:
@@ -122,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     n_held_out = int(len(X) * args.val_split) if 0.0 < args.val_split < 1.0 else 0
     X_held_out, X_fit = X[order[:n_held_out]], X[order[n_held_out:]]
     preset = AE_PRESETS[args.ae_preset]
-    ae = preset(shape, args.latent_dim) if args.latent_dim else preset(shape)
+    # PyTorch images are (C, H, W); Keras' are (H, W, C)
+    layout = {"channels_first": True} if args.ae_preset == "conv" and not classifier.is_keras(model) else {}
+    ae = preset(shape, args.latent_dim, **layout) if args.latent_dim else preset(shape, **layout)
     detector = AdversarialAE(
         ae=ae,
         model=model,
@@ -158,5 +213,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_directory(args)
     save_detector(detector, out)
     card = write_card(out, detector, detector.meta["card"], detector.score(X_fit), detector.score(X_card))
-    print(f"saved detector to {out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs); card: {card}")
+    print(
+        f"saved detector to {out} (threshold {threshold:.6g} {how}; {len(detector.history)} epochs on {current()}); "
+        f"card: {card}"
+    )
     return 0

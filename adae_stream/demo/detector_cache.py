@@ -31,13 +31,13 @@ def cache_key(epochs: int, seed: int) -> str:
 def train_demo_detector(epochs: int, seed: int):
     """The digits detector, calibrated to a 5 % false-positive rate on held-out digits, with its card's
     figures in meta (returned with the data the card needs)."""
-    import tensorflow as tf
+    import keras
 
     from adae_stream import AdversarialAE
     from adae_stream.demo.data import load_digits_split
     from adae_stream.detector.presets import conv_ae, small_cnn
 
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     Xtr, ytr, _, _ = load_digits_split(seed)
     clf = small_cnn((8, 8, 1), 10, width=16)
     clf.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

@@ -1,8 +1,9 @@
 """AdversarialAE: detection and correction by matching prediction distributions (Vacanti & Van Looveren, 2020).
 
 Same constructor, fit, infer_threshold, score, predict and correct semantics as alibi-detect 0.13.0's
-AdversarialAE, so users can switch without surprises; faster (one fused compiled graph per batch, a
-compiled training step) and without the reference's float64-weights crash on hidden-layer KL.
+AdversarialAE, so users can switch without surprises; faster (one fused compiled call per batch, a
+compiled training step) and without the reference's float64-weights crash on hidden-layer KL. Written in
+keras.ops: it runs on TensorFlow (the default), JAX or PyTorch, and protects Keras or PyTorch classifiers.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
+from adae_stream.detector import classifier
 from adae_stream.detector.calibration import Calibration, calibrate, reference_sample
 from adae_stream.detector.hidden import build_hidden_models
 from adae_stream.detector.identity import scorer_info
@@ -37,11 +39,11 @@ class AdversarialAE:
     def __init__(
         self,
         threshold: float | None = None,
-        ae: tf.keras.Model | None = None,
-        model: tf.keras.Model | None = None,
-        encoder_net: tf.keras.Model | None = None,
-        decoder_net: tf.keras.Model | None = None,
-        model_hl: Sequence[tf.keras.Model] | None = None,
+        ae: keras.Model | None = None,
+        model: classifier.Classifier | None = None,
+        encoder_net: keras.Model | None = None,
+        decoder_net: keras.Model | None = None,
+        model_hl: Sequence[keras.Model] | None = None,
         hidden_layer_kld: Mapping[int, int] | None = None,
         w_model_hl: Sequence[float] | None = None,
         temperature: float = 1.0,
@@ -51,14 +53,13 @@ class AdversarialAE:
         """The seed's parameters, plus ``precision``: what scoring computes in ("float32", the default,
         "mixed_bfloat16" or "mixed_float16"). Training is float32 either way; infer_threshold scores in
         ``precision``, so the threshold matches the scores it is compared with."""
-        if not isinstance(model, tf.keras.Model):
-            raise TypeError("model must be a tf.keras.Model (the frozen classifier with softmax outputs)")
-        if isinstance(ae, tf.keras.Model):
+        model = classifier.check(model)
+        if isinstance(ae, keras.Model):
             self.ae = ae
-        elif isinstance(encoder_net, tf.keras.Model) and isinstance(decoder_net, tf.keras.Model):
-            self.ae = tf.keras.Sequential([encoder_net, decoder_net], name="adversarial_ae")
+        elif isinstance(encoder_net, keras.Model) and isinstance(decoder_net, keras.Model):
+            self.ae = keras.Sequential([encoder_net, decoder_net], name="adversarial_ae")
         else:
-            raise TypeError("give either ae (a tf.keras.Model) or both encoder_net and decoder_net (tf.keras models)")
+            raise TypeError("give either ae (a keras.Model) or both encoder_net and decoder_net (Keras models)")
         if not float(temperature) > 0.0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if hidden_layer_kld is not None and model_hl is not None:
@@ -68,7 +69,7 @@ class AdversarialAE:
         self.model.trainable = False  # the classifier stays frozen
         self.hidden_layer_kld = dict(hidden_layer_kld) if hidden_layer_kld else None
         if self.hidden_layer_kld:
-            self.model_hl: list[tf.keras.Model] | None = build_hidden_models(model, self.hidden_layer_kld)
+            self.model_hl: list[keras.Model] | None = build_hidden_models(model, self.hidden_layer_kld)
         else:
             self.model_hl = list(model_hl) if model_hl else None
         if self.model_hl is None:
@@ -102,15 +103,11 @@ class AdversarialAE:
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Per-instance input shape of the classifier (what the stream validates requests against)."""
-        try:
-            shape = self.model.inputs[0].shape[1:]
-        except (AttributeError, IndexError, ValueError, TypeError) as exc:
-            raise ValueError("the classifier's input shape is unknown; build it with an Input layer") from exc
-        return tuple(int(d) for d in shape)
+        return classifier.input_shape(self.model)
 
     @property
     def n_classes(self) -> int:
-        return int(self.model.outputs[0].shape[-1])
+        return classifier.n_classes(self.model)
 
     def scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: bool = False) -> FusedScorer:
         """The compiled scorer (cached for the default buckets); the stream calls this and nothing else."""
@@ -144,15 +141,15 @@ class AdversarialAE:
     def fit(
         self,
         X: np.ndarray,
-        loss_fn: Callable[..., tf.Tensor] = loss_adv_ae,
+        loss_fn: Callable[..., Any] = loss_adv_ae,
         w_model: float = 1.0,
         w_recon: float = 0.0,
-        optimizer: tf.keras.optimizers.Optimizer | type | None = None,
+        optimizer: keras.optimizers.Optimizer | type | None = None,
         epochs: int = 20,
         batch_size: int = 128,
         verbose: bool = True,
-        log_metric: tuple[str, tf.keras.metrics.Metric] | None = None,
-        callbacks: Sequence[tf.keras.callbacks.Callback] | tf.keras.callbacks.Callback | None = None,
+        log_metric: tuple[str, keras.metrics.Metric] | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] | keras.callbacks.Callback | None = None,
         preprocess_fn: Callable[[np.ndarray], Any] | None = None,
         *,
         validation_data: np.ndarray | None = None,
@@ -162,7 +159,7 @@ class AdversarialAE:
         """Train the AE so that M(AE(x)) matches M(x); the classifier (and hidden extractors) stay frozen.
 
         ``loss_fn(x_true, x_pred, model=, model_hl=, w_model=, w_recon=, w_model_hl=, temperature=)``
-        runs inside a compiled training step, so it must be written in TF ops (as the default is).
+        runs inside the backend's training step, so it must be written in keras.ops (as the default is).
 
         Keyword-only extras (the seed's signature is unchanged): with ``validation_data`` (clean instances
         the AE does not train on) the loss on them is recorded each epoch in ``val_history``; with
@@ -201,6 +198,7 @@ class AdversarialAE:
             how,
         )
         sync(self._compute_ae, self.ae)
+        self._scorer = None  # JAX compiles the weights into the scorer: the next score uses the trained ones
         self.history, self.batch_history, self.val_history = record.history, record.batch_history, record.val_history
         return self
 

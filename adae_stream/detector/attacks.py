@@ -1,4 +1,5 @@
-"""White-box attacks (FGSM, PGD) against the classifier with TF gradients, and common corruptions.
+"""White-box attacks (FGSM, PGD) against the classifier with the backend's input gradients, and common
+corruptions.
 
 Image inputs live in [0, 1] and every output is clipped back into it; ``bounds=None`` leaves tabular
 features unclipped.
@@ -6,35 +7,28 @@ features unclipped.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import tensorflow as tf
 
-
-def _loss_grad_sign(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=False))
-    return tf.sign(tape.gradient(loss, x))
-
+from adae_stream.detector.backend import engine
 
 Bounds = tuple[float, float] | None
 
 
-def _clip(x: tf.Tensor, bounds: Bounds) -> tf.Tensor:
-    return x if bounds is None else tf.clip_by_value(x, bounds[0], bounds[1])
+def _clip(x: np.ndarray, bounds: Bounds) -> np.ndarray:
+    return x if bounds is None else np.clip(x, bounds[0], bounds[1])
 
 
-def fgsm(
-    model: tf.keras.Model, x: np.ndarray, y: np.ndarray, eps: float = 0.1, bounds: Bounds = (0.0, 1.0)
-) -> np.ndarray:
+def fgsm(model: Any, x: np.ndarray, y: np.ndarray, eps: float = 0.1, bounds: Bounds = (0.0, 1.0)) -> np.ndarray:
     """Fast gradient sign method: one step of size eps along the sign of the loss gradient."""
-    xt = tf.convert_to_tensor(x, tf.float32)
-    adv = xt + eps * _loss_grad_sign(model, xt, tf.convert_to_tensor(y))
-    return _clip(adv, bounds).numpy()
+    x = np.asarray(x, np.float32)
+    adv = x + np.float32(eps) * engine().loss_grad_sign(model, x, np.asarray(y))
+    return _clip(adv, bounds).astype(np.float32)
 
 
 def pgd(
-    model: tf.keras.Model,
+    model: Any,
     x: np.ndarray,
     y: np.ndarray,
     eps: float = 0.1,
@@ -44,14 +38,15 @@ def pgd(
     bounds: Bounds = (0.0, 1.0),
 ) -> np.ndarray:
     """Projected gradient descent in the L-inf ball of radius eps, from a random start."""
-    x0 = tf.convert_to_tensor(x, tf.float32)
-    yt = tf.convert_to_tensor(y)
+    x0 = np.asarray(x, np.float32)
+    y = np.asarray(y)
+    grad_sign = engine().loss_grad_sign
     rng = np.random.default_rng(seed)
     adv = _clip(x0 + rng.uniform(-eps, eps, size=x.shape).astype(np.float32), bounds)
     for _ in range(steps):
-        adv = adv + alpha * _loss_grad_sign(model, adv, yt)
-        adv = _clip(tf.clip_by_value(adv, x0 - eps, x0 + eps), bounds)
-    return adv.numpy()
+        adv = adv + np.float32(alpha) * grad_sign(model, adv, y)
+        adv = _clip(np.clip(adv, x0 - eps, x0 + eps), bounds)
+    return adv.astype(np.float32)
 
 
 def gaussian_noise(x: np.ndarray, sigma: float = 0.3, seed: int = 0) -> np.ndarray:

@@ -8,14 +8,15 @@ so a head is a fixed random projection of the hidden features into a distributio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-import tensorflow as tf
+import keras
 
 
-def build_hidden_models(model: tf.keras.Model, hidden_layer_kld: Mapping[int, int]) -> list[tf.keras.Model]:
-    if not model.inputs:
+def build_hidden_models(model: Any, hidden_layer_kld: Mapping[int, int]) -> list[keras.Model]:
+    if not isinstance(model, keras.Model) or not model.inputs:
         raise ValueError(
-            "hidden_layer_kld needs a classifier with known inputs (a built Functional or Sequential model)"
+            "hidden_layer_kld needs a classifier with known inputs (a built Functional or Sequential Keras model)"
         )
     models = []
     for layer_index, output_dim in hidden_layer_kld.items():
@@ -23,7 +24,7 @@ def build_hidden_models(model: tf.keras.Model, hidden_layer_kld: Mapping[int, in
             features = model.layers[int(layer_index)].output
         except (IndexError, AttributeError, ValueError) as exc:
             raise ValueError(f"hidden_layer_kld: classifier has no usable layer {layer_index}: {exc}") from exc
-        h = tf.keras.layers.Flatten()(features)
-        out = tf.keras.layers.Dense(int(output_dim), activation="softmax")(h)
-        models.append(tf.keras.Model(model.inputs, out, name=f"hidden_kld_{int(layer_index)}"))
+        h = keras.layers.Flatten()(features)
+        out = keras.layers.Dense(int(output_dim), activation="softmax")(h)
+        models.append(keras.Model(model.inputs, out, name=f"hidden_kld_{int(layer_index)}"))
     return models

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # TF-free at import: the CLI reads PRECISIONS for its --help
-    import tensorflow as tf
+if TYPE_CHECKING:  # Keras-free at import: the CLI reads PRECISIONS for its --help
+    import keras
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -38,7 +38,7 @@ def _with_policy_name(node: Any, policy: str) -> Any:
     return node
 
 
-def _leaves(model: tf.keras.Model):
+def _leaves(model: keras.Model):
     for layer in getattr(model, "layers", []):
         if getattr(layer, "layers", None):
             yield from _leaves(layer)
@@ -46,7 +46,7 @@ def _leaves(model: tf.keras.Model):
             yield layer
 
 
-def compute_copy(model: tf.keras.Model, precision: str, float32_output: bool = True) -> tf.keras.Model:
+def compute_copy(model: keras.Model, precision: str, float32_output: bool = True) -> keras.Model:
     """A copy of `model` whose layers compute in `precision`, with the same weights.
 
     float32_output keeps the output layers in float32 (for the classifier, whose probabilities feed
@@ -56,12 +56,17 @@ def compute_copy(model: tf.keras.Model, precision: str, float32_output: bool = T
     check_precision(precision)
     if precision == "float32":
         return model
-    import tensorflow as tf
+    import keras
 
-    from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
+    from adae_stream.detector.keras_compat import custom_objects
 
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"precision={precision!r} needs a Keras classifier (a PyTorch classifier computes in the dtype it "
+            "was exported in); use precision='float32'"
+        )
     try:
-        with tf.keras.utils.custom_object_scope(TF_NN_ACTIVATIONS):
+        with keras.utils.custom_object_scope(custom_objects()):
             copy = model.__class__.from_config(_with_policy_name(model.get_config(), precision))
         if not copy.built:
             copy.build(model.input_shape)
@@ -86,7 +91,7 @@ def compute_copy(model: tf.keras.Model, precision: str, float32_output: bool = T
     return copy
 
 
-def sync(copy: tf.keras.Model, original: tf.keras.Model) -> None:
+def sync(copy: keras.Model, original: keras.Model) -> None:
     """Refresh a compute copy's weights from the float32 original (no-op when they are the same model)."""
     if copy is not original:
         copy.set_weights(original.get_weights())

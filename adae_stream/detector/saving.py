@@ -2,10 +2,15 @@
 
 Layout::
 
-    DIR/detector.json        config, threshold, meta, reference scores, versions
-    DIR/model.keras          the classifier
-    DIR/ae.keras             the auto-encoder
+    DIR/detector.json        config, threshold, meta, reference scores, versions, backend
+    DIR/model.keras          the classifier (a Keras one), or
+    DIR/model.pt2 | model.ts a PyTorch classifier, in the format it was loaded from (format_version 2)
+    DIR/ae.keras             the auto-encoder (portable: loads under TF, JAX and torch)
     DIR/model_hl_<i>.keras   hidden-layer models, if any
+
+A detector with a Keras classifier loads under any backend (the .keras files are backend-neutral);
+one with a PyTorch classifier loads on the torch backend only. Detectors with Keras classifiers keep
+format_version 1, so earlier adae-stream versions still read them.
 
 Saving writes to a sibling temp dir and renames it into place, so a crash never leaves half a detector.
 Loading uses Keras safe_mode (no arbitrary code from a model file) and turns every failure into one
@@ -19,18 +24,29 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
+from adae_stream.detector import classifier
 from adae_stream.detector.adversarial_ae import AdversarialAE
+from adae_stream.detector.backend import current, engine
 from adae_stream.detector.identity import detector_identity
-from adae_stream.detector.keras_compat import TF_NN_ACTIVATIONS
+from adae_stream.detector.keras_compat import custom_objects
 from adae_stream.errors import DetectorLoadError
 from adae_stream.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a PyTorch classifier ("classifier" in detector.json); 1: a Keras one
 CONFIG_FILE = "detector.json"
+
+
+def _save_classifier(model: Any, directory: Path) -> dict | None:
+    """Keras: model.keras (None: format 1). PyTorch: its own file, described for the loader."""
+    if classifier.is_keras(model):
+        model.save(directory / "model.keras")
+        return None
+    return {"format": "torch", "file": model.save(directory), "outputs": model.outputs}
 
 
 def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
@@ -40,15 +56,17 @@ def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        detector.model.save(tmp / "model.keras")
+        described = _save_classifier(detector.model, tmp)
         detector.ae.save(tmp / "ae.keras")
         for i, m in enumerate(detector.model_hl or []):
             m.save(tmp / f"model_hl_{i}.keras")
         config = {
-            "format_version": FORMAT_VERSION,
+            "format_version": 1 if described is None else 2,
             "adae_stream_version": __version__,
-            "keras_version": getattr(tf.keras, "__version__", None),
-            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "backend": current(),  # what trained it; it serves on any backend its classifier allows
+            "runtime": engine().runtime(),
+            "classifier": described,
             **detector_identity(detector),  # detector_id, classifier_id: content hashes (detector/identity.py)
             "threshold": detector.threshold,
             "temperature": detector.temperature,
@@ -74,7 +92,7 @@ def save_detector(detector: AdversarialAE, path: str | os.PathLike) -> Path:
 
 
 def read_detector_config(path: str | os.PathLike) -> dict:
-    """Parse and check detector.json without touching TF models (cheap; used at start-up and for caches)."""
+    """Parse and check detector.json without touching the models (cheap; used at start-up and for caches)."""
     cfg_path = Path(path) / CONFIG_FILE
     if not cfg_path.is_file():
         raise DetectorLoadError(
@@ -94,11 +112,11 @@ def read_detector_config(path: str | os.PathLike) -> dict:
     return config
 
 
-def _load_model(file: Path) -> tf.keras.Model:
+def _load_model(file: Path) -> keras.Model:
     if not file.is_file():
         raise DetectorLoadError(f"saved detector is incomplete: {file} is missing")
     try:
-        return tf.keras.models.load_model(file, custom_objects=TF_NN_ACTIVATIONS, compile=False, safe_mode=True)
+        return keras.models.load_model(file, custom_objects=custom_objects(), compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for corrupt or unsafe files; name the file once
         raise DetectorLoadError(f"cannot load {file}: {type(exc).__name__}: {exc}") from exc
 
@@ -116,10 +134,31 @@ def _build(config: dict, model, ae, model_hl, meta: dict) -> AdversarialAE:
     )
 
 
-def load_detector(path: str | os.PathLike) -> AdversarialAE:
+def _load_classifier(path: Path, config: dict, allow_torchscript: bool) -> Any:
+    described = config.get("classifier")
+    if not described:
+        return _load_model(path / "model.keras")
+    if not isinstance(described, dict) or described.get("format") != "torch" or "file" not in described:
+        raise DetectorLoadError(f"{path / CONFIG_FILE}: unknown classifier description {described!r}")
+    if current() != "torch":
+        raise DetectorLoadError(
+            f"{path} protects a PyTorch classifier: serve it on the torch backend (KERAS_BACKEND=torch or "
+            f"detector.backend: torch), not {current()!r}"
+        )
+    from adae_stream.detector.torch_classifier import load_torch_classifier
+
+    file = path / Path(str(described["file"])).name  # a name inside the detector, never a path out of it
+    if not file.is_file():
+        raise DetectorLoadError(f"saved detector is incomplete: {file} is missing")
+    shape = tuple(int(d) for d in config.get("input_shape") or ())
+    return load_torch_classifier(file, shape or None, str(described.get("outputs", "probabilities")), allow_torchscript)
+
+
+def load_detector(path: str | os.PathLike, allow_torchscript: bool = False) -> AdversarialAE:
+    """``allow_torchscript``: the detector's classifier may be TorchScript, which runs its own code."""
     path = Path(path)
     config = read_detector_config(path)
-    model = _load_model(path / "model.keras")
+    model = _load_classifier(path, config, allow_torchscript)
     ae = _load_model(path / "ae.keras")
     model_hl = [_load_model(path / f"model_hl_{i}.keras") for i in range(int(config.get("n_model_hl") or 0))]
     meta = config.get("meta") or {}

@@ -1,23 +1,24 @@
-"""The fused, compiled scoring function: one graph call per batch computes everything a request needs.
+"""The fused, compiled scoring function: one compiled call per batch computes everything a request needs.
 
 Why fused: the reference runs AE(x), M(x), M(AE(x)) as separate eager passes (and correct() runs them
-again), copying tensors to numpy between them. Here one tf.function does M(x), AE(x), M(AE(x)), the
-KL terms, the flags and the corrected labels. Why buckets: inputs are zero-padded up to one of a few
-fixed batch sizes, so each size is traced once and never again, whatever sizes traffic arrives in.
+again), copying tensors to numpy between them. Here one compiled function (losses.fused_score_graph,
+compiled by the backend's engine) does M(x), AE(x), M(AE(x)), the KL terms, the flags and the corrected
+labels. Why buckets: inputs are zero-padded up to one of a few fixed batch sizes, so each size is traced
+once and never again, whatever sizes traffic arrives in.
 """
 
 from __future__ import annotations
 
 import bisect
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from adae_stream.detector.losses import kld, temperature_scale
+from adae_stream.detector.backend import engine
+from adae_stream.detector.losses import fused_score_graph
 from adae_stream.scoring import (
     BUCKET_SIZES,
     CORRECTED,
@@ -28,27 +29,15 @@ from adae_stream.scoring import (
     ScorerInfo,
 )
 
-log = logging.getLogger(__name__)
-
-
-class _BucketTracesAreIntended(logging.Filter):
-    """TF warns after 5 traces of one Python function; one trace per bucket is the design here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not ("FusedScorer" in record.getMessage() and "retracing" in record.getMessage())
-
-
-tf.get_logger().addFilter(_BucketTracesAreIntended())
-
 
 class FusedScorer:
-    """Callable ``x -> dict of numpy arrays`` over a detector's models; the stream's only view of TF."""
+    """Callable ``x -> dict of numpy arrays`` over a detector's models; the stream's only view of Keras."""
 
     def __init__(
         self,
-        model: tf.keras.Model,
-        ae: tf.keras.Model,
-        model_hl: Sequence[tf.keras.Model] | None = None,
+        model: Any,
+        ae: Any,
+        model_hl: Sequence[Any] | None = None,
         w_model_hl: Sequence[float] | None = None,
         temperature: float = 1.0,
         bucket_sizes: Sequence[int] = BUCKET_SIZES,
@@ -59,57 +48,28 @@ class FusedScorer:
         self.bucket_sizes = tuple(sorted({int(b) for b in bucket_sizes}))
         hl = list(model_hl or [])
         weights = [float(w) for w in (w_model_hl if w_model_hl is not None else [1.0] * len(hl))]
-        temperature = float(temperature)
-
-        def graph(x: tf.Tensor, threshold: tf.Tensor, with_probs: bool):
-            # model and ae may compute in a mixed precision: the KL, flags and labels are float32 throughout
-            x_recon = ae(x, training=False)
-            p = temperature_scale(tf.cast(model(x, training=False), tf.float32), temperature)
-            q = tf.cast(model(x_recon, training=False), tf.float32)
-            score = kld(p, q)
-            x_recon = tf.cast(x_recon, tf.float32)
-            for m, w in zip(hl, weights, strict=True):
-                score += tf.constant(w, score.dtype) * kld(m(x, training=False), m(x_recon, training=False))
-            flags = score > tf.cast(threshold.read_value(), score.dtype)
-            no_defense = tf.argmax(p, axis=-1, output_type=tf.int32)
-            defense = tf.argmax(q, axis=-1, output_type=tf.int32)
-            corrected = tf.where(flags, defense, no_defense)
-            # one packed (n, 5) float32 result: a single device-to-host copy per batch (labels < 2**24 are exact)
-            packed = tf.stack(
-                [
-                    tf.cast(score, tf.float32),
-                    tf.cast(flags, tf.float32),
-                    tf.cast(corrected, tf.float32),
-                    tf.cast(no_defense, tf.float32),
-                    tf.cast(defense, tf.float32),
-                ],
-                axis=1,
-            )
-            return (packed, p, q) if with_probs else packed
-
-        self._graph = graph
-        self._jit = jit_compile
-        # The threshold lives in a variable read by the graph: calls pass only x, and a new threshold
-        # is an assignment, not a retrace.
-        self._threshold_var = tf.Variable(np.inf, dtype=tf.float32, trainable=False)
+        backend = engine()
+        self.runtime = backend.runtime()
+        # The threshold is state of the compiled function (a variable on TF): calls pass only x, and a
+        # new threshold is an assignment, not a retrace.
+        self._compiled = backend.compile_score(
+            fused_score_graph(model, ae, hl, weights, float(temperature)), jit_compile
+        )
         self._threshold_value = np.inf
-        self._lock = threading.Lock()  # threshold assignment + graph call must not interleave across threads
-        # One concrete function per (bucket, with_probs): traced exactly once for its fixed shape, and
-        # called directly (no per-call signature matching).
-        self._fns: dict[tuple[int, bool], Callable] = {}
+        self._lock = threading.Lock()  # threshold assignment + compiled call must not interleave across threads
+        # One function per (bucket, with_probs): compiled once for its fixed shape, and called directly.
+        self._fns: dict[tuple[int, bool], Callable[[np.ndarray], list[np.ndarray]]] = {}
 
-    def _fn(self, size: int, with_probs: bool, feature_shape: tuple[int, ...]) -> Callable:
+    def _fn(self, size: int, with_probs: bool, feature_shape: tuple[int, ...]) -> Callable[[np.ndarray], list]:
         key = (size, with_probs)
         if key not in self._fns:
-            graph, thr = self._graph, self._threshold_var
-            fn = tf.function(lambda x: graph(x, thr, with_probs), jit_compile=self._jit)
-            self._fns[key] = fn.get_concrete_function(tf.TensorSpec((size, *feature_shape), tf.float32))
+            self._fns[key] = self._compiled.fn(size, with_probs, feature_shape)
         return self._fns[key]
 
     def _set_threshold(self, threshold: float | None) -> None:
         value = np.inf if threshold is None else float(threshold)
         if value != self._threshold_value:
-            self._threshold_var.assign(value)
+            self._compiled.set_threshold(value)
             self._threshold_value = value
 
     def bucket_for(self, n: int) -> int:
@@ -138,12 +98,11 @@ class FusedScorer:
                 size = self.bucket_for(m)
                 if size != m:
                     xb = np.concatenate([xb, np.zeros((size - m, *xb.shape[1:]), dtype=np.float32)])
-                out = self._fn(size, with_probs, feature_shape)(tf.convert_to_tensor(xb))
+                out = self._fn(size, with_probs, feature_shape)(xb)
                 if with_probs:
-                    out, p, q = out
-                    p_parts.append(p.numpy()[:m])
-                    q_parts.append(q.numpy()[:m])
-                packed_parts.append(out.numpy()[:m])
+                    p_parts.append(out[1][:m])
+                    q_parts.append(out[2][:m])
+                packed_parts.append(out[0][:m])
         packed = (packed_parts[0] if len(packed_parts) == 1 else np.concatenate(packed_parts))[:n]
         result = {
             INSTANCE_SCORE: np.ascontiguousarray(packed[:, 0]),
@@ -162,15 +121,15 @@ class FusedScorer:
         for size in self.bucket_sizes:
             if up_to is not None and size > self.bucket_for(min(up_to, self.bucket_sizes[-1])):
                 break
-            self._fn(size, False, tuple(input_shape))(tf.zeros((size, *input_shape), tf.float32))
+            self._fn(size, False, tuple(input_shape))(np.zeros((size, *input_shape), np.float32))
 
 
 class ThresholdedScorer:
-    """The detector as the stream sees it (adae_stream.scoring.StreamScorer): numpy in, numpy out, no TF types."""
+    """The detector as the stream sees it (adae_stream.scoring.StreamScorer): numpy in, numpy out, no backend types."""
 
     def __init__(self, fused: FusedScorer, info: ScorerInfo) -> None:
         self.fused = fused
-        self.info = replace(info, runtime=f"tensorflow {tf.__version__}")
+        self.info = replace(info, runtime=fused.runtime)
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return self.fused(x, self.info.threshold)
