@@ -1,4 +1,5 @@
-"""Shared fixtures. TF log noise is silenced before anything imports TensorFlow."""
+"""Shared fixtures, on whatever Keras backend the process runs (KERAS_BACKEND; TensorFlow by default).
+TF log noise is silenced before anything imports TensorFlow."""
 
 from __future__ import annotations
 
@@ -15,7 +16,22 @@ import pytest
 # The folder a test lives in says what it needs; the markers follow from it (`-m broker` still selects).
 # fast/: no broker, no subprocess, no long run (`make test-fast`). slow/: subprocesses or training, no
 # broker. broker/: a real broker (embedded Tansu or Apache Kafka), and Prometheus where metrics are checked.
-FOLDER_MARKERS = {"fast": (), "slow": ("slow",), "broker": ("broker", "slow")}
+# backends/: tests that run in the other backends' environments (`make test` runs them there); the torch
+# ones import torch, which must never share a process with TensorFlow (shared/reference/keras-backends.md).
+FOLDER_MARKERS = {"fast": (), "slow": ("slow",), "broker": ("broker", "slow"), "torch": ("broker", "slow")}
+collect_ignore = [] if os.environ.get("KERAS_BACKEND") == "torch" else ["backends/torch"]
+
+
+def _seed_softmax():
+    """The seed's examples use tf.nn.softmax (saved as "softmax_v2", which only TF names): kept on TF so
+    the tests cover that round trip; Keras' own softmax on the other backends."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.softmax
+    return "softmax"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,41 +53,37 @@ def iris():
 @pytest.fixture(scope="session")
 def iris_model(iris):
     """The reference's test classifier: Dense(3, softmax) on iris (trained briefly so scores vary)."""
-    import tensorflow as tf
+    import keras
 
-    tf.keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(1)
     X, y = iris
-    inputs = tf.keras.Input(shape=(4,))
-    hidden = tf.keras.layers.Dense(8, activation="relu")(inputs)
-    outputs = tf.keras.layers.Dense(3, activation=tf.nn.softmax)(hidden)
-    model = tf.keras.Model(inputs=inputs, outputs=outputs)
+    inputs = keras.Input(shape=(4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation=_seed_softmax())(hidden)
+    model = keras.Model(inputs=inputs, outputs=outputs)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(X, y, epochs=30, batch_size=32, verbose=0)
     return model
 
 
 def iris_ae_nets():
-    import tensorflow as tf
+    import keras
 
-    encoder_net = tf.keras.Sequential(
-        [tf.keras.Input((4,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(2)]
-    )
-    decoder_net = tf.keras.Sequential(
-        [tf.keras.Input((2,)), tf.keras.layers.Dense(5, activation=tf.nn.relu), tf.keras.layers.Dense(4)]
-    )
+    encoder_net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(2)])
+    decoder_net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(4)])
     return encoder_net, decoder_net
 
 
 @pytest.fixture(scope="session")
 def digits_setup():
     """A small CNN on sklearn digits and a fitted detector: shared by detector and stream tests."""
-    import tensorflow as tf
+    import keras
 
     from adae_stream import AdversarialAE
     from adae_stream.demo.data import load_digits_split
     from adae_stream.detector.presets import conv_ae, small_cnn
 
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     Xtr, ytr, Xte, yte = load_digits_split()
     clf = small_cnn((8, 8, 1), 10, width=16)
     clf.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
