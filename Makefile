@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# The other Keras backends, each in its own environment (TF and torch abort in one process: README, "Backends")
+TORCH_STAMP := .venv-torch/.installed
+JAX_STAMP   := .venv-jax/.installed
 
 .PHONY: demo test test-fast lint bench promtool clean
 
@@ -12,6 +15,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[tensorflow,test,demo]'
 	touch $(STAMP)
+
+# torch from the registry pulls its CUDA wheels (~2.8 GB, about 2 minutes here); JAX's CPU wheels are small
+$(TORCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv .venv-torch
+	.venv-torch/bin/python -m pip install -q --upgrade pip
+	.venv-torch/bin/python -m pip install -q -e '.[torch,test]'
+	touch $@
+
+$(JAX_STAMP): pyproject.toml
+	$(PYTHON) -m venv .venv-jax
+	.venv-jax/bin/python -m pip install -q --upgrade pip
+	.venv-jax/bin/python -m pip install -q -e '.[jax,test]'
+	touch $@
 
 promtool:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
@@ -24,9 +40,15 @@ promtool:
 demo: $(STAMP)
 	$(VENV)/bin/adae-stream demo $(ARGS)
 
-# Lint, format and types first (seconds), then the whole suite.
-test: $(STAMP) promtool lint
+# Lint, format and types first (seconds), then the whole suite on TensorFlow (which checks detectors saved
+# under TF against JAX and torch in their environments), then the detector's contract on JAX and on
+# torch, and a PyTorch classifier end to end on torch (these two run side by side: about a minute each).
+test: $(STAMP) $(TORCH_STAMP) $(JAX_STAMP) promtool lint
 	$(PY) -m pytest -q $(ARGS)
+	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider tests/fast/test_detector.py & jax=$$!; \
+	KERAS_BACKEND=torch .venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/backends/torch \
+	  tests/fast/test_detector.py; torch=$$?; wait $$jax; jax=$$?; \
+	echo "jax backend: exit $$jax, torch backend: exit $$torch"; test $$jax -eq 0 -a $$torch -eq 0
 
 # The inner loop: tests/fast/ (no broker, no subprocesses, no long runs), on up to 4 cores.
 test-fast: $(STAMP) promtool
@@ -41,4 +63,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
 
 clean:
-	rm -rf $(VENV) demo-report .adae-cache build *.egg-info
+	rm -rf $(VENV) .venv-torch .venv-jax demo-report .adae-cache build *.egg-info
