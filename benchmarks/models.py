@@ -9,12 +9,12 @@ from adae_stream.scoring import buckets_up_to
 
 def tabular():
     """20 features, Dense classifier (3 classes), Dense AE."""
-    import tensorflow as tf
+    import keras
 
     from adae_stream import AdversarialAE
     from adae_stream.detector.presets import dense_ae, dense_classifier
 
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     det = AdversarialAE(ae=dense_ae((20,), 10), model=dense_classifier(20, 3), data_type="tabular")
     x = np.random.default_rng(0).normal(size=(4096, 20)).astype(np.float32)
     det.infer_threshold(x[:1024], 95)
@@ -23,12 +23,12 @@ def tabular():
 
 def cifar():
     """The seed's CIFAR encoder/decoder with a small conv classifier (untrained: timing only)."""
-    import tensorflow as tf
+    import keras
 
     from adae_stream import AdversarialAE
     from adae_stream.detector.presets import cifar_decoder, cifar_encoder, small_cnn
 
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     det = AdversarialAE(
         encoder_net=cifar_encoder(),
         decoder_net=cifar_decoder(),
