@@ -24,7 +24,7 @@ FORMATS = ("npy", "proto", "triton", "v2")
 def measure(rounds: int = 5, calls: int = 2000) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, encode, encode_request
+    from adae_stream.codecs import RESULT_DTYPES, RawRecord, decode, encode, encode_request
     from tests.answer_info import ANSWER_INFO  # who answered: the codecs' info, as the tests build it
 
     x = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)

@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from adae_stream.config import BatchingConfig, load_config
-from adae_stream.stream.codecs import encode_request
+from adae_stream.codecs import encode_request
 
 
 def _config(
@@ -135,7 +135,7 @@ def end_to_end(
     xs = np.concatenate([x] * int(np.ceil(n_requests * per_request / len(x))))[: n_requests * per_request]
     records = _records(xs, fmt, per_request, "e2e")
     p = _producer(bootstrap)
-    from adae_stream.stream.clients import ensure_topics
+    from adae_stream.clients.build import ensure_topics
 
     ensure_topics(cfg, bootstrap)
     for payload, headers, key in records:
@@ -317,7 +317,7 @@ def _pipeline_under_load(
     pipeline_cls=None,
 ):
     """A pipeline thread on fresh topics, joined and warm, with readers of its input and output."""
-    from adae_stream.stream.clients import ensure_topics
+    from adae_stream.clients.build import ensure_topics
 
     cfg = _config(bootstrap, det_path, max_batch, delay_ms, buckets, fetch_wait_ms)
     ensure_topics(cfg, bootstrap)

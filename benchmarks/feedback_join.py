@@ -37,7 +37,7 @@ def _result(n: int, rng) -> dict[str, np.ndarray]:
 
 
 def _answers(fmt: str, n_instances: int, count: int) -> list[tuple[str, dict, SimpleNamespace]]:
-    from adae_stream.stream.codecs import RawRecord, decode, encode, encode_request
+    from adae_stream.codecs import RawRecord, decode, encode, encode_request
     from tests.answer_info import ANSWER_INFO
 
     rng = np.random.default_rng(0)
@@ -121,7 +121,7 @@ def memory(count: int) -> dict:
 def end_to_end(rounds: int, requests: int) -> list[dict]:
     from adae_stream import save_detector
     from adae_stream.stream.broker import EmbeddedBroker
-    from adae_stream.stream.clients import ensure_topics
+    from adae_stream.clients.build import ensure_topics
     from benchmarks import e2e
     from benchmarks.models import BATCHING, tabular
 

@@ -15,7 +15,7 @@ import yaml
 from kafka import KafkaProducer
 
 from adae_stream.config import load_config
-from adae_stream.stream.codecs import encode_request
+from adae_stream.codecs import encode_request
 
 
 def rss_mb(pid: int) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 
 from adae_stream.config import Config, load_config
-from adae_stream.stream.codecs import encode_request
+from adae_stream.codecs import encode_request
 
 
 def make_config(bootstrap: str, detector_path: str, **sections) -> Config:

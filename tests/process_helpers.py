@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from adae_stream.config import Config
-from adae_stream.stream.codecs import encode_request
+from adae_stream.codecs import encode_request
 from tests.kafka_helpers import producer
 from tests.waiting import wait_for
 

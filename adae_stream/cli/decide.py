@@ -26,9 +26,9 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kafka.errors import KafkaError
     from prometheus_client import CollectorRegistry
 
+    from adae_stream.clients import KafkaError
     from adae_stream.decisions.service import DecisionService
     from adae_stream.monitoring.decision_metrics import DecisionMetrics
     from adae_stream.monitoring.server import MetricsServer

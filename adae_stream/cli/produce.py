@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from adae_stream.cli.common import bootstrap_servers, config_if_present, fail
-from adae_stream.stream.codecs import REQUEST_FORMATS
+from adae_stream.codecs import REQUEST_FORMATS
 
 if TYPE_CHECKING:
     from adae_stream.cli.common import Subparsers
@@ -33,9 +33,9 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adae_stream.clients.build import plain_producer
+    from adae_stream.codecs import encode_request
     from adae_stream.config import input_topics
-    from adae_stream.stream.clients import plain_producer
-    from adae_stream.stream.codecs import encode_request
 
     cfg = config_if_present(args.config)
     topic = args.topic or next(iter(input_topics(cfg.kafka)), None)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adae_stream.cli.common import bootstrap_servers, config_if_present
+from adae_stream.codecs.records import PREDICTION_HEADER
 from adae_stream.errors import UnreadableAnswer
 from adae_stream.scoring import CORRECTED, INSTANCE_SCORE, IS_ADVERSARIAL, PREDICTION
-from adae_stream.stream.codecs.records import PREDICTION_HEADER
 
 if TYPE_CHECKING:
     from adae_stream.cli.common import Subparsers
@@ -34,7 +34,7 @@ def register(subparsers: Subparsers) -> None:
 
 def describe(record: Any) -> str:
     """One answer record as one line; an unreadable one says so instead of stopping the tail."""
-    from adae_stream.stream.codecs import decode_response
+    from adae_stream.codecs import decode_response
 
     try:
         answer = decode_response(record.value, record.headers)
@@ -50,7 +50,7 @@ def describe(record: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adae_stream.stream.clients import plain_reader
+    from adae_stream.clients.build import plain_reader
 
     cfg = config_if_present(args.config)
     topic = args.topic or cfg.kafka.output_topic

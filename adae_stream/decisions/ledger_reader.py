@@ -10,11 +10,10 @@ import logging
 import time
 from typing import Any
 
-from kafka.structs import TopicPartition
-
+from adae_stream.clients import TopicPartition
+from adae_stream.clients.build import plain_reader
 from adae_stream.config import Config
 from adae_stream.decisions.ledger import Totals, decode_evidence
-from adae_stream.stream.clients import plain_reader
 
 log = logging.getLogger(__name__)
 

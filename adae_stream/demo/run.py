@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream.clients import Consumer, ConsumerRecord
+from adae_stream.codecs.records import PREDICTION_HEADER
 from adae_stream.config import Config, KafkaConfig
 from adae_stream.demo.live_view import LiveView, live_accuracy, render
 from adae_stream.errors import UnreadableAnswer
-from adae_stream.stream.codecs.records import PREDICTION_HEADER
 from adae_stream.stream.telemetry import FEEDBACK_RESULTS
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class TrafficGenerator(threading.Thread):
         kafka: KafkaConfig,
     ) -> None:
         super().__init__(name="adae-demo-traffic", daemon=True)
-        from adae_stream.stream.clients import plain_producer
+        from adae_stream.clients.build import plain_producer
 
         self.producer = plain_producer(kafka, bootstrap, linger_ms=5)
         self.topic, self.pools, self.rate, self.batch, self.duration_s = topic, pools, rate, batch, duration_s
@@ -68,7 +69,7 @@ class TrafficGenerator(threading.Thread):
         self.run_tag = uuid.uuid4().hex[:6]
 
     def run(self) -> None:
-        from adae_stream.stream.codecs import encode_request
+        from adae_stream.codecs import encode_request
 
         start = time.monotonic()
         i = 0
@@ -105,7 +106,7 @@ class FeedbackSender:
         loss: float = 0.1,
         duplicate: float = 0.05,
     ) -> None:
-        from adae_stream.stream.clients import plain_producer
+        from adae_stream.clients.build import plain_producer
 
         self.producer = plain_producer(kafka, bootstrap, linger_ms=5)
         self.topic, self.delay_s, self.loss, self.duplicate = topic, delay_s, loss, duplicate
@@ -188,8 +189,8 @@ class _Watch:
     def live(self) -> dict | None:
         return live_accuracy(self.registry) if self.registry is not None else None
 
-    def take(self, rec: Any, now: float) -> None:
-        from adae_stream.stream.codecs import decode_response
+    def take(self, rec: ConsumerRecord, now: float) -> None:
+        from adae_stream.codecs import decode_response
 
         try:
             ans = decode_response(rec.value, rec.headers)
@@ -200,7 +201,7 @@ class _Watch:
             sent = self.gen.sent.get(ans["id"])
         self.stats.answered_ids[ans["id"]] += 1
         if sent is not None and self.stats.answered_ids[ans["id"]] == 1:
-            published = dict(rec.headers or ()).get(PREDICTION_HEADER, b"corrected").decode(errors="replace")
+            published = (dict(rec.headers or ()).get(PREDICTION_HEADER) or b"corrected").decode(errors="replace")
             self.stats.add(sent.kind, sent.labels, ans, now - sent.t_sent, published, self.elapsed)
             self.answered_instances += len(sent.labels)
             self.feedback.answered(ans["id"], sent.labels)
@@ -210,7 +211,7 @@ class _Watch:
         rate = self.answered_instances / max(elapsed, 1e-9)
         self.view.draw(render(elapsed, self.duration_s, len(self.gen.sent), self.stats, rate, self.live()), force=force)
 
-    def until_answered(self, consumer: Any, pipe: _PipelineThread) -> None:
+    def until_answered(self, consumer: Consumer, pipe: _PipelineThread) -> None:
         """Until every request sent is answered, 60 s past the traffic's end, or the pipeline stops."""
         while True:
             for records in consumer.poll(timeout_ms=200).values():
@@ -250,11 +251,11 @@ def _demo_config(cfg: Config) -> tuple[Config, str] | None:
 
 
 def run_demo(config: Config) -> int:
+    from adae_stream.clients.build import plain_reader
     from adae_stream.demo.decisions import DemoDecider, repository_config
     from adae_stream.demo.detector_cache import load_or_train, traffic_pools
     from adae_stream.demo.report import write_report
     from adae_stream.runner import kafka_bootstrap
-    from adae_stream.stream.clients import plain_reader
 
     demo = _demo_config(config)
     if demo is None:
@@ -346,8 +347,8 @@ def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
 def _delivery_check(bootstrap: str, kafka: KafkaConfig, produced: set[str]) -> dict:
     from collections import Counter
 
-    from adae_stream.stream.clients import plain_reader
-    from adae_stream.stream.codecs import decode_response
+    from adae_stream.clients.build import plain_reader
+    from adae_stream.codecs import decode_response
 
     c = plain_reader(kafka, bootstrap, kafka.output_topic)
     counts: Counter = Counter()

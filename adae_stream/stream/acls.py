@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adae_stream.clients.build import topic_limits, written_topics
 from adae_stream.config import Config, input_topics
-from adae_stream.stream.clients import topic_limits, written_topics
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ import logging
 import threading
 import time
 
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
-
+from adae_stream.clients import Consumer, TopicPartition
 from adae_stream.config import Config
 from adae_stream.errors import FirstFailure, PipelineError
 from adae_stream.scoring import DetectorSource, StreamScorer, as_source
@@ -95,7 +93,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ what the loop is built on
     @property
-    def consumer(self) -> KafkaConsumer:
+    def consumer(self) -> Consumer:
         return self.session.consumer
 
     @property

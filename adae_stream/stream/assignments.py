@@ -13,11 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Callable
-from typing import Any
 
-from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
-
+from adae_stream.clients import Consumer, KafkaError, TopicPartition
 from adae_stream.stream.lanes import Lanes
 from adae_stream.stream.offsets import OffsetTracker
 
@@ -72,7 +69,7 @@ class Assignments:
         self.forget(kept)
         self.incoming.put(kept)
 
-    def position(self, consumer: Any) -> set[TopicPartition]:
+    def position(self, consumer: Consumer) -> set[TopicPartition]:
         """Seek newly assigned partitions to their committed offset (or the reset policy when none).
 
         Returns the partitions whose records in this poll must be skipped: the ones sought now (their

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adae_stream.stream.codecs import Request
+from adae_stream.codecs import Request
 
 
 def _partition_of(request: Request) -> tuple[str, int]:

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
-
+from adae_stream.clients import CommitFailedError, Consumer, KafkaError, OffsetAndMetadata, Producer, TopicPartition
 from adae_stream.errors import PipelineError
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.telemetry import Metrics
@@ -66,7 +64,7 @@ class AtLeastOnceCommitter:
 
     def __init__(
         self,
-        consumer: Any,
+        consumer: Consumer,
         tracker: OffsetTracker,
         assigned: Callable[[], Collection[TopicPartition]],
         interval_s: float,
@@ -119,8 +117,8 @@ class TransactionalCommitter:
 
     def __init__(
         self,
-        producer: Any,
-        consumer: Any,
+        producer: Producer,
+        consumer: Consumer,
         tracker: OffsetTracker,
         assigned: Callable[[], Collection[TopicPartition]],
         interval_s: float,

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream.codecs import decode_response
+from adae_stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
+from adae_stream.codecs.tensors import INSTANCE_INDEX
 from adae_stream.errors import DecodeError, UnreadableAnswer
 from adae_stream.scoring import IS_ADVERSARIAL
-from adae_stream.stream.codecs import decode_response
-from adae_stream.stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, parse_json
-from adae_stream.stream.codecs.tensors import INSTANCE_INDEX
 from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome, PairedEvidence, VersionOutcome
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import gc
 import time
 
-from kafka.errors import KafkaError
-
+from adae_stream.clients import KafkaError
 from adae_stream.stream.assignments import Assignments
 from adae_stream.stream.session import KafkaSession
 from adae_stream.stream.telemetry import Metrics

@@ -26,11 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
-
+from adae_stream.clients import KafkaError, TopicPartition
+from adae_stream.clients.build import plain_reader
 from adae_stream.config import Config
-from adae_stream.stream.clients import plain_reader
 from adae_stream.stream.feedback import FeedbackJoin, read_record
 
 log = logging.getLogger(__name__)

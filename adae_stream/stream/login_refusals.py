@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from kafka.errors import AuthorizationError, SaslAuthenticationFailedError
+from adae_stream.clients import AuthorizationError, SaslAuthenticationFailedError
 
 KAFKA_CONNECTIONS_LOGGER = "kafka.net.manager"
 

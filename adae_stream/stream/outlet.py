@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
-
+from adae_stream.clients import KafkaError, TopicPartition
 from adae_stream.config import Config
 from adae_stream.errors import FirstFailure
 from adae_stream.stream.assignments import Assignments

@@ -14,9 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from kafka import AsyncConsumerRebalanceListener
-from kafka.structs import TopicPartition
-
+from adae_stream.clients import RebalanceListenerBase, TopicPartition
 from adae_stream.stream.commit import Committer
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ def _names(partitions: Iterable[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
 
 
-class RebalanceListener(AsyncConsumerRebalanceListener):
+class RebalanceListener(RebalanceListenerBase):
     def __init__(self, pipeline: PartitionOwner) -> None:
         self.pipeline = pipeline
 

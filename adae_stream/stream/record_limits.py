@@ -11,15 +11,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kafka.errors import (
+from adae_stream.clients import (
     CorruptRecordError,
     InvalidRecordError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
-
-from adae_stream.stream.codecs.records import SOURCE_HEADERS, RawRecord, source_headers
+from adae_stream.codecs.records import SOURCE_HEADERS, RawRecord, source_headers
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,12 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
+from adae_stream.clients import ConsumerRecord
+from adae_stream.codecs import INSTANCE_INDEX, RESULT_DTYPES, RawRecord, Request, decode, encode_flagged
+from adae_stream.codecs.tensors import conform
 from adae_stream.config import Config
 from adae_stream.decisions.ledger import encode_evidence
 from adae_stream.errors import DecodeError, NotARequest
@@ -29,8 +31,6 @@ from adae_stream.scoring import (
     answer_fields,
 )
 from adae_stream.stream.batcher import Batch
-from adae_stream.stream.codecs import INSTANCE_INDEX, RESULT_DTYPES, RawRecord, Request, decode, encode_flagged
-from adae_stream.stream.codecs.tensors import conform
 from adae_stream.stream.feedback import FeedbackJoin, encode_shadow, parse_feedback
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.routing import Router, parse_routes
@@ -64,7 +64,7 @@ class RecordPath:
     def sink(self) -> Sink:
         return self._sink()
 
-    def ingest(self, rec: Any) -> None:
+    def ingest(self, rec: ConsumerRecord) -> None:
         raw = RawRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers or [], rec.timestamp)
         if self.join is not None and rec.topic == self.kafka.feedback_topic:
             self._feedback(self.join, raw)

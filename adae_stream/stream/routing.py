@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from adae_stream.stream.codecs import Request, header
+from adae_stream.codecs import Request, header
 
 SELDON_INPUTS = re.compile(r"\.model\.([^.]+)\.inputs$")
 MODEL_HEADERS = ("seldon-model", "mlserver-model")

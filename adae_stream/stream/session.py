@@ -13,12 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaConfigurationError, KafkaError
-
+from adae_stream.clients import Consumer, KafkaConfigurationError, KafkaError, Producer
+from adae_stream.clients.build import build_consumer, build_producer, ensure_topics, read_topic_limits
 from adae_stream.config import Config, input_topics
 from adae_stream.errors import PipelineError
-from adae_stream.stream.clients import build_consumer, build_producer, ensure_topics, read_topic_limits
 from adae_stream.stream.login_refusals import LoginRefusals
 
 log = logging.getLogger(__name__)
@@ -39,22 +37,22 @@ class KafkaSession:
         self.kafka = cfg.kafka
         self.bootstrap = bootstrap
         self.set_kafka_up = set_kafka_up
-        self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
         self.subscribed: set[str] = set()
         self.topic_limits: dict[str, int] = {}  # max.message.bytes the broker has for the topics we write
         self._last_topic_check = 0.0
 
     @property
-    def consumer(self) -> KafkaConsumer:
+    def consumer(self) -> Consumer:
         return require_connected(self._consumer, "consumer")
 
     @consumer.setter
-    def consumer(self, consumer: KafkaConsumer) -> None:
+    def consumer(self, consumer: Consumer) -> None:
         self._consumer = consumer
 
     @property
-    def producer(self) -> KafkaProducer:
+    def producer(self) -> Producer:
         return require_connected(self._producer, "producer")
 
     @property

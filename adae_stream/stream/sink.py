@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kafka.errors import TransactionAbortedError
-from kafka.structs import TopicPartition
 
+from adae_stream.clients import Producer, TopicPartition, TransactionAbortedError
+from adae_stream.clients.build import dead_letter_limit
+from adae_stream.codecs import RawRecord, Request, encode
 from adae_stream.config import KafkaConfig
 from adae_stream.errors import FirstFailure
-from adae_stream.stream.clients import dead_letter_limit
-from adae_stream.stream.codecs import RawRecord, Request, encode
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import dead_letter_record, is_record_error, record_size, smaller_limit
 from adae_stream.stream.telemetry import Metrics
@@ -94,7 +93,7 @@ class Doom:
 class Sink:
     def __init__(
         self,
-        producer: Any,
+        producer: Producer,
         kafka: KafkaConfig,
         tracker: OffsetTracker,
         outcomes: Metrics,
@@ -132,7 +131,7 @@ class Sink:
         """See Doom."""
         return self._doom.doomed
 
-    def redone(self, producer: Any, before_send: Callable[[], None]) -> None:
+    def redone(self, producer: Producer, before_send: Callable[[], None]) -> None:
         """The doomed work was aborted or discarded; sends start again, on a new ``producer``."""
         self.producer, self.before_send = producer, before_send
         self._doom.clear()

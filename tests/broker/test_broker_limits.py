@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from adae_stream.stream.codecs import decode_response
+from adae_stream.codecs import decode_response
 from tests.kafka_helpers import create_topic, make_config, produce_requests, read_settled, start_pipeline
 from tests.waiting import wait_for
 

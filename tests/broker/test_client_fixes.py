@@ -1,4 +1,4 @@
-"""The kafka-python fixes (adae_stream.stream.client_fixes), each on a real broker, each shown with and
+"""The kafka-python fixes (adae_stream.clients.fixes), each on a real broker, each shown with and
 without the fix so that an upstream fix (or a changed client) makes these tests speak.
 
 The group-join race needs the group leader to see its topic's partition count change during a rejoin, while it
@@ -19,7 +19,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from adae_stream.stream.broker import EmbeddedBroker
-from adae_stream.stream.client_fixes import forget_refused_txn_offsets, keep_pending_join_visible
+from adae_stream.clients.fixes import forget_refused_txn_offsets, keep_pending_join_visible
 
 
 class _Assignments(AsyncConsumerRebalanceListener):
@@ -58,7 +58,7 @@ def test_fix_applies_to_the_installed_kafka_python():
         internals = ("need_rejoin", "_join_task", "rejoining", "_joined_subscription", "_subscription")
         missing = [name for name in internals if not hasattr(coordinator, name)]
         assert not missing and keep_pending_join_visible(consumer), (
-            "adae_stream/stream/client_fixes.py keep_pending_join_visible (the group-join race fix) no longer applies "
+            "adae_stream/clients/fixes.py keep_pending_join_visible (the group-join race fix) no longer applies "
             "to "
             f"kafka-python {__import__('kafka').__version__}: its coordinator lacks {missing or 'the expected shape'}. "
             "Re-check the race and the fix before widening the kafka-python bound in pyproject.toml."

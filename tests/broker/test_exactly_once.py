@@ -18,8 +18,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
 from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 
-from adae_stream.stream.client_fixes import keep_pending_join_visible
-from adae_stream.stream.codecs import decode_response
+from adae_stream.clients.fixes import keep_pending_join_visible
+from adae_stream.codecs import decode_response
 from tests.kafka_helpers import collect, create_topic, make_config, produce_requests, read_settled, start_pipeline
 from tests.process_helpers import PipelineProcess, Traffic
 from tests.waiting import wait_for

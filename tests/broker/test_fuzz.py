@@ -9,7 +9,7 @@ import signal
 import numpy as np
 
 from adae_stream.errors import DEAD_LETTER_REASONS
-from adae_stream.stream.codecs import encode_request
+from adae_stream.codecs import encode_request
 from tests.kafka_helpers import collect, make_config, producer
 from tests.process_helpers import PipelineProcess
 

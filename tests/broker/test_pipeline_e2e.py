@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from adae_stream.stream.codecs import decode_response, encode_request
+from adae_stream.codecs import decode_response, encode_request
 from tests.answer_checks import assert_answers_match_detector
 from tests.kafka_helpers import collect, create_topic, make_config, produce_requests, producer, start_pipeline
 

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from adae_stream.stream.broker import EmbeddedBroker, free_port
-from adae_stream.stream.codecs import decode_response
+from adae_stream.codecs import decode_response
 from tests.kafka_helpers import make_config, producer
 from tests.process_helpers import PipelineProcess, Traffic
 from tests.waiting import wait_for
@@ -289,7 +289,7 @@ def test_broker_lost_mid_run_then_back(digits_setup, digits_detector_path, tmp_p
 def test_publish_failure_commits_nothing(apache_kafka, digits_setup, digits_detector_path, tmp_path, unusable):
     """A topic the service cannot write to is a failure of the whole service, not of a record: one clear
     line, exit 1, and no offset committed for the records it could not publish."""
-    from adae_stream.stream.clients import ensure_topics
+    from adae_stream.clients.build import ensure_topics
     from tests.kafka_helpers import produce_requests
 
     cfg = make_config(

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adae_stream.errors import DECODE_REASONS, SKIP_KINDS, DecodeError, NotARequest, UnreadableAnswer
-from adae_stream.stream.codecs import (
+from adae_stream.codecs import (
     REQUEST_FORMATS,
     RESULT_DTYPES,
     RawRecord,
@@ -183,7 +183,7 @@ def test_fuzzers_reach_both_outcomes():
 
 
 def _proto_request(x: np.ndarray, rid: str, raw: bool) -> bytes:
-    from adae_stream.stream.proto.open_inference_pb2 import ModelInferRequest
+    from adae_stream.codecs.proto.open_inference_pb2 import ModelInferRequest
 
     msg = ModelInferRequest(id=rid)
     tensor = msg.inputs.add(name="x", datatype="FP32", shape=list(x.shape))

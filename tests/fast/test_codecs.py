@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adae_stream.errors import DecodeError
-from adae_stream.stream.codecs import RawRecord, decode, decode_response, encode, encode_request
+from adae_stream.codecs import RawRecord, decode, decode_response, encode, encode_request
 from tests.answer_info import ANSWER_INFO
 
 SHAPE = (4,)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adae_stream.errors import DecodeError
-from adae_stream.stream.codecs import RawRecord, decode, encode, encode_request
+from adae_stream.codecs import RawRecord, decode, encode, encode_request
 from adae_stream.stream.feedback import FeedbackJoin, encode_shadow, parse_feedback, read_record
 from tests.answer_info import ANSWER_INFO
 

@@ -18,7 +18,7 @@ from adae_stream.config import BatchingConfig, load_config
 from adae_stream.errors import FirstFailure
 from adae_stream.scoring import ScorerInfo, ServingDetector
 from adae_stream.stream.assignments import Assignments
-from adae_stream.stream.codecs import RawRecord, Request
+from adae_stream.codecs import RawRecord, Request
 from adae_stream.stream.commit import TransactionalCommitter
 from adae_stream.stream.lanes import Lanes
 from adae_stream.stream.offsets import OffsetTracker

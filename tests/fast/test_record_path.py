@@ -27,7 +27,7 @@ from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, SKIP_KINDS
 from adae_stream.scoring import ScorerInfo, ServingDetector, as_source
 from adae_stream.stream import record_path as record_path_module
 from adae_stream.stream import sink as sink_module
-from adae_stream.stream.codecs import INSTANCE_INDEX, decode_response, encode_request
+from adae_stream.codecs import INSTANCE_INDEX, decode_response, encode_request
 from adae_stream.stream.feedback import FeedbackJoin, read_record
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_path import RecordPath

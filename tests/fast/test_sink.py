@@ -19,8 +19,8 @@ from kafka.errors import (
 from kafka.structs import TopicPartition
 
 from adae_stream.config import KafkaConfig
-from adae_stream.stream.clients import DEAD_LETTER_OVERHEAD
-from adae_stream.stream.codecs import RawRecord, Request
+from adae_stream.clients.build import DEAD_LETTER_OVERHEAD
+from adae_stream.codecs import RawRecord, Request
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size
 from adae_stream.stream.sink import Sink

@@ -22,7 +22,7 @@ from tritonclient.grpc import InferResult
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
 from adae_stream.errors import DecodeError, NotARequest
-from adae_stream.stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_response, encode
+from adae_stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_response, encode
 from tests.answer_info import ANSWER_INFO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,7 +307,7 @@ def test_cloudevent_rejections(value, headers, reason):
 # ------------------------------------------------------------------ the generated protobuf classes
 def test_generated_protobuf_module_is_current(tmp_path):
     """The committed _pb2 is what protoc makes of the committed .proto (regenerate as its header says)."""
-    proto_dir = ROOT / "adae_stream" / "stream" / "proto"
+    proto_dir = ROOT / "adae_stream" / "codecs" / "proto"
     subprocess.run(
         [
             sys.executable,
@@ -327,7 +327,7 @@ def test_generated_protobuf_module_is_current(tmp_path):
 
 def test_our_messages_match_the_specification_field_for_field():
     """Field names, numbers and types equal tritonclient's independent copy of the same specification."""
-    from adae_stream.stream.proto import open_inference_pb2 as ours
+    from adae_stream.codecs.proto import open_inference_pb2 as ours
 
     def fields(descriptor):
         return {

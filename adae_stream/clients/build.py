@@ -17,8 +17,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from adae_stream.clients.fixes import forget_refused_txn_offsets, keep_pending_join_visible
 from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
-from adae_stream.stream.client_fixes import forget_refused_txn_offsets, keep_pending_join_visible
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from adae_stream.errors import DecodeError, NotARequest, UnreadableAnswer
-from adae_stream.stream.codecs import cloudevents, npy, oip_json, oip_proto
-from adae_stream.stream.codecs.family import Headers, Info, Result, WireFamily
-from adae_stream.stream.codecs.records import (
+from adae_stream.codecs import cloudevents, npy, oip_json, oip_proto
+from adae_stream.codecs.family import Headers, Info, Result, WireFamily
+from adae_stream.codecs.records import (
     CLOUDEVENTS_JSON,
     MODEL_NAME_HEADER,
     MODEL_VERSION_HEADER,
@@ -41,7 +40,8 @@ from adae_stream.stream.codecs.records import (
     header_text,
     source_headers,
 )
-from adae_stream.stream.codecs.tensors import INSTANCE_INDEX, RESULT_DTYPES
+from adae_stream.codecs.tensors import INSTANCE_INDEX, RESULT_DTYPES
+from adae_stream.errors import DecodeError, NotARequest, UnreadableAnswer
 
 __all__ = [
     "FAMILIES",
@@ -201,7 +201,9 @@ class Codecs:
         payload, ctype, extra = family.encode_request(np.asarray(x, dtype=np.float32), fmt, request_id, input_name)
         return payload, [("content-type", ctype.encode()), ("request-id", request_id.encode()), *extra]
 
-    def decode_response(self, value: bytes, headers: Sequence[tuple[str, bytes]] | None) -> dict[str, Any]:
+    def decode_response(
+        self, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+    ) -> dict[str, Any]:
         """Parse an answer from the output topic into {'id', field: np.ndarray, ...} whatever its family.
 
         Raises UnreadableAnswer, and only that, for any record it cannot read: the output topic is shared
@@ -217,7 +219,9 @@ class Codecs:
         except Exception as exc:  # JSON, base64, protobuf, numpy and missing keys each raise their own
             raise UnreadableAnswer(f"not an answer: {type(exc).__name__}: {exc}"[:300]) from exc
 
-    def _decode_response(self, value: bytes, headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
+    def _decode_response(self, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> dict[str, Any]:
+        if value is None:
+            raise UnreadableAnswer("not an answer: a record without a value (a tombstone)")
         record = RawRecord("", 0, 0, None, value, headers)
         ctype = _content_type(record)
         if ctype == CLOUDEVENTS_JSON:

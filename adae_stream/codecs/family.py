@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from adae_stream.stream.codecs.records import RawRecord, Request
+from adae_stream.codecs.records import RawRecord, Request
 
 Headers = list[tuple[str, bytes]]
 Result = dict[str, np.ndarray]  # the fields to publish, in RESULT_DTYPES order

@@ -15,8 +15,8 @@ import datetime
 import json
 from typing import Any
 
+from adae_stream.codecs.records import CLOUDEVENTS_JSON, Envelope, RawRecord, header_text, parse_json
 from adae_stream.errors import DecodeError, NotARequest
-from adae_stream.stream.codecs.records import CLOUDEVENTS_JSON, Envelope, RawRecord, header_text, parse_json
 
 CE_PREFIX = "ce_"
 ANSWER_TYPE = "io.adae-stream.inference.response"

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from adae_stream.codecs import tensors
+from adae_stream.codecs.proto.open_inference_pb2 import InferParameter, ModelInferRequest, ModelInferResponse
+from adae_stream.codecs.records import PROTOBUF, RawRecord, Request, fallback_id
 from adae_stream.errors import DecodeError
-from adae_stream.stream.codecs import tensors
-from adae_stream.stream.codecs.records import PROTOBUF, RawRecord, Request, fallback_id
-from adae_stream.stream.proto.open_inference_pb2 import InferParameter, ModelInferRequest, ModelInferResponse
 
 # The first byte of a serialised ModelInferRequest: the tag of one of its fields 1..7, all length-delimited.
 REQUEST_TAGS = frozenset(field << 3 | 2 for field in range(1, 8))

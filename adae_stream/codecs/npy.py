@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream.codecs import tensors
+from adae_stream.codecs.records import NPY, RawRecord, Request, fallback_id
 from adae_stream.errors import DecodeError
-from adae_stream.stream.codecs import tensors
-from adae_stream.stream.codecs.records import NPY, RawRecord, Request, fallback_id
 
 NPY_MAGIC = b"\x93NUMPY"
 # the family, as codecs.FAMILIES takes it (family.WireFamily)

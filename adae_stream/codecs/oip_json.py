@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from adae_stream.codecs import tensors
+from adae_stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.scoring import PREDICTION
-from adae_stream.stream.codecs import tensors
-from adae_stream.stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 
 BINARY_LENGTH_HEADER = "inference-header-content-length"
 ALL = "*"
