@@ -44,10 +44,10 @@ class KafkaConfig(BaseModel):
     publish: Literal["answers", "flagged", "nothing"] = "answers"
     feedback_topic: str | None = None  # ground-truth labels of earlier requests (unset: no feedback loop)
     flagged_topic: str | None = None  # every request with a flagged instance, for review (unset: off)
-    # a shadow version's predictions, so the feedback join of every replica sees them (stream/join_tail.py);
+    # a shadow version's predictions, so the feedback join of every replica sees them (feedback/join_tail.py);
     # with kafka.feedback_topic set and this unset: "<output_topic>-shadow"
     shadow_topic: str | None = None
-    # the paired evidence of every label, the ledger the decision-maker sums (decisions/ledger.py): written
+    # the paired evidence of every label, the ledger the decision-maker sums (feedback/ledger.py): written
     # in the transaction that consumes the label, so no restart loses or repeats it under exactly_once;
     # with kafka.feedback_topic set and this unset: "<output_topic>-evidence"
     evidence_topic: str | None = None
@@ -140,7 +140,7 @@ class FeedbackConfig(BaseModel):
     window_s: Annotated[float, Field(gt=0)] = 3600.0
     max_instances: Positive = 1_000_000  # memory bound of the join: oldest answers go first
     # how far the replicas' clocks may be apart: a label whose answer is not found yet waits until the join
-    # has read the answers of every output partition up to its arrival plus this (stream/join_tail.py)
+    # has read the answers of every output partition up to its arrival plus this (feedback/join_tail.py)
     clock_skew_s: Annotated[float, Field(ge=0)] = 5.0
     max_pending: Positive = 100_000  # labels waiting for their answer; beyond: unplaced, reason pending_full
 

@@ -1,4 +1,4 @@
-"""What the feedback join costs now that every replica reads the whole group's answers (stream/join_tail.py).
+"""What the feedback join costs now that every replica reads the whole group's answers (feedback/join_tail.py).
 
     python -m benchmarks.feedback_join [--answers 20000] [--rounds 2]
 
@@ -54,7 +54,8 @@ def _answers(fmt: str, n_instances: int, count: int) -> list[tuple[str, dict, Si
 
 
 def per_record(count: int) -> list[dict]:
-    from adae_stream.stream.feedback import FeedbackJoin, read_record
+    from adae_stream.feedback.answers import read_record
+    from adae_stream.feedback.join import FeedbackJoin
 
     rows = []
     for fmt in ("v2", "npy"):
@@ -90,7 +91,8 @@ def per_record(count: int) -> list[dict]:
 def memory(count: int) -> dict:
     """Bytes held per answer of 4 instances: decoded (what the join holds, before and now) and, for the
     alternative, the undecoded V2 JSON and npy records (value and headers)."""
-    from adae_stream.stream.feedback import FeedbackJoin, read_record
+    from adae_stream.feedback.answers import read_record
+    from adae_stream.feedback.join import FeedbackJoin
 
     def held(fill) -> float:
         tracemalloc.start()

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from adae_stream.clients import KafkaError
+    from adae_stream.decisions.metrics import DecisionMetrics
     from adae_stream.decisions.service import DecisionService
-    from adae_stream.monitoring.decision_metrics import DecisionMetrics
     from adae_stream.monitoring.server import MetricsServer
 
     cfg = load_config_or_exit(args.config)

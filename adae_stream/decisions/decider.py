@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adae_stream.config import DecisionsConfig
-from adae_stream.decisions.ledger import Tally
 from adae_stream.decisions.rules import Verdict, decide_defense, decide_promotion, decide_rollback
 from adae_stream.decisions.state import DeciderState, DetectorState
 from adae_stream.detector.repository import Policy, policy_text, read_policy, scan, write_policy
+from adae_stream.feedback.evidence import Counts
 
 log = logging.getLogger(__name__)
 CONTROLS = ("serve", "shadow", "publish")
@@ -145,14 +145,14 @@ class Decider:
         ds.written = {k: getattr(p, k) for k in CONTROLS}
         return p
 
-    def _since(self, state: DeciderState, ds: DetectorState, key: str, name: str, a: int, b: int) -> Tally:
+    def _since(self, state: DeciderState, ds: DetectorState, key: str, name: str, a: int, b: int) -> Counts:
         """The comparison's counts since its test last started (``key`` names the test: kind:a[:b])."""
-        return state.totals.get(key.split(":")[0], name, a, b).since(ds.base.get(key))
+        return state.totals.get(key.split(":")[0], name, a, b) - ds.base.get(key, Counts())
 
     def _defense(self, state, ds, name: str, p: Policy, serving: int, alpha: float, out: list) -> Policy:
         key = f"defense:{serving}"
         tally = self._since(state, ds, key, name, serving, serving)
-        verdict = decide_defense(tally.pairs, alpha, self.cfg.min_discordant, p.publish)  # type: ignore[arg-type]
+        verdict = decide_defense(tally, alpha, self.cfg.min_discordant, p.publish)  # type: ignore[arg-type]
         self._on_verdict(name, "defense", verdict)
         if verdict.decision is None:
             return p
@@ -168,19 +168,19 @@ class Decider:
         tally = self._since(state, ds, key, name, serving, shadow)
         replaced = (p.probation or {}).get("replaced")
         if replaced == shadow:  # on probation: the promoted version against the one it replaced
-            verdict = decide_rollback(tally.pairs, alpha, self.cfg.min_discordant)  # B: the replaced one
+            verdict = decide_rollback(tally, alpha, self.cfg.min_discordant)  # B: the replaced one
             self._on_verdict(name, "rollback", verdict)
             if verdict.decision is not None:
                 ds.rejected.append(serving)
                 out.append(Decision(name, "rollback", f"version {shadow} serves again; {serving} rejected", verdict))
                 return replace(p, serve=shadow, shadow=None, probation=None)
-            if tally.b + tally.c + tally.m >= self.cfg.probation_instances:
+            if tally.instances >= self.cfg.probation_instances:
                 out.append(Decision(name, "probation_passed", f"version {serving} stays; {shadow} no longer shadows"))
                 return replace(p, shadow=None, probation=None)
             return p
         if shadow in ds.rejected:
             return p
-        verdict = decide_promotion(tally.pairs, alpha, self.cfg.margin, self.cfg.min_discordant)
+        verdict = decide_promotion(tally, alpha, self.cfg.margin, self.cfg.min_discordant)
         self._on_verdict(name, "promotion", verdict)
         if verdict.decision is None:
             return p
@@ -194,7 +194,7 @@ class Decider:
         out.append(Decision(name, "promote", f"version {shadow} serves; {serving} shadows it on probation", verdict))
         return replace(p, serve=shadow, shadow=serving, probation={"replaced": serving, "promoted": shadow})
 
-    def _guard(self, tally: Tally, shadow_dir: Path) -> str | None:
+    def _guard(self, tally: Counts, shadow_dir: Path) -> str | None:
         """Why the label-free guard holds a promotion back, or None when it passes."""
         if tally.a_clean < self.cfg.guard_min_instances:
             return f"{tally.a_clean} of {self.cfg.guard_min_instances} instances left unflagged by the serving version"

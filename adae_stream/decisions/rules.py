@@ -18,25 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from adae_stream.decisions.sequential import log_noninferiority_e, log_sign_e
+from adae_stream.feedback.evidence import Counts
 
 Defense = Literal["corrected", "no_defense"]
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """Labelled instances judged by two options A and B: ``b`` where only B was right, ``c`` where only A
-    was right, ``m`` where they agreed on right or wrong."""
-
-    b: int
-    c: int
-    m: int = 0
-
-    @property
-    def discordant(self) -> int:
-        return self.b + self.c
-
-    def swapped(self) -> Pairs:
-        return Pairs(self.c, self.b, self.m)
 
 
 @dataclass(frozen=True)
@@ -45,7 +29,7 @@ class Verdict:
 
     decision: str | None  # None: the evidence does not decide (yet)
     log_e: dict[str, float]
-    pairs: Pairs
+    pairs: Counts
     alpha: float
 
     @property
@@ -60,7 +44,7 @@ def per_detector_alpha(alpha: float, detectors: int) -> float:
     return alpha / detectors
 
 
-def decide_defense(pairs: Pairs, alpha: float, min_discordant: int, current: Defense) -> Verdict:
+def decide_defense(pairs: Counts, alpha: float, min_discordant: int, current: Defense) -> Verdict:
     """``pairs``: A = the undefended prediction, B = the corrected one. Switches only when one direction's
     e-value reaches 2/alpha (each side at alpha/2) above the other's, and only past ``min_discordant``."""
     log_e = {"corrected_better": log_sign_e(pairs.b, pairs.c), "corrected_worse": log_sign_e(pairs.c, pairs.b)}
@@ -76,7 +60,7 @@ def decide_defense(pairs: Pairs, alpha: float, min_discordant: int, current: Def
     return Verdict(decision, log_e, pairs, alpha)
 
 
-def decide_promotion(pairs: Pairs, alpha: float, delta: float, min_discordant: int) -> Verdict:
+def decide_promotion(pairs: Counts, alpha: float, delta: float, min_discordant: int) -> Verdict:
     """``pairs``: A = the serving version, B = the shadow. Promote the shadow once it is shown
     non-inferior by ``delta`` (delta 0: at least as good)."""
     log_e = {"shadow_noninferior": log_noninferiority_e(pairs.b, pairs.c, pairs.m, delta)}
@@ -84,7 +68,7 @@ def decide_promotion(pairs: Pairs, alpha: float, delta: float, min_discordant: i
     return Verdict("promote" if decided else None, log_e, pairs, alpha)
 
 
-def decide_rollback(pairs: Pairs, alpha: float, min_discordant: int) -> Verdict:
+def decide_rollback(pairs: Counts, alpha: float, min_discordant: int) -> Verdict:
     """``pairs``: A = the serving version (promoted), B = the one it replaced, now the shadow on probation.
     Roll back once the serving version is shown strictly worse (the previous one non-inferior at margin 0
     and ahead: the mirror test)."""

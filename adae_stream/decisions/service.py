@@ -18,10 +18,10 @@ from typing import IO
 
 from adae_stream.config import Config
 from adae_stream.decisions.decider import Decider, Decision
-from adae_stream.decisions.ledger_reader import LedgerReader
+from adae_stream.decisions.metrics import DecisionMetrics
 from adae_stream.decisions.state import LOCK_FILE, STATE_DIR, load_state, save_state
 from adae_stream.errors import ConfigError
-from adae_stream.monitoring.decision_metrics import DecisionMetrics
+from adae_stream.feedback.ledger_reader import LedgerReader
 
 log = logging.getLogger(__name__)
 

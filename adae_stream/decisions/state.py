@@ -13,12 +13,14 @@ The repository's dot-directories are never read as detectors (detector/repositor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adae_stream.decisions.ledger import Tally, Totals
+from adae_stream.feedback.evidence import Counts
+from adae_stream.feedback.ledger import Totals
 
 STATE_DIR = ".decider"
 STATE_FILE = "state.json"
@@ -28,7 +30,7 @@ LOCK_FILE = "lock"
 @dataclass
 class DetectorState:
     written: dict  # {"serve", "shadow", "publish"} as last written or accepted
-    base: dict[str, Tally] = field(default_factory=dict)  # test key -> counts at its last change
+    base: dict[str, Counts] = field(default_factory=dict)  # test key -> counts at its last change
     rejected: list[int] = field(default_factory=list)  # rolled back: never promoted again automatically
     blocked: int | None = None  # the shadow version the guard holds back (logged once)
 
@@ -44,7 +46,7 @@ class DeciderState:
             "detectors": {
                 name: {
                     "written": d.written,
-                    "base": {k: vars(t) for k, t in d.base.items()},
+                    "base": {k: dataclasses.asdict(c) for k, c in d.base.items()},
                     "rejected": d.rejected,
                     "blocked": d.blocked,
                 }
@@ -57,7 +59,7 @@ class DeciderState:
         detectors = {
             name: DetectorState(
                 d["written"],
-                {k: Tally(**t) for k, t in d.get("base", {}).items()},
+                {k: Counts(**c) for k, c in d.get("base", {}).items()},
                 d.get("rejected", []),
                 d.get("blocked"),
             )

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from adae_stream.stream.telemetry import PREDICTIONS
+from adae_stream.feedback.outcome import PREDICTIONS
 
 
 def live_accuracy(registry) -> dict[str, float]:

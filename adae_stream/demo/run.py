@@ -23,7 +23,7 @@ from adae_stream.codecs.records import PREDICTION_HEADER
 from adae_stream.config import Config, KafkaConfig
 from adae_stream.demo.live_view import LiveView, live_accuracy, render
 from adae_stream.errors import UnreadableAnswer
-from adae_stream.stream.telemetry import FEEDBACK_RESULTS
+from adae_stream.feedback.outcome import FEEDBACK_RESULTS
 
 log = logging.getLogger(__name__)
 DEMO_FEEDBACK_TOPIC = "adae-feedback"  # where the demo labels its own traffic, unless the config names one

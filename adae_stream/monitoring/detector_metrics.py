@@ -13,10 +13,10 @@ from collections.abc import Mapping
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from adae_stream.feedback.outcome import PREDICTIONS, VersionOutcome
 from adae_stream.monitoring.drift import ScoreWindow, ks_2samp
 from adae_stream.monitoring.histograms import LabelledNumpyHistogram
 from adae_stream.scoring import ServingDetector
-from adae_stream.stream.telemetry import PREDICTIONS, VersionOutcome
 
 Labels = tuple[str, str, str]  # detector, version, role
 MAX_FEEDBACK_VERSIONS_PER_DETECTOR = 4  # labels arrive after a swap too: the last few versions keep counting

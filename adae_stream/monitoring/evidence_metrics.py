@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 from prometheus_client import CollectorRegistry, Counter
 
-from adae_stream.stream.telemetry import PairedEvidence
+from adae_stream.feedback.evidence import PairedEvidence
 
 MAX_COMPARISONS_PER_DETECTOR = 8
 DEFENSE_PAIRS = ("corrected_only", "undefended_only", "concordant")  # b, c, m of kind "defense"
@@ -38,7 +38,7 @@ class EvidenceMetrics:
 
     def record(self, evidence: list[PairedEvidence]) -> None:
         for e in evidence:
-            counts = (e.b, e.c, e.m)
+            counts = (e.counts.b, e.counts.c, e.counts.m)
             if e.kind == "defense":
                 self._keep(e.detector, ("defense", e.a_version, ""))
                 for pair, n in zip(DEFENSE_PAIRS, counts, strict=True):

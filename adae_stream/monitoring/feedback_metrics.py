@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from adae_stream.stream.telemetry import FEEDBACK_RESULTS, PREDICTIONS, UNPLACED_REASONS, Outcome
+from adae_stream.feedback.outcome import FEEDBACK_RESULTS, PREDICTIONS, UNPLACED_REASONS, Outcome
 
 
 class FeedbackMetrics:

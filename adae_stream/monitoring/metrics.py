@@ -14,13 +14,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from adae_stream.errors import DEAD_LETTER_REASONS, SKIP_KINDS
+from adae_stream.feedback.outcome import Outcome
 from adae_stream.monitoring.detector_metrics import DetectorMetrics
 from adae_stream.monitoring.drift import ScoreWindow, ks_2samp
 from adae_stream.monitoring.evidence_metrics import EvidenceMetrics
 from adae_stream.monitoring.feedback_metrics import FeedbackMetrics
 from adae_stream.monitoring.histograms import NumpyHistogram, score_buckets
 from adae_stream.scoring import ServingDetector
-from adae_stream.stream.telemetry import Outcome
 
 # A `_created` series beside every counter and histogram doubles the series count for a timestamp that
 # Prometheus does not use (it detects counter resets itself); off for the whole process.

@@ -21,12 +21,12 @@ import time
 from adae_stream.clients import Consumer, TopicPartition
 from adae_stream.config import Config
 from adae_stream.errors import FirstFailure, PipelineError
+from adae_stream.feedback.join import FeedbackJoin
+from adae_stream.feedback.join_tail import JoinTail
 from adae_stream.scoring import DetectorSource, StreamScorer, as_source
 from adae_stream.stream.assignments import Assignments
 from adae_stream.stream.commit import Committer
-from adae_stream.stream.feedback import FeedbackJoin
 from adae_stream.stream.housekeeping import Housekeeping
-from adae_stream.stream.join_tail import JoinTail
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.outlet import Outlet
 from adae_stream.stream.rebalance import RebalanceListener
@@ -69,6 +69,8 @@ class Pipeline:
         )
         # the group's answers, read into this replica's join (none without a feedback topic)
         self.tail = JoinTail(config, bootstrap, join) if join is not None else None
+        if join is not None:  # the join's label decisions take effect with the commit that covers them
+            self.tracker.on_committed(join.journal.commit)
         self.path = RecordPath(
             config, as_source(detectors, config.detector.model_name), self.metrics, lambda: self.sink, join
         )

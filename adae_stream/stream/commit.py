@@ -124,15 +124,17 @@ class TransactionalCommitter:
         interval_s: float,
         timeout_s: float,
         metrics: Metrics,
+        flush: Callable[[float], bool],
         doomed: Callable[[], bool] = lambda: False,
         redo: Callable[[], None] = lambda: None,
     ) -> None:
-        """doomed: whether a record of the open transaction was rejected (Sink.doomed): such a transaction
-        is never committed; the loop aborts it and redoes its records. redo: called after a transaction
-        was aborted because the group moved on without us (a zombie's commit, KIP-447): the pipeline
-        forgets its partitions until the rejoin."""
+        """flush: waits until every record sent is acked or failed; False if some were not (Sink.flush
+        dooms the work then). doomed: whether a record of the open transaction was rejected (Sink.doomed):
+        such a transaction is never committed; the loop aborts it and redoes its records. redo: called
+        after a transaction was aborted because the group moved on without us (a zombie's commit, KIP-447):
+        the pipeline forgets its partitions until the rejoin."""
         self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
-        self.doomed, self.redo = doomed, redo
+        self.flush, self.doomed, self.redo = flush, doomed, redo
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
         self.metrics = metrics
@@ -153,9 +155,8 @@ class TransactionalCommitter:
     def _commit_open(self, timeout_s: float, revoking: bool = False) -> None:
         if not self._open:
             return
-        self.producer.flush(timeout=timeout_s)
-        if self.doomed():
-            return
+        if not self.flush(timeout_s) or self.doomed():
+            return  # aborted and redone by the loop (Outlet.redo_after_rejection); never committed
         offsets = _offsets(self.tracker, self.assigned)
         if not offsets:
             # what it holds is not of partitions we own (any more): committed without offsets, the group

@@ -4,13 +4,16 @@ A record is "done" once its output (or dead-letter) record is acked by the broke
 offset of a partition is the lowest offset not yet done (or one past the highest seen when all are):
 everything below it is done, so committing it never skips unpublished work. Acks arrive on the
 producer's I/O thread, hence the lock.
+
+What is decided in the checkpoint (the join's label decisions, feedback/journal.py) listens to
+``mark_committed``: the one place both delivery modes report what the broker has committed.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 
 
 class _Partition:
@@ -27,6 +30,11 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._parts: dict[Hashable, _Partition] = {}
+        self._on_committed: list[Callable[[Mapping[Hashable, int]], None]] = []
+
+    def on_committed(self, listener: Callable[[Mapping[Hashable, int]], None]) -> None:
+        """Called with every set of offsets committed (from the thread that learnt of the commit)."""
+        self._on_committed.append(listener)
 
     def add(self, tp: Hashable, offset: int) -> None:
         with self._lock:
@@ -76,6 +84,8 @@ class OffsetTracker:
             for tp, off in offsets.items():
                 if tp in self._parts:
                     self._parts[tp].committed = off
+        for listener in self._on_committed:
+            listener(offsets)
 
     def remove(self, tps: Iterable[Hashable]) -> None:
         with self._lock:

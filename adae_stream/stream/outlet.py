@@ -88,6 +88,7 @@ class Outlet:
             interval_s,
             timeout_s,
             self.metrics,
+            flush=lambda timeout_s: self.sink.flush(timeout_s),
             doomed=lambda: self.doomed,
             redo=self.partitions.forget_all,
         )

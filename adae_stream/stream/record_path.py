@@ -18,8 +18,12 @@ from adae_stream.clients import ConsumerRecord
 from adae_stream.codecs import INSTANCE_INDEX, RESULT_DTYPES, RawRecord, Request, decode, encode_flagged
 from adae_stream.codecs.tensors import conform
 from adae_stream.config import Config
-from adae_stream.decisions.ledger import encode_evidence
 from adae_stream.errors import DecodeError, NotARequest
+from adae_stream.feedback.answers import encode_shadow
+from adae_stream.feedback.join import Decided, FeedbackJoin, LabelRecord
+from adae_stream.feedback.labels import parse_feedback
+from adae_stream.feedback.ledger import encode_evidence
+from adae_stream.feedback.outcome import PREDICTIONS, Outcome
 from adae_stream.scoring import (
     CORRECTED,
     INSTANCE_SCORE,
@@ -31,11 +35,10 @@ from adae_stream.scoring import (
     answer_fields,
 )
 from adae_stream.stream.batcher import Batch
-from adae_stream.stream.feedback import FeedbackJoin, encode_shadow, parse_feedback
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.routing import Router, parse_routes
 from adae_stream.stream.sink import Sink
-from adae_stream.stream.telemetry import PREDICTIONS, Metrics, Outcome
+from adae_stream.stream.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +163,25 @@ class RecordPath:
             log.info("detectors changed: %s", "; ".join(changes))
 
     def _feedback(self, join: FeedbackJoin, raw: RawRecord) -> None:
-        """Labels for an earlier answer: joined and counted, or held until the join has read its answer
-        (settle_feedback); malformed ones are dead-lettered. Its offset is done once it is decided."""
+        """Labels for an earlier answer: decided in offset order per partition (joined, or held until the
+        join has read its answer: settle_feedback), malformed ones dead-lettered in their turn. Its offset is
+        done once its decision is written (FeedbackJoin's docstring says why the order)."""
+        label = LabelRecord(raw.topic, raw.partition, raw.offset, raw, join.clock())
         try:
-            request_id, labels = parse_feedback(raw.value)
-            outcome = join.submit(request_id, labels, raw)
+            label.request_id, label.labels = parse_feedback(raw.value)
         except DecodeError as exc:
-            self._feedback_refused(raw, exc)
-            return
-        if outcome is not None:
-            self._label_done(raw, outcome)
+            label.error = exc
+        self._labels_decided(join.submit(label))
 
     def settle_feedback(self, placed: Callable[[float], bool]) -> None:
         """The held labels the join can decide now (JoinTail.placed says how far it has read)."""
-        if self.join is None:
-            return
-        for raw, outcome in self.join.settle(placed):
+        if self.join is not None:
+            self._labels_decided(self.join.settle(placed))
+
+    def _labels_decided(self, decided: list[Decided]) -> None:
+        for raw, outcome in decided:
             if isinstance(outcome, DecodeError):
-                self._feedback_refused(raw, outcome)
+                self.sink.dead_letter(raw, outcome.reason, f"feedback: {outcome.message}")
             else:
                 self._label_done(raw, outcome)
 
@@ -192,14 +196,10 @@ class RecordPath:
         self.sink.evidence(topic, raw, encode_evidence(outcome.evidence), key)
 
     def forget_partition(self, topic: str, partition: int) -> None:
-        """Held labels of a partition that is no longer ours are dropped, not decided: its new owner reads
-        them again from the committed offset (or we do, after a redo)."""
+        """A partition no longer ours, or redone from its committed offset: its held labels are dropped and
+        its labels' uncommitted decisions undone; its new owner (or our redo) reads them again."""
         if self.join is not None:
-            self.join.drop_pending(lambda raw: raw.topic == topic and raw.partition == partition)
-
-    def _feedback_refused(self, raw: RawRecord, exc: DecodeError) -> None:
-        self.metrics.feedback_outcome(Outcome("dead_letter"))
-        self.sink.dead_letter(raw, exc.reason, f"feedback: {exc.message}")
+            self.join.forget_partition(topic, partition)
 
     def _capture_flagged(self, topic: str, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
         """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""

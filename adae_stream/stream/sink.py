@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,16 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from adae_stream.clients import Producer, TopicPartition, TransactionAbortedError
+from adae_stream.clients import KafkaError, Producer, RecordFuture, TopicPartition, TransactionAbortedError
 from adae_stream.clients.build import dead_letter_limit
 from adae_stream.codecs import RawRecord, Request, encode
 from adae_stream.config import KafkaConfig
 from adae_stream.errors import FirstFailure
+from adae_stream.stream.doom import Doom
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import dead_letter_record, is_record_error, record_size, smaller_limit
 from adae_stream.stream.telemetry import Metrics
 
 log = logging.getLogger(__name__)
+
+PRODUCER_FLUSH_S = 1.0  # how long kafka-python's own flush() may wait before we wait on each send's future
+SETTLE_POLL_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -58,36 +61,6 @@ class _Delivery:
                 else f"answer to the request at {where}"
             )
         return f"{'minimal ' if self.minimal else ''}dead-letter record for {where}"
-
-
-class Doom:
-    """Whether the work in flight is doomed: the broker rejected a record and kafka-python's producer cannot
-    go on with what it holds. Under exactly_once the open transaction can only abort; the idempotent
-    producer of at_least_once goes into a fatal state (kafka-python 3.0.12 classifies any non-retriable
-    batch error so, where the Java client bumps the epoch and goes on). The loop settles it
-    (Outlet.redo_after_rejection). Set from the producer's I/O thread, read and cleared by the loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.doomed = False
-
-    def clear(self) -> None:
-        with self._lock:
-            self.doomed = False
-
-    def settles(self, exc: BaseException, condemn: Callable[[], str] | None) -> bool:
-        """True when the failure is settled by the abort-and-redo: the first record error of a transaction
-        (``condemn``, under the lock, keeps what the record was for and names it; None: a record that
-        cannot be condemned, a minimal dead letter), or anything failing in a transaction already doomed."""
-        with self._lock:
-            if self.doomed:
-                return True
-            if not is_record_error(exc) or condemn is None:
-                return False
-            self.doomed = True
-            what = condemn()
-        log.warning("the broker rejected the %s (%r): the work in flight is redone without it", what, exc)
-        return True
 
 
 class Sink:
@@ -125,6 +98,7 @@ class Sink:
         # dead-lettered (or sent minimal) when the redone records come again
         self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
         self._uncopyable: set[tuple[str, str, int, int]] = set()
+        self._in_flight: set[RecordFuture] = set()  # sends not acked or failed yet
 
     @property
     def doomed(self) -> bool:
@@ -132,8 +106,10 @@ class Sink:
         return self._doom.doomed
 
     def redone(self, producer: Producer, before_send: Callable[[], None]) -> None:
-        """The doomed work was aborted or discarded; sends start again, on a new ``producer``."""
+        """The doomed work was aborted or discarded; sends start again, on a new ``producer``. What the old
+        one never settled is forgotten with it."""
         self.producer, self.before_send = producer, before_send
+        self._in_flight = set()
         self._doom.clear()
 
     @property
@@ -181,7 +157,7 @@ class Sink:
         self.outcomes.request_done(status, reason=reason)
 
     def evidence(self, topic: str, rec: RawRecord, value: bytes, key: bytes) -> None:
-        """A label's paired evidence (decisions/ledger.py): the label's offset is done when the broker has it,
+        """A label's paired evidence (feedback/ledger.py): the label's offset is done when the broker has it,
         so under exactly_once it is counted once, in the transaction that consumes the label."""
         self._send(topic, key, value, [], _Delivery(rec, status="feedback"))
 
@@ -226,6 +202,7 @@ class Sink:
             return
         future.add_callback(lambda _md: count("sent"))
         future.add_errback(failed)
+        self._track(future)
 
     # ------------------------------------------------------------------ dead letters
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
@@ -257,6 +234,7 @@ class Sink:
             return False
         future.add_callback(self._acked, delivery)
         future.add_errback(self._failed, delivery)
+        self._track(future)
         return True
 
     def _acked(self, delivery: _Delivery, _metadata: Any) -> None:
@@ -326,10 +304,33 @@ class Sink:
                 minimal=True,
             )
 
-    def flush(self, timeout_s: float) -> None:
-        """Wait until every record sent so far, and every dead letter its rejection caused, is acked or failed."""
+    def _track(self, future: RecordFuture) -> None:
+        """Each send's future until it is settled: what flush() waits for. Registered after the send's own
+        callbacks (they run in order), so a record counts as settled only once they have run."""
+        self._in_flight.add(future)
+        future.add_both(lambda _result: self._in_flight.discard(future))
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every record sent so far, and every dead letter its rejection caused, is acked or
+        failed. Returns whether all were; when some were not by the deadline, the work in flight is doomed
+        (redone on a new producer, Outlet.redo_after_rejection) rather than committed or waited on forever.
+
+        It waits on each send's own future. kafka-python's flush() alone is not enough: for a batch the
+        broker finds too large it splits the batch, rebinds the records' futures to the halves, and leaves
+        the old batch's future unfinished, on which its flush() waits, then raises ``UnknownError('Future
+        not done')`` or times out (from the commit, that killed the process: issue 38). It is still called
+        first, for a short while, because it also sends what lingers in the producer at once."""
+        deadline = time.monotonic() + timeout_s
         while True:
-            self.producer.flush(timeout=timeout_s)
+            try:
+                self.producer.flush(timeout=max(0.0, min(PRODUCER_FLUSH_S, deadline - time.monotonic())))
+            except KafkaError as exc:
+                log.debug("the producer's flush gave %r; waiting for each record sent instead", exc)
+            while self._in_flight and time.monotonic() < deadline:
+                time.sleep(SETTLE_POLL_S)
+            if self._in_flight:
+                self._doom.declare(f"{len(self._in_flight)} records sent were not settled within {timeout_s:g} s")
+                return False
             if self._retries.empty():
-                return
+                return True
             self.drain()

@@ -1,74 +1,19 @@
 """The metrics contract, in one place: what the stream reports (``Metrics``, which
-adae_stream.monitoring.metrics.PipelineMetrics implements and every reporter in stream/ takes), the
-label values it reports with, and NullMetrics, which lets the loop report without branching on whether
-metrics are enabled. monitoring/ implements this module; it imports nothing else of stream/."""
+adae_stream.monitoring.metrics.PipelineMetrics implements and every reporter in stream/ takes), and
+NullMetrics, which lets the loop report without branching on whether metrics are enabled. monitoring/
+implements this module; it imports nothing else of stream/."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from adae_stream.scoring import CORRECTED, DEFENSE, NO_DEFENSE, ServingDetector
-
-# The predictions the feedback loop judges (the `prediction` label of adae_feedback_correct_total).
-PREDICTIONS = (NO_DEFENSE, DEFENSE, CORRECTED)
-# What became of a feedback record (the `result` label of adae_feedback_records_total).
-FEEDBACK_RESULTS = ("joined", "duplicate", "unknown", "late", "unplaced", "dead_letter")
-# Why a label was not placed although its answer may exist (the `reason` label of adae_feedback_unplaced_total):
-# its answer carries no predictions to judge (detector.return_all_predictions off), or too many labels
-# were already waiting for their answers (feedback.max_pending).
-UNPLACED_REASONS = ("answer_without_predictions", "pending_full")
-
-
-@dataclass
-class VersionOutcome:
-    """A joined feedback record's counts for one detector version in one role."""
-
-    detector: str
-    version: str
-    role: str
-    instances: int
-    correct: dict[str, int]
-    confusion: dict[tuple[str, str], int]
-
-
-@dataclass
-class PairedEvidence:
-    """Labelled instances on which two options of one detector were judged side by side: ``b`` where only
-    B was right, ``c`` where only A was right, ``m`` where both were right or both wrong (the counters the
-    anytime-valid tests of adae_stream/decisions/ take, summed over replicas).
-    kind "defense": A = the undefended prediction, B = the corrected one, both of version ``a_version``.
-    kind "versions": A = the serving version's corrected prediction, B = the shadow's (``b_version``)."""
-
-    kind: str
-    detector: str
-    a_version: str
-    b_version: str
-    b: int
-    c: int
-    m: int
-    # kind "versions", for the label-free guard: instances the serving version did not flag, and how many
-    # of those the shadow flagged (no label is read for these two)
-    a_clean: int = 0
-    b_flagged_clean: int = 0
-
-
-@dataclass
-class Outcome:
-    """A feedback record's effect: its result and the counts it adds (all zero unless joined)."""
-
-    result: str
-    instances: int = 0
-    correct: dict[str, int] = field(default_factory=dict)
-    confusion: dict[tuple[str, str], int] = field(default_factory=dict)  # (flag, undefended) -> instances
-    versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
-    reason: str | None = None  # why, for result "unplaced" (UNPLACED_REASONS)
-    evidence: list[PairedEvidence] = field(default_factory=list)  # paired counts of the newly labelled
+from adae_stream.feedback.outcome import Outcome
+from adae_stream.scoring import ServingDetector
 
 
 class Metrics(Protocol):

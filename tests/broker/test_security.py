@@ -26,11 +26,12 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import Config
-from adae_stream.decisions.ledger import Tally, encode_evidence
+from adae_stream.feedback.evidence import Counts
+from adae_stream.feedback.ledger import encode_evidence
 from adae_stream.decisions.service import DecisionService
 from adae_stream.stream.acls import Acl, decider_acls, required_acls
 from adae_stream.codecs import decode_response
-from adae_stream.stream.telemetry import PairedEvidence
+from adae_stream.feedback.evidence import PairedEvidence
 from tests.apache_kafka import ApacheKafka, Scram
 from tests.kafka_helpers import collect, make_config, produce_requests, producer, start_pipeline
 from tests.process_helpers import PipelineProcess

@@ -297,7 +297,8 @@ def test_cloudevent_bodies(attributes, data, base64_data, headers, key):
     )
 )
 def test_feedback_records_parse_or_raise_a_decode_error(value):
-    from adae_stream.stream.feedback import FeedbackJoin, parse_feedback
+    from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.labels import parse_feedback
 
     try:
         request_id, labels = parse_feedback(value)

@@ -12,11 +12,12 @@ import yaml
 
 from adae_stream.config import DecisionsConfig
 from adae_stream.decisions.decider import Decider
-from adae_stream.decisions.ledger import Tally, Totals, decode_evidence, encode_evidence
+from adae_stream.feedback.evidence import Counts
+from adae_stream.feedback.ledger import Totals, decode_evidence, encode_evidence
 from adae_stream.decisions.sequential import log_noninferiority_e, log_sign_e
 from adae_stream.decisions.state import DeciderState, load_state, save_state
 from adae_stream.detector.repository import read_policy
-from adae_stream.stream.telemetry import PairedEvidence
+from adae_stream.feedback.evidence import PairedEvidence
 
 NOW = 1_800_000_000.0
 CFG = DecisionsConfig(min_discordant=30, probation_instances=500, guard_min_instances=100)

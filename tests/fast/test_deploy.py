@@ -17,11 +17,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from adae_stream.config import load_config
 from adae_stream.decisions.rules import Pairs, decide_defense
-from adae_stream.monitoring.decision_metrics import DecisionMetrics
+from adae_stream.decisions.metrics import DecisionMetrics
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.monitoring.server import MetricsServer
 from adae_stream.scoring import ScorerInfo, ServingDetector
-from adae_stream.stream.telemetry import Outcome, PairedEvidence, VersionOutcome
+from adae_stream.feedback.evidence import Counts, PairedEvidence
+from adae_stream.feedback.outcome import Outcome, VersionOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

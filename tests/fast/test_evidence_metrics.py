@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry
 
 from adae_stream.monitoring.evidence_metrics import MAX_COMPARISONS_PER_DETECTOR
 from adae_stream.monitoring.metrics import PipelineMetrics
-from adae_stream.stream.telemetry import Outcome, PairedEvidence
+from adae_stream.feedback.evidence import Counts, PairedEvidence
+from adae_stream.feedback.outcome import Outcome
 
 
 def test_each_labelled_instance_lands_in_one_pair_series():

@@ -9,7 +9,9 @@ import pytest
 
 from adae_stream.errors import DecodeError
 from adae_stream.codecs import RawRecord, decode, encode, encode_request
-from adae_stream.stream.feedback import FeedbackJoin, encode_shadow, parse_feedback, read_record
+from adae_stream.feedback.answers import encode_shadow, read_record
+from adae_stream.feedback.join import FeedbackJoin
+from adae_stream.feedback.labels import parse_feedback
 from tests.answer_info import ANSWER_INFO
 
 

@@ -22,13 +22,14 @@ from kafka.errors import MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 
 from adae_stream.config import load_config
-from adae_stream.decisions.ledger import decode_evidence
+from adae_stream.feedback.ledger import decode_evidence
 from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, SKIP_KINDS
 from adae_stream.scoring import ScorerInfo, ServingDetector, as_source
 from adae_stream.stream import record_path as record_path_module
 from adae_stream.stream import sink as sink_module
 from adae_stream.codecs import INSTANCE_INDEX, decode_response, encode_request
-from adae_stream.stream.feedback import FeedbackJoin, read_record
+from adae_stream.feedback.answers import read_record
+    from adae_stream.feedback.join import FeedbackJoin
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_path import RecordPath
 from adae_stream.stream.sink import Sink
@@ -141,7 +142,7 @@ class Harness:
     def turn(self, force: bool = True) -> None:
         """What the loop does after a poll: read the join's topics, decide held labels, drain retries, score
         what is due, take a new repository state. The stand-in tail reads what the broker acked on the output
-        and shadow topics (the real one: stream/join_tail.py), and has read everything sent before."""
+        and shadow topics (the real one: feedback/join_tail.py), and has read everything sent before."""
         self.read_into_join()
         self.path.settle_feedback(placed=lambda arrival_s: True)
         self.sink.drain()
