@@ -146,10 +146,10 @@ def ledger_cost(seed: int, labels: int = 5000) -> dict[str, float]:
 
     from kafka import KafkaProducer
 
-    from adae_stream.feedback.ledger import encode_evidence
-    from adae_stream.stream.broker import EmbeddedBroker
     from adae_stream.feedback.answers import Answer, Scored, evidence
     from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.ledger import encode_evidence
+    from adae_stream.stream.broker import EmbeddedBroker
 
     rng = np.random.default_rng(seed)
     fields = {k: rng.integers(0, 10, 8) for k in ("no_defense", "defense", "corrected")}

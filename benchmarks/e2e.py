@@ -10,8 +10,8 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from adae_stream.config import BatchingConfig, load_config
 from adae_stream.codecs import encode_request
+from adae_stream.config import BatchingConfig, load_config
 
 
 def _config(

@@ -54,8 +54,8 @@ def _answers(fmt: str, n_instances: int, count: int) -> list[tuple[str, dict, Si
 
 
 def per_record(count: int) -> list[dict]:
-    from adae_stream.feedback.answers import read_record
     from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.join_tail import read_record
 
     rows = []
     for fmt in ("v2", "npy"):
@@ -91,8 +91,8 @@ def per_record(count: int) -> list[dict]:
 def memory(count: int) -> dict:
     """Bytes held per answer of 4 instances: decoded (what the join holds, before and now) and, for the
     alternative, the undecoded V2 JSON and npy records (value and headers)."""
-    from adae_stream.feedback.answers import read_record
     from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.join_tail import read_record
 
     def held(fill) -> float:
         tracemalloc.start()
@@ -122,8 +122,8 @@ def memory(count: int) -> dict:
 
 def end_to_end(rounds: int, requests: int) -> list[dict]:
     from adae_stream import save_detector
-    from adae_stream.stream.broker import EmbeddedBroker
     from adae_stream.clients.build import ensure_topics
+    from adae_stream.stream.broker import EmbeddedBroker
     from benchmarks import e2e
     from benchmarks.models import BATCHING, tabular
 

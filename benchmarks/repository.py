@@ -71,8 +71,8 @@ def _fill(root: Path, det, names: list[str], shadow: bool = False) -> None:
 def _run(bootstrap: str, root: Path, body, before=None):
     """A pipeline over the repository at root, joined and warm; ``before(cfg)`` runs before it starts,
     ``body(cfg, repo, requests, answers, t_ready)`` measures while it runs."""
-    from adae_stream.stream.app import Pipeline
     from adae_stream.clients.build import ensure_topics
+    from adae_stream.stream.app import Pipeline
     from benchmarks.e2e import TopicReader
 
     cfg = _config(bootstrap, root)

@@ -14,8 +14,8 @@ import numpy as np
 import yaml
 from kafka import KafkaProducer
 
-from adae_stream.config import load_config
 from adae_stream.codecs import encode_request
+from adae_stream.config import load_config
 
 
 def rss_mb(pid: int) -> float:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 
-from adae_stream.config import Config, load_config
 from adae_stream.codecs import encode_request
+from adae_stream.config import Config, load_config
 
 
 def make_config(bootstrap: str, detector_path: str, **sections) -> Config:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from adae_stream.config import Config
 from adae_stream.codecs import encode_request
+from adae_stream.config import Config
 from tests.kafka_helpers import producer
 from tests.waiting import wait_for
 

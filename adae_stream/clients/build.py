@@ -221,3 +221,26 @@ def build_consumer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> Ka
     )
     keep_pending_join_visible(consumer)
     return consumer
+
+
+class KafkaClients:
+    """The service's clients from kafka-python, as the config says (adae_stream.clients.Clients)."""
+
+    def __init__(self, cfg: Config, bootstrap: str) -> None:
+        self.cfg, self.bootstrap = cfg, bootstrap
+
+    def ensure_topics(self, timeout_ms: int) -> None:
+        if self.cfg.kafka.create_topics:
+            ensure_topics(self.cfg, self.bootstrap, timeout_ms)
+
+    def topic_limits(self, timeout_ms: int) -> dict[str, int]:
+        return read_topic_limits(self.cfg, self.bootstrap, timeout_ms)
+
+    def producer(self, timeout_ms: int) -> KafkaProducer:
+        return build_producer(self.cfg, self.bootstrap, timeout_ms)
+
+    def consumer(self, timeout_ms: int) -> KafkaConsumer:
+        return build_consumer(self.cfg, self.bootstrap, timeout_ms)
+
+    def reader(self, client_id: str, isolation_level: str) -> KafkaConsumer:
+        return plain_reader(self.cfg.kafka, self.bootstrap, client_id=client_id, isolation_level=isolation_level)

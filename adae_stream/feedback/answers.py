@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from adae_stream.clients import ConsumerRecord
-from adae_stream.codecs import decode_response
-from adae_stream.codecs.records import MODEL_NAME_HEADER, MODEL_VERSION_HEADER
-from adae_stream.codecs.tensors import INSTANCE_INDEX
-from adae_stream.errors import UnreadableAnswer
 from adae_stream.feedback.evidence import Counts, PairedEvidence
 from adae_stream.feedback.outcome import PREDICTIONS
 from adae_stream.scoring import IS_ADVERSARIAL
-
-if TYPE_CHECKING:
-    from adae_stream.feedback.join import FeedbackJoin
-
-WHO_ANSWERED = (MODEL_NAME_HEADER, MODEL_VERSION_HEADER)
 
 
 @dataclass
@@ -109,35 +98,8 @@ def encode_shadow(request_id: str, detector: str, version: str, fields: dict[str
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _decode_shadow(value: bytes | None) -> tuple[str, str, str, dict[str, np.ndarray]]:
+def decode_shadow(value: bytes | None) -> tuple[str, str, str, dict[str, np.ndarray]]:
     body = json.loads(value or b"")
     fields = {k: np.asarray(body[k], np.int64) for k in PREDICTIONS}
     fields[IS_ADVERSARIAL] = np.asarray(body[IS_ADVERSARIAL], bool)
     return str(body["id"]), str(body["detector"]), str(body["version"]), fields
-
-
-def read_record(join: FeedbackJoin, rec: ConsumerRecord, shadow_topic: str | None) -> bool:
-    """One record of the output topic (an answer) or of the shadow topic into the join. Returns whether it
-    was taken; records that are not answers or shadow records we can read are skipped (the topics may
-    hold other writers' records), and so are flagged-only answers (kafka.publish flagged).
-
-    Each answer is decoded as it is read (26-150 µs, benchmarks/RESULTS.md, "Feedback join across
-    replicas"). Keeping the records undecoded until a label asks was measured too: 6-48x less time per
-    answer, but 3-4x the memory per answer, so feedback.max_instances would hold a far shorter window."""
-    if shadow_topic is not None and rec.topic == shadow_topic:
-        try:
-            request_id, detector, version, fields = _decode_shadow(rec.value)
-        except (ValueError, KeyError, TypeError):
-            return False
-        join.remember_shadow(request_id, detector, version, fields)
-        return True
-    try:
-        answer = decode_response(rec.value, rec.headers)
-    except UnreadableAnswer:
-        return False
-    if INSTANCE_INDEX in answer:
-        return False
-    headers = dict(rec.headers or ())
-    name, version = ((headers.get(h) or b"").decode("utf-8", "replace") for h in WHO_ANSWERED)
-    join.remember(answer["id"], answer, rec.timestamp / 1000.0, name, version)
-    return True

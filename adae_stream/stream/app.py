@@ -18,7 +18,8 @@ import logging
 import threading
 import time
 
-from adae_stream.clients import Consumer, TopicPartition
+from adae_stream.clients import Clients, Consumer, TopicPartition
+from adae_stream.clients.build import KafkaClients
 from adae_stream.config import Config
 from adae_stream.errors import FirstFailure, PipelineError
 from adae_stream.feedback.join import FeedbackJoin
@@ -47,8 +48,10 @@ class Pipeline:
         detectors: StreamScorer | DetectorSource,
         metrics: Metrics | None = None,
         bootstrap_servers: str | None = None,
+        clients: Clients | None = None,
     ) -> None:
-        """detectors: one scorer (``detector.path``: it serves every record) or a repository."""
+        """detectors: one scorer (``detector.path``: it serves every record) or a repository. clients: where
+        the Kafka clients come from (kafka-python's, from the config, unless given)."""
         self.cfg = config
         self.kafka = config.kafka
         # every count the pipeline keeps of itself goes through here (stats reads them back)
@@ -59,7 +62,8 @@ class Pipeline:
             raise ValueError(
                 "resolve 'embedded' to a broker address before building the Pipeline (see adae_stream.runner)"
             )
-        self.session = KafkaSession(config, bootstrap, self.metrics.set_kafka_up)
+        clients = clients or KafkaClients(config, bootstrap)
+        self.session = KafkaSession(config, bootstrap, clients, self.metrics.set_kafka_up)
         self.tracker = OffsetTracker()
         feedback = config.feedback
         join = (
@@ -68,7 +72,7 @@ class Pipeline:
             else None
         )
         # the group's answers, read into this replica's join (none without a feedback topic)
-        self.tail = JoinTail(config, bootstrap, join) if join is not None else None
+        self.tail = JoinTail(config, clients, join) if join is not None else None
         if join is not None:  # the join's label decisions take effect with the commit that covers them
             self.tracker.on_committed(join.journal.commit)
         self.path = RecordPath(
@@ -127,14 +131,14 @@ class Pipeline:
     def run(self) -> int:
         """Run until stop() or a fatal error. Returns the exit code (0 clean, 1 fatal)."""
         try:
-            if not self.session.connect(self._stop, self._on_connected):
+            if not self.connect():
                 return 0  # stopped while connecting
             # Everything alive now (TensorFlow, Keras, the detector: ~375k objects) lives as long as the
             # process. Frozen, it is skipped by the cyclic GC, whose full collections would otherwise walk it
             # in the middle of traffic (~150 ms per full collection, measured with gc.collect()).
             gc.freeze()
             while not self._stop.is_set() and self.failure is None:
-                self._turn()
+                self.turn()
         except PipelineError as exc:
             self._failure.record(str(exc))
         finally:
@@ -145,6 +149,10 @@ class Pipeline:
             return 1
         return 0
 
+    def connect(self) -> bool:
+        """Clients built (with backoff) and what stands on them; False if stopped meanwhile."""
+        return self.session.connect(self._stop, self._on_connected)
+
     def _on_connected(self) -> None:
         """What is built on fresh clients: the sink and committer, the feedback join, the subscription."""
         self.outlet.build()
@@ -152,7 +160,8 @@ class Pipeline:
             self.tail.start()  # from now minus feedback.window_s: every replica's answers still labellable
         self.session.subscribe(RebalanceListener(self))
 
-    def _turn(self) -> None:
+    def turn(self) -> None:
+        """One step of the loop (the fast tests drive it on stand-in clients, tests/stand_ins.py)."""
         self.last_loop = time.monotonic()
         if self.session.pattern_check_due():
             self.session.subscribe(RebalanceListener(self))

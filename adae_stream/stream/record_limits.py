@@ -18,7 +18,9 @@ from adae_stream.clients import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
+from adae_stream.clients.build import dead_letter_limit
 from adae_stream.codecs.records import SOURCE_HEADERS, RawRecord, source_headers
+from adae_stream.config import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,15 @@ def dead_letter_record(
     if len(value) <= room:
         marks = marks[1:]
     return rec.key, value[:room], copied + error + marks
+
+
+def write_limits(kafka: KafkaConfig, broker: dict[str, int]) -> tuple[int, dict[str, int], int]:
+    """The largest record the service may write as an answer, as a copy (per copy topic) and as a dead
+    letter: each the smaller of the config's limit and the broker's max.message.bytes for its topic."""
+    copies = {
+        topic: smaller_limit(kafka.max_message_bytes, broker, topic)
+        for topic in (kafka.flagged_topic, kafka.shadow_topic)
+        if topic is not None
+    }
+    answer = smaller_limit(kafka.max_message_bytes, broker, kafka.output_topic)
+    return answer, copies, smaller_limit(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)

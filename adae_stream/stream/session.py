@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from adae_stream.clients import Consumer, KafkaConfigurationError, KafkaError, Producer
-from adae_stream.clients.build import build_consumer, build_producer, ensure_topics, read_topic_limits
+from adae_stream.clients import Clients, Consumer, KafkaConfigurationError, KafkaError, Producer
 from adae_stream.config import Config, input_topics
 from adae_stream.errors import PipelineError
 from adae_stream.stream.login_refusals import LoginRefusals
@@ -32,10 +31,11 @@ def require_connected(client: T | None, name: str) -> T:
 
 
 class KafkaSession:
-    def __init__(self, cfg: Config, bootstrap: str, set_kafka_up: Callable[[bool], None]) -> None:
+    def __init__(self, cfg: Config, bootstrap: str, clients: Clients, set_kafka_up: Callable[[bool], None]) -> None:
         self.cfg = cfg
         self.kafka = cfg.kafka
         self.bootstrap = bootstrap
+        self.clients = clients
         self.set_kafka_up = set_kafka_up
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -73,11 +73,10 @@ class KafkaSession:
             # each attempt may wait for the broker at most 3 s, so retries (and their log lines) keep coming
             attempt_ms = int(1000 * max(0.5, min(3.0, deadline - time.monotonic())))
             try:
-                if self.kafka.create_topics:
-                    ensure_topics(self.cfg, self.bootstrap, attempt_ms)
-                self.topic_limits = read_topic_limits(self.cfg, self.bootstrap, attempt_ms)
-                self._producer = build_producer(self.cfg, self.bootstrap, attempt_ms)
-                self._consumer = build_consumer(self.cfg, self.bootstrap, attempt_ms)
+                self.clients.ensure_topics(attempt_ms)
+                self.topic_limits = self.clients.topic_limits(attempt_ms)
+                self._producer = self.clients.producer(attempt_ms)
+                self._consumer = self.clients.consumer(attempt_ms)
                 then()
                 self.set_kafka_up(True)
                 log.info(
@@ -126,7 +125,7 @@ class KafkaSession:
             old.close(timeout=0)
         except Exception as exc:
             log.warning("closing the failed producer: %s", exc)
-        self._producer = build_producer(self.cfg, self.bootstrap, int(self.kafka.connect_timeout_s * 1000))
+        self._producer = self.clients.producer(int(self.kafka.connect_timeout_s * 1000))
         log.info("producer replaced after a broker rejection")
 
     def subscribe(self, listener: Any) -> None:

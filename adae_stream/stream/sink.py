@@ -26,20 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from adae_stream.clients import KafkaError, Producer, RecordFuture, TopicPartition, TransactionAbortedError
-from adae_stream.clients.build import dead_letter_limit
+from adae_stream.clients import KafkaError, Producer, TopicPartition, TransactionAbortedError
 from adae_stream.codecs import RawRecord, Request, encode
 from adae_stream.config import KafkaConfig
 from adae_stream.errors import FirstFailure
 from adae_stream.stream.doom import Doom
+from adae_stream.stream.in_flight import InFlight
 from adae_stream.stream.offsets import OffsetTracker
-from adae_stream.stream.record_limits import dead_letter_record, is_record_error, record_size, smaller_limit
+from adae_stream.stream.record_limits import dead_letter_record, is_record_error, record_size, write_limits
 from adae_stream.stream.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
 PRODUCER_FLUSH_S = 1.0  # how long kafka-python's own flush() may wait before we wait on each send's future
-SETTLE_POLL_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -77,19 +76,9 @@ class Sink:
         """topic_limits: max.message.bytes the broker has for the topics written (clients.read_topic_limits);
         each record is checked against the smaller of that and the config's limit. failure: the service's
         record of its fatal failure (the Pipeline's), where a send that cannot be settled is written."""
-        self.producer = producer
-        self.kafka = kafka
-        self.tracker = tracker
-        self.outcomes = outcomes
+        self.producer, self.kafka, self.tracker, self.outcomes = producer, kafka, tracker, outcomes
         self.before_send = before_send  # opens a transaction under exactly_once
-        broker = topic_limits or {}
-        self.answer_limit = smaller_limit(kafka.max_message_bytes, broker, kafka.output_topic)
-        self.copy_limits = {
-            topic: smaller_limit(kafka.max_message_bytes, broker, topic)
-            for topic in (kafka.flagged_topic, kafka.shadow_topic)
-            if topic is not None
-        }
-        self.dead_letter_limit = smaller_limit(dead_letter_limit(kafka), broker, kafka.dead_letter_topic)
+        self.answer_limit, self.copy_limits, self.dead_letter_limit = write_limits(kafka, topic_limits or {})
         self._retries: queue.SimpleQueue[tuple[_Delivery, BaseException]] = queue.SimpleQueue()
         self._failure = failure or FirstFailure()
         self._out_partitions: set[int] = set()
@@ -98,7 +87,7 @@ class Sink:
         # dead-lettered (or sent minimal) when the redone records come again
         self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
         self._uncopyable: set[tuple[str, str, int, int]] = set()
-        self._in_flight: set[RecordFuture] = set()  # sends not acked or failed yet
+        self._in_flight = InFlight()
 
     @property
     def doomed(self) -> bool:
@@ -109,7 +98,7 @@ class Sink:
         """The doomed work was aborted or discarded; sends start again, on a new ``producer``. What the old
         one never settled is forgotten with it."""
         self.producer, self.before_send = producer, before_send
-        self._in_flight = set()
+        self._in_flight.forget()
         self._doom.clear()
 
     @property
@@ -202,7 +191,7 @@ class Sink:
             return
         future.add_callback(lambda _md: count("sent"))
         future.add_errback(failed)
-        self._track(future)
+        self._in_flight.track(future)
 
     # ------------------------------------------------------------------ dead letters
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
@@ -234,7 +223,7 @@ class Sink:
             return False
         future.add_callback(self._acked, delivery)
         future.add_errback(self._failed, delivery)
-        self._track(future)
+        self._in_flight.track(future)
         return True
 
     def _acked(self, delivery: _Delivery, _metadata: Any) -> None:
@@ -304,31 +293,18 @@ class Sink:
                 minimal=True,
             )
 
-    def _track(self, future: RecordFuture) -> None:
-        """Each send's future until it is settled: what flush() waits for. Registered after the send's own
-        callbacks (they run in order), so a record counts as settled only once they have run."""
-        self._in_flight.add(future)
-        future.add_both(lambda _result: self._in_flight.discard(future))
-
     def flush(self, timeout_s: float) -> bool:
         """Wait until every record sent so far, and every dead letter its rejection caused, is acked or
-        failed. Returns whether all were; when some were not by the deadline, the work in flight is doomed
-        (redone on a new producer, Outlet.redo_after_rejection) rather than committed or waited on forever.
-
-        It waits on each send's own future. kafka-python's flush() alone is not enough: for a batch the
-        broker finds too large it splits the batch, rebinds the records' futures to the halves, and leaves
-        the old batch's future unfinished, on which its flush() waits, then raises ``UnknownError('Future
-        not done')`` or times out (from the commit, that killed the process: issue 38). It is still called
-        first, for a short while, because it also sends what lingers in the producer at once."""
+        failed: each by its own future (in_flight.py says why), after kafka-python's flush() has sent what
+        lingers. False when some were not settled by the deadline: then the work in flight is doomed (redone
+        on a new producer, Outlet.redo_after_rejection), never committed or waited on forever."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 self.producer.flush(timeout=max(0.0, min(PRODUCER_FLUSH_S, deadline - time.monotonic())))
             except KafkaError as exc:
                 log.debug("the producer's flush gave %r; waiting for each record sent instead", exc)
-            while self._in_flight and time.monotonic() < deadline:
-                time.sleep(SETTLE_POLL_S)
-            if self._in_flight:
+            if not self._in_flight.wait(deadline):
                 self._doom.declare(f"{len(self._in_flight)} records sent were not settled within {timeout_s:g} s")
                 return False
             if self._retries.empty():

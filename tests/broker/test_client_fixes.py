@@ -18,8 +18,8 @@ from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from adae_stream.stream.broker import EmbeddedBroker
 from adae_stream.clients.fixes import forget_refused_txn_offsets, keep_pending_join_visible
+from adae_stream.stream.broker import EmbeddedBroker
 
 
 class _Assignments(AsyncConsumerRebalanceListener):

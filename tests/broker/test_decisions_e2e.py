@@ -20,11 +20,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from adae_stream import AdversarialAE, save_detector
+from adae_stream.codecs import decode_response, encode_request
 from adae_stream.decisions.service import DecisionService
 from adae_stream.detector.repository import RepositoryWatcher
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.runner import open_repository
-from adae_stream.codecs import decode_response, encode_request
 from tests.conftest import iris_ae_nets
 from tests.kafka_helpers import collect, make_config, producer, start_pipeline
 from tests.process_helpers import cli

@@ -13,9 +13,9 @@ import signal
 
 import numpy as np
 
+from adae_stream.codecs import decode_response
 from adae_stream.detector.attacks import fgsm
 from adae_stream.stream.broker import free_port
-from adae_stream.codecs import decode_response
 from tests.kafka_helpers import collect, make_config, produce_requests, producer
 from tests.process_helpers import PipelineProcess
 from tests.prometheus_helpers import Prometheus

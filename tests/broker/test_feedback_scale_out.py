@@ -22,9 +22,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from adae_stream.codecs import decode_response, encode_request
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.stream.broker import free_port
-from adae_stream.codecs import decode_response, encode_request
 from tests.kafka_helpers import collect, create_topic, make_config, producer, start_pipeline
 from tests.platform_helpers import metrics as scrape
 from tests.process_helpers import PipelineProcess

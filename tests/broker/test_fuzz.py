@@ -8,8 +8,8 @@ import signal
 
 import numpy as np
 
-from adae_stream.errors import DEAD_LETTER_REASONS
 from adae_stream.codecs import encode_request
+from adae_stream.errors import DEAD_LETTER_REASONS
 from tests.kafka_helpers import collect, make_config, producer
 from tests.process_helpers import PipelineProcess
 

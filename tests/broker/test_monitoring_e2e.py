@@ -10,9 +10,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+from adae_stream.codecs import decode_response
 from adae_stream.detector.attacks import fgsm
 from adae_stream.runner import run_pipeline
-from adae_stream.codecs import decode_response
 from tests.kafka_helpers import collect, make_config, produce_requests
 from tests.prometheus_helpers import Prometheus
 

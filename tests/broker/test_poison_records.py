@@ -20,9 +20,9 @@ from kafka import KafkaConsumer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
 
+from adae_stream.codecs import decode_response, encode_request
 from adae_stream.errors import DEAD_LETTER_REASONS
 from adae_stream.stream.broker import free_port
-from adae_stream.codecs import decode_response, encode_request
 from tests.kafka_helpers import collect, create_topic, make_config, producer
 from tests.process_helpers import PipelineProcess
 from tests.waiting import wait_for

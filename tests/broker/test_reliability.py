@@ -14,8 +14,8 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from adae_stream.stream.broker import EmbeddedBroker, free_port
 from adae_stream.codecs import decode_response
+from adae_stream.stream.broker import EmbeddedBroker, free_port
 from tests.kafka_helpers import make_config, producer
 from tests.process_helpers import PipelineProcess, Traffic
 from tests.waiting import wait_for

@@ -25,13 +25,12 @@ from kafka.admin import (
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from adae_stream.config import Config
-from adae_stream.feedback.evidence import Counts
-from adae_stream.feedback.ledger import encode_evidence
-from adae_stream.decisions.service import DecisionService
-from adae_stream.stream.acls import Acl, decider_acls, required_acls
 from adae_stream.codecs import decode_response
-from adae_stream.feedback.evidence import PairedEvidence
+from adae_stream.config import Config
+from adae_stream.decisions.service import DecisionService
+from adae_stream.feedback.evidence import Counts, PairedEvidence
+from adae_stream.feedback.ledger import encode_evidence
+from adae_stream.stream.acls import Acl, decider_acls, required_acls
 from tests.apache_kafka import ApacheKafka, Scram
 from tests.kafka_helpers import collect, make_config, produce_requests, producer, start_pipeline
 from tests.process_helpers import PipelineProcess
@@ -187,7 +186,7 @@ def test_the_decision_maker_reads_the_ledger_with_its_one_documented_acl(secured
         admin.create_topics([NewTopic(cfg.kafka.evidence_topic, 2, 1)])
     finally:
         admin.close()
-    evidence = [PairedEvidence("defense", "a", "1", "1", 2, 1, 5)]
+    evidence = [PairedEvidence("defense", "a", "1", "1", Counts(2, 1, 5))]
     p = producer(secured.admin_bootstrap)
     p.send(cfg.kafka.evidence_topic, value=encode_evidence(evidence), key=b"a").get(30)
     p.close()
@@ -200,7 +199,7 @@ def test_the_decision_maker_reads_the_ledger_with_its_one_documented_acl(secured
         assert "is not visible" in caplog.text and "acls --decide" in caplog.text
         grant(secured, rules, f"User:{DECIDER.name}")
         wait_for(
-            lambda: _read_quietly(service) and service.state.totals.get("defense", "a", 1, 1) == Tally(2, 1, 5),
+            lambda: _read_quietly(service) and service.state.totals.get("defense", "a", 1, 1) == Counts(2, 1, 5),
             60,
             "the ledger read under the decision-maker's own principal",
         )

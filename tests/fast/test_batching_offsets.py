@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
-from adae_stream.stream.batcher import Assembler, Batcher
 from adae_stream.codecs import RawRecord, Request
+from adae_stream.stream.batcher import Assembler, Batcher
 from adae_stream.stream.offsets import OffsetTracker
 
 

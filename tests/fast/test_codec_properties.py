@@ -16,7 +16,6 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adae_stream.errors import DECODE_REASONS, SKIP_KINDS, DecodeError, NotARequest, UnreadableAnswer
 from adae_stream.codecs import (
     REQUEST_FORMATS,
     RESULT_DTYPES,
@@ -26,6 +25,7 @@ from adae_stream.codecs import (
     encode,
     encode_request,
 )
+from adae_stream.errors import DECODE_REASONS, SKIP_KINDS, DecodeError, NotARequest, UnreadableAnswer
 from tests.answer_info import ANSWER_INFO
 
 SHAPE = (2, 2)
@@ -297,7 +297,7 @@ def test_cloudevent_bodies(attributes, data, base64_data, headers, key):
     )
 )
 def test_feedback_records_parse_or_raise_a_decode_error(value):
-    from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.join import FeedbackJoin, LabelRecord
     from adae_stream.feedback.labels import parse_feedback
 
     try:
@@ -311,7 +311,8 @@ def test_feedback_records_parse_or_raise_a_decode_error(value):
         request_id,
         {k: np.zeros(len(labels), np.int64) for k in ("no_defense", "defense", "corrected", "is_adversarial")},
     )
-    assert join.label(request_id, labels).result == "joined" or len(labels) == 0
+    ((_, outcome),) = join.submit(LabelRecord("labels", 0, 0, None, 0.0, request_id, labels))
+    assert outcome.result == "joined" or len(labels) == 0
 
 
 answer_content_types = st.sampled_from(

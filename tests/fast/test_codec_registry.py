@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adae_stream.errors import DecodeError, UnreadableAnswer
 from adae_stream.codecs import FAMILIES, REQUEST_FORMATS, Codecs, RawRecord, Request
 from adae_stream.codecs.family import WireFamily
 from adae_stream.codecs.records import fallback_id
 from adae_stream.codecs.tensors import RESULT_DTYPES, finite_float32
+from adae_stream.errors import DecodeError, UnreadableAnswer
 from tests.answer_info import ANSWER_INFO
 
 CSV = "text/csv"

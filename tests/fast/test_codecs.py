@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from adae_stream.errors import DecodeError
 from adae_stream.codecs import RawRecord, decode, decode_response, encode, encode_request
+from adae_stream.errors import DecodeError
 from tests.answer_info import ANSWER_INFO
 
 SHAPE = (4,)

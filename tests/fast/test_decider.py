@@ -12,12 +12,11 @@ import yaml
 
 from adae_stream.config import DecisionsConfig
 from adae_stream.decisions.decider import Decider
-from adae_stream.feedback.evidence import Counts
-from adae_stream.feedback.ledger import Totals, decode_evidence, encode_evidence
 from adae_stream.decisions.sequential import log_noninferiority_e, log_sign_e
 from adae_stream.decisions.state import DeciderState, load_state, save_state
 from adae_stream.detector.repository import read_policy
-from adae_stream.feedback.evidence import PairedEvidence
+from adae_stream.feedback.evidence import Counts, PairedEvidence
+from adae_stream.feedback.ledger import Totals, decode_evidence, encode_evidence
 
 NOW = 1_800_000_000.0
 CFG = DecisionsConfig(min_discordant=30, probation_instances=500, guard_min_instances=100)
@@ -42,13 +41,13 @@ def edit(root: Path, text: str, name: str = "a") -> None:
 def defense(state: DeciderState, b: int, c: int, m: int = 0, version: int = 1, name: str = "a") -> None:
     """Labelled instances of version ``version``: b where only the corrected prediction was right, c where
     only the undefended one was."""
-    state.totals.add([PairedEvidence("defense", name, str(version), str(version), b, c, m)])
+    state.totals.add([PairedEvidence("defense", name, str(version), str(version), Counts(b, c, m))])
 
 
 def versions(state: DeciderState, serving: int, shadow: int, b: int, c: int, m: int, flagged: int = 0) -> None:
     """b: only the shadow right, c: only the serving version; ``flagged`` of the m + b + c instances the
     serving version left unflagged were flagged by the shadow."""
-    e = PairedEvidence("versions", "a", str(serving), str(shadow), b, c, m, b + c + m, flagged)
+    e = PairedEvidence("versions", "a", str(serving), str(shadow), Counts(b, c, m, b + c + m, flagged))
     state.totals.add([e])
 
 
@@ -185,7 +184,7 @@ def test_a_restart_repeats_no_decision_and_a_concurrent_edit_is_never_overwritte
     assert len(decider.step(state, NOW)) == 1
     save_state(repo, state)
     again = load_state(repo)
-    assert again.totals.offsets == {0: 7, 1: 3} and again.totals.get("defense", "a", 1, 1) == Tally(10, 80)
+    assert again.totals.offsets == {0: 7, 1: 3} and again.totals.get("defense", "a", 1, 1) == Counts(10, 80)
     assert Decider(repo, CFG).step(again, NOW) == []
     (repo / ".decider" / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="delete it to start over"):
@@ -206,8 +205,8 @@ def test_a_restart_repeats_no_decision_and_a_concurrent_edit_is_never_overwritte
 
 def test_ledger_records_round_trip_and_anything_else_is_refused():
     evidence = [
-        PairedEvidence("defense", "a", "1", "1", 1, 0, 3),
-        PairedEvidence("versions", "a", "1", "2", 0, 1, 3, 4, 1),
+        PairedEvidence("defense", "a", "1", "1", Counts(1, 0, 3)),
+        PairedEvidence("versions", "a", "1", "2", Counts(0, 1, 3, 4, 1)),
     ]
     assert decode_evidence(encode_evidence(evidence)) == evidence
     for bad in (b"", b"{}", b'{"v": 2, "evidence": []}', b'{"v":1,"evidence":[["defense","a","1","1",-1,0,0,0,0]]}'):
@@ -216,5 +215,5 @@ def test_ledger_records_round_trip_and_anything_else_is_refused():
     totals = Totals()
     totals.add(evidence * 2)
     assert Totals.from_json(json.loads(json.dumps(totals.to_json()))) == totals
-    assert totals.get("versions", "a", 1, 2) == Tally(0, 2, 6, 8, 2)
-    assert totals.get("versions", "a", 1, 2).since(Tally(0, 1, 3, 4, 1)) == Tally(0, 1, 3, 4, 1)
+    assert totals.get("versions", "a", 1, 2) == Counts(0, 2, 6, 8, 2)
+    assert totals.get("versions", "a", 1, 2) - Counts(0, 1, 3, 4, 1) == Counts(0, 1, 3, 4, 1)

@@ -16,13 +16,13 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adae_stream.config import load_config
-from adae_stream.decisions.rules import Pairs, decide_defense
 from adae_stream.decisions.metrics import DecisionMetrics
+from adae_stream.decisions.rules import decide_defense
+from adae_stream.feedback.evidence import Counts, PairedEvidence
+from adae_stream.feedback.outcome import Outcome, VersionOutcome
 from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.monitoring.server import MetricsServer
 from adae_stream.scoring import ScorerInfo, ServingDetector
-from adae_stream.feedback.evidence import Counts, PairedEvidence
-from adae_stream.feedback.outcome import Outcome, VersionOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -53,15 +53,15 @@ def exported_names() -> set[str]:
     m.detector_load_failed("digits")
     judged = ({"corrected": 1, "no_defense": 1, "defense": 1}, {("flagged", "wrong"): 1})
     evidence = [
-        PairedEvidence("defense", "digits", "2", "2", 1, 0, 0),
-        PairedEvidence("versions", "digits", "2", "1", 0, 1, 0, 1, 0),
+        PairedEvidence("defense", "digits", "2", "2", Counts(1, 0, 0)),
+        PairedEvidence("versions", "digits", "2", "1", Counts(0, 1, 0, 1, 0)),
     ]
     versions = [VersionOutcome("digits", "2", "serving", 1, *judged)]
     m.feedback_outcome(Outcome("joined", 1, *judged, versions, evidence=evidence))
     m.update_drift()
     decisions = DecisionMetrics(CollectorRegistry())  # adae-stream decide's own /metrics
     decisions.decisions.labels("digits", "promote").inc()
-    decisions.verdict("digits", "defense", decide_defense(Pairs(3, 1, 5), 0.05, 1, "corrected"))
+    decisions.verdict("digits", "defense", decide_defense(Counts(3, 1, 5), 0.05, 1, "corrected"))
     decisions.ledger_records.inc()
     decisions.ledger_skipped.inc()
     decisions.last_check.set(1)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from adae_stream.monitoring.evidence_metrics import MAX_COMPARISONS_PER_DETECTOR
-from adae_stream.monitoring.metrics import PipelineMetrics
 from adae_stream.feedback.evidence import Counts, PairedEvidence
 from adae_stream.feedback.outcome import Outcome
+from adae_stream.monitoring.evidence_metrics import MAX_COMPARISONS_PER_DETECTOR
+from adae_stream.monitoring.metrics import PipelineMetrics
 
 
 def test_each_labelled_instance_lands_in_one_pair_series():
     registry = CollectorRegistry()
     metrics = PipelineMetrics(0.5, registry=registry)
-    evidence = [PairedEvidence("defense", "a", "3", "3", 2, 5, 9), PairedEvidence("versions", "a", "3", "4", 1, 0, 15)]
+    evidence = [
+        PairedEvidence("defense", "a", "3", "3", Counts(2, 5, 9)),
+        PairedEvidence("versions", "a", "3", "4", Counts(1, 0, 15)),
+    ]
     metrics.feedback_outcome(Outcome("joined", 16, evidence=evidence))
     metrics.feedback_outcome(Outcome("joined", 16, evidence=evidence))
     get = registry.get_sample_value
@@ -34,7 +37,7 @@ def test_series_per_detector_are_bounded_oldest_first():
     metrics = PipelineMetrics(0.5, registry=registry)
     for v in range(MAX_COMPARISONS_PER_DETECTOR + 2):
         metrics.feedback_outcome(
-            Outcome("joined", 1, evidence=[PairedEvidence("defense", "a", str(v), str(v), 1, 0, 0)])
+            Outcome("joined", 1, evidence=[PairedEvidence("defense", "a", str(v), str(v), Counts(1, 0, 0))])
         )
     labels = {"detector": "a", "pair": "corrected_only"}
     assert registry.get_sample_value("adae_evidence_defense_instances_total", {**labels, "version": "0"}) is None

@@ -1,8 +1,8 @@
 """Rebalance paths of the loop that a healthy broker rarely takes: a committed-offset read that fails, lost
 partitions, an aborted transaction. The loop's own parts are real (Assignments, Outlet and the committers
-it builds, the Pipeline's record path); the consumer and producer are stand-ins that fail on cue, because
-a real broker cannot be made to fail one call on demand. The graceful paths run against the real broker
-in the broker tests (test_reliability.py).
+it builds, the Pipeline's record path); the consumer and producer are the client seam's stand-ins
+(tests/stand_ins.py), which fail on cue, because a real broker cannot be made to fail one call on demand.
+The graceful paths run against the real broker in the broker tests (test_reliability.py).
 """
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from kafka.errors import KafkaTimeoutError
 from kafka.structs import ConsumerGroupMetadata, TopicPartition
 
+from adae_stream.codecs import RawRecord, Request
 from adae_stream.config import BatchingConfig, load_config
 from adae_stream.errors import FirstFailure
 from adae_stream.scoring import ScorerInfo, ServingDetector
 from adae_stream.stream.assignments import Assignments
-from adae_stream.codecs import RawRecord, Request
 from adae_stream.stream.commit import TransactionalCommitter
 from adae_stream.stream.lanes import Lanes
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.outlet import Outlet
 from adae_stream.stream.telemetry import NullMetrics
+from tests.stand_ins import MemoryBroker, StandInConsumer, StandInProducer
 
 A, B = TopicPartition("in", 0), TopicPartition("in", 1)
 
@@ -38,50 +38,16 @@ class Scorer:
         pass
 
 
-class Consumer:
-    def __init__(self, committed: dict, failures: dict | None = None) -> None:
-        self.offsets = committed
-        self.failures = dict(failures or {})  # tp -> how many reads fail first
-        self.sought: dict = {}
-        self.paused: set = set()
-
-    def committed(self, tp, timeout_ms=None):
-        if self.failures.get(tp, 0) > 0:
-            self.failures[tp] -= 1
-            raise KafkaTimeoutError("coordinator not available")
-        return self.offsets.get(tp)
-
-    def seek(self, tp, offset):
-        self.sought[tp] = offset
-
-    def seek_to_beginning(self, tp):
-        self.sought[tp] = "beginning"
-
-    def pause(self, tp):
-        self.paused.add(tp)
-
-    def resume(self, tp):
-        self.paused.discard(tp)
+GROUP = "adae-stream"
 
 
-class Producer:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def begin_transaction(self):
-        self.calls.append("begin")
-
-    def abort_transaction(self):
-        self.calls.append("abort")
-
-    def flush(self, timeout=None):
-        self.calls.append("flush")
-
-    def send_offsets_to_transaction(self, offsets, group):
-        self.calls.append(f"offsets {sorted(o.offset for o in offsets.values())} generation {group.generation_id}")
-
-    def commit_transaction(self):
-        self.calls.append("commit")
+def consumer_at(committed: dict, failures: dict | None = None) -> StandInConsumer:
+    """The group's consumer with these committed offsets; ``failures``: tp -> how many reads of it fail."""
+    broker = MemoryBroker(partitions=2)
+    broker.committed.update({(GROUP, tp): offset for tp, offset in committed.items()})
+    consumer = StandInConsumer(broker, GROUP)
+    consumer.committed_failures.update(failures or {})
+    return consumer
 
 
 def pipeline(consumer, producer=None, delivery="at_least_once") -> SimpleNamespace:
@@ -98,7 +64,8 @@ def pipeline(consumer, producer=None, delivery="at_least_once") -> SimpleNamespa
     tracker = OffsetTracker()
     lanes = Lanes(BatchingConfig(), {"x": ServingDetector("x", 1, Scorer())})
     partitions = Assignments(tracker, lanes, "earliest", 1.0)
-    session = SimpleNamespace(consumer=consumer, producer=producer or Producer(), topic_limits={})
+    producer = producer or StandInProducer(consumer.broker, transactional=delivery == "exactly_once")
+    session = SimpleNamespace(consumer=consumer, producer=producer, topic_limits={})
     outlet = Outlet(cfg, session, partitions, NullMetrics(), FirstFailure())  # type: ignore[arg-type]
     outlet.build()
     return SimpleNamespace(partitions=partitions, tracker=tracker, lanes=lanes, outlet=outlet, consumer=consumer)
@@ -114,31 +81,32 @@ def request(tp: TopicPartition, offset: int, n: int = 3) -> Request:
 
 
 def test_failed_committed_read_pauses_and_never_skips_records():
-    consumer = Consumer({A: 10, B: 20}, failures={B: 2})
+    consumer = consumer_at({A: 10, B: 20}, failures={B: 2})
     p = pipeline(consumer)
     p.partitions.incoming.put({A, B})
     assert p.partitions.position(p.consumer) == {A, B}  # records of both in this poll are skipped
-    assert consumer.sought == {A: 10} and consumer.paused == {B}
+    assert consumer.positions == {A: 10} and consumer.paused == {B}
     assert p.partitions.position(p.consumer) == {B}  # A is read normally now; B still unread: still skipped
-    assert B not in consumer.sought and consumer.paused == {B}
+    assert B not in consumer.positions and consumer.paused == {B}
     assert p.partitions.position(p.consumer) == {
         B
     }  # sought on this turn: its records in this poll came before the seek
-    assert consumer.sought == {A: 10, B: 20} and not consumer.paused
+    assert consumer.positions == {A: 10, B: 20} and not consumer.paused
     assert p.partitions.position(p.consumer) == set()
     assert p.partitions.positioned == {A, B}
 
 
 def test_partition_without_committed_offset_follows_the_reset_policy():
-    consumer = Consumer({})
+    consumer = consumer_at({})
+    consumer.positions[A] = 9  # where a fetch left it
     p = pipeline(consumer)
     p.partitions.incoming.put({A})
     p.partitions.position(p.consumer)
-    assert consumer.sought == {A: "beginning"}
+    assert consumer.positions == {A: 0}  # auto_offset_reset earliest
 
 
 def test_lost_partitions_drop_their_pending_requests():
-    p = pipeline(Consumer({}))
+    p = pipeline(consumer_at({}))
     p.partitions.incoming.put({A, B})
     p.partitions.position(p.consumer)
     (lane,) = p.lanes
@@ -153,7 +121,8 @@ def test_lost_partitions_drop_their_pending_requests():
 
 
 def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
-    consumer, producer = Consumer({A: 5, B: 7}), Producer()
+    consumer = consumer_at({A: 5, B: 7})
+    producer = StandInProducer(consumer.broker, transactional=True)
     p = pipeline(consumer, producer, delivery="exactly_once")
     assert isinstance(p.outlet.committer, TransactionalCommitter)
     p.partitions.incoming.put({A, B})
@@ -166,45 +135,56 @@ def test_lost_partitions_abort_the_open_transaction_and_redo_what_we_keep():
     assert producer.calls == ["begin", "abort"]
     assert p.tracker.to_commit() == {}  # nothing of the aborted transaction can be committed
     assert p.partitions.incoming.get_nowait() == {B}  # B is sought back to its committed offset and redone
-    consumer.sought.clear()
+    consumer.positions.clear()
     p.partitions.incoming.put({B})
     p.partitions.position(p.consumer)
-    assert consumer.sought == {B: 7}
+    assert consumer.positions == {B: 7}
 
 
 @pytest.mark.parametrize(
     "generation, member, expected",
     [
-        (4, "m-1", ["begin", "flush", "offsets [8] generation 4", "commit"]),
-        (-1, "", ["begin", "flush", "abort"]),  # evicted: the heartbeat cleared the generation
-        (4, "", ["begin", "flush", "abort"]),
+        (4, "m-1", ["begin", "offsets [8] generation 4", "commit"]),
+        (-1, "", ["begin", "abort"]),  # evicted: the heartbeat cleared the generation
+        (4, "", ["begin", "abort"]),
     ],
 )
 def test_a_transaction_is_committed_only_under_a_group_generation(generation, member, expected):
     """The group coordinator takes a transactional offset commit that names no generation unchecked
     (tests/broker/test_exactly_once.py shows it on Apache Kafka), so such a commit would let a zombie's answers
     through: it is aborted, and the partitions are forgotten until the rejoin."""
-    consumer, producer = Consumer({A: 5}), Producer()
+    consumer = consumer_at({A: 5})
+    producer = StandInProducer(consumer.broker, transactional=True)
     consumer.group_metadata = lambda: ConsumerGroupMetadata("g", generation, member)
     p = pipeline(consumer)
     redone: list[bool] = []
+    flushed: list[float] = []
     committer = TransactionalCommitter(
-        producer, consumer, p.tracker, lambda: {A}, 0.0, 1.0, NullMetrics(), redo=lambda: redone.append(True)
+        producer,
+        consumer,
+        p.tracker,
+        lambda: {A},
+        0.0,
+        1.0,
+        NullMetrics(),
+        flush=lambda timeout_s: flushed.append(timeout_s) or True,
+        redo=lambda: redone.append(True),
     )
     committer.before_send()
     p.tracker.add(A, 7)
     p.tracker.done(A, 7)
     committer.commit()
-    assert producer.calls == expected
+    assert producer.calls == expected and flushed == [1.0]  # flushed before anything is committed
     assert redone == ([] if expected[-1] == "commit" else [True])
     assert p.tracker.to_commit() == ({} if expected[-1] == "commit" else {A: 8})
 
 
 def test_abandon_without_an_open_transaction_aborts_nothing():
-    consumer, producer = Consumer({}), Producer()
+    consumer = consumer_at({})
+    producer = StandInProducer(consumer.broker, transactional=True)
     p = pipeline(consumer)
     committer = TransactionalCommitter(
-        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, NullMetrics()
+        producer, consumer, p.tracker, lambda: p.partitions.assigned, 0.2, 1.0, NullMetrics(), flush=lambda t: True
     )
     assert committer.abandon() is False and producer.calls == []
 
@@ -213,10 +193,10 @@ def test_partition_state_has_one_owner_that_runs_without_a_pipeline():
     lanes = Lanes(BatchingConfig(), {"x": ServingDetector("x", 1, Scorer()), "y": ServingDetector("y", 1, Scorer())})
     forgotten: list = []
     state = Assignments(OffsetTracker(), lanes, "earliest", 1.0, on_forget=forgotten.append)
-    consumer = Consumer({A: 3})
+    consumer = consumer_at({A: 3})
     state.incoming.put({A, B})
     assert state.position(consumer) == {A, B} and state.positioned == {A, B}
-    assert consumer.sought == {A: 3, B: "beginning"}
+    assert consumer.positions == {A: 3, B: 0}
     x, y = lanes
     for lane, tp in ((x, A), (y, A), (y, B)):
         state.tracker.add(tp, 3)

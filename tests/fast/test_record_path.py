@@ -14,26 +14,25 @@ import json
 import time
 import zlib
 from collections.abc import Mapping
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from kafka.errors import MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 
+from adae_stream.codecs import INSTANCE_INDEX, decode_response, encode_request
 from adae_stream.config import load_config
-from adae_stream.feedback.ledger import decode_evidence
 from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, SKIP_KINDS
+from adae_stream.feedback.join import FeedbackJoin
+from adae_stream.feedback.ledger import decode_evidence
 from adae_stream.scoring import ScorerInfo, ServingDetector, as_source
 from adae_stream.stream import record_path as record_path_module
 from adae_stream.stream import sink as sink_module
-from adae_stream.codecs import INSTANCE_INDEX, decode_response, encode_request
-from adae_stream.feedback.answers import read_record
-    from adae_stream.feedback.join import FeedbackJoin
+from adae_stream.stream.app import Pipeline
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_path import RecordPath
 from adae_stream.stream.sink import Sink
-from tests.stand_ins import Producer, RecordingMetrics
+from tests.stand_ins import MemoryBroker, MemoryClients, RecordingMetrics, StandInProducer
 
 THRESHOLD = 0.5
 N_CLASSES = 3
@@ -100,89 +99,108 @@ class Source:
 
 
 class Harness:
-    """A RecordPath wired as Pipeline wires it, fed records the way the loop feeds them."""
+    """The real Pipeline on stand-in clients (tests/stand_ins.py: an in-memory log behind the client seam),
+    driven by its own loop step. Records go in through the log, as a client's would; what the service
+    writes is read back from it, as a reader would."""
 
     def __init__(self, detectors=None, **sections) -> None:
         kafka = {
-            "bootstrap_servers": "127.0.0.1:1",
+            "bootstrap_servers": "memory:0",
             "input_topic": "in",
             "output_topic": "out",
             "dead_letter_topic": "dead-letter",
             **sections.pop("kafka", {}),
         }
-        overrides = {"kafka": kafka, "metrics": {"enabled": False}, **sections}
+        # no clock skew to wait for: the stand-in log has one clock
+        feedback = {"clock_skew_s": 0.0, **sections.pop("feedback", {})}
+        overrides = {"kafka": kafka, "feedback": feedback, "metrics": {"enabled": False}, **sections}
         self.cfg = load_config(None, environ={}, overrides=overrides)
-        self.producer, self.tracker, self.metrics = Producer(), OffsetTracker(), RecordingMetrics()
-        self.sink = Sink(self.producer, self.cfg.kafka, self.tracker, self.metrics)
-        feedback = self.cfg.feedback
-        self.join = (
-            FeedbackJoin(feedback.window_s, feedback.max_instances, self.metrics)
-            if kafka.get("feedback_topic")
-            else None
-        )
+        self.broker, self.metrics = MemoryBroker(), RecordingMetrics()
+        self.clients = MemoryClients(self.broker, self.cfg)
         source = as_source(detectors if detectors is not None else StubScorer(), self.cfg.detector.model_name)
-        self.path = RecordPath(self.cfg, source, self.metrics, lambda: self.sink, self.join)
-        self.offsets: dict[str, int] = {}
-        self.tail_read = 0  # how many of the producer's records the stand-in tail has read
+        self.pipeline = Pipeline(self.cfg, source, self.metrics, "memory:0", clients=self.clients)
+        assert self.pipeline.connect()
+        self.pipeline.turn()  # the group assigns every partition; the loop positions them
+
+    @property
+    def path(self) -> RecordPath:
+        return self.pipeline.path
+
+    @property
+    def sink(self) -> Sink:
+        return self.pipeline.sink
+
+    @property
+    def tracker(self) -> OffsetTracker:
+        return self.pipeline.tracker
+
+    @property
+    def join(self) -> FeedbackJoin | None:
+        return self.pipeline.path.join
+
+    @property
+    def producer(self) -> StandInProducer:
+        return self.clients.producers[-1]
 
     def send(self, value: bytes, headers=(), key: bytes | None = None, topic: str = "in") -> int:
-        offset = self.offsets.get(topic, 0)
-        self.offsets[topic] = offset + 1
-        rec = SimpleNamespace(
-            topic=topic, partition=0, offset=offset, key=key, value=value, headers=list(headers), timestamp=1
-        )
-        self.tracker.add(TopicPartition(topic, 0), offset)
-        self.path.ingest(rec)
-        return offset
+        return self.broker.produce(topic, value, key, list(headers)).offset
 
     def request(self, x: np.ndarray, rid: str, fmt: str = "v2", headers=()) -> int:
         payload, h = encode_request(x, fmt, rid)
         return self.send(payload, [*h, *headers])
 
-    def turn(self, force: bool = True) -> None:
-        """What the loop does after a poll: read the join's topics, decide held labels, drain retries, score
-        what is due, take a new repository state. The stand-in tail reads what the broker acked on the output
-        and shadow topics (the real one: feedback/join_tail.py), and has read everything sent before."""
-        self.read_into_join()
-        self.path.settle_feedback(placed=lambda arrival_s: True)
-        self.sink.drain()
-        self.path.score(force=force)
-        self.path.take_new_detectors()
-        self.sink.flush(1)
-        self.read_into_join()
-
-    def read_into_join(self) -> None:
-        if self.join is None:
-            return
-        now_ms = int(time.time() * 1000)
-        for sent in self.producer.sent[self.tail_read :]:
-            if sent["future"].succeeded() and sent["topic"] in (
-                self.cfg.kafka.output_topic,
-                self.cfg.kafka.shadow_topic,
-            ):
-                rec = SimpleNamespace(
-                    topic=sent["topic"], value=sent["value"], headers=sent["headers"], timestamp=now_ms
-                )
-                read_record(self.join, rec, self.cfg.kafka.shadow_topic)
-        self.tail_read = len(self.producer.sent)
-
     def label(self, request_id: str, labels: list[int]) -> None:
         self.send(json.dumps({"id": request_id, "labels": labels}).encode(), topic=self.cfg.kafka.feedback_topic)
 
+    def turn(self, force: bool = True) -> None:
+        """The loop's step; ``force``: then what is pending is scored and flushed and the offsets committed
+        (what a commit interval, a revocation or a stop does), and one more step reads back what went out."""
+        self.pipeline.turn()
+        if force:
+            self.pipeline.finish_in_flight()
+            self.pipeline.committer.commit(force=True)
+            self.pipeline.turn()
+            self.pipeline.committer.commit(force=True)
+
+    def turns_until(self, done, turns: int = 6) -> int:
+        """Forced turns until ``done()`` (a redo takes a few: positioned, read again, scored); how many."""
+        for n in range(1, turns + 1):
+            self.turn()
+            if done():
+                return n
+        raise AssertionError(f"not done after {turns} turns")
+
+    def to(self, topic: str) -> list[dict]:
+        """What a reader of ``topic`` sees (read_committed), as dicts."""
+        return [vars(r) for r in self.broker.records(topic)]
+
+    def topics(self) -> list[str]:
+        """The topics the service wrote to, one entry per record a reader sees."""
+        inputs = {"in", self.cfg.kafka.feedback_topic}
+        return sorted(
+            r.topic
+            for tp in list(self.broker.logs)
+            if tp.topic not in inputs
+            for r in self.broker.records(tp.topic)
+            if r.partition == tp.partition
+        )
+
     def answers(self) -> list[dict]:
-        return [
-            decode_response(s["value"], s["headers"]) | {"headers": dict(s["headers"])} for s in self.producer.to("out")
-        ]
+        return [decode_response(r["value"], r["headers"]) | {"headers": dict(r["headers"])} for r in self.to("out")]
 
     def dead_letters(self) -> list[str]:
-        return [dict(s["headers"])["error-reason"].decode() for s in self.producer.to("dead-letter")]
+        return [dict(r["headers"])["error-reason"].decode() for r in self.to("dead-letter")]
 
     def statuses(self) -> list[tuple]:
         return [call[:2] for call in self.metrics.calls["request_done"]]
 
+    def outcomes(self) -> list[str]:
+        """The feedback outcomes counted so far (only ever at a commit: feedback/journal.py)."""
+        return [c[0].result for c in self.metrics.calls["feedback_outcome"]]
+
     def all_settled(self, topic: str = "in") -> bool:
         """Every record fed so far has its outcome: its offset is committable."""
-        return self.tracker.commit_point(TopicPartition(topic, 0)) == self.offsets.get(topic, 0)
+        return self.tracker.commit_point(TopicPartition(topic, 0)) == self.broker.end(topic)
 
 
 def test_an_answer_carries_the_scorer_results_for_its_instances_and_settles_its_offset():
@@ -285,7 +303,7 @@ def test_a_scorer_that_raises_dead_letters_every_request_of_its_batch_and_nothin
     h.turn()
     assert [a["id"] for a in h.answers()] == ["before", "after"]
     assert h.dead_letters() == ["scoring"]  # once, though its first part was scored
-    dl = h.producer.to("dead-letter")[0]
+    dl = h.to("dead-letter")[0]
     assert b"RuntimeError: the scorer broke" in dict(dl["headers"])["error-message"]
     assert sorted(h.statuses()) == [("dead_letter", "scoring"), ("ok", None), ("ok", None)] and h.all_settled()
     lane = next(iter(h.path.lanes))
@@ -320,7 +338,7 @@ def test_an_answer_over_the_output_limit_is_dead_lettered():
 
 def test_an_answer_the_client_refuses_is_dead_lettered_as_rejected():
     h = Harness()
-    h.producer.raise_at_send["out"] = MessageSizeTooLargeError("record too large")
+    h.broker.raise_at_send["out"] = MessageSizeTooLargeError("record too large")
     h.request(instances([0.1]), "r1")
     h.turn()
     assert h.dead_letters() == ["rejected"] and h.all_settled()
@@ -341,7 +359,7 @@ def test_responses_sharing_the_topic_are_skipped_not_dead_lettered():
     h = Harness()
     h.send(b'{"id": "r", "outputs": [{"name": "y", "shape": [1], "datatype": "INT64", "data": [1]}]}')
     h.turn()
-    assert h.statuses() == [("skipped", "json_response")] and h.producer.sent == [] and h.all_settled()
+    assert h.statuses() == [("skipped", "json_response")] and h.topics() == [] and h.all_settled()
 
 
 def test_every_record_row_of_the_error_policy_has_a_case():
@@ -387,7 +405,7 @@ def test_publish_nothing_sends_nothing_and_still_settles_every_record():
     h = Harness(kafka={"publish": "nothing"})
     _mixed(h)
     h.turn()
-    assert h.producer.sent == [] and h.statuses() == [("monitored", None)] * 2 and h.all_settled()
+    assert h.topics() == [] and h.statuses() == [("monitored", None)] * 2 and h.all_settled()
     assert len(h.metrics.calls["observe_results"]) == 1  # still scored and measured
 
 
@@ -395,7 +413,7 @@ def test_flagged_requests_are_captured_with_their_flagged_instances_only():
     h = Harness(kafka={"flagged_topic": "flagged"})
     _mixed(h)
     h.turn()
-    (capture,) = h.producer.to("flagged")
+    (capture,) = h.to("flagged")
     body = decode_response(capture["value"], capture["headers"])
     assert body["id"] == "attacked"
     np.testing.assert_array_equal(body[INSTANCE_INDEX], [1, 3])
@@ -408,7 +426,7 @@ def test_flagged_captures_beyond_max_instances_are_truncated_and_say_so():
     h = Harness(kafka={"flagged_topic": "flagged"}, flagged={"max_instances": 2})
     h.request(instances([0.9, 0.1, 0.8, 0.7, 0.6, 0.2, 0.95]), "many")
     h.turn()
-    (capture,) = h.producer.to("flagged")
+    (capture,) = h.to("flagged")
     body = decode_response(capture["value"], capture["headers"])
     np.testing.assert_array_equal(body[INSTANCE_INDEX], [0, 2])
     assert dict(capture["headers"])["flagged-truncated-from"] == b"5"
@@ -421,7 +439,7 @@ def test_flagged_captures_are_sampled_by_request_id(rate):
     for rid in ids:
         h.request(instances([0.9]), rid)
     h.turn()
-    captured = [decode_response(c["value"], c["headers"])["id"] for c in h.producer.to("flagged")]
+    captured = [decode_response(c["value"], c["headers"])["id"] for c in h.to("flagged")]
     # the same rule computed apart: crc32 of the id, as a fraction of 2**32, below the rate
     assert captured == [rid for rid in ids if zlib.crc32(rid.encode()) / 2**32 < rate]
     assert len(h.metrics.calls["flagged_capture"]) == len(ids)
@@ -432,7 +450,7 @@ def test_a_capture_too_large_for_its_topic_is_counted_and_the_answer_still_goes_
     h = Harness(kafka={"flagged_topic": "flagged", "max_message_bytes": 4096})
     h.request(instances([0.9] * 150), "big", fmt="npy")
     h.turn()
-    assert h.producer.to("flagged") == [] and h.metrics.calls["flagged_capture"] == [("rejected",)]
+    assert h.to("flagged") == [] and h.metrics.calls["flagged_capture"] == [("rejected",)]
     assert h.dead_letters() == ["answer_too_large"]  # its answer is over the same limit: its own row
 
 
@@ -528,15 +546,21 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     h.request(instances([0.35]), "r2")
     h.turn()
     assert [a["id"] for a in h.answers()] == ["r1", "r2"] and h.dead_letters() == []
-    assert len(h.producer.to("flagged")) == 1  # the serving version's flag, captured once
-    assert len(shadow.batches) == 2 and len(h.producer.to("shadow")) == 1  # r2's shadow batch failed
+    assert len(h.to("flagged")) == 1  # the serving version's flag, captured once
+    assert len(shadow.batches) == 2 and len(h.to("shadow")) == 1  # r2's shadow batch failed
     assert h.metrics.calls["shadow_published"] == [("sent",)]
-    assert sorted(h.producer.topics()) == ["flagged", "out", "out", "shadow"]  # nothing else went out
+    assert h.topics() == ["flagged", "out", "out", "shadow"]  # nothing else went out
     roles = [(c[0], c[1], c[2]) for c in h.metrics.calls["observe_detector"]]
     assert roles == [("a", 1, "serving"), ("a", 2, "shadow"), ("a", 1, "serving")]
     assert len(h.metrics.calls["shadow_agreement"]) == 1
     labels = [1, 1, 2, 0]
+    h.producer.hold_acks = True  # the broker holds back its ack of the evidence: the label is not done before
     h.label("r1", labels)
+    h.pipeline.turn()
+    assert not h.all_settled("labels") and h.outcomes() == []
+    h.producer.ack_all()
+    assert h.all_settled("labels") and h.outcomes() == []  # done, and counted only with its commit
+    h.pipeline.committer.commit(force=True)
     (outcome,) = [c[0] for c in h.metrics.calls["feedback_outcome"]]
     by_role = {v.role: v for v in outcome.versions}
     assert set(by_role) == {"serving", "shadow"} and by_role["shadow"].version == "2"
@@ -550,56 +574,75 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     nd_right, c_right = want["no_defense"] == y, want["corrected"] == y
     defense, versions = outcome.evidence
     assert (defense.kind, defense.detector, defense.a_version) == ("defense", "a", "1")
-    assert (defense.b, defense.c, defense.m) == (
+    assert (defense.counts.b, defense.counts.c, defense.counts.m) == (
         int((c_right & ~nd_right).sum()),
         int((nd_right & ~c_right).sum()),
         int((c_right == nd_right).sum()),
     )
-    assert defense.b + defense.c > 0  # the labels were chosen so that the two disagree somewhere
+    assert defense.counts.discordant > 0  # the labels were chosen so that the two disagree somewhere
     # the stand-in shadow scores with the serving formula: the two versions never disagree
     assert (versions.kind, versions.a_version, versions.b_version) == ("versions", "1", "2")
-    assert (versions.b, versions.c, versions.m) == (0, 0, 4)
+    assert (versions.counts.b, versions.counts.c, versions.counts.m) == (0, 0, 4)
     # the label-free guard's counts: the serving version's unflagged instances, and the shadow's flags there
     unflagged = ~want["is_adversarial"]
-    assert (versions.a_clean, versions.b_flagged_clean) == (int(unflagged.sum()), 0)
-    # the ledger: one record per label, and the label is done only once the broker has it
-    assert not h.all_settled("labels")
-    h.turn()
-    (ledger,) = h.producer.to("out-evidence")
+    assert (versions.counts.a_clean, versions.counts.b_flagged_clean) == (int(unflagged.sum()), 0)
+    # the ledger: one record for the label
+    (ledger,) = h.to("out-evidence")
     assert decode_evidence(ledger["value"]) == outcome.evidence and ledger["key"] == b"a"
     assert h.all_settled() and h.all_settled("labels")
 
 
-def test_labels_are_joined_once_and_malformed_feedback_is_dead_lettered():
+def test_labels_are_decided_in_order_once_each_and_malformed_feedback_is_dead_lettered():
     h = Harness(kafka={"feedback_topic": "labels"})
     h.request(instances([0.1, 0.9]), "r1")
     h.turn()
     h.label("r1", [0, 1])
     h.label("r1", [0, 1])
-    h.label("nope", [1])  # held until the tail has read past it: the next turn
+    h.label("nope", [1])  # no answer anywhere: unknown once the tail has read past its arrival
     h.send(b"[oops", topic="labels")
-    results = [c[0].result for c in h.metrics.calls["feedback_outcome"]]
-    assert results == ["joined", "duplicate", "dead_letter"] and not h.all_settled("labels")
     h.turn()
-    results = [c[0].result for c in h.metrics.calls["feedback_outcome"]]
-    assert results == ["joined", "duplicate", "dead_letter", "unknown"]
-    assert h.dead_letters() == ["decode"] and h.all_settled("labels")
+    assert h.outcomes() == ["joined", "duplicate", "unknown", "dead_letter"]
+    assert h.dead_letters() == ["decode"] and h.all_settled("labels") and len(h.to("out-evidence")) == 1
+
+
+def test_a_held_label_holds_the_labels_behind_it_so_nothing_is_written_past_the_committed_offset():
+    """What a decided label writes (evidence, a dead letter) must be below the next commit's offset: else a
+    redo from that offset would write it twice. So a label waiting for its answer waits with those behind."""
+    h = Harness(
+        kafka={"feedback_topic": "labels"},
+        feedback={"clock_skew_s": 3600},  # never "unknown" here: the answers may still come
+        batching={"max_batch_size": 64, "max_batch_delay_ms": 60_000},
+    )
+    h.request(instances([0.1, 0.9]), "r1")
+    h.turn()
+    h.request(instances([0.2]), "r2")  # not scored until forced
+    h.label("r2", [1])  # its answer is not out yet: held
+    h.label("r1", [0, 1])  # r1's answer is read, but the label behind a held one waits
+    h.send(b"[oops", topic="labels")
+    h.turn(force=False)
+    h.pipeline.committer.commit(force=True)
+    assert h.join is not None and h.join.pending == 3
+    assert h.to("out-evidence") == [] and h.dead_letters() == [] and h.outcomes() == []
+    assert h.tracker.commit_point(TopicPartition("labels", 0)) == 0
+    h.turn()  # r2 answered and read back: the three are decided, in their order
+    assert h.outcomes() == ["joined", "joined", "dead_letter"] and h.join.pending == 0
+    ledger = [decode_evidence(r["value"])[0].counts.instances for r in h.to("out-evidence")]
+    assert ledger == [1, 2] and h.dead_letters() == ["decode"] and h.all_settled("labels")
 
 
 def test_a_label_that_arrives_before_its_answer_is_read_waits_and_then_joins():
-    h = Harness(kafka={"feedback_topic": "labels"})
+    h = Harness(kafka={"feedback_topic": "labels"}, feedback={"clock_skew_s": 3600})
     h.request(instances([0.1, 0.9]), "r1")
-    h.path.score(force=True)
-    h.sink.flush(1)  # answered and acked, not read by the join yet
-    h.label("r1", [0, 1])
+    h.label("r1", [0, 1])  # read in the same poll as its request: before any answer exists
+    h.pipeline.turn()
     assert h.join is not None and h.join.pending == 1 and not h.all_settled("labels")
     h.turn()
-    assert [c[0].result for c in h.metrics.calls["feedback_outcome"]] == ["joined"] and h.all_settled("labels")
+    assert h.outcomes() == ["joined"] and h.all_settled("labels")
 
 
 def test_only_answers_that_went_out_can_be_labelled():
     h = Harness(kafka={"feedback_topic": "labels"})
-    h.producer.raise_at_send["out"] = MessageSizeTooLargeError("refused")  # its dead letter goes out instead
+    h.broker.raise_at_send["out"] = MessageSizeTooLargeError("refused")  # its dead letter goes out instead
     h.request(instances([0.1]), "refused")
     h.request(instances([0.2]), "sent")
     h.turn()
@@ -607,31 +650,27 @@ def test_only_answers_that_went_out_can_be_labelled():
     h.label("sent", [0])
     h.label("refused", [0])
     h.turn()
-    assert [c[0].result for c in h.metrics.calls["feedback_outcome"]] == ["joined", "unknown"]
+    assert h.outcomes() == ["joined", "unknown"]
 
 
 def test_an_answer_the_broker_rejects_never_reaches_the_join():
     h = Harness(kafka={"feedback_topic": "labels"})
-    h.producer.failures["out"] = [MessageSizeTooLargeError("rejected by the broker")]
+    h.broker.reject["out"] = [MessageSizeTooLargeError("rejected by the broker")]
     h.request(instances([0.1]), "r1")
-    h.turn()
-    assert h.sink.doomed and h.join is not None and len(h.join) == 0
-    h.sink.redone(h.producer, lambda: None)  # what Outlet.redo_after_rejection does, then the record again
-    h.tracker.remove({TopicPartition("in", 0)})
-    h.offsets["in"] = 0
-    h.request(instances([0.1]), "r1")
-    h.turn()
-    assert h.dead_letters() == ["rejected"] and len(h.join) == 0 and h.all_settled()
+    h.turns_until(h.all_settled)  # rejected: redone on a new producer, where r1 is dead-lettered
+    assert len(h.clients.producers) == 2 and h.dead_letters() == ["rejected"]
+    assert h.join is not None and len(h.join) == 0 and h.all_settled()
 
 
 def test_held_labels_of_a_partition_no_longer_ours_are_dropped_not_counted():
     """Its new owner reads them again from the committed offset and counts them there, once."""
-    h = Harness(kafka={"feedback_topic": "labels"})
+    h = Harness(kafka={"feedback_topic": "labels"}, feedback={"clock_skew_s": 3600})
     h.label("not-yet-answered", [1])
+    h.pipeline.turn()
     assert h.join is not None and h.join.pending == 1
     h.path.forget_partition("labels", 1)  # another partition: kept
     assert h.join.pending == 1
     h.path.forget_partition("labels", 0)
     assert h.join.pending == 0
-    h.turn()
-    assert h.metrics.calls["feedback_outcome"] == [] and not h.all_settled("labels")
+    h.pipeline.committer.commit(force=True)
+    assert h.outcomes() == [] and not h.all_settled("labels")

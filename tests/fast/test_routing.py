@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adae_stream.codecs import RawRecord, decode
+from adae_stream.codecs.proto.open_inference_pb2 import ModelInferRequest
+from adae_stream.codecs.records import Envelope
 from adae_stream.config import load_config
 from adae_stream.errors import ConfigError
-from adae_stream.codecs import RawRecord, decode
-from adae_stream.codecs.records import Envelope
-from adae_stream.codecs.proto.open_inference_pb2 import ModelInferRequest
 from adae_stream.stream.routing import Router, model_of, parse_routes
 
 X = np.zeros((1, 3), np.float32)

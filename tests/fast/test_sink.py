@@ -1,9 +1,9 @@
 """The per-record error policy of the sink, without a broker.
 
-The producer here is a stand-in whose futures are kafka-python's own: each send is acked, or failed with the
-error a real client or broker gives, so the policy (which failures cost one record, which stop the
-service) is checked case by case. tests/broker/test_poison_records.py runs the same policy against the real
-broker and process.
+The producer here is the stand-in of the client seam (tests/stand_ins.py): each send is acked, or failed
+with the error a real client or broker gives, the way kafka-python reports it, so the policy (which
+failures cost one record, which stop the service) is checked case by case.
+tests/broker/test_poison_records.py runs the same policy against the real broker and process.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from kafka.errors import (
 )
 from kafka.structs import TopicPartition
 
-from adae_stream.config import KafkaConfig
 from adae_stream.clients.build import DEAD_LETTER_OVERHEAD
 from adae_stream.codecs import RawRecord, Request
+from adae_stream.config import KafkaConfig
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.record_limits import clean_headers, is_record_error, record_size
 from adae_stream.stream.sink import Sink
 from tests.answer_info import ANSWER_INFO
-from tests.stand_ins import Producer
+from tests.stand_ins import StandInProducer
 
 LIMIT = 4096
 RESULT = {
@@ -46,7 +46,7 @@ class Outcomes:
 
 @pytest.fixture
 def setup():
-    producer, tracker, outcomes = Producer(), OffsetTracker(), Outcomes()
+    producer, tracker, outcomes = StandInProducer(), OffsetTracker(), Outcomes()
     k = KafkaConfig(output_topic="out", dead_letter_topic="dlq", max_message_bytes=LIMIT)
     sink = Sink(producer, k, tracker, outcomes)
     return sink, producer, tracker, outcomes
@@ -93,7 +93,7 @@ def test_answer_over_the_limit_is_dead_lettered_before_sending(setup):
 def test_answer_refused_at_send_goes_to_the_dead_letter_topic(setup):
     """The client's own size check: the producer is untouched, so the record is dead-lettered at once."""
     sink, producer, _, outcomes = setup
-    producer.raise_at_send["out"] = MessageSizeTooLargeError("record too large")
+    producer.broker.raise_at_send["out"] = MessageSizeTooLargeError("record too large")
     sink.answer(request(), RESULT, INFO)
     assert sink.failure is None and not sink.doomed
     sink.flush(1)  # the dead letter is sent by the caller's thread, never from the callback
@@ -109,13 +109,13 @@ def test_a_broker_rejection_dooms_the_work_in_flight_and_the_redo_dead_letters_t
     sink, producer, tracker, outcomes = setup
     for offset in (0, 1):
         tracker.add(TopicPartition("in", 0), offset)
-    producer.failures["out"] = [MessageSizeTooLargeError("too large"), MessageSizeTooLargeError("too large")]
+    producer.broker.reject["out"] = [MessageSizeTooLargeError("too large")]
     sink.answer(request(offset=0), RESULT, INFO)
     sink.answer(request(rid="r2", offset=1), RESULT, INFO)  # failed by kafka-python with the same error
     sink.flush(1)
     assert sink.doomed and sink.failure is None
     assert [s["topic"] for s in producer.sent] == ["out", "out"] and outcomes.done == []
-    fresh = Producer()
+    fresh = StandInProducer()
     sink.redone(fresh, lambda: None)
     assert not sink.doomed
     sink.answer(request(offset=0), RESULT, INFO)
@@ -127,12 +127,12 @@ def test_a_broker_rejection_dooms_the_work_in_flight_and_the_redo_dead_letters_t
     assert tracker.commit_point(TopicPartition("in", 0)) == 2
 
 
-def _redo_dead_letter(sink, offset: int) -> Producer:
+def _redo_dead_letter(sink, offset: int) -> StandInProducer:
     """The first dead letter of in-0@offset rejected by the broker, then the redo on a fresh producer."""
     sink.dead_letter(record(offset, value=b"v" * 100), "decode", "bad JSON")
     sink.flush(1)
     assert sink.doomed and sink.failure is None
-    fresh = Producer()
+    fresh = StandInProducer()
     sink.redone(fresh, lambda: None)
     sink.dead_letter(record(offset, value=b"v" * 100), "decode", "bad JSON")
     return fresh
@@ -141,7 +141,7 @@ def _redo_dead_letter(sink, offset: int) -> Producer:
 def test_dead_letter_rejected_then_minimal_record_keeps_the_coordinates(setup):
     sink, producer, tracker, _outcomes = setup
     tracker.add(TopicPartition("in", 0), 7)
-    producer.failures["dlq"] = [MessageSizeTooLargeError("too large")]
+    producer.broker.reject["dlq"] = [MessageSizeTooLargeError("too large")]
     fresh = _redo_dead_letter(sink, 7)
     sink.flush(1)
     (minimal,) = fresh.sent
@@ -156,9 +156,9 @@ def test_dead_letter_rejected_then_minimal_record_keeps_the_coordinates(setup):
 def test_minimal_record_rejected_too_is_fatal_and_the_offset_stays_uncommitted(setup):
     sink, producer, tracker, _ = setup
     tracker.add(TopicPartition("in", 0), 3)
-    producer.failures["dlq"] = [MessageSizeTooLargeError("a")]
-    fresh = Producer()
-    fresh.failures["dlq"] = [MessageSizeTooLargeError("b")]
+    producer.broker.reject["dlq"] = [MessageSizeTooLargeError("a")]
+    fresh = StandInProducer()
+    fresh.broker.reject["dlq"] = [MessageSizeTooLargeError("b")]
     sink.dead_letter(record(3), "decode", "bad")
     sink.flush(1)
     sink.redone(fresh, lambda: None)
@@ -179,7 +179,7 @@ def test_minimal_record_rejected_too_is_fatal_and_the_offset_stays_uncommitted(s
 def test_failures_of_the_service_are_fatal_not_dead_lettered(setup, error):
     sink, producer, tracker, _ = setup
     tracker.add(TopicPartition("in", 0), 0)
-    producer.failures["out"] = [error]
+    producer.broker.reject["out"] = [error]
     sink.answer(request(), RESULT, INFO)
     sink.flush(1)
     assert sink.failure.startswith("publishing the answer to the request at in-0@0 failed")
@@ -189,9 +189,10 @@ def test_failures_of_the_service_are_fatal_not_dead_lettered(setup, error):
 
 def test_first_failure_is_kept(setup):
     sink, producer, _, _ = setup
-    producer.failures["out"] = [KafkaTimeoutError("first"), KafkaTimeoutError("second")]
+    producer.broker.raise_at_send["out"] = KafkaTimeoutError("first")
+    producer.broker.raise_at_send["dlq"] = KafkaTimeoutError("second")
     sink.answer(request(offset=0), RESULT, INFO)
-    sink.answer(request(offset=1), RESULT, INFO)
+    sink.dead_letter(record(1), "decode", "bad")
     assert "first" in sink.failure and "second" not in sink.failure
 
 
@@ -250,7 +251,7 @@ def test_answers_of_a_transaction_we_aborted_are_not_a_failure(setup):
 
     sink, producer, tracker, outcomes = setup
     tracker.add(TopicPartition("in", 0), 0)
-    producer.failures["out"] = [TransactionAbortedError()]
+    producer.broker.reject["out"] = [TransactionAbortedError()]
     sink.answer(request(), RESULT, INFO)
     sink.flush(1)
     assert sink.failure is None and not sink.doomed and outcomes.done == []

@@ -21,8 +21,8 @@ from cloudevents.core.v1.event import CloudEvent
 from tritonclient.grpc import InferResult
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
-from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.codecs import RESULT_DTYPES, RawRecord, decode, decode_response, encode
+from adae_stream.errors import DecodeError, NotARequest
 from tests.answer_info import ANSWER_INFO
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from adae_stream import load_detector, save_detector
-from adae_stream.detector.identity import detector_identity
 from adae_stream.codecs import decode_response
+from adae_stream.detector.identity import detector_identity
 from tests.answer_checks import assert_answers_match_detector, score_bound
 from tests.kafka_helpers import collect, make_config, produce_requests
 from tests.process_helpers import ROOT, PipelineProcess
