@@ -404,6 +404,7 @@ class MemoryClients:
     def __init__(self, broker: MemoryBroker, cfg: Any, topic_limits: dict[str, int] | None = None) -> None:
         self.broker, self.cfg = broker, cfg
         self.limits = dict(topic_limits or {})
+        self.producer_type: type[StandInProducer] = StandInProducer  # a subclass stands in for a faulty client
         self.producers: list[StandInProducer] = []
         self.consumers: list[StandInConsumer] = []
 
@@ -414,7 +415,7 @@ class MemoryClients:
         return dict(self.limits)
 
     def producer(self, timeout_ms: int) -> StandInProducer:
-        self.producers.append(StandInProducer(self.broker, transactional=self.cfg.delivery == "exactly_once"))
+        self.producers.append(self.producer_type(self.broker, transactional=self.cfg.delivery == "exactly_once"))
         return self.producers[-1]
 
     def consumer(self, timeout_ms: int) -> StandInConsumer:

@@ -9,6 +9,7 @@ object decides *when* it must be redone, because only the producer side knows wh
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable, Mapping
 
 from adae_stream.clients import KafkaError, TopicPartition
 from adae_stream.config import Config
@@ -41,6 +42,11 @@ class Outlet:
         self.failure = failure
         self._sink: Sink | None = None
         self._committer: Committer | None = None
+        partitions.tracker.on_committed(self._committed)
+
+    def _committed(self, offsets: Mapping[Hashable, int]) -> None:
+        if self._sink is not None:
+            self._sink.committed(offsets)
 
     @property
     def sink(self) -> Sink:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,16 +83,16 @@ class Sink:
         self._failure = failure or FirstFailure()
         self._out_partitions: set[int] = set()
         self._doom = Doom()
-        # source records whose answer (or dead letter) the broker rejected, by coordinates; they are
-        # dead-lettered (or sent minimal) when the redone records come again
-        self._condemned: dict[tuple[str, int, int], tuple[_Delivery, BaseException]] = {}
-        self._uncopyable: set[tuple[str, str, int, int]] = set()
         self._in_flight = InFlight()
 
     @property
     def doomed(self) -> bool:
         """See Doom."""
         return self._doom.doomed
+
+    def committed(self, offsets: Mapping[Hashable, int]) -> None:
+        """What the committed offsets cover needs no condemning any more (Doom)."""
+        self._doom.forget_committed(offsets)
 
     def redone(self, producer: Producer, before_send: Callable[[], None]) -> None:
         """The doomed work was aborted or discarded; sends start again, on a new ``producer``. What the old
@@ -111,8 +111,8 @@ class Sink:
         """Send the answer; False when it cannot go out (dead-lettered instead, now or once the client's
         refusal is drained)."""
         rec = request.record
-        condemned = self._condemned.pop((rec.topic, rec.partition, rec.offset), None)
-        if condemned is not None:
+        condemned = self._doom.condemned((rec.topic, rec.partition, rec.offset))
+        if condemned is not None:  # rejected before: its dead letter instead, in every redo until committed
             self._retry(*condemned)
             return False
         try:
@@ -169,14 +169,13 @@ class Sink:
             log.warning("%s not sent: %d bytes, over the topic's limit", what, size)
             count("rejected")
             return
-        coords = (topic, rec.topic, rec.partition, rec.offset)
-        if coords in self._uncopyable:
-            self._uncopyable.discard(coords)
+        source = (rec.topic, rec.partition, rec.offset)
+        if self._doom.uncopyable(topic, source):
             count("rejected")
             return
 
         def condemn() -> str:  # its own rejection dooms the work in flight, redone without the copy
-            self._uncopyable.add(coords)
+            self._doom.condemn_copy(topic, source)
             return what
 
         def failed(exc: BaseException) -> None:
@@ -195,8 +194,8 @@ class Sink:
 
     # ------------------------------------------------------------------ dead letters
     def dead_letter(self, rec: RawRecord, reason: str, message: str, minimal: bool = False) -> None:
-        condemned = None if minimal else self._condemned.pop((rec.topic, rec.partition, rec.offset), None)
-        if condemned is not None:  # its full dead letter was rejected in an aborted transaction
+        condemned = None if minimal else self._doom.condemned((rec.topic, rec.partition, rec.offset))
+        if condemned is not None and condemned[0].reason is not None:  # its full dead letter was rejected
             message = f"{message} (the full dead-letter record was rejected: {condemned[1]!r})"
             minimal = True
         log.warning("dead-letter %s-%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, message[:500])
@@ -260,7 +259,7 @@ class Sink:
 
         def condemn() -> str:  # dead-lettered once, in the redo, in place of what it was for
             rec = delivery.record
-            self._condemned[(rec.topic, rec.partition, rec.offset)] = (delivery, exc)
+            self._doom.condemn((rec.topic, rec.partition, rec.offset), delivery, exc)
             return delivery.describe()
 
         if self._doom.settles(exc, None if delivery.minimal else condemn):
