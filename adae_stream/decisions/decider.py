@@ -22,7 +22,6 @@ Pure filesystem code over a Totals (no Kafka, no clock but ``now``): tests/fast/
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import logging
@@ -33,11 +32,12 @@ from pathlib import Path
 from adae_stream.config import DecisionsConfig
 from adae_stream.decisions.rules import Verdict, decide_defense, decide_promotion, decide_rollback
 from adae_stream.decisions.state import DeciderState, DetectorState
-from adae_stream.detector.repository import Policy, policy_text, read_policy, scan, write_policy
+from adae_stream.detector.repository import Policy, policy_text, read_policy, render_policy, scan
 from adae_stream.feedback.evidence import Counts
 
 log = logging.getLogger(__name__)
 CONTROLS = ("serve", "shadow", "publish")
+HEADER = "decisions by adae-stream decide (README, 'Decisions from live evidence'); a person's edit wins"
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,17 @@ class Decision:
         return entry
 
 
+@dataclass(frozen=True)
+class PolicyWrite:
+    """A policy.yaml to write: its text when it was read (a write is refused if it changed since), its new
+    text, and the decisions it carries."""
+
+    detector: str
+    before: str | None
+    after: str
+    decisions: list[Decision]
+
+
 def calibrated_fpr_bound(version_dir: Path) -> float | None:
     """The one-sided upper bound on the clean false-positive rate saved at calibration, if any."""
     try:
@@ -84,27 +95,46 @@ class Decider:
     ) -> None:
         self.root = Path(root)
         self.cfg = cfg
-        self._on_verdict = on_verdict  # every test's verdict at every check (the e-value gauges)
+        self._on_verdict_callback = on_verdict  # every test's verdict at every check (the e-value gauges)
+        self.verdicts: dict[tuple[str, str], Verdict] = {}  # (detector, test) -> its last verdict
 
-    def step(self, state: DeciderState, now: float) -> list[Decision]:
-        """Check every detector once; write what changes. Returns the decisions taken."""
+    def _on_verdict(self, detector: str, test: str, verdict: Verdict) -> None:
+        self.verdicts[(detector, test)] = verdict
+        self._on_verdict_callback(detector, test, verdict)
+
+    def standing(self) -> str:
+        """Where every test stands now, for a log line when nothing is decided."""
+        parts = []
+        for (detector, test), v in sorted(self.verdicts.items()):
+            e = ", ".join(f"{k} e={value:.3g}" for k, value in v.e_values.items())
+            parts.append(f"{detector} {test}: {v.pairs.discordant} discordant pairs, {e}")
+        return "; ".join(parts) or "no test under way"
+
+    def step(self, state: DeciderState, now: float) -> list[PolicyWrite]:
+        """Check every detector once. Returns what to write into which policy.yaml, with the decisions it
+        carries; ``state`` is left as it will be once they are written (service.py writes them, so that the
+        state can say first what it is about to write: state.py's Intent)."""
         found = {name: versions for name, versions in scan(self.root).items() if versions}
         alpha = self.cfg.alpha / (2 * max(len(found), 1))  # two tests per detector (Bonferroni)
-        out: list[Decision] = []
+        out: list[PolicyWrite] = []
         for name, versions in found.items():
             try:
-                out += self._detector(state, name, versions, alpha, now)
+                write = self._detector(state, name, versions, alpha, now)
             except ValueError as exc:  # an unreadable policy: a person is editing it; nothing is decided
                 log.warning("decisions for %s wait: %s", name, exc)
+                continue
+            if write is not None:
+                out.append(write)
         return out
 
-    def _detector(self, state: DeciderState, name: str, versions: dict[int, Path], alpha: float, now: float) -> list:
+    def _detector(
+        self, state: DeciderState, name: str, versions: dict[int, Path], alpha: float, now: float
+    ) -> PolicyWrite | None:
         directory = self.root / name
         before = policy_text(directory)
         policy = read_policy(directory)
         controls = {k: getattr(policy, k) for k in CONTROLS}
         ds = state.detectors.setdefault(name, DetectorState(dict(controls)))
-        kept = copy.deepcopy(ds)  # restored if nothing can be written
         serving = policy.serve if policy.serve is not None else max(versions)
         decisions: list[Decision] = []
         if ds.written != controls:
@@ -114,18 +144,13 @@ class Decider:
             policy = self._defense(state, ds, name, policy, serving, alpha, decisions)
             policy = self._rollout(state, ds, name, policy, serving, versions, alpha, decisions)
         if not decisions:
-            return []
+            return None
         for d in decisions:
             log.warning("decision for %s: %s (%s)%s", name, d.decision, d.detail, _evidence_text(d.verdict))
         trail = [*policy.decisions, *(d.audit(now) for d in decisions)][-self.cfg.audit_keep :]
         policy = replace(policy, decisions=trail)
-        header = "decisions by adae-stream decide (README, 'Decisions from live evidence'); a person's edit wins"
-        if not write_policy(directory, policy, before, header):
-            log.warning("policy.yaml of %s changed while deciding: nothing written, checked again next time", name)
-            state.detectors[name] = kept
-            return []
         ds.written = {k: getattr(policy, k) for k in CONTROLS}
-        return decisions
+        return PolicyWrite(name, before, render_policy(policy, HEADER), decisions)
 
     @staticmethod
     def _changed(old: dict, new: dict) -> str:

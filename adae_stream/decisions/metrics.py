@@ -39,6 +39,12 @@ class DecisionMetrics:
         self.ledger_skipped = Counter(
             "adae_ledger_skipped_records", "Ledger records that were not evidence (logged).", registry=registry
         )
+        self.check_failures = Counter(
+            "adae_decision_check_failures",
+            "Checks that failed (logged with their cause), by exception type; the next check tries again.",
+            ["error"],
+            registry=registry,
+        )
         self.last_check = Gauge(
             "adae_decision_last_check_timestamp_seconds", "When the tests were last checked.", registry=registry
         )

@@ -9,10 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from adae_stream.config import Config
 from adae_stream.decisions.decider import Decision
 
 DEMO_DETECTOR = "digits"
+STOP_WAIT_S = 15.0  # a check under way ends within its ledger read (10 s) and its writes
 
 
 def repository_config(cfg: Config, detector_dir: Path, input_topic: str) -> Config:
@@ -32,13 +35,18 @@ def repository_config(cfg: Config, detector_dir: Path, input_topic: str) -> Conf
 
 
 class DemoDecider(threading.Thread):
-    """DecisionService.run on a thread; ``decided`` holds each decision with its time since ``start``."""
+    """DecisionService.run on a thread; ``decided`` holds each decision with its time since ``start``. Its
+    series go to ``registry`` (the demo's /metrics) when there is one; failed checks are counted and
+    logged with their cause there (DecisionService.check_or_log), and where the tests stand at the end is
+    in ``summary`` and the report, so a run without a decision says why."""
 
-    def __init__(self, cfg: Config, bootstrap: str) -> None:
+    def __init__(self, cfg: Config, bootstrap: str, registry: CollectorRegistry | None = None) -> None:
         super().__init__(name="adae-demo-decide", daemon=True)
+        from adae_stream.decisions.metrics import DecisionMetrics
         from adae_stream.decisions.service import DecisionService
 
-        self.service = DecisionService(cfg, bootstrap)
+        self.metrics = DecisionMetrics(registry if registry is not None else CollectorRegistry())
+        self.service = DecisionService(cfg, bootstrap, self.metrics)
         self.service.reader.skip_to_end(self.service.state.totals)  # this run's evidence only (a used broker)
         self.stop_event = threading.Event()
         self.start_time = time.monotonic()
@@ -51,11 +59,22 @@ class DemoDecider(threading.Thread):
         self.decided += [(time.monotonic() - self.start_time, d) for d in decisions]
 
     def stop(self) -> None:
-        """After one last check, so the last labels' evidence counts too."""
+        """After one last check, so the last labels' evidence counts too; it runs once the thread's check
+        under way has ended (the service runs one check at a time)."""
         self.stop_event.set()
-        self.join(10)
+        self.join(STOP_WAIT_S)
         self.service.check_or_log(self._record)
         self.service.close()
+
+    def failed_checks(self) -> dict[str, float]:
+        registry = self.metrics.registry
+        return {
+            s.labels["error"]: s.value
+            for metric in registry.collect()
+            if metric.name == "adae_decision_check_failures"
+            for s in metric.samples
+            if s.name.endswith("_total")
+        }
 
     def summary(self) -> list[dict]:
         """Each decision for the report: when, what, and on what evidence."""
@@ -67,3 +86,7 @@ class DemoDecider(threading.Thread):
                 entry |= {"b": p.b, "c": p.c, "m": p.m, "alpha": d.verdict.alpha, "e_values": d.verdict.e_values}
             out.append(entry)
         return out
+
+    def standing(self) -> dict:
+        """Where the tests stood at the end, and the checks that failed (by exception type)."""
+        return {"tests": self.service.decider.standing(), "failed_checks": self.failed_checks()}

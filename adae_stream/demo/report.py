@@ -107,16 +107,22 @@ def _markdown(table: list[dict], threshold: float, delivery: dict, run_info: dic
             f"undefended {_fmt(live['no_defense'])}, defense {_fmt(live['defense'])}, corrected "
             f"{_fmt(live['corrected'])}.",
         ]
-    lines += _decisions(run_info.get("decisions") or [], run_info.get("published") or [])
+    lines += _decisions(
+        run_info.get("decisions") or [], run_info.get("published") or [], run_info.get("decision_standing") or {}
+    )
     lines += ["", "![scores](scores.png)", "", "![accuracy](accuracy.png)", ""]
     return lines
 
 
-def _decisions(decisions: list[dict], published: list[dict]) -> list[str]:
+def _decisions(decisions: list[dict], published: list[dict], standing: dict) -> list[str]:
     """When the decision-maker decided what, on what evidence, and the accuracy of what was published."""
     lines = ["", "## Decisions from live evidence", ""]
     if not decisions:
-        lines.append("No decision: the evidence did not reach any test's threshold in this run.")
+        lines.append(
+            f"No decision: the evidence did not reach any test's threshold in this run ({standing.get('tests')})."
+        )
+    if standing.get("failed_checks"):
+        lines.append(f"Checks that failed, by cause (see the log): {standing['failed_checks']}.")
     for d in decisions:
         evidence = ""
         if "b" in d:

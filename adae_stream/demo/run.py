@@ -281,7 +281,8 @@ def run_demo(config: Config) -> int:
                 return 1
             service = pipe.service
             print(f"pipeline ready; metrics: {service.metrics_url or 'disabled'}")
-            decider = DemoDecider(cfg, bootstrap)  # decides what answers publish, from this run's labels
+            registry = service.metrics.registry if service.metrics else None
+            decider = DemoDecider(cfg, bootstrap, registry)  # decides what answers publish, from this run's labels
             decider.start()
             print(f"decision-maker: writes {cfg.detector.repository}/digits/policy.yaml")
             gen = TrafficGenerator(bootstrap, topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
@@ -319,6 +320,7 @@ def run_demo(config: Config) -> int:
         "feedback_sent": feedback.counts,
         "live_accuracy_from_metrics": live_final,
         "decisions": decider.summary() if decider is not None else [],
+        "decision_standing": decider.standing() if decider is not None else {},
         "published": stats.published_table(),
     }
     out = write_report(d.report_dir, stats, detector.threshold, delivery, run_info)

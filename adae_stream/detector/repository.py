@@ -19,7 +19,6 @@ counted once (until its files change) and never replaces the version that serves
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from adae_stream.errors import ConfigError
+from adae_stream.files import replace_text
 from adae_stream.scoring import CORRECTED, PUBLISHABLE, ServingDetector, StreamScorer
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,19 @@ def policy_text(detector_dir: Path) -> str | None:
         return None
 
 
-def write_policy(detector_dir: Path, policy: Policy, expected: str | None, header: str) -> bool:
-    """Replace policy.yaml atomically (a hidden temp file renamed), unless it changed from ``expected``
-    since it was read: then nothing is written and False returned, so a person's edit is never lost."""
+def render_policy(policy: Policy, header: str) -> str:
+    """policy.yaml's text for ``policy``, under a comment line."""
     data = {k: getattr(policy, k) for k in POLICY_KEYS}
     data = {k: v for k, v in data.items() if v is not None and v != [] and not (k == "auto" and v is True)}
-    text = f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120)
-    tmp = detector_dir / f".{POLICY_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(text)
+    return f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120)
+
+
+def replace_policy(detector_dir: Path, text: str, expected: str | None) -> bool:
+    """Replace policy.yaml with ``text`` atomically, unless it changed from ``expected`` since it was read:
+    then nothing is written and False returned, so a person's edit is never lost."""
     if policy_text(detector_dir) != expected:
-        tmp.unlink()
         return False
-    os.replace(tmp, detector_dir / POLICY_FILE)
+    replace_text(detector_dir / POLICY_FILE, text)
     return True
 
 

@@ -13,7 +13,8 @@ import yaml
 from adae_stream.config import DecisionsConfig
 from adae_stream.decisions.decider import Decider
 from adae_stream.decisions.sequential import log_noninferiority_e, log_sign_e
-from adae_stream.decisions.state import DeciderState, load_state, save_state
+from adae_stream.decisions.service import decide
+from adae_stream.decisions.state import DeciderState, load_state
 from adae_stream.detector.repository import read_policy
 from adae_stream.feedback.evidence import Counts, PairedEvidence
 from adae_stream.feedback.ledger import Totals, decode_evidence, encode_evidence
@@ -60,9 +61,9 @@ def repo(tmp_path: Path) -> Path:
 def test_correction_that_hurts_flips_the_published_prediction_once_with_its_evidence_written_beside(repo):
     decider, state = Decider(repo, CFG), DeciderState()
     defense(state, b=10, c=25, m=500)  # 35 discordant, not yet enough evidence
-    assert decider.step(state, NOW) == [] and policy(repo) == {}
+    assert decide(repo, decider, state, NOW) == [] and policy(repo) == {}
     defense(state, b=10, c=30, m=500)  # now 20 vs 55
-    (decision,) = decider.step(state, NOW)
+    (decision,) = decide(repo, decider, state, NOW)
     assert decision.decision == "publish_no_defense"
     written = policy(repo)
     assert written["publish"] == "no_defense" and read_policy(repo / "a").publish == "no_defense"
@@ -72,17 +73,17 @@ def test_correction_that_hurts_flips_the_published_prediction_once_with_its_evid
     assert math.log(audit["e_values"]["corrected_worse"]) == pytest.approx(log_sign_e(55, 20), rel=1e-3)
     assert audit["e_values"]["corrected_worse"] >= 2 / audit["alpha"]
     assert audit["at"].startswith("2027-01-15T")
-    assert decider.step(state, NOW + 5) == []  # the same evidence decides nothing again
+    assert decide(repo, decider, state, NOW + 5) == []  # the same evidence decides nothing again
     # the comparison goes on under the new choice: evidence that correction helps turns it back
     defense(state, b=60, c=10, m=500)
-    assert [d.decision for d in decider.step(state, NOW + 10)] == ["publish_corrected"]
+    assert [d.decision for d in decide(repo, decider, state, NOW + 10)] == ["publish_corrected"]
     assert policy(repo)["publish"] == "corrected" and len(policy(repo)["decisions"]) == 2
 
 
 def test_attack_traffic_keeps_the_corrected_prediction(repo):
     decider, state = Decider(repo, CFG), DeciderState()
     defense(state, b=400, c=20, m=2000)  # correction right alone far more often
-    assert decider.step(state, NOW) == [] and policy(repo) == {}
+    assert decide(repo, decider, state, NOW) == [] and policy(repo) == {}
 
 
 def test_alpha_is_shared_by_every_test_of_every_detector(repo):
@@ -92,9 +93,9 @@ def test_alpha_is_shared_by_every_test_of_every_detector(repo):
     # = 5.08 for two
     defense(state, b=20, c=48)
     assert math.log(2 / (0.05 / 2)) < log_sign_e(48, 20) < math.log(2 / (0.05 / 4))
-    assert decider.step(state, NOW) == []
+    assert decide(repo, decider, state, NOW) == []
     defense(state, b=0, c=10)
-    assert [d.decision for d in decider.step(state, NOW)] == ["publish_no_defense"]
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["publish_no_defense"]
     assert policy(repo)["decisions"][0]["alpha"] == pytest.approx(0.05 / 4)
 
 
@@ -103,9 +104,9 @@ def test_a_better_shadow_is_promoted_then_its_probation_ends(repo):
     edit(repo, "serve: 1\nshadow: 2\n")
     decider, state = Decider(repo, CFG), DeciderState()
     versions(state, 1, 2, b=20, c=15, m=300)
-    assert decider.step(state, NOW) == []
+    assert decide(repo, decider, state, NOW) == []
     versions(state, 1, 2, b=60, c=10, m=300)
-    (decision,) = decider.step(state, NOW)
+    (decision,) = decide(repo, decider, state, NOW)
     assert decision.decision == "promote"
     p = policy(repo)
     assert (p["serve"], p["shadow"], p["probation"]) == (2, 1, {"replaced": 1, "promoted": 2})
@@ -113,9 +114,9 @@ def test_a_better_shadow_is_promoted_then_its_probation_ends(repo):
     assert math.log(e) == pytest.approx(log_noninferiority_e(80, 25, 600, 0.0), rel=1e-3)
     # on probation, version 2 against the one it replaced: as good, so after 500 instances 1 stops shadowing
     versions(state, 2, 1, b=10, c=12, m=300)
-    assert decider.step(state, NOW) == []
+    assert decide(repo, decider, state, NOW) == []
     versions(state, 2, 1, b=10, c=12, m=300)
-    assert [d.decision for d in decider.step(state, NOW)] == ["probation_passed"]
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["probation_passed"]
     p = policy(repo)
     assert p["serve"] == 2 and "shadow" not in p and "probation" not in p
 
@@ -125,44 +126,44 @@ def test_a_worse_shadow_is_never_promoted_and_a_worse_one_promoted_by_hand_is_ro
     edit(repo, "serve: 1\nshadow: 2\n")
     decider, state = Decider(repo, CFG), DeciderState()
     versions(state, 1, 2, b=10, c=90, m=2000)
-    assert decider.step(state, NOW) == [] and policy(repo)["serve"] == 1
+    assert decide(repo, decider, state, NOW) == [] and policy(repo)["serve"] == 1
     edit(repo, "serve: 2\n")  # a person promotes it anyway
-    (manual,) = decider.step(state, NOW)
+    (manual,) = decide(repo, decider, state, NOW)
     assert manual.decision == "manual"
     p = policy(repo)
     assert (p["serve"], p["shadow"], p["probation"]["replaced"]) == (2, 1, 1)  # on probation
     versions(state, 2, 1, b=16, c=5, m=400)  # the replaced version right alone 16 times, the promoted 5
-    assert decider.step(state, NOW) == []
+    assert decide(repo, decider, state, NOW) == []
     versions(state, 2, 1, b=24, c=5, m=400)
-    (rollback,) = decider.step(state, NOW)
+    (rollback,) = decide(repo, decider, state, NOW)
     assert rollback.decision == "rollback"
     p = policy(repo)
     assert p["serve"] == 1 and "shadow" not in p and "probation" not in p
     # a person shadows 2 again: whatever its evidence, the decision-maker never promotes it again
     edit(repo, "serve: 1\nshadow: 2\n")
-    decider.step(state, NOW)
+    decide(repo, decider, state, NOW)
     versions(state, 1, 2, b=500, c=5, m=400)
-    assert decider.step(state, NOW) == [] and policy(repo)["serve"] == 1
+    assert decide(repo, decider, state, NOW) == [] and policy(repo)["serve"] == 1
 
 
 def test_a_persons_edit_wins_over_the_evidence_that_decided_before_it(repo):
     decider, state = Decider(repo, CFG), DeciderState()
     defense(state, b=10, c=80)
-    assert [d.decision for d in decider.step(state, NOW)] == ["publish_no_defense"]
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["publish_no_defense"]
     text = (repo / "a" / "policy.yaml").read_text().replace("publish: no_defense", "publish: corrected")
     edit(repo, text)  # a person overrides
-    assert [d.decision for d in decider.step(state, NOW)] == ["manual"]
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["manual"]
     assert policy(repo)["publish"] == "corrected"
-    assert decider.step(state, NOW) == [] and policy(repo)["publish"] == "corrected"
+    assert decide(repo, decider, state, NOW) == [] and policy(repo)["publish"] == "corrected"
     defense(state, b=10, c=80)  # new evidence, gathered after the edit, decides again
-    assert [d.decision for d in decider.step(state, NOW)] == ["publish_no_defense"]
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["publish_no_defense"]
 
 
 def test_auto_false_freezes_a_detector(repo):
     edit(repo, "auto: false\n")
     decider, state = Decider(repo, CFG), DeciderState()
     defense(state, b=10, c=200)
-    assert decider.step(state, NOW) == [] and policy(repo) == {"auto": False}
+    assert decide(repo, decider, state, NOW) == [] and policy(repo) == {"auto": False}
 
 
 def test_the_label_free_guard_holds_back_a_shadow_that_flags_too_much(repo):
@@ -170,22 +171,21 @@ def test_the_label_free_guard_holds_back_a_shadow_that_flags_too_much(repo):
     edit(repo, "serve: 1\nshadow: 2\n")
     decider, state = Decider(repo, CFG), DeciderState()
     versions(state, 1, 2, b=60, c=10, m=20)  # better, but only 90 instances the serving version left unflagged
-    assert decider.step(state, NOW) == [] and policy(repo)["serve"] == 1
+    assert decide(repo, decider, state, NOW) == [] and policy(repo)["serve"] == 1
     versions(state, 1, 2, b=0, c=0, m=310, flagged=60)  # 60 of 400 = 0.15 > 3 x 0.02
-    assert decider.step(state, NOW) == [] and policy(repo)["serve"] == 1
+    assert decide(repo, decider, state, NOW) == [] and policy(repo)["serve"] == 1
     versions(state, 1, 2, b=0, c=0, m=4000)  # now 60 of 4400 = 0.014: within the bound
-    assert [d.decision for d in decider.step(state, NOW)] == ["promote"]
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["promote"]
 
 
 def test_a_restart_repeats_no_decision_and_a_concurrent_edit_is_never_overwritten(repo):
     decider, state = Decider(repo, CFG), DeciderState()
     defense(state, b=10, c=80)
     state.totals.offsets = {0: 7, 1: 3}
-    assert len(decider.step(state, NOW)) == 1
-    save_state(repo, state)
+    assert len(decide(repo, decider, state, NOW)) == 1
     again = load_state(repo)
     assert again.totals.offsets == {0: 7, 1: 3} and again.totals.get("defense", "a", 1, 1) == Counts(10, 80)
-    assert Decider(repo, CFG).step(again, NOW) == []
+    assert decide(repo, Decider(repo, CFG), again, NOW) == []
     (repo / ".decider" / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="delete it to start over"):
         load_state(repo)
@@ -199,7 +199,7 @@ def test_a_restart_repeats_no_decision_and_a_concurrent_edit_is_never_overwritte
             edit(repo, "publish: corrected\nshadow: 1\n")
             return super()._defense(*args)
 
-    assert Racing(repo, CFG).step(fresh, NOW) == []
+    assert decide(repo, Racing(repo, CFG), fresh, NOW) == []
     assert policy(repo) == {"publish": "corrected", "shadow": 1}
 
 
