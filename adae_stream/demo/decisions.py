@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from adae_stream.config import Config
 from adae_stream.decisions.decider import Decision
+from adae_stream.feedback.ledger_reader import LedgerReader
 
 DEMO_DETECTOR = "digits"
 STOP_WAIT_S = 15.0  # a check under way ends within its ledger read (10 s) and its writes
@@ -40,13 +41,16 @@ class DemoDecider(threading.Thread):
     logged with their cause there (DecisionService.check_or_log), and where the tests stand at the end is
     in ``summary`` and the report, so a run without a decision says why."""
 
-    def __init__(self, cfg: Config, bootstrap: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, cfg: Config, bootstrap: str, registry: CollectorRegistry | None = None, reader: LedgerReader | None = None
+    ) -> None:
+        """reader: the ledger's (a read_committed reader of the run's evidence topic unless given)."""
         super().__init__(name="adae-demo-decide", daemon=True)
         from adae_stream.decisions.metrics import DecisionMetrics
         from adae_stream.decisions.service import DecisionService
 
         self.metrics = DecisionMetrics(registry if registry is not None else CollectorRegistry())
-        self.service = DecisionService(cfg, bootstrap, self.metrics)
+        self.service = DecisionService(cfg, bootstrap, self.metrics, reader)
         self.service.reader.skip_to_end(self.service.state.totals)  # this run's evidence only (a used broker)
         self.stop_event = threading.Event()
         self.start_time = time.monotonic()

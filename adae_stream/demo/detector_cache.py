@@ -45,7 +45,7 @@ def train_demo_detector(epochs: int, seed: int):
     # the threshold comes from held-out data: scores on the AE's own training data run low
     n_fit = int(len(Xtr) * 0.8)
     det = AdversarialAE(ae=conv_ae((8, 8, 1)), model=clf, data_type="image")
-    det.fit(Xtr[:n_fit], epochs=epochs, batch_size=64, verbose=False)
+    det.fit(Xtr[:n_fit], epochs=epochs, batch_size=64, verbose=False, rng=np.random.default_rng(seed))
     det.calibrate_threshold(Xtr[n_fit:], target_fpr=0.05)
     from adae_stream.detector.card import evaluate
     from adae_stream.detector.identity import detector_identity

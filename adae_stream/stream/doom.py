@@ -35,6 +35,7 @@ class Doom:
     def __init__(self) -> None:
         self._lock = threading.RLock()  # settles() runs the caller's condemn() under it, which condemns here
         self.doomed = False
+        self.unsettled = False  # declared because sends did not settle: waiting for them again is no use
         self._seen: list[BaseException] = []  # the exceptions of this window (kept by identity)
         # source records (topic, partition, offset) whose own send was rejected: what it was for, and why
         self._condemned: dict[tuple[str, int, int], tuple[Any, BaseException]] = {}
@@ -42,13 +43,13 @@ class Doom:
 
     def clear(self) -> None:
         with self._lock:
-            self.doomed = False
+            self.doomed = self.unsettled = False
             self._seen = []
 
     def declare(self, why: str) -> None:
         """Doomed without a record to blame (the producer could not settle what it was sent)."""
         with self._lock:
-            self.doomed = True
+            self.doomed = self.unsettled = True
         log.warning("%s: the work in flight is redone on a new producer", why)
 
     def settles(self, exc: BaseException, condemn: Callable[[], str] | None) -> bool:

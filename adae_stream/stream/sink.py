@@ -297,6 +297,8 @@ class Sink:
         failed: each by its own future (in_flight.py says why), after kafka-python's flush() has sent what
         lingers. False when some were not settled by the deadline: then the work in flight is doomed (redone
         on a new producer, Outlet.redo_after_rejection), never committed or waited on forever."""
+        if self._doom.unsettled:
+            return False  # they did not settle by the last deadline: the producer is replaced, not waited on
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -1,4 +1,5 @@
-"""The codebase's own rules: no import cycles (lazy imports count), and an installed wheel runs the CLI."""
+"""The codebase's own rules: no import cycles between modules or between packages (lazy imports count),
+Kafka's client only behind its seam, size limits, and an installed wheel runs the CLI."""
 
 from __future__ import annotations
 
@@ -105,6 +106,64 @@ def test_no_import_cycles_in_the_package():
     graph = import_graph(ROOT / "adae_stream")
     assert "adae_stream.cli.train" in graph["adae_stream.cli"]  # the graph sees the package's own imports
     assert cycles(graph) == []
+
+
+def parts_graph(graph: dict[str, set[str]], root: str = "adae_stream") -> dict[str, set[str]]:
+    """The module graph folded into the root package's parts (its subpackages and top-level modules): a
+    part imports another where any of its modules imports any of the other's."""
+
+    def part(module: str) -> str:
+        return ".".join(module.split(".")[:2]) if module != root else root
+
+    parts: dict[str, set[str]] = {part(m): set() for m in graph}
+    for module, targets in graph.items():
+        parts[part(module)] |= {part(t) for t in targets if part(t) != part(module)}
+    return parts
+
+
+def test_the_package_cycle_finder_sees_two_packages_importing_each_other(tmp_path):
+    pkg = tmp_path / "pkg"
+    for sub in ("a", "b"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a" / "x.py").write_text("from pkg.b import y\n")
+    (pkg / "b" / "y.py").write_text("import typing\n")
+    (pkg / "b" / "z.py").write_text("def f():\n    from pkg.a import x\n")  # not a module cycle: y, z differ
+    graph = import_graph(pkg)
+    assert cycles(graph) == []
+    assert cycles(parts_graph(graph, "pkg")) == [["pkg.a", "pkg.b"]]
+
+
+def test_no_import_cycles_between_the_packages():
+    """stream/ and decisions/ both stand on feedback/, which stands on neither; monitoring/ implements
+    stream's metrics contract and imports nothing of decisions/ (issue 38)."""
+    parts = parts_graph(import_graph(ROOT / "adae_stream"))
+    assert "adae_stream.feedback" in parts["adae_stream.stream"] & parts["adae_stream.decisions"]
+    assert cycles(parts) == []
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name a file imports, anywhere in its body (absolute imports)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_kafka_is_imported_only_behind_the_client_seam():
+    """adae_stream.clients is the one seam around kafka-python (its docstring says why)."""
+    seam = ROOT / "adae_stream" / "clients"
+    outside = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "adae_stream").rglob("*.py")
+        if seam not in path.parents and any(n == "kafka" or n.startswith("kafka.") for n in imported_names(path))
+    )
+    assert outside == []
+    assert any(n.startswith("kafka") for n in imported_names(seam / "__init__.py"))  # the check sees imports
 
 
 def loaded_after_importing(*modules: str) -> set[str]:
