@@ -96,6 +96,10 @@ ERROR_POLICY = (
         "nowhere: the partitions' new owner redoes what was not committed",
     ),
     PolicyRow(
+        "records sent are not settled by `kafka.delivery_timeout_s` (kafka-python's flush failing on a split batch)",
+        "the work since the last commit is redone on a new producer; nothing is committed past it",
+    ),
+    PolicyRow(
         "a transaction's offsets are refused (a stalled member's generation moved on)",
         "transaction aborted; the records are redone by their owner after the rejoin",
     ),

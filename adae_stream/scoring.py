@@ -1,7 +1,8 @@
 """The contract between the detector and the stream: what a scorer tells and what a scored batch holds.
 
-The detector side (detector/scorer.py) implements it with TensorFlow; the stream, the metrics and the
-runner use nothing else of the detector. This module imports neither TensorFlow nor Kafka, so tests,
+The detector side (detector/scorer.py) implements it on the process's Keras backend (TensorFlow, JAX or
+PyTorch, each through its engine in detector/engines/); the stream, the metrics and the runner use nothing
+else of the detector. This module imports neither a Keras backend nor Kafka, so tests,
 benchmarks and other runtimes can offer a scorer of their own by satisfying ``StreamScorer``.
 """
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adae_stream.config import DecisionsConfig
-from adae_stream.decisions.rules import Verdict, decide_defense, decide_promotion, decide_rollback
+from adae_stream.decisions.rules import Verdict, alpha_per_test, decide_defense, decide_promotion, decide_rollback
 from adae_stream.decisions.state import DeciderState, DetectorState
 from adae_stream.detector.repository import Policy, policy_text, read_policy, render_policy, scan
 from adae_stream.feedback.evidence import Counts
@@ -115,7 +115,7 @@ class Decider:
         carries; ``state`` is left as it will be once they are written (service.py writes them, so that the
         state can say first what it is about to write: state.py's Intent)."""
         found = {name: versions for name, versions in scan(self.root).items() if versions}
-        alpha = self.cfg.alpha / (2 * max(len(found), 1))  # two tests per detector (Bonferroni)
+        alpha = alpha_per_test(self.cfg.alpha, max(len(found), 1))
         out: list[PolicyWrite] = []
         for name, versions in found.items():
             try:

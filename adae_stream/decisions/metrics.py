@@ -20,7 +20,8 @@ class DecisionMetrics:
         )
         self.e_value = Gauge(
             "adae_decision_e_value",
-            "The current e-value of each test (it decides at 1/alpha; see adae_decision_alpha).",
+            "The current e-value of each test and direction: promotion and rollback decide at 1/alpha, the defense "
+            "at 2/alpha in either direction (alpha: adae_decision_alpha).",
             ["detector", "test", "direction"],
             registry=registry,
         )

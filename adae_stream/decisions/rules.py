@@ -7,8 +7,8 @@
 - Rollout, per detector: promote a shadow that is non-inferior to the serving version by the margin
   delta; roll back a serving version shown strictly worse than the one it replaced (kept as the shadow
   for a probation period).
-- Alpha is shared across the K detectors under test (alpha / K each), so the chance of any false decision
-  across the repository stays at most alpha.
+- Alpha is shared across the two tests of each of the K detectors under test (alpha / (2K) each:
+  ``alpha_per_test``), so the chance of any false decision across the repository stays at most alpha.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ class Verdict:
         return {name: math.exp(min(value, 700.0)) for name, value in self.log_e.items()}
 
 
-def per_detector_alpha(alpha: float, detectors: int) -> float:
-    """Bonferroni across the detectors under test: each gets alpha / K."""
+def alpha_per_test(alpha: float, detectors: int) -> float:
+    """Bonferroni across the two tests (defense; promotion or rollback) of each of the K detectors under test:
+    each test gets alpha / (2K). The defense test spends its share as alpha / (4K) per direction."""
     if not 0.0 < alpha < 1.0 or detectors < 1:
         raise ValueError("alpha in (0, 1) and at least one detector")
-    return alpha / detectors
+    return alpha / (2 * detectors)
 
 
 def decide_defense(pairs: Counts, alpha: float, min_discordant: int, current: Defense) -> Verdict:

@@ -1,1 +1,2 @@
-"""The adversarial auto-encoder detector. TensorFlow/Keras only: nothing here knows about Kafka."""
+"""The adversarial auto-encoder detector, on Keras 3 with the process's backend (TensorFlow, JAX or PyTorch:
+detector/backend.py). Nothing here knows about Kafka."""

@@ -232,7 +232,8 @@ class FeedbackJoin:
             for s in (answer.serving, answer.shadow)
             if s is not None and s.detector
         ]
-        outcome = Outcome("joined", int(new.sum()), correct, confusion, versions, evidence=evidence(answer, new, y))
+        paired = evidence(answer, new, y)
+        outcome = Outcome("joined", int(new.sum()), correct, confusion, versions, None, paired, label.request_id)
         self.journal.record(label.where, outcome, answer.labelled, new)
         return outcome
 

@@ -21,10 +21,13 @@ from adae_stream.feedback.evidence import COUNT_FIELDS, KINDS, Counts, Key, Pair
 LEDGER_VERSION = 1  # a row: kind, detector, a_version, b_version, then COUNT_FIELDS in order
 
 
-def encode_evidence(evidence: Iterable[PairedEvidence]) -> bytes:
-    """One label's evidence as a ledger record's value (compact JSON, a few hundred bytes)."""
+def encode_evidence(evidence: Iterable[PairedEvidence], request_id: str = "") -> bytes:
+    """One label's evidence as a ledger record's value (compact JSON, a few hundred bytes), with the id of
+    the request the label judged: which label gave which evidence can be audited, and a label counted twice
+    or never found (tests/broker/test_evidence_faults.py). Readers need only ``v`` and ``evidence``."""
     rows = [[*e.key, *e.counts.values()] for e in evidence]
-    return json.dumps({"v": LEDGER_VERSION, "evidence": rows}, separators=(",", ":")).encode()
+    body = {"v": LEDGER_VERSION, "id": request_id, "evidence": rows}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def decode_evidence(value: bytes | None) -> list[PairedEvidence]:

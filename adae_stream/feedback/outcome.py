@@ -41,3 +41,4 @@ class Outcome:
     versions: list[VersionOutcome] = field(default_factory=list)  # the same, per detector version and role
     reason: str | None = None  # why, for result "unplaced" (UNPLACED_REASONS)
     evidence: list[PairedEvidence] = field(default_factory=list)  # paired counts of the newly labelled
+    request_id: str = ""  # the request whose answer the label judged (joined labels)

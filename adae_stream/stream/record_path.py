@@ -193,7 +193,7 @@ class RecordPath:
             self.sink.settle(raw, "feedback")
             return
         key = outcome.evidence[0].detector.encode("utf-8", "replace")
-        self.sink.evidence(topic, raw, encode_evidence(outcome.evidence), key)
+        self.sink.evidence(topic, raw, encode_evidence(outcome.evidence, outcome.request_id), key)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """A partition no longer ours, or redone from its committed offset: its held labels are dropped and

@@ -49,7 +49,7 @@ def test_demo_end_to_end_short_mode(tmp_path):
     # prediction on the evidence (about 600 discordant pairs at 0.58 : 0.42 decide; 10 s at 100 requests/s
     # label about 7200 instances, of which about 13 % are discordant)
     # (one fresh-clone run in four here ended with no decision at all, where the others decided at 4-5 s on
-    # e-values of 113-252 against 40: the demo's own log, which says why, comes with the failure)
+    # e-values of 113-252 against 80: the demo's own log, which says why, comes with the failure)
     assert len(summary["run"]["decisions"]) == 1, out.stdout[-4000:] + out.stderr[-6000:]
     (decision,) = summary["run"]["decisions"]
     assert decision["decision"] == "publish_no_defense" and decision["c"] > decision["b"]

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from adae_stream.decisions.rules import (
+    alpha_per_test,
     decide_defense,
     decide_promotion,
     decide_rollback,
-    per_detector_alpha,
 )
 from adae_stream.decisions.sequential import log_sign_e
 from adae_stream.feedback.evidence import Counts
@@ -44,11 +44,11 @@ def test_promotion_needs_noninferiority_and_rollback_needs_strictly_worse():
     assert decide_rollback(Counts(b=35, c=30, m=2000), 0.05, min_discordant=30).decision is None
 
 
-def test_alpha_is_shared_across_detectors():
-    assert per_detector_alpha(0.05, 4) == pytest.approx(0.0125)
-    strict = per_detector_alpha(0.05, 50)
+def test_alpha_is_shared_across_the_two_tests_of_every_detector():
+    assert alpha_per_test(0.05, 4) == pytest.approx(0.05 / 8)
+    strict = alpha_per_test(0.05, 25)
     # log E(corrected worse) for 50 vs 20 is 5.3: past log(2/0.05) = 3.7, short of log(2/0.001) = 7.6
     assert decide_defense(Counts(20, 50), 0.05, 30, "corrected").decision == "no_defense"
     assert decide_defense(Counts(20, 50), strict, 30, "corrected").decision is None
     with pytest.raises(ValueError):
-        per_detector_alpha(0.05, 0)
+        alpha_per_test(0.05, 0)

@@ -11,6 +11,7 @@ are one "joined" per label; and the evidence series equal the ledger's sums.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -49,6 +50,8 @@ def answered(h: Harness, n: int = LABELS) -> Harness:
 
 def check_counted_once(h: Harness, labels: int = LABELS) -> None:
     records = ledger(h)
+    by_label = Counter(json.loads(r["value"])["id"] for r in h.to("out-evidence"))
+    assert by_label == Counter(f"r{i}" for i in range(labels)), by_label  # each label's evidence, once
     assert len(records) == labels, f"{len(records)} evidence records for {labels} labels"
     assert sum(c.instances for c in records) == 2 * labels
     assert counted(h)["joined"] == labels and counted(h)["duplicate"] == 0, counted(h)
