@@ -325,8 +325,8 @@ def test_a_better_shadow_is_promoted_and_a_worse_one_promoted_by_hand_is_rolled_
     w.round(truth)
     w.counted()
     assert "promote" not in [d.decision for d in w.decider.check()] and w.read()["serve"] == 1
-    since = w.decider.state.totals.get("versions", "iris", 1, 2).since(
-        w.decider.state.detectors["iris"].base["versions:1:2"]
+    since = (
+        w.decider.state.totals.get("versions", "iris", 1, 2) - w.decider.state.detectors["iris"].base["versions:1:2"]
     )
     assert since.c > 2 * since.b and since.b + since.c >= 100  # evidence enough, and against version 2
     # a person promotes 2 anyway, without a shadow: it goes on probation against the one it replaced
