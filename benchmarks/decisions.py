@@ -140,14 +140,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ledger_cost(seed: int, labels: int = 5000) -> dict[str, float]:
-    """Per label: join.label with the paired counts (what the join did before the ledger, counts included),
-    the paired counts alone, the ledger record's encoding, and a kafka-python send of it (flushed)."""
+    """Per label: the join's decision with the paired counts, and its commit (the journal: marks and counts
+    take effect with the commit that covers the label), the paired counts alone, the ledger record's
+    encoding, and a kafka-python send of it (flushed)."""
     import time
 
     from kafka import KafkaProducer
 
     from adae_stream.feedback.answers import Answer, Scored, evidence
-    from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.join import FeedbackJoin, LabelRecord
     from adae_stream.feedback.ledger import encode_evidence
     from adae_stream.stream.broker import EmbeddedBroker
 
@@ -166,13 +167,14 @@ def ledger_cost(seed: int, labels: int = 5000) -> dict[str, float]:
 
     def joined(join: FeedbackJoin) -> None:
         for i, y in enumerate(ys):
-            join.label(f"r{i}", y)
+            join.submit(LabelRecord("labels", 0, i, None, 0.0, f"r{i}", y))
+        join.journal.commit({("labels", 0): len(ys)})
 
     for _ in range(5):
         join = FeedbackJoin(3600, 10**7)
         for i in range(labels):
             join.remember(f"r{i}", fields, detector="d", version="1")
-        timed("a label joined (join.label, paired counts included)", lambda j=join: joined(j))
+        timed("a label joined and committed (paired counts included)", lambda j=join: joined(j))
         timed("  of which the paired counts (feedback.evidence)", lambda: [evidence(answer, new, y) for y in ys])
         timed(
             "the ledger record encoded (encode_evidence)",

@@ -54,7 +54,7 @@ def _answers(fmt: str, n_instances: int, count: int) -> list[tuple[str, dict, Si
 
 
 def per_record(count: int) -> list[dict]:
-    from adae_stream.feedback.join import FeedbackJoin
+    from adae_stream.feedback.join import FeedbackJoin, LabelRecord
     from adae_stream.feedback.join_tail import read_record
 
     rows = []
@@ -78,8 +78,9 @@ def per_record(count: int) -> list[dict]:
             raw_us = (time.perf_counter() - t) / count * 1e6
             labels = np.zeros(n, np.int64)
             t = time.perf_counter()
-            for rid, _, _ in answers:
-                now.submit(rid, labels, None)
+            for i, (rid, _, _) in enumerate(answers):
+                now.submit(LabelRecord("labels", 0, i, None, 0.0, rid, labels))
+            now.journal.commit({("labels", 0): len(answers)})
             label_us = (time.perf_counter() - t) / count * 1e6
             rows.append(
                 {"format": fmt, "instances": n, "remember_us": local_us, "read_us": read_us, "raw_us": raw_us}
@@ -151,7 +152,7 @@ def end_to_end(rounds: int, requests: int) -> list[dict]:
                 t0 = time.time()
                 out = e2e.read_topic(broker.bootstrap, cfg.kafka.output_topic, len(records), timeout_s=600)
                 span = (max(out.values()) - t0 * 1000) / 1000.0
-                joined = len(pipeline.path.join) if pipeline.path.join is not None else 0
+                joined = len(pipeline.labels.join) if pipeline.labels is not None else 0
                 pipeline.stop()
                 thread.join(60)
                 rows.append(

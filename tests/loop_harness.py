@@ -123,7 +123,7 @@ class Harness:
 
     @property
     def join(self) -> FeedbackJoin | None:
-        return self.pipeline.path.join
+        return self.pipeline.labels.join if self.pipeline.labels is not None else None
 
     @property
     def producer(self) -> StandInProducer:

@@ -113,15 +113,15 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "held labels never decided",
-        "stream/record_path.py",
-        "self._labels_decided(self.join.settle(placed))",
-        "self._labels_decided([])",
+        "stream/label_path.py",
+        "self._write(self.join.settle(placed))",
+        "self._write([])",
     ),
     (
         "a held label settled before it is decided",
-        "stream/record_path.py",
-        "self._labels_decided(join.submit(label))",
-        'join.submit(label)\n        self.sink.settle(raw, "feedback")',
+        "stream/label_path.py",
+        "self._write(self.join.submit(label))",
+        'self.join.submit(label)\n        self.sink.settle(raw, "feedback")',
     ),
     (
         "a decoder bug stops the service",
@@ -131,15 +131,15 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ),
     (
         "held labels and decisions of a partition no longer ours are kept",
-        "stream/record_path.py",
+        "stream/label_path.py",
         "self.join.forget_partition(topic, partition)",
         "pass",
     ),
     (
         "labels no longer reach the join",
         "stream/record_path.py",
-        "self._labels_decided(join.submit(label))",
-        "join.submit(label) and None",
+        "self.labels.ingest(raw)",
+        "pass",
     ),
     (
         "a label unknown before the tail read past it",
@@ -190,7 +190,7 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     ("a new published choice does not drain the lane", "stream/lanes.py", "lane.detector.publish,\n", "new.publish,\n"),
     (
         "a label's evidence never reaches the ledger",
-        "stream/record_path.py",
+        "stream/label_path.py",
         "if topic is None or not outcome.evidence:",
         "if True:",
     ),

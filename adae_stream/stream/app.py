@@ -28,6 +28,7 @@ from adae_stream.scoring import DetectorSource, StreamScorer, as_source
 from adae_stream.stream.assignments import Assignments
 from adae_stream.stream.commit import Committer
 from adae_stream.stream.housekeeping import Housekeeping
+from adae_stream.stream.label_path import LabelPath
 from adae_stream.stream.offsets import OffsetTracker
 from adae_stream.stream.outlet import Outlet
 from adae_stream.stream.rebalance import RebalanceListener
@@ -73,10 +74,11 @@ class Pipeline:
         )
         # the group's answers, read into this replica's join (none without a feedback topic)
         self.tail = JoinTail(config, clients, join) if join is not None else None
+        self.labels = LabelPath(self.kafka, join, lambda: self.sink) if join is not None else None
         if join is not None:  # the join's label decisions take effect with the commit that covers them
             self.tracker.on_committed(join.journal.commit)
         self.path = RecordPath(
-            config, as_source(detectors, config.detector.model_name), self.metrics, lambda: self.sink, join
+            config, as_source(detectors, config.detector.model_name), self.metrics, lambda: self.sink, self.labels
         )
         self.partitions = Assignments(
             self.tracker,
@@ -95,7 +97,8 @@ class Pipeline:
     def _forget_partition(self, tp: TopicPartition) -> None:
         """What lives outside Assignments for a partition no longer ours: its lag series, its held labels."""
         self.metrics.set_lag(tp.topic, tp.partition, None)
-        self.path.forget_partition(tp.topic, tp.partition)
+        if self.labels is not None:
+            self.labels.forget_partition(tp.topic, tp.partition)
 
     # ------------------------------------------------------------------ what the loop is built on
     @property
@@ -180,9 +183,9 @@ class Pipeline:
             for rec in records:
                 self.tracker.add(tp, rec.offset)
                 self.path.ingest(rec)
-        if self.tail is not None:
+        if self.tail is not None and self.labels is not None:  # both exist with a feedback topic, or neither
             self.tail.poll()
-            self.path.settle_feedback(self.tail.placed)
+            self.labels.settle(self.tail.placed)
         self.sink.drain()
         self.path.score(force=False)
         self.path.take_new_detectors()

@@ -20,10 +20,7 @@ from adae_stream.codecs.tensors import conform
 from adae_stream.config import Config
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.feedback.answers import encode_shadow
-from adae_stream.feedback.join import Decided, FeedbackJoin, LabelRecord
-from adae_stream.feedback.labels import parse_feedback
-from adae_stream.feedback.ledger import encode_evidence
-from adae_stream.feedback.outcome import PREDICTIONS, Outcome
+from adae_stream.feedback.outcome import PREDICTIONS
 from adae_stream.scoring import (
     CORRECTED,
     INSTANCE_SCORE,
@@ -35,6 +32,7 @@ from adae_stream.scoring import (
     answer_fields,
 )
 from adae_stream.stream.batcher import Batch
+from adae_stream.stream.label_path import LabelPath
 from adae_stream.stream.lanes import Lane, Lanes
 from adae_stream.stream.routing import Router, parse_routes
 from adae_stream.stream.sink import Sink
@@ -50,8 +48,9 @@ class RecordPath:
         detectors: DetectorSource,
         metrics: Metrics,
         sink: Callable[[], Sink],
-        join: FeedbackJoin | None,
+        labels: LabelPath | None,
     ) -> None:
+        """labels: where feedback records go (none without a feedback topic)."""
         self.cfg = cfg
         self.kafka = cfg.kafka
         self.detectors = detectors
@@ -59,7 +58,7 @@ class RecordPath:
         self.lanes = Lanes(cfg.batching, detectors.current())
         self.metrics = metrics
         self._sink = sink
-        self.join = join
+        self.labels = labels
         self._fields = answer_fields(cfg.detector.return_instance_score, cfg.detector.return_all_predictions)
         metrics.set_detectors(dict(detectors.current()))
 
@@ -69,8 +68,8 @@ class RecordPath:
 
     def ingest(self, rec: ConsumerRecord) -> None:
         raw = RawRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers or [], rec.timestamp)
-        if self.join is not None and rec.topic == self.kafka.feedback_topic:
-            self._feedback(self.join, raw)
+        if self.labels is not None and rec.topic == self.kafka.feedback_topic:
+            self.labels.ingest(raw)
             return
         try:
             # decoded before its detector is known (the model may be named in the body), then checked
@@ -161,45 +160,6 @@ class RecordPath:
         self.metrics.set_detectors(dict(detectors))
         if changes:
             log.info("detectors changed: %s", "; ".join(changes))
-
-    def _feedback(self, join: FeedbackJoin, raw: RawRecord) -> None:
-        """Labels for an earlier answer: decided in offset order per partition (joined, or held until the
-        join has read its answer: settle_feedback), malformed ones dead-lettered in their turn. Its offset is
-        done once its decision is written (FeedbackJoin's docstring says why the order)."""
-        label = LabelRecord(raw.topic, raw.partition, raw.offset, raw, join.clock())
-        try:
-            label.request_id, label.labels = parse_feedback(raw.value)
-        except DecodeError as exc:
-            label.error = exc
-        self._labels_decided(join.submit(label))
-
-    def settle_feedback(self, placed: Callable[[float], bool]) -> None:
-        """The held labels the join can decide now (JoinTail.placed says how far it has read)."""
-        if self.join is not None:
-            self._labels_decided(self.join.settle(placed))
-
-    def _labels_decided(self, decided: list[Decided]) -> None:
-        for raw, outcome in decided:
-            if isinstance(outcome, DecodeError):
-                self.sink.dead_letter(raw, outcome.reason, f"feedback: {outcome.message}")
-            else:
-                self._label_done(raw, outcome)
-
-    def _label_done(self, raw: RawRecord, outcome: Outcome) -> None:
-        """A decided label: its paired evidence goes to the ledger, and its offset is done once the broker
-        has that record (or at once when it adds no evidence)."""
-        topic = self.kafka.evidence_topic
-        if topic is None or not outcome.evidence:
-            self.sink.settle(raw, "feedback")
-            return
-        key = outcome.evidence[0].detector.encode("utf-8", "replace")
-        self.sink.evidence(topic, raw, encode_evidence(outcome.evidence, outcome.request_id), key)
-
-    def forget_partition(self, topic: str, partition: int) -> None:
-        """A partition no longer ours, or redone from its committed offset: its held labels are dropped and
-        its labels' uncommitted decisions undone; its new owner (or our redo) reads them again."""
-        if self.join is not None:
-            self.join.forget_partition(topic, partition)
 
     def _capture_flagged(self, topic: str, lane: Lane, req: Request, result: dict[str, np.ndarray]) -> None:
         """Every request with a flagged instance, sampled by its id (a redelivery decides the same way)."""

@@ -492,9 +492,9 @@ def test_held_labels_of_a_partition_no_longer_ours_are_dropped_not_counted():
     h.label("not-yet-answered", [1])
     h.pipeline.turn()
     assert h.join is not None and h.join.pending == 1
-    h.path.forget_partition("labels", 1)  # another partition: kept
+    h.pipeline.labels.forget_partition("labels", 1)  # another partition: kept
     assert h.join.pending == 1
-    h.path.forget_partition("labels", 0)
+    h.pipeline.labels.forget_partition("labels", 0)
     assert h.join.pending == 0
     h.pipeline.committer.commit(force=True)
     assert h.outcomes() == [] and not h.all_settled("labels")
