@@ -1,4 +1,5 @@
-"""The decision-maker: the ledger's summed evidence in, decisions out, written into each policy.yaml.
+"""The decision-maker: the ledger's summed evidence in, decisions out, as the policy.yaml each one makes
+(service.py writes them, the state's intent first: state.py).
 
 One per repository (``adae-stream decide`` holds ``DIR/.decider/lock``). The replicas' watchers apply what
 it writes at their next poll, exactly as they apply a person's edit: policy.yaml is the one control plane.
@@ -17,7 +18,8 @@ Per detector, at every check:
   instances without that, the probation ends and the shadow is dropped. A person's promotion is put on
   probation the same way (its predecessor becomes the shadow, unless a shadow is set).
 
-Pure filesystem code over a Totals (no Kafka, no clock but ``now``): tests/fast/test_decider.py drives it.
+It reads the policies and plans; no Kafka, no writes, no clock but ``now``: tests/fast/test_decider.py drives
+it through service.decide.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The pipeline loop (an Application in the Quix Streams sense): owns the session and the loop.
 
-Loop: poll -> record path (decode, route, lane, batch, score, answer) -> sink -> commit. Each job has its
-own home: the clients and the subscription (session.py), partition state (assignments.py), what happens
-to a record (record_path.py, lanes.py), where each record ends up and the per-record error policy
-(sink.py), what may be committed (commit.py), the sink and committer on the current producer and their
-recovery (outlet.py), the rebalance hooks (rebalance.py), the once-a-second chores (housekeeping.py). A record's offset
-becomes committable only once the broker acked its answer or dead-letter record (OffsetTracker), so
-delivery is at-least-once even though batches mix polls, partitions and detectors.
+Loop (``turn``, one step): poll -> record path (decode, route, lane, batch, score, answer) or label path
+(a label into the join, its evidence to the ledger) -> sink -> commit. Each job has its own home: the
+clients and the subscription (session.py), partition state (assignments.py), what happens to a request
+(record_path.py, lanes.py) and to a label (label_path.py; the join and its tail in feedback/), where each
+record ends up and the per-record error policy (sink.py), what may be committed (commit.py), the sink and
+committer on the current producer and their recovery (outlet.py), the rebalance hooks (rebalance.py), the
+once-a-second chores (housekeeping.py). A record's offset becomes committable only once the broker acked
+its answer or dead-letter record (OffsetTracker), so delivery is at-least-once even though batches mix
+polls, partitions and detectors; what the join decided takes effect with the commit that covers it.
 
 Only failures of the whole service stop the loop; a record costs at most itself.
 """
