@@ -264,8 +264,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "the intent is not saved before the policies",
         "decisions/service.py",
-        "        save_state(root, state)\n    decisions = [",
-        "        pass\n    decisions = [",
+        "        if writes:\n            save_state(root, state)",
+        "        if writes:\n            pass",
     ),
     (
         "a policy never written is taken as written after a crash",
@@ -278,6 +278,12 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "decisions/service.py",
         "        with self._checking:\n            skipped",
         "        if True:\n            skipped",
+    ),
+    (
+        "a failed write leaves the state as if it had been written",
+        "decisions/service.py",
+        "        if state.intent is not None:\n            settle_intent(root, state)",
+        "        if False:\n            settle_intent(root, state)",
     ),
     (
         "a check that fails is not counted",

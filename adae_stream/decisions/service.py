@@ -29,6 +29,7 @@ from adae_stream.decisions.state import (
     digest,
     load_state,
     save_state,
+    settle_intent,
 )
 from adae_stream.detector.repository import replace_policy
 from adae_stream.errors import ConfigError
@@ -66,7 +67,8 @@ def decide(
 ) -> list[Decision]:
     """Check every test and write what they decide: the state with its intent first, then each policy,
     then the state again (state.py says why). ``written`` gets the decisions whose policies were written,
-    before the last save, so that they are reported whatever fails after. Returns them."""
+    before the last save, so that they are reported whatever fails after; a write that fails leaves the
+    state as a restart would find it (its detector as before), not as if it had been written. Returns them."""
     before = {name: copy.deepcopy(ds) for name, ds in state.detectors.items()}
     writes = decider.step(state, now)
     if writes:
@@ -74,8 +76,18 @@ def decide(
             {w.detector: (digest(w.before), digest(w.after)) for w in writes},
             {w.detector: before.get(w.detector) for w in writes},
         )
-        save_state(root, state)
-    decisions = [d for w in writes if _write(root, state, w, before.get(w.detector)) for d in w.decisions]
+    decisions: list[Decision] = []
+    try:
+        if writes:
+            save_state(root, state)
+        for w in writes:
+            if _write(root, state, w, before.get(w.detector)):
+                decisions += w.decisions
+    except Exception:  # a write failed (a full disk): settled here as a restart would, then reported
+        if state.intent is not None:
+            settle_intent(root, state)
+        written(decisions)
+        raise
     written(decisions)
     state.intent = None
     save_state(root, state)

@@ -8,7 +8,8 @@ a better shadow promoted; the promoted version rolled back on probation; correct
 to publishing the undefended prediction); a person's edit (publish corrected again, and the rolled-back
 version offered as the shadow), accepted; and evidence for that version, which must not promote it again.
 Issue 38 found, in 5 of 5 runs, the decider's own decision read back as a person's edit and the rolled-back
-version promoted again after a crash between the policy write and the state's.
+version promoted again after a crash between the policy write and the state's. The same holds for a write
+that fails (a full disk) in a process that goes on.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ LEDGER = "out-evidence"
 
 class Killed(BaseException):
     """The process stopping at a write point (a BaseException: no `except Exception` of the service sees it)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
 
 
 def versions(a: int, b: int, counts: Counts) -> PairedEvidence:
@@ -93,14 +97,20 @@ class Run:
             self.service._lock.close()  # the kernel releases a dead process's lock
             self.service = self._start()  # the restart; its loop checks again
             self.service.check()
+        except OSError:  # a write failed in a process that goes on: its loop checks again
+            self.kills += 1
+            self.service.check()
 
     def outcome(self) -> tuple[str, dict]:
         return (self.root / "a" / "policy.yaml").read_text(), json.loads(state_path(self.root).read_text())
 
 
-def run(tmp_path: Path, monkeypatch, kill_at: int | None = None, after: bool = False) -> tuple[Run, int]:
-    """The whole scenario; with ``kill_at``, killed at that replacement (counted from 1), before it or after
-    it. Returns the run and how many replacements it made."""
+def run(
+    tmp_path: Path, monkeypatch, kill_at: int | None = None, after: bool = False, fault: type = Killed
+) -> tuple[Run, int]:
+    """The whole scenario; with ``kill_at``, ``fault`` raised at that replacement (counted from 1), before it
+    or after it: Killed stops the process there, OSError (a full disk) fails the write in a process that
+    goes on. Returns the run and how many replacements it made."""
     calls = 0
     replace = os.replace
 
@@ -108,10 +118,10 @@ def run(tmp_path: Path, monkeypatch, kill_at: int | None = None, after: bool = F
         nonlocal calls
         calls += 1
         if calls == kill_at and not after:
-            raise Killed
+            raise fault("injected")
         replace(src, dst)
         if calls == kill_at and after:
-            raise Killed
+            raise fault("injected")
 
     r = Run(repository(tmp_path))
     monkeypatch.setattr(os, "replace", replacing)
@@ -147,3 +157,16 @@ def test_a_kill_at_any_write_point_ends_as_an_uninterrupted_run(uninterrupted, t
         r, _ = run(tmp_path / f"kill-{kill_at}", monkeypatch, kill_at, after)
         assert r.kills == 1, kill_at
         assert r.outcome() == (policy, state), f"killed {'after' if after else 'before'} write {kill_at}"
+
+
+def test_a_write_that_fails_in_a_process_that_goes_on_ends_as_an_uninterrupted_run(
+    uninterrupted, tmp_path, monkeypatch
+):
+    """A full disk at any write point (the replacement refused, nothing written): the check fails, the
+    process goes on, and its next check decides again; before, a failed policy write left the state as if
+    it had been written, and the next check read the decision-maker's own decision as a person's edit."""
+    policy, state, calls = uninterrupted
+    for fail_at in range(1, calls + 1):
+        r, _ = run(tmp_path / f"fail-{fail_at}", monkeypatch, fail_at, after=False, fault=OSError)
+        assert r.kills == 1, fail_at
+        assert r.outcome() == (policy, state), f"write {fail_at} failed"
