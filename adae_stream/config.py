@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adae_stream.errors import ConfigError
 from adae_stream.scoring import buckets_up_to
-from adae_stream.typed_settings import ENV_NESTING, ENV_PREFIX, is_secret, load
+from adae_stream.typed_settings import ENV_NESTING, ENV_PREFIX, Duration, is_secret, load
 
 # pydantic's lax mode, as environment variables (all text) need: "7" is read as 7 and "false" as False,
 # but a word is no number and 3 is no bool. A string field from the environment takes the text verbatim;
@@ -51,6 +51,8 @@ class KafkaConfig(BaseModel):
     # in the transaction that consumes the label, so no restart loses or repeats it under exactly_once;
     # with kafka.feedback_topic set and this unset: "<output_topic>-evidence"
     evidence_topic: str | None = None
+    # with monitoring.enabled and this unset: "<output_topic>-summaries" (feedback/summaries.py)
+    summary_topic: str | None = None
     output_topic: str = "adae-predictions"
     dead_letter_topic: str = "adae-dead-letter"
     create_topics: bool = True
@@ -171,6 +173,29 @@ class DecisionsConfig(BaseModel):
     metrics_port: int = Field(default=9400, ge=0, le=65535)  # its own /metrics; 0: off
 
 
+class MonitoringConfig(BaseModel):
+    """The fleet's change detectors on flags, score shape and class mix (README, "Change detection")."""
+
+    model_config = _SECTION
+
+    # the replicas publish batch summaries (kafka.summary_topic) and `adae-stream decide` watches them
+    enabled: bool = True
+    # one false alarm per this much time at the observed rate, per detector and role, for the whole fleet
+    false_alarm_every: Duration = 30 * 86400.0
+    # live instances each version's pre-change rates are estimated from, fleet-wide, before it is watched
+    baseline_instances: Positive = 60_000
+    # the rates designed for are upper bounds at this confidence: an estimate that is low by chance must not
+    # make a chart alarm for ever
+    baseline_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.999
+    # the rises each event is watched for (odds ratios); each chart gets its share of the false alarms
+    odds_ratios: Annotated[list[Annotated[float, Field(gt=1.0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [1.25, 2.0, 4.0]
+    )
+    min_rate: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.01  # events rarer than this in the baseline: no chart
+    interval_s: Annotated[float, Field(gt=0.0)] = 1.0  # how often the summaries are read and the charts updated
+    state_dir: str = ".adae-monitor"  # the monitor's state without a repository (with one: DIR/.decider/)
+
+
 class DemoConfig(BaseModel):
     model_config = _SECTION
 
@@ -190,6 +215,11 @@ class DemoConfig(BaseModel):
             "occlusion": 0.1,
         }
     )
+    # an incident for the change detectors to find: this share of traffic becomes `incident_kind` from
+    # incident_at (a fraction of duration_s) on; share 0: none
+    incident_kind: str = "blur"
+    incident_share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    incident_at: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     seed: int = 0
     cache_dir: str = ".adae-cache"
     report_dir: str = "demo-report"
@@ -211,6 +241,7 @@ class Config(BaseSettings):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     flagged: FlaggedConfig = Field(default_factory=FlaggedConfig)
     decisions: DecisionsConfig = Field(default_factory=DecisionsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -246,10 +277,11 @@ def input_topics(kafka: KafkaConfig) -> list[str]:
     return [kafka.input_topic] if isinstance(kafka.input_topic, str) else list(kafka.input_topic)
 
 
-def validate_topics(kafka: KafkaConfig) -> None:
+def validate_topics(kafka: KafkaConfig, summaries: bool = True) -> None:
     """The service never writes to a topic it reads: no feedback loop, and a monitor-only tap leaves the
-    tapped platform's topics alone. Derives the shadow and evidence topics where feedback is on (called again
-    by whoever turns feedback on after loading, like the demo)."""
+    tapped platform's topics alone. Derives the shadow and evidence topics where feedback is on, and the
+    summary topic where the change detectors are (``summaries``: monitoring.enabled); called again by whoever
+    turns feedback on after loading, like the demo."""
     pattern = None
     if kafka.input_pattern:
         try:
@@ -262,6 +294,8 @@ def validate_topics(kafka: KafkaConfig) -> None:
         kafka.shadow_topic = f"{kafka.output_topic}-shadow"
     if kafka.feedback_topic and kafka.evidence_topic is None:
         kafka.evidence_topic = f"{kafka.output_topic}-evidence"
+    if kafka.summary_topic is None and summaries:
+        kafka.summary_topic = f"{kafka.output_topic}-summaries"
     for key in TOPIC_KEYS:
         topic = getattr(kafka, key)
         if topic is None:
@@ -284,6 +318,7 @@ TOPIC_KEYS = (
     "flagged_topic",
     "shadow_topic",
     "evidence_topic",
+    "summary_topic",
 )
 
 
@@ -310,7 +345,7 @@ def _validate_detector(detector: DetectorConfig) -> None:
 
 def _validate(cfg: Config) -> None:
     """The rules between fields (a single field's range is on the field)."""
-    validate_topics(cfg.kafka)
+    validate_topics(cfg.kafka, cfg.monitoring.enabled)
     _validate_detector(cfg.detector)
     checks = [
         (

@@ -4,9 +4,13 @@ one process (the demo's decision thread and its final check) never write through
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
+
+from adae_stream.errors import ConfigError
 
 
 def replace_text(path: Path, text: str) -> None:
@@ -18,3 +22,16 @@ def replace_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def hold_lock(path: Path, holder: str) -> IO:
+    """An exclusive lock on ``path`` (created with its directory), held for the life of the returned file:
+    one ``holder`` per directory (two would write over each other's state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"another {holder} already runs for {path.parent} (it holds {path.name})") from None
+    return handle

@@ -37,7 +37,13 @@ def topic_limits(kafka: KafkaConfig) -> dict[str, int]:
     if kafka.publish != "nothing":
         limits[kafka.output_topic] = kafka.max_message_bytes
     limits[kafka.dead_letter_topic] = dead_letter_limit(kafka)
-    for topic in (kafka.feedback_topic, kafka.flagged_topic, kafka.shadow_topic, kafka.evidence_topic):
+    for topic in (
+        kafka.feedback_topic,
+        kafka.flagged_topic,
+        kafka.shadow_topic,
+        kafka.evidence_topic,
+        kafka.summary_topic,
+    ):
         if topic is not None:
             limits[topic] = kafka.max_message_bytes
     return limits
@@ -45,8 +51,8 @@ def topic_limits(kafka: KafkaConfig) -> dict[str, int]:
 
 def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000) -> None:
     """Create the topics of topic_limits() that are missing (kafka.create_topics): input (not for a
-    monitor-only tap), output, dead-letter, feedback, flagged and shadow, each with a max.message.bytes that fits
-    what the service writes to it (brokers default to 1 MiB)."""
+    monitor-only tap), output, dead-letter, feedback, flagged, shadow, evidence and summaries, each with a
+    max.message.bytes that fits what the service writes to it (brokers default to 1 MiB)."""
     kafka = cfg.kafka
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
@@ -80,7 +86,13 @@ def ensure_topics(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int = 30000
 def written_topics(kafka: KafkaConfig) -> list[str]:
     """The topics the service writes to, whose broker-side size limit bounds what it may send there."""
     topics = [kafka.output_topic] if kafka.publish != "nothing" else []
-    copies = (kafka.dead_letter_topic, kafka.flagged_topic, kafka.shadow_topic, kafka.evidence_topic)
+    copies = (
+        kafka.dead_letter_topic,
+        kafka.flagged_topic,
+        kafka.shadow_topic,
+        kafka.evidence_topic,
+        kafka.summary_topic,
+    )
     return topics + [t for t in copies if t is not None]
 
 

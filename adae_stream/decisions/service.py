@@ -9,7 +9,6 @@ repeats or forgets no decision.
 from __future__ import annotations
 
 import copy
-import fcntl
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from adae_stream import files
 from adae_stream.config import Config
 from adae_stream.decisions.decider import Decider, Decision, PolicyWrite
 from adae_stream.decisions.metrics import DecisionMetrics
@@ -42,16 +42,7 @@ STANDING_LOG_S = 60.0  # how often a check that decides nothing says where the t
 
 def hold_lock(root: Path) -> IO:
     """The repository's decision-maker lock, held for the life of the returned file."""
-    (root / STATE_DIR).mkdir(exist_ok=True)
-    handle = open(root / STATE_DIR / LOCK_FILE, "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(
-            f"another decision-maker already decides for {root} (it holds {STATE_DIR}/{LOCK_FILE})"
-        ) from None
-    return handle
+    return files.hold_lock(root / STATE_DIR / LOCK_FILE, "decision-maker")
 
 
 def _ignore(*_args: object) -> None:

@@ -72,3 +72,20 @@ def render(elapsed: float, duration: float, produced: int, stats, throughput: fl
             f"(from {p['from_s']:.1f}s)"
         )
     return "\n".join(lines)
+
+
+def render_changes(changes, incident: tuple[str, float, float] | None) -> str:
+    """The change detectors' line: warming up, watching, or each event's first alarm with its delay."""
+    what = "no incident" if incident is None else f"incident: {incident[1]:.0%} {incident[0]} from {incident[2]:.0f}s"
+    warming = changes.warming()
+    if warming < 1.0:
+        return f"change detectors: baseline {warming:.0%} ({what})"
+    alarms = changes.alarms()
+    if not alarms:
+        return f"change detectors: watching, no alarm ({what})"
+    first = ", ".join(
+        f"{a['event']} at {a['alarmed_s']:.1f}s"
+        + ("" if incident is None else f" (+{a['alarmed_s'] - incident[2]:.1f}s)")
+        for a in alarms[:4]
+    )
+    return f"change detectors: ALARM {first} ({what})"

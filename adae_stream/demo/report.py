@@ -110,7 +110,36 @@ def _markdown(table: list[dict], threshold: float, delivery: dict, run_info: dic
     lines += _decisions(
         run_info.get("decisions") or [], run_info.get("published") or [], run_info.get("decision_standing") or {}
     )
+    lines += _changes(run_info)
     lines += ["", "![scores](scores.png)", "", "![accuracy](accuracy.png)", ""]
+    return lines
+
+
+def _changes(run_info: dict) -> list[str]:
+    """What the fleet's change detectors saw: each event's first alarm, its estimated start and its delay."""
+    alarms, incident = run_info.get("changes"), run_info.get("incident")
+    if alarms is None:
+        return []
+    lines = ["", "## Change detection", ""]
+    lines.append(
+        f"Baseline: the first {run_info.get('change_baseline_instances')} instances scored. "
+        + (
+            f"Incident: {incident['share']:.0%} of requests became {incident['kind']} at {incident['at_s']:.1f} s."
+            if incident
+            else "No incident in this run."
+        )
+    )
+    if not alarms:
+        lines.append("No alarm.")
+        return lines
+    lines += ["", "| event | first alarm | change began (estimate) | delay after the incident | rate before -> after |"]
+    lines.append("|---|---:|---:|---:|---|")
+    for a in alarms:
+        delay = f"{a['alarmed_s'] - incident['at_s']:.1f} s" if incident else "-"
+        lines.append(
+            f"| {a['event']} (odds x{a['odds_ratio']:g}) | {a['alarmed_s']:.1f} s | {a['began_s']:.1f} s | {delay} | "
+            f"{a['rate_before']:.3f} -> {a['rate_after']:.3f} |"
+        )
     return lines
 
 

@@ -14,16 +14,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adae_stream.clients import Consumer, ConsumerRecord
 from adae_stream.codecs.records import PREDICTION_HEADER
 from adae_stream.config import Config, KafkaConfig
-from adae_stream.demo.live_view import LiveView, live_accuracy, render
+from adae_stream.demo.live_view import LiveView, live_accuracy, render, render_changes
 from adae_stream.errors import UnreadableAnswer
-from adae_stream.feedback.outcome import FEEDBACK_RESULTS
+
+if TYPE_CHECKING:
+    from adae_stream.demo.changes import ChangeWatch
 
 log = logging.getLogger(__name__)
 DEMO_FEEDBACK_TOPIC = "adae-feedback"  # where the demo labels its own traffic, unless the config names one
@@ -50,7 +52,9 @@ class TrafficGenerator(threading.Thread):
         duration_s: float,
         seed: int,
         kafka: KafkaConfig,
+        incident: tuple[str, float, float] | None = None,
     ) -> None:
+        """incident: (kind, share, at_s): from at_s on, that share of requests is of that kind."""
         super().__init__(name="adae-demo-traffic", daemon=True)
         from adae_stream.clients.build import plain_producer
 
@@ -62,6 +66,17 @@ class TrafficGenerator(threading.Thread):
             raise ValueError(f"unknown traffic kinds in mix: {unknown} (known: {', '.join(pools)})")
         weights = np.array([mix[k] for k in kinds], dtype=float)
         self.kinds, self.probabilities = kinds, weights / weights.sum()
+        self.incident = incident
+        if incident is not None:
+            if incident[0] not in pools:
+                raise ValueError(f"unknown incident kind {incident[0]!r} (known: {', '.join(pools)})")
+            if incident[0] not in self.kinds:
+                self.kinds.append(incident[0])
+                self.probabilities = np.append(self.probabilities, 0.0)
+            after = self.probabilities * (1.0 - incident[1])
+            after[self.kinds.index(incident[0])] += incident[1]
+            self.incident_probabilities = after
+        self.started_at: float | None = None
         self.rng = np.random.default_rng(seed)
         self.sent: dict[str, Sent] = {}
         self.lock = threading.Lock()
@@ -71,10 +86,13 @@ class TrafficGenerator(threading.Thread):
     def run(self) -> None:
         from adae_stream.codecs import encode_request
 
-        start = time.monotonic()
+        start = self.started_at = time.monotonic()
         i = 0
         while not self.stop_event.is_set() and time.monotonic() - start < self.duration_s:
-            kind = self.kinds[self.rng.choice(len(self.kinds), p=self.probabilities)]
+            probabilities = self.probabilities
+            if self.incident is not None and time.monotonic() - start >= self.incident[2]:
+                probabilities = self.incident_probabilities
+            kind = self.kinds[self.rng.choice(len(self.kinds), p=probabilities)]
             X, y = self.pools[kind]
             idx = self.rng.integers(0, len(X), self.batch)
             rid = f"demo-{self.run_tag}-{i}"
@@ -181,6 +199,7 @@ class _Watch:
         self.stats, self.view = DemoStats(), LiveView()
         self.answered_instances = 0
         self.start = time.monotonic()
+        self.changes: ChangeWatch | None = None
 
     @property
     def elapsed(self) -> float:
@@ -209,7 +228,10 @@ class _Watch:
     def draw(self, force: bool = False) -> None:
         elapsed = self.elapsed
         rate = self.answered_instances / max(elapsed, 1e-9)
-        self.view.draw(render(elapsed, self.duration_s, len(self.gen.sent), self.stats, rate, self.live()), force=force)
+        text = render(elapsed, self.duration_s, len(self.gen.sent), self.stats, rate, self.live())
+        if self.changes is not None:
+            text += "\n" + render_changes(self.changes, self.gen.incident)
+        self.view.draw(text, force=force)
 
     def until_answered(self, consumer: Consumer, pipe: _PipelineThread) -> None:
         """Until every request sent is answered, 60 s past the traffic's end, or the pipeline stops."""
@@ -246,12 +268,14 @@ def _demo_config(cfg: Config) -> tuple[Config, str] | None:
     cfg = cfg.model_copy(deep=True)  # never the caller's
     cfg.kafka.feedback_topic = cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC
     cfg.kafka.flagged_topic = cfg.kafka.flagged_topic or "adae-flagged"
-    validate_topics(cfg.kafka)  # the shadow and evidence topics that feedback brings
+    validate_topics(cfg.kafka, cfg.monitoring.enabled)  # the shadow and evidence topics that feedback brings
     return cfg, topics[0]
 
 
 def run_demo(config: Config) -> int:
     from adae_stream.clients.build import plain_reader
+    from adae_stream.demo.changes import ChangeWatch, demo_monitoring
+    from adae_stream.demo.checks import delivery_check, wait_for_labels
     from adae_stream.demo.decisions import DemoDecider, repository_config
     from adae_stream.demo.detector_cache import load_or_train, traffic_pools
     from adae_stream.demo.report import write_report
@@ -266,12 +290,13 @@ def run_demo(config: Config) -> int:
     detector, det_path, cached = load_or_train(d.cache_dir, d.epochs, d.seed)
     trained = "from cache" if cached else f"trained in {time.monotonic() - t0:.1f}s"
     print(f"detector: {det_path} ({trained}), threshold {detector.threshold:.4g}")
-    cfg = repository_config(cfg, det_path, topic)
+    cfg = demo_monitoring(repository_config(cfg, det_path, topic))
     pools = traffic_pools(detector, d.seed)
     with kafka_bootstrap(cfg) as bootstrap:
         print(f"Kafka: {'embedded Tansu broker at ' if cfg.kafka.bootstrap_servers == 'embedded' else ''}{bootstrap}")
         pipe = _PipelineThread(cfg, None, bootstrap)
         decider: DemoDecider | None = None
+        changes: ChangeWatch | None = None
         pipe.start()
         # answers are matched to this run's request ids, so reading from the start is safe on a used topic
         consumer = plain_reader(cfg.kafka, bootstrap, cfg.kafka.output_topic)
@@ -285,9 +310,15 @@ def run_demo(config: Config) -> int:
             decider = DemoDecider(cfg, bootstrap, registry)  # decides what answers publish, from this run's labels
             decider.start()
             print(f"decision-maker: writes {cfg.detector.repository}/digits/policy.yaml")
-            gen = TrafficGenerator(bootstrap, topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka)
+            incident = (d.incident_kind, d.incident_share, d.incident_at * d.duration_s) if d.incident_share else None
+            gen = TrafficGenerator(
+                bootstrap, topic, pools, d.mix, d.rate, d.batch, d.duration_s, d.seed, cfg.kafka, incident
+            )
             feedback = FeedbackSender(bootstrap, cfg.kafka.feedback_topic or DEMO_FEEDBACK_TOPIC, d.seed, cfg.kafka)
             watch = _Watch(gen, feedback, service.metrics.registry if service.metrics else None, d.duration_s)
+            if cfg.monitoring.enabled:
+                changes = watch.changes = ChangeWatch(cfg, bootstrap, registry, time.monotonic())
+                changes.start()
             try:
                 gen.start()
                 watch.until_answered(consumer, pipe)
@@ -297,17 +328,19 @@ def run_demo(config: Config) -> int:
                 gen.stop_event.set()
             elapsed = watch.elapsed
             feedback.close()  # the labels still due go out now; the pipeline joins them before it stops
-            _wait_for_labels(watch.registry, feedback.counts["sent"], timeout_s=15)
+            wait_for_labels(watch.registry, feedback.counts["sent"], timeout_s=15)
             watch.draw(force=True)
             live_final = watch.live()
             gen.join(10)
             pipe.stop()
             pipe.join(60)
             # Delivery check: read the whole output topic once more, independently of the live view.
-            delivery = _delivery_check(bootstrap, cfg.kafka, set(gen.sent))
+            delivery = delivery_check(bootstrap, cfg.kafka, set(gen.sent))
         finally:
             if decider is not None:
                 decider.stop()
+            if changes is not None:
+                changes.stop()
             pipe.stop()
             consumer.close()
     stats = watch.stats
@@ -322,6 +355,9 @@ def run_demo(config: Config) -> int:
         "decisions": decider.summary() if decider is not None else [],
         "decision_standing": decider.standing() if decider is not None else {},
         "published": stats.published_table(),
+        "incident": None if gen.incident is None else dict(zip(("kind", "share", "at_s"), gen.incident, strict=True)),
+        "changes": changes.alarms() if changes is not None else None,
+        "change_baseline_instances": cfg.monitoring.baseline_instances,
     }
     out = write_report(d.report_dir, stats, detector.threshold, delivery, run_info)
     print(
@@ -330,42 +366,3 @@ def run_demo(config: Config) -> int:
     )
     print(f"report: {out / 'report.md'} (plots: {out / 'scores.png'}, {out / 'accuracy.png'})")
     return 0 if delivery["missing"] == 0 and pipe.rc == 0 else 1
-
-
-def _wait_for_labels(registry, sent: int, timeout_s: float) -> None:
-    """Until the service has handled every feedback record sent (or the timeout)."""
-    if registry is None:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        handled = sum(
-            registry.get_sample_value("adae_feedback_records_total", {"result": r}) or 0.0 for r in FEEDBACK_RESULTS
-        )
-        if handled >= sent:
-            return
-        time.sleep(0.2)
-
-
-def _delivery_check(bootstrap: str, kafka: KafkaConfig, produced: set[str]) -> dict:
-    from collections import Counter
-
-    from adae_stream.clients.build import plain_reader
-    from adae_stream.codecs import decode_response
-
-    c = plain_reader(kafka, bootstrap, kafka.output_topic)
-    counts: Counter = Counter()
-    idle_since = time.monotonic()
-    while time.monotonic() - idle_since < 2.0:
-        polled = c.poll(timeout_ms=300)
-        for records in polled.values():
-            idle_since = time.monotonic()
-            for rec in records:
-                counts[decode_response(rec.value, rec.headers)["id"]] += 1
-    c.close()
-    mine = {k: v for k, v in counts.items() if k in produced}
-    return {
-        "produced": len(produced),
-        "answered": len(mine),
-        "missing": len(produced - set(mine)),
-        "duplicates": sum(v - 1 for v in mine.values()),
-    }

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from adae_stream.clients import Consumer, ConsumerRecord, TopicPartition
+from adae_stream.clients import Consumer, ConsumerRecord
 from adae_stream.clients.build import plain_reader
 from adae_stream.config import Config
 from adae_stream.feedback.ledger import Totals, decode_evidence
-from adae_stream.feedback.tail import TopicTail
+from adae_stream.feedback.tail import ResumingReader
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +27,12 @@ class LedgerReader:
             consumer = plain_reader(
                 cfg.kafka, bootstrap, client_id=f"{cfg.kafka.client_id}-decide", isolation_level="read_committed"
             )
-        self._totals = Totals()  # the totals new partitions start from (read())
-        self._tail = TopicTail(consumer, [self.topic], self._place)
+        self._reader = ResumingReader(consumer, self.topic, fresh="beginning")
         self._unseen_logged = False
-
-    def _place(self, consumer: Consumer, new: set[TopicPartition]) -> None:
-        """A partition new to this reader starts where the totals stopped (or at its start)."""
-        for tp in new:
-            if tp.partition in self._totals.offsets:
-                consumer.seek(tp, self._totals.offsets[tp.partition])
-            else:
-                consumer.seek_to_beginning(tp)
 
     def read(self, totals: Totals, timeout_s: float = 10.0) -> int:
         """Everything committed to the ledger now, added to ``totals`` (whose offsets move with it). Returns
         the records read; a record that is not evidence is counted in totals.skipped."""
-        self._totals = totals
 
         def take(rec: ConsumerRecord) -> None:
             try:
@@ -51,8 +41,8 @@ class LedgerReader:
                 totals.skipped += 1
                 log.warning("ledger record %s-%d@%d skipped: %s", rec.topic, rec.partition, rec.offset, exc)
 
-        read = self._tail.read_to_end(take, timeout_s)
-        if not self._tail.partitions:  # the broker shows no topic without READ or DESCRIBE on it, as if absent
+        read = self._reader.read(totals.offsets, take, timeout_s)
+        if not self._reader.visible:
             if not self._unseen_logged:
                 log.warning(
                     "the evidence topic %s is not visible (not created yet, or no READ ACL for this principal: "
@@ -62,18 +52,11 @@ class LedgerReader:
                 self._unseen_logged = True
             return 0
         self._unseen_logged = False
-        for tp in self._tail.partitions:
-            position = self._tail.position(tp)
-            if position >= 0:  # -1: not known now (kept where it was; read again next time)
-                totals.offsets[tp.partition] = position
         return read
 
     def skip_to_end(self, totals: Totals) -> None:
         """Count nothing written so far (the demo judges its own run only)."""
-        self._totals = totals
-        for tp in self._tail.refresh(force=True):
-            self._tail.consumer.seek_to_end(tp)
-            totals.offsets[tp.partition] = self._tail.position(tp)
+        self._reader.skip_to_end(totals.offsets)
 
     def close(self) -> None:
-        self._tail.close()
+        self._reader.close()

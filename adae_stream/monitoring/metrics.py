@@ -72,6 +72,12 @@ class PipelineMetrics:
             registry=registry,
         )
         self.requests = Counter("adae_requests", "Input records handled, by outcome.", ["status"], registry=registry)
+        self.summaries = Counter(
+            "adae_summary_records",
+            "Batch summaries for the fleet's change detectors (kafka.summary_topic), by result (sent, rejected).",
+            ["result"],
+            registry=registry,
+        )
         self.dead_letter = Counter(
             "adae_dead_letter", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=registry
         )
@@ -208,6 +214,9 @@ class PipelineMetrics:
 
     def shadow_published(self, result: str) -> None:
         self.feedback.shadow_records.labels(result).inc()
+
+    def summary_published(self, result: str) -> None:
+        self.summaries.labels(result).inc()
 
     # --- per detector, version and role (detector.repository; a single detector.path reports as version 1)
     def observe_detector(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:

@@ -63,7 +63,12 @@ def required_acls(cfg: Config) -> list[Acl]:
     rules.append(Acl("GROUP", kafka.group_id, "READ", "join the consumer group and commit its offsets"))
     for topic in written_topics(kafka):
         rules.append(
-            Acl("TOPIC", topic, "WRITE", "publish answers / dead letters / captures / shadow predictions / evidence")
+            Acl(
+                "TOPIC",
+                topic,
+                "WRITE",
+                "publish answers / dead letters / captures / shadow predictions / evidence / summaries",
+            )
         )
         rules.append(Acl("TOPIC", topic, "DESCRIBE_CONFIGS", "read its max.message.bytes at start"))
     rules.append(Acl("CLUSTER", "kafka-cluster", "IDEMPOTENT_WRITE", "the idempotent producer (acks=all)"))
@@ -77,7 +82,11 @@ def required_acls(cfg: Config) -> list[Acl]:
 
 
 def decider_acls(cfg: Config) -> list[Acl]:
-    """``adae-stream decide``'s: it reads the evidence ledger outside any group and writes nothing to Kafka."""
-    if cfg.kafka.evidence_topic is None:
-        return []
-    return [Acl("TOPIC", cfg.kafka.evidence_topic, "READ", "adae-stream decide reads the evidence ledger")]
+    """``adae-stream decide``'s: it reads the evidence ledger and the batch summaries outside any group and
+    writes nothing to Kafka."""
+    rules = []
+    if cfg.kafka.evidence_topic is not None:
+        rules.append(Acl("TOPIC", cfg.kafka.evidence_topic, "READ", "adae-stream decide reads the evidence ledger"))
+    if cfg.kafka.summary_topic is not None:
+        rules.append(Acl("TOPIC", cfg.kafka.summary_topic, "READ", "adae-stream decide watches the batch summaries"))
+    return rules

@@ -21,6 +21,7 @@ from adae_stream.config import Config
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.feedback.answers import encode_shadow
 from adae_stream.feedback.outcome import PREDICTIONS
+from adae_stream.feedback.summaries import encode_summary, reference_edges, summarize
 from adae_stream.scoring import (
     CORRECTED,
     INSTANCE_SCORE,
@@ -59,6 +60,7 @@ class RecordPath:
         self.metrics = metrics
         self._sink = sink
         self.labels = labels
+        self._edges: dict[int, tuple[tuple[float, float] | None]] = {}  # per scorer: its reference quartiles
         self._fields = answer_fields(cfg.detector.return_instance_score, cfg.detector.return_all_predictions)
         metrics.set_detectors(dict(detectors.current()))
 
@@ -118,6 +120,7 @@ class RecordPath:
             self.metrics.observe_detector(
                 detector.name, detector.version, "serving", result[INSTANCE_SCORE], result[IS_ADVERSARIAL]
             )
+            self._summarize(lane.name, detector.version, "serving", detector.scorer, batch, result)
             fields = {PREDICTION: result[detector.publish], **{k: result[k] for k in self._fields[1:]}}
             for req, res in lane.assembler.add(batch, fields):
                 self._publish(lane, req, res)
@@ -134,6 +137,7 @@ class RecordPath:
             log.warning("shadow version %d of %s failed on a batch of %d: %s", version, lane.name, batch.size, exc)
             return
         self.metrics.observe_detector(lane.name, version, "shadow", shadow[INSTANCE_SCORE], shadow[IS_ADVERSARIAL])
+        self._summarize(lane.name, version, "shadow", scorer, batch, shadow)
         self.metrics.shadow_agreement(lane.name, serving[IS_ADVERSARIAL], shadow[IS_ADVERSARIAL])
         shadow_topic = self.kafka.shadow_topic
         if shadow_topic is not None:  # every replica's join reads it (join_tail.py)
@@ -142,6 +146,30 @@ class RecordPath:
                 value = encode_shadow(req.id, lane.name, str(version), fields)
                 key = req.id.encode("utf-8", "replace")
                 self.sink.copy(shadow_topic, req.record, value, [], self.metrics.shadow_published, key=key)
+
+    def _summarize(
+        self, name: str, version: int, role: str, scorer: StreamScorer, batch: Batch, result: dict[str, np.ndarray]
+    ) -> None:
+        """The batch's counts for the fleet's change detectors (feedback/summaries.py), sent beside the answers
+        of its last request: under exactly_once in their transaction, so a batch redone is counted once."""
+        topic = self.kafka.summary_topic
+        if topic is None:
+            return
+        edges = self._edges.get(id(scorer))
+        if edges is None:
+            edges = self._edges[id(scorer)] = (reference_edges(scorer.info.reference_scores),)
+        summary = summarize(
+            name,
+            version,
+            role,
+            time.time(),
+            result[INSTANCE_SCORE],
+            result[IS_ADVERSARIAL],
+            result[NO_DEFENSE],
+            edges[0],
+        )
+        rec = batch.segments[-1].request.record
+        self.sink.copy(topic, rec, encode_summary(summary), [], self.metrics.summary_published, key=name.encode())
 
     def _scoring_failed(self, lane: Lane, batch: Batch, exc: Exception) -> None:
         log.error("scoring a batch of %d instances with %s failed: %s", batch.size, lane.name, exc)
@@ -158,6 +186,7 @@ class RecordPath:
             return
         changes = self.lanes.apply(detectors, drain=lambda lane: self.score_lane(lane, force=True))
         self.metrics.set_detectors(dict(detectors))
+        self._edges.clear()
         if changes:
             log.info("detectors changed: %s", "; ".join(changes))
 

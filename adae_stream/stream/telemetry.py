@@ -30,6 +30,7 @@ class Metrics(Protocol):
     def set_feedback_state(self, answers: int, instances: int, pending: int) -> None: ...
     def flagged_capture(self, result: str) -> None: ...
     def shadow_published(self, result: str) -> None: ...
+    def summary_published(self, result: str) -> None: ...
     def transaction_committed(self) -> None: ...
     def observe_detector(
         self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray
@@ -68,6 +69,9 @@ class NullMetrics:
         pass
 
     def shadow_published(self, result: str) -> None:
+        pass
+
+    def summary_published(self, result: str) -> None:
         pass
 
     def transaction_committed(self) -> None:
@@ -138,6 +142,9 @@ class Tallied:
 
     def shadow_published(self, result: str) -> None:
         self._metrics.shadow_published(result)
+
+    def summary_published(self, result: str) -> None:
+        self._metrics.summary_published(result)
 
     def observe_detector(self, detector: str, version: int, role: str, scores: np.ndarray, flags: np.ndarray) -> None:
         self._metrics.observe_detector(detector, version, role, scores, flags)

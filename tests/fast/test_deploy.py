@@ -15,6 +15,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from adae_stream.changes.charts import ChartSet, Fired
+from adae_stream.changes.cusum import Alarm, Chart, design
+from adae_stream.changes.metrics import ChangeMetrics
+from adae_stream.changes.monitor import FleetMonitor
 from adae_stream.config import load_config
 from adae_stream.decisions.metrics import DecisionMetrics
 from adae_stream.decisions.rules import decide_defense
@@ -65,8 +69,19 @@ def exported_names() -> set[str]:
     decisions.ledger_records.inc()
     decisions.ledger_skipped.inc()
     decisions.last_check.set(1)
+    changes = ChangeMetrics(CollectorRegistry())  # also on decide's /metrics
+    alarm = Alarm(1.0, 2.0, 0.05, 0.1, 100)
+    changes.fired(Fired("digits", "2", "serving", "flags/flagged", 2.0, alarm))
+    monitor = FleetMonitor(load_config(None, environ={}).monitoring)
+    monitor.sets[("digits", "2", "serving")] = ChartSet(("digits", "2", "serving"), 1e6, 10, 0.99, [2.0], 0.01)
+    monitor.sets[("digits", "2", "serving")].charts[("flags/flagged", 2.0)] = Chart(design(0.05, 2.0, 1e4))
+    changes.update(monitor)
+    changes.summaries.labels("read").inc()
+    changes.check_failures.labels("KafkaError").inc()
+    changes.last_check.set(1)
+    m.summary_published("sent")
     names = set()
-    exposition = generate_latest(m.registry).decode() + generate_latest(decisions.registry).decode()
+    exposition = "".join(generate_latest(r).decode() for r in (m.registry, decisions.registry, changes.registry))
     for line in exposition.splitlines():
         if line and not line.startswith("#"):
             names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
@@ -87,9 +102,10 @@ def test_alert_rules_pass_promtool_unit_tests():
     tested = set(re.findall(r"alertname: (\w+)", (DEPLOY / "prometheus" / "alerts_test.yml").read_text()))
     assert names == tested, f"alerts without unit tests: {names - tested}"
     assert {
-        "AdaeFlagRateSpike",
-        "AdaeFlagRateHigh",
-        "AdaeScoreDrift",
+        "AdaeFlagRateChanged",
+        "AdaeScoreShapeChanged",
+        "AdaeClassMixChanged",
+        "AdaeChangeMonitorStalled",
         "AdaeDeadLetterRate",
         "AdaeConsumerLagGrowing",
         "AdaeNoTraffic",

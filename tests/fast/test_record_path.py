@@ -21,6 +21,7 @@ from kafka.structs import TopicPartition
 from adae_stream.codecs import INSTANCE_INDEX, decode_response, encode_request
 from adae_stream.errors import DEAD_LETTER_REASONS, ERROR_POLICY, SKIP_KINDS
 from adae_stream.feedback.ledger import decode_evidence
+from adae_stream.feedback.summaries import decode_summary
 from adae_stream.scoring import ServingDetector
 from adae_stream.stream import record_path as record_path_module
 from adae_stream.stream import sink as sink_module
@@ -229,7 +230,10 @@ def test_publish_nothing_sends_nothing_and_still_settles_every_record():
     h = Harness(kafka={"publish": "nothing"})
     _mixed(h)
     h.turn()
-    assert h.topics() == [] and h.statuses() == [("monitored", None)] * 2 and h.all_settled()
+    # nothing published but the batch's counts for the fleet's change detectors (a tap is watched too)
+    assert h.topics() == ["out-summaries"] and h.statuses() == [("monitored", None)] * 2 and h.all_settled()
+    (summary,) = [decode_summary(r["value"]) for r in h.to("out-summaries")]
+    assert (summary.n, summary.flagged, summary.role) == (6, 2, "serving")
     assert len(h.metrics.calls["observe_results"]) == 1  # still scored and measured
 
 
@@ -373,7 +377,9 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     assert len(h.to("flagged")) == 1  # the serving version's flag, captured once
     assert len(shadow.batches) == 2 and len(h.to("shadow")) == 1  # r2's shadow batch failed
     assert h.metrics.calls["shadow_published"] == [("sent",)]
-    assert h.topics() == ["flagged", "out", "out", "shadow"]  # nothing else went out
+    assert h.topics() == ["flagged", "out", "out", *["out-summaries"] * 3, "shadow"]  # nothing else went out
+    summaries = [decode_summary(r["value"]) for r in h.to("out-summaries")]
+    assert [(s.version, s.role) for s in summaries] == [("1", "serving"), ("2", "shadow"), ("1", "serving")]
     roles = [(c[0], c[1], c[2]) for c in h.metrics.calls["observe_detector"]]
     assert roles == [("a", 1, "serving"), ("a", 2, "shadow"), ("a", 1, "serving")]
     assert len(h.metrics.calls["shadow_agreement"]) == 1

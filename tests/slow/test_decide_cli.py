@@ -26,7 +26,8 @@ def test_decide_needs_a_broker_of_its_own_a_repository_and_labels(tmp_path):
     assert "config key 'detector.repository'" in refusal(tmp_path, no_repo)
     (tmp_path / "repo").mkdir()
     repo = f"detector: {{path: null, repository: '{tmp_path / 'repo'}'}}\n"
-    assert "decisions need labels" in refusal(tmp_path, f"kafka: {{bootstrap_servers: '{unused}'}}\n" + repo)
+    no_labels = f"kafka: {{bootstrap_servers: '{unused}'}}\nmonitoring: {{enabled: false}}\n"
+    assert "decisions need labels" in refusal(tmp_path, no_labels + repo)
 
 
 def test_a_second_decision_maker_for_the_same_repository_is_refused(tmp_path):
@@ -37,6 +38,6 @@ def test_a_second_decision_maker_for_the_same_repository_is_refused(tmp_path):
     )
     held = hold_lock(tmp_path / "repo")  # the first one
     try:
-        assert "another decision-maker already decides" in refusal(tmp_path, body)
+        assert "another decision-maker already runs" in refusal(tmp_path, body)
     finally:
         held.close()
