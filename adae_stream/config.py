@@ -171,6 +171,9 @@ class DecisionsConfig(BaseModel):
     interval_s: Annotated[float, Field(gt=0.0)] = 5.0  # how often the ledger is read and the tests checked
     audit_keep: Positive = 50  # decisions kept in each policy.yaml (all of them go to the log)
     metrics_port: int = Field(default=9400, ge=0, le=65535)  # its own /metrics; 0: off
+    # after a switch of what answers publish, switching back is a change to detect: at least this many
+    # discordant pairs on average before a false switch back (README, "Decisions from live evidence")
+    switch_back_arl: Annotated[float, Field(gt=1.0)] = 3000.0
 
 
 class MonitoringConfig(BaseModel):

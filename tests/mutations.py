@@ -3,6 +3,7 @@ ledger, the sink's handling of rejections, and the decision-maker; and whether t
 
     .venv/bin/python -m tests.mutations          # every mutation against tests/fast/ (about a minute each)
     .venv/bin/python -m tests.mutations --quick  # against the test files of those parts (seconds each)
+    .venv/bin/python -m tests.mutations --quick --module changes/  # one part's mutations only
 
 Each mutation replaces one text in one module of adae_stream/, runs the tests, and puts the file back.
 Only failing tests count as caught (pytest's exit status 1). A mutation the tests pass is MISSED; one that
@@ -33,6 +34,8 @@ QUICK = [
     "tests/fast/test_decider.py",
     "tests/fast/test_decider_crashes.py",
     "tests/fast/test_demo_decider.py",
+    "tests/fast/test_change_detection.py",
+    "tests/fast/test_sequential.py",
 ]
 
 # (what it breaks, module under adae_stream/, the text, its replacement)
@@ -297,6 +300,52 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         'decision = "no_defense"',
         "decision = None",
     ),
+    # the change detectors (issue 39)
+    ("the ARL's up step never leaves the chart", "changes/cusum.py", "band[0, stays + up] -= p", "pass"),
+    ("the chart never clips at 0", "changes/cusum.py", "        if s <= 0:\n", "        if s < -10**9:\n"),
+    (
+        "the threshold one state short of its ARL",
+        "changes/cusum.py",
+        "return Design(p0, p1, up, down, unit, lo, arl(p0, up, down, lo))",
+        "return Design(p0, p1, up, down, unit, lo - 1, arl(p0, up, down, lo))",
+    ),
+    (
+        "the baseline designs for the estimate",
+        "changes/charts.py",
+        "rates = {e: upper_bound(k, b.items, self.confidence)",
+        "rates = {e: k / b.items",
+    ),
+    ("flags take the whole budget", "changes/charts.py", '"flags": 0.5,', '"flags": 2.0,'),
+    (
+        "a restart forgets the offsets",
+        "changes/service.py",
+        '            self.offsets = {int(p): int(o) for p, o in d["offsets"].items()}',
+        "            pass",
+    ),
+    (
+        "no summary for a shadow",
+        "stream/record_path.py",
+        '        self._summarize(lane.name, version, "shadow", scorer, batch, shadow)',
+        "        pass",
+    ),
+    (
+        "summaries count above the upper quartile as low",
+        "feedback/summaries.py",
+        "np.count_nonzero(scores < edges[0])",
+        "np.count_nonzero(scores > edges[1])",
+    ),
+    (
+        "the switch back counts the wrong side",
+        "decisions/rules.py",
+        'wins, losses = (b, c) if detector["publish"] == "no_defense" else (c, b)',
+        "wins, losses = (c, b)",
+    ),
+    (
+        "the switch back never restarts",
+        "decisions/sequential.py",
+        "    return np.maximum(0.0, s).tolist()",
+        "    return s.tolist()",
+    ),
 ]
 
 
@@ -315,10 +364,15 @@ def run(paths: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.mutations")
     ap.add_argument("--quick", action="store_true", help="run the mutated parts' own test files, not all of tests/fast")
+    ap.add_argument("--module", help="only the mutations of modules under adae_stream/ whose path contains this")
+    ap.add_argument("--tests", help="these test files (comma-separated) instead")
     args = ap.parse_args(argv)
     paths = QUICK if args.quick else ["tests/fast", "-n", "auto", "--maxprocesses", "4"]
+    if args.tests:
+        paths = args.tests.split(",")
+    chosen = [m for m in MUTATIONS if args.module is None or args.module in m[1]]
     failed = 0
-    for what, module, old, new in MUTATIONS:
+    for what, module, old, new in chosen:
         path = ROOT / PACKAGE / module
         text = path.read_text()
         if text.count(old) != 1:
@@ -332,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
         print(f"{verdict:7} {what}")
         failed += verdict != "caught"
-    print(f"{len(MUTATIONS) - failed} of {len(MUTATIONS)} caught")
+    print(f"{len(chosen) - failed} of {len(chosen)} caught")
     return 1 if failed else 0
 
 

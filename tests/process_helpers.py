@@ -48,10 +48,12 @@ def readme_first_command() -> str:
 
 
 class PipelineProcess:
-    def __init__(self, cfg: Config, tmp: Path, name: str) -> None:
+    """`adae-stream run` (or another command on the same config, e.g. decide) as its own process."""
+
+    def __init__(self, cfg: Config, tmp: Path, name: str, command: str = "run") -> None:
         self.cfg_path = tmp / f"{name}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(cfg.model_dump()))
-        self.tmp, self.name = tmp, name
+        self.tmp, self.name, self.command = tmp, name, command
         self.proc: subprocess.Popen | None = None
         self.log: Path | None = None
         self.starts = 0
@@ -61,7 +63,7 @@ class PipelineProcess:
         self.log = self.tmp / f"{self.name}-{self.starts}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adae_stream.cli", "run", "--config", str(self.cfg_path)],
+            [sys.executable, "-m", "adae_stream.cli", self.command, "--config", str(self.cfg_path)],
             cwd=ROOT,
             stdout=open(self.log, "wb"),
             stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ from adae_stream.stream.broker import free_port
 
 
 class Prometheus:
-    def __init__(self, tmp: Path, targets: list[str], job: str = "adae-stream") -> None:
+    def __init__(self, tmp: Path, targets: list[str], job: str = "adae-stream", rule_files: list[Path] = ()) -> None:
         binary = shutil.which("prometheus")
         assert binary, "the prometheus server is required (Debian package 'prometheus'); `make test` installs it"
         self.port = free_port()
@@ -26,6 +26,7 @@ class Prometheus:
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+                    "rule_files": [str(p) for p in rule_files],
                 }
             )
         )
@@ -56,6 +57,11 @@ class Prometheus:
         body = json.loads(urllib.request.urlopen(url, timeout=5).read())
         result = body["data"]["result"]
         return float(result[0]["value"][1]) if result else None
+
+    def alerts(self) -> list[dict]:
+        """The alerts pending or firing now, as the rules evaluated them (labels, annotations, state)."""
+        body = json.loads(urllib.request.urlopen(self.base + "/api/v1/alerts", timeout=5).read())
+        return body["data"]["alerts"]
 
     def wait_for(self, expr: str, predicate, timeout_s: float = 30.0) -> float | None:
         deadline = time.monotonic() + timeout_s

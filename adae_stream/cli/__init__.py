@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adae_stream.cli import acls, decide, demo, produce, repository, run, tail, train
+from adae_stream.cli import acls, backtest, decide, demo, produce, repository, run, tail, train
 from adae_stream.version import __version__
 
-SUBCOMMANDS = (run, decide, train, repository, acls, produce, tail, demo)
+SUBCOMMANDS = (run, decide, backtest, train, repository, acls, produce, tail, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,7 +32,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adae_stream.config import DecisionsConfig
-from adae_stream.decisions.rules import Verdict, alpha_per_test, decide_defense, decide_promotion, decide_rollback
+from adae_stream.decisions.rules import (
+    Verdict,
+    alpha_per_test,
+    decide_defense,
+    decide_promotion,
+    decide_rollback,
+    decide_switch_back,
+    switch_back_start,
+)
 from adae_stream.decisions.state import DeciderState, DetectorState
 from adae_stream.detector.repository import Policy, policy_text, read_policy, render_policy, scan
 from adae_stream.feedback.evidence import Counts
@@ -163,6 +171,7 @@ class Decider:
         totals = state.totals
         if p.publish != ds.written.get("publish"):
             ds.base[f"defense:{serving}"] = totals.get("defense", name, serving, serving)
+            ds.switch_back = None  # a person's choice: the sign test from now, as before any decision
         if p.shadow is not None:
             ds.base[f"versions:{serving}:{p.shadow}"] = totals.get("versions", name, serving, p.shadow)
         previous = ds.written.get("serve")
@@ -177,13 +186,23 @@ class Decider:
         return state.totals.get(key.split(":")[0], name, a, b) - ds.base.get(key, Counts())
 
     def _defense(self, state, ds, name: str, p: Policy, serving: int, alpha: float, out: list) -> Policy:
+        """The sign test from the last change (a person's edit, a new serving version); once it has switched,
+        the switch back is a change detector on the pairs since (rules.decide_switch_back)."""
         key = f"defense:{serving}"
-        tally = self._since(state, ds, key, name, serving, serving)
-        verdict = decide_defense(tally, alpha, self.cfg.min_discordant, p.publish)  # type: ignore[arg-type]
+        now = state.totals.get("defense", name, serving, serving)
+        back = ds.switch_back
+        if back is not None and back.get("serving") == serving and back["publish"] == p.publish:
+            verdict, ds.switch_back = decide_switch_back(
+                back, now, self.cfg.switch_back_arl, self.cfg.min_discordant, alpha
+            )
+        else:
+            pairs = self._since(state, ds, key, name, serving, serving)
+            verdict = decide_defense(pairs, alpha, self.cfg.min_discordant, p.publish)  # type: ignore[arg-type]
         self._on_verdict(name, "defense", verdict)
         if verdict.decision is None:
             return p
-        ds.base[key] = state.totals.get("defense", name, serving, serving)  # the next switch needs new evidence
+        ds.base[key] = now  # the next switch needs new evidence
+        ds.switch_back = {**switch_back_start(verdict.decision, now), "serving": serving}  # type: ignore[arg-type]
         out.append(Decision(name, f"publish_{verdict.decision}", f"version {serving}", verdict))
         return replace(p, publish=verdict.decision)
 

@@ -7,6 +7,10 @@
 - Rollout, per detector: promote a shadow that is non-inferior to the serving version by the margin
   delta; roll back a serving version shown strictly worse than the one it replaced (kept as the shadow
   for a probation period).
+- After a decided switch of the defense, switching back is a change to detect (``decide_switch_back``): a
+  CUSUM-type e-detector from the switch, whose delay does not grow with the evidence gathered since (a sign
+  test from the switch needed 2,670 helpful pairs to undo 2,000 harmful ones). Its guarantee is an average
+  run length: at least ``decisions.switch_back_arl`` discordant pairs before a false switch back.
 - Alpha is shared across the two tests of each of the K detectors under test (alpha / (2K) each:
   ``alpha_per_test``), so the chance of any false decision across the repository stays at most alpha.
 """
@@ -17,7 +21,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from adae_stream.decisions.sequential import log_noninferiority_e, log_sign_e
+from adae_stream.decisions.sequential import (
+    SWITCH_GRID,
+    cusum_e_step,
+    log_cusum_e,
+    log_noninferiority_e,
+    log_sign_e,
+)
 from adae_stream.feedback.evidence import Counts
 
 Defense = Literal["corrected", "no_defense"]
@@ -76,3 +86,26 @@ def decide_rollback(pairs: Counts, alpha: float, min_discordant: int) -> Verdict
     log_e = {"serving_worse": log_noninferiority_e(pairs.b, pairs.c, pairs.m, 0.0)}
     decided = pairs.discordant >= min_discordant and log_e["serving_worse"] >= math.log(1.0 / alpha)
     return Verdict("rollback" if decided else None, log_e, pairs, alpha)
+
+
+def switch_back_start(publish: Defense, pairs: Counts) -> dict:
+    """The switch back's e-detector, started at a decided switch to ``publish`` (``pairs``: the counts then)."""
+    return {"publish": publish, "seen": [pairs.b, pairs.c], "log_cusum": [0.0] * len(SWITCH_GRID), "pairs": 0}
+
+
+def decide_switch_back(
+    detector: dict, pairs: Counts, arl: float, min_discordant: int, alpha: float
+) -> tuple[Verdict, dict]:
+    """``detector``: switch_back_start's state; ``pairs``: the defense's counts now (A undefended, B corrected).
+    Returns the verdict (decision: the other choice, once the e-detector reaches ``arl``) and the updated
+    state. The other choice's wins are B's when no_defense is published, A's when corrected is."""
+    b, c = pairs.b - detector["seen"][0], pairs.c - detector["seen"][1]
+    wins, losses = (b, c) if detector["publish"] == "no_defense" else (c, b)
+    log_cusum = cusum_e_step(detector["log_cusum"], max(0, wins), max(0, losses))
+    since = detector["pairs"] + max(0, b) + max(0, c)
+    updated = {**detector, "seen": [pairs.b, pairs.c], "log_cusum": log_cusum, "pairs": since}
+    other = "corrected" if detector["publish"] == "no_defense" else "no_defense"
+    name = "corrected_better" if other == "corrected" else "corrected_worse"
+    log_e = {name: log_cusum_e(log_cusum)}
+    decided = since >= min_discordant and log_e[name] >= math.log(arl)
+    return Verdict(other if decided else None, log_e, pairs, alpha), updated

@@ -14,6 +14,10 @@ Guarantees, one sentence each:
 - ``log_noninferiority_e``: if B's accuracy is at most A's minus delta (each labelled pair independent),
   the chance that log_noninferiority_e(b, c, m, delta) ever reaches log(1/alpha) is at most alpha.
 - With the arguments swapped (A's wins as b), each gives the mirror test ("B strictly worse" for delta 0).
+- ``cusum_e_step`` (the switch back after a decision): if B wins each discordant pair with probability at
+  most 1/2, the average number of discordant pairs before log_cusum_e reaches log(A) is at least A, however
+  long and whatever happened before it started (an average of CUSUM e-detectors over SWITCH_GRID, Shin,
+  Ramdas & Rinaldo, arXiv 2203.03532); its delay does not grow with the time since the switch.
 
 Pure Python and numpy; tests/fast/test_sequential.py checks each against an independent computation
 (scipy's incomplete beta and numerical integration, brute-force sums over all paths for small n).
@@ -125,3 +129,22 @@ def sign_boundary(log_threshold: float, n_max: int) -> np.ndarray:
                 lo = mid + 1
         out[n] = lo
     return out
+
+
+SWITCH_GRID = np.array([0.55, 0.6, 0.65, 0.7, 0.8, 0.9])  # the alternatives of the switch-back e-detector
+
+
+def cusum_e_step(log_cusum: list[float], wins: int, losses: int) -> list[float]:
+    """One check's discordant pairs (B's wins and losses since the last check) into each alternative's CUSUM
+    of log likelihood ratios against 1/2: S = max(0, S + wins log(2 theta) + losses log(2 (1 - theta))). A
+    check's pairs are added at once, which never gives a larger statistic than pair by pair (so the ARL bound
+    holds)."""
+    if wins < 0 or losses < 0:
+        raise ValueError("counts are non-negative")
+    s = np.asarray(log_cusum, float) + wins * np.log(2 * SWITCH_GRID) + losses * np.log(2 * (1 - SWITCH_GRID))
+    return np.maximum(0.0, s).tolist()
+
+
+def log_cusum_e(log_cusum: list[float]) -> float:
+    """The e-detector: log of the equal-weight average of exp(S) over the grid."""
+    return float(np.logaddexp.reduce(np.asarray(log_cusum, float)) - math.log(len(log_cusum)))

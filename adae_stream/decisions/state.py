@@ -48,15 +48,20 @@ class DetectorState:
     base: dict[str, Counts] = field(default_factory=dict)  # test key -> counts at its last change
     rejected: list[int] = field(default_factory=list)  # rolled back: never promoted again automatically
     blocked: int | None = None  # the shadow version the guard holds back (logged once)
+    # after a decided switch of what answers publish: the switch back's e-detector (rules.SwitchBack)
+    switch_back: dict | None = None
 
     def to_json(self) -> dict:
         base = {k: dataclasses.asdict(c) for k, c in self.base.items()}
-        return {"written": self.written, "base": base, "rejected": self.rejected, "blocked": self.blocked}
+        out = {"written": self.written, "base": base, "rejected": self.rejected, "blocked": self.blocked}
+        if self.switch_back is not None:
+            out["switch_back"] = self.switch_back
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> DetectorState:
         base = {k: Counts(**c) for k, c in d.get("base", {}).items()}
-        return cls(d["written"], base, d.get("rejected", []), d.get("blocked"))
+        return cls(d["written"], base, d.get("rejected", []), d.get("blocked"), d.get("switch_back"))
 
 
 def digest(text: str | None) -> str | None:

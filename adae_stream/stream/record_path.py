@@ -120,10 +120,10 @@ class RecordPath:
             self.metrics.observe_detector(
                 detector.name, detector.version, "serving", result[INSTANCE_SCORE], result[IS_ADVERSARIAL]
             )
-            self._summarize(lane.name, detector.version, "serving", detector.scorer, batch, result)
             fields = {PREDICTION: result[detector.publish], **{k: result[k] for k in self._fields[1:]}}
             for req, res in lane.assembler.add(batch, fields):
                 self._publish(lane, req, res)
+            self._summarize(lane.name, detector.version, "serving", detector.scorer, batch, result)
             if detector.shadow is not None and detector.shadow_version is not None:
                 self._shadow(lane, detector.shadow_version, detector.shadow, batch, result)
 

@@ -180,7 +180,7 @@ class Sink:
 
         def failed(exc: BaseException) -> None:
             if not self._doom.settles(exc, condemn):
-                self._failure.record(f"publishing the {what} failed: {exc!r}")
+                self._failure.record(f"publishing the {what} failed: {exc!r}; its offset is not committed")
 
         try:
             self.before_send()

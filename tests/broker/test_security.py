@@ -66,7 +66,7 @@ def service_config(node: ApacheKafka, detector_path, delivery: str, password: st
     )
     admin = node.admin()
     try:
-        topics = [cfg.kafka.input_topic, cfg.kafka.output_topic, cfg.kafka.dead_letter_topic]
+        topics = [cfg.kafka.input_topic, cfg.kafka.output_topic, cfg.kafka.dead_letter_topic, cfg.kafka.summary_topic]
         limit = {"max.message.bytes": str(OUTPUT_LIMIT)}
         admin.create_topics(
             [NewTopic(t, cfg.kafka.partitions, 1, topic_configs=limit if t == topics[1] else {}) for t in topics]
@@ -166,7 +166,7 @@ def test_a_wrong_password_stops_with_one_line_and_exit_1(secured, digits_detecto
     assert "refused the login of 'adae'" in stopped and "not-the-password" not in proc.text()
 
 
-def test_the_decision_maker_reads_the_ledger_with_its_one_documented_acl(secured, tmp_path, caplog):
+def test_the_decision_maker_reads_the_ledger_and_summaries_with_its_documented_acls(secured, tmp_path, caplog):
     (tmp_path / "repo").mkdir()
     cfg = make_config(
         secured.bootstrap,
@@ -191,7 +191,10 @@ def test_the_decision_maker_reads_the_ledger_with_its_one_documented_acl(secured
     p.send(cfg.kafka.evidence_topic, value=encode_evidence(evidence), key=b"a").get(30)
     p.close()
     rules = decider_acls(cfg)
-    assert [(r.resource, r.name, r.operation) for r in rules] == [("TOPIC", cfg.kafka.evidence_topic, "READ")]
+    assert [(r.resource, r.name, r.operation) for r in rules] == [
+        ("TOPIC", cfg.kafka.evidence_topic, "READ"),
+        ("TOPIC", cfg.kafka.summary_topic, "READ"),  # the change detectors in the same process
+    ]
     service = DecisionService(cfg, cfg.kafka.bootstrap_servers)
     try:
         # nothing is allowed that no ACL grants: the topic is hidden, and the log says why nothing is read

@@ -74,6 +74,7 @@ def test_simulated_run_lengths_meet_the_exact_arl_checked_item_by_item_or_after_
 def test_a_design_has_the_smallest_threshold_that_meets_its_target():
     d = design(0.0476, 2.0, 1e7)
     assert d.arl >= 1e7 > arl(d.p0, d.up, d.down, d.h - 1)
+    assert d.arl == pytest.approx(arl(d.p0, d.up, d.down, d.h))  # the ARL stated is the threshold's
     assert d.p1 / (1 - d.p1) == pytest.approx(2 * 0.0476 / (1 - 0.0476))
     up, down, unit = weights(0.0476, d.p1, 1e7)
     assert (up, down) == (d.up, d.down) and abs(up * unit / math.log(d.p1 / 0.0476) - 1) < 0.02
@@ -147,12 +148,12 @@ def test_summaries_round_trip_and_bad_ones_are_refused():
         3,
         "serving",
         1.5,
-        np.array([0.1, 0.5, 2.0, 0.3]),
+        np.array([0.1, 0.15, 2.0, 0.3]),
         np.array([0, 0, 1, 0]),
         np.array([1, 1, 7, 2]),
         (0.2, 1.0),
     )
-    assert (s.n, s.flagged, s.low, s.high, s.classes) == (4, 1, 1, 1, {"1": 2, "7": 1, "2": 1})
+    assert (s.n, s.flagged, s.low, s.high, s.classes) == (4, 1, 2, 1, {"1": 2, "7": 1, "2": 1})
     assert decode_summary(encode_summary(s)) == s
     assert reference_edges(None) is None and reference_edges(np.arange(100.0)) == pytest.approx((24.75, 74.25))
     for bad in (None, b"{}", b"[1]", b'{"detector":"d","version":"1","role":"serving","t":1,"n":2,"flagged":3}'):
@@ -254,3 +255,46 @@ def test_an_unreadable_state_is_refused_at_start(tmp_path):
     (tmp_path / "state" / "changes.json").write_text("{")
     with pytest.raises(ConfigError, match="unreadable"):
         ChangeService(cfg, "memory:0", None, StandInConsumer(MemoryBroker(), read_committed=True))
+
+
+def test_backtest_over_a_file_of_answers_prints_the_first_alarm_of_the_episode_and_when_it_began(tmp_path, capsys):
+    import json
+    import re
+    from datetime import UTC, datetime
+
+    from adae_stream.cli import main
+
+    rng = np.random.default_rng(0)
+    lines, t0, change = [], 1.8e9, 150.0
+    for i in range(6000):  # 8 instances per answer, 25 answers/s: 200/s for 4 minutes; 5 % flagged, 12 % from 150 s
+        t = (i + 1) * 0.04
+        flags = rng.random(8) < (0.05 if t < change else 0.12)
+        outputs = [
+            {"name": "is_adversarial", "datatype": "BOOL", "shape": [8], "data": flags.tolist()},
+            {"name": "no_defense", "datatype": "INT64", "shape": [8], "data": rng.integers(0, 10, 8).tolist()},
+            {"name": "corrected", "datatype": "INT64", "shape": [8], "data": rng.integers(0, 10, 8).tolist()},
+        ]
+        lines.append(json.dumps({"id": f"a{i}", "outputs": outputs, "t": t0 + t}))
+    lines.insert(10, "not an answer")
+    path = tmp_path / "answers.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert (
+        main(
+            ["backtest", "--config", str(tmp_path / "none.yaml"), "--file", str(path), "--baseline-instances", "10000"]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert "line 11 skipped" in err
+    alarms = [line for line in out.splitlines() if " change in " in line]
+    flag_alarms = [line for line in alarms if "flags/flagged" in line]
+    assert len(flag_alarms) == 1, out  # one episode: the alarms that follow it are within 15 minutes
+
+    def at(text: str) -> float:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() - t0
+
+    first = min(at(line.split()[0]) for line in alarms)
+    began = at(re.search(r"since about (\S+)", flag_alarms[0]).group(1))
+    # 5 % -> 12 %: more than 2x, the x2 chart's expected delay a few seconds (3.8 s at 2x, change-detection.md)
+    assert change <= first < change + 30 and change - 10 <= began <= at(flag_alarms[0].split()[0])
+    assert "6001 answers" not in out and "6000 answers, 48000 instances" in out

@@ -217,3 +217,31 @@ def test_ledger_records_round_trip_and_anything_else_is_refused():
     assert Totals.from_json(json.loads(json.dumps(totals.to_json()))) == totals
     assert totals.get("versions", "a", 1, 2) == Counts(0, 2, 6, 8, 2)
     assert totals.get("versions", "a", 1, 2) - Counts(0, 1, 3, 4, 1) == Counts(0, 1, 3, 4, 1)
+
+
+def test_after_long_harm_a_helpful_wave_switches_back_and_the_switch_back_detector_survives_a_restart(repo):
+    import numpy as np
+
+    from adae_stream.decisions.state import save_state
+
+    decider, state = Decider(repo, CFG), DeciderState()
+    defense(state, b=20, c=55)
+    assert [d.decision for d in decide(repo, decider, state, NOW)] == ["publish_no_defense"]
+    rng = np.random.default_rng(0)
+    for i in range(100):  # 2,000 harmful pairs in checks of 20: correction wins 40 % of them
+        b = int(rng.binomial(20, 0.4))
+        defense(state, b=b, c=20 - b)
+        assert decide(repo, decider, state, NOW + i) == []
+    save_state(repo, state)
+    state = load_state(repo)  # restarted: the detector where it was
+    assert state.detectors["a"].switch_back["pairs"] == 2000
+    wave = 0
+    while not (decided := decide(repo, decider, state, NOW + 200 + wave)):
+        b = int(rng.binomial(10, 0.6))  # a wave where correction helps in 60 % of discordant pairs
+        defense(state, b=b, c=10 - b)
+        wave += 10
+        assert wave <= 2000, "no switch back"
+    # a sign test from the switch needs about 2,670 such pairs here (issue 39); the e-detector about 335
+    assert [d.decision for d in decided] == ["publish_corrected"] and wave <= 1000
+    (audit,) = policy(repo)["decisions"][-1:]
+    assert audit["e_values"]["corrected_better"] >= CFG.switch_back_arl
