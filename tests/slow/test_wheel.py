@@ -60,7 +60,7 @@ def test_an_installed_wheel_runs_every_subcommands_help(tmp_path):
     script = env_dir / "bin" / "adae-stream"
     assert script.exists()
     names = sorted(build_parser()._subparsers._group_actions[0].choices)
-    assert names == ["acls", "decide", "demo", "produce", "repository", "run", "tail", "train"]
+    assert names == ["acls", "backtest", "decide", "demo", "produce", "repository", "run", "tail", "train"]
     for command in [[], *[[name] for name in names]]:
         out = subprocess.run(
             [python, str(script), *command, "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=120
