@@ -56,7 +56,10 @@ def test_demo_end_to_end_short_mode(tmp_path):
     assert decision["e_values"]["corrected_worse"] >= 2 / decision["alpha"]
     published = summary["run"]["published"]
     assert [p["published"] for p in published] == ["corrected", "no_defense"]
-    assert published[0]["to_s"] <= published[1]["from_s"] and published[1]["instances"] > 0
+    # times are arrivals at the demo's reader: answers of different output partitions come in separate fetches,
+    # up to a fetch wait (100 ms) and a poll (200 ms) apart, so the last corrected answer may arrive just after
+    # the first no_defense one (a fresh-clone run saw 0.5 ms); the switch itself is once (the two rows above)
+    assert published[0]["to_s"] <= published[1]["from_s"] + 0.5 and published[1]["instances"] > 0
     assert "publish_no_defense" in md and "| no_defense |" in md
     policy = (report / "repository" / "digits" / "policy.yaml").read_text()
     assert "publish: no_defense" in policy and "corrected_worse" in policy
