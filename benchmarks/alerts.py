@@ -88,19 +88,14 @@ def chart_set(cfg, false_alarm_every: float):
 
 
 def counts(pool: Pool, kind: str, share: float, edges, rng) -> dict[str, int]:
-    """One batch's summary counts."""
+    """One batch's summary counts, made by the replicas' own summarize()."""
+    from adae_stream.feedback.summaries import summarize
+
     clean, bad = pool["clean"], pool[kind]
     corrupted = rng.random(BATCH) < share
     idx_c, idx_b = rng.integers(0, len(clean[0]), BATCH), rng.integers(0, len(bad[0]), BATCH)
     flags, scores, classes = (np.where(corrupted, bad[i][idx_b], clean[i][idx_c]) for i in range(3))
-    out = {
-        "flags/flagged": int(flags.sum()),
-        "score/high": int((scores > edges[1]).sum()),
-        "score/low": int((scores < edges[0]).sum()),
-    }
-    labels, n = np.unique(classes, return_counts=True)
-    out.update({f"classes/{c}": int(k) for c, k in zip(labels, n, strict=True)})
-    return out
+    return summarize("d", 1, "serving", 0.0, scores, flags, classes, edges).events()
 
 
 def run(pool: Pool, edges, kind: str, spec: list, length_s: float, seed: int, cfg, every: float):

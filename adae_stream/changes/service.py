@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -70,13 +69,12 @@ class ChangeService:
         metrics: ChangeMetrics | None = None,
         consumer: Consumer | None = None,
         fresh: str = "end",
-        on_alarm: Callable[[Fired], None] | None = None,
     ) -> None:
         """consumer: the summaries' reader (a stand-in in fast tests; by default read_committed). fresh: where a
         partition never read before starts (the end: a new monitor warms up on live traffic)."""
         if cfg.kafka.summary_topic is None:
             raise ConfigError("config key 'monitoring.enabled': the change detectors read kafka.summary_topic")
-        self.cfg, self.metrics, self.on_alarm = cfg, metrics, on_alarm
+        self.cfg, self.metrics = cfg, metrics
         self.path = state_dir(cfg) / STATE_FILE
         self._lock: IO = files.hold_lock(state_dir(cfg) / LOCK_FILE, "change monitor")
         self._checking = threading.Lock()
@@ -135,8 +133,6 @@ class ChangeService:
             for f in fired:
                 log.warning("%s", describe(f, self.cfg.kafka.flagged_topic))
                 self.alarms.append(f)
-                if self.on_alarm is not None:
-                    self.on_alarm(f)
             if self.metrics is not None:
                 self.metrics.summaries.labels("read").inc(read - skipped)
                 self.metrics.summaries.labels("skipped").inc(skipped)
