@@ -78,10 +78,15 @@ class KafkaConfig(BaseModel):
     fetch_max_wait_ms: int = 100
     max_poll_records: int = 500
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
-    linger_ms: int = 10
+    # 0: an answer goes out when the producer is free; under load answers pile up behind the one request in
+    # flight and go out together (benchmarks/RESULTS.md, "Latency at every load")
+    linger_ms: Annotated[int, Field(ge=0)] = 0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     delivery_timeout_s: float = 30.0
     commit_interval_ms: int = 200
+    # exactly_once: commit the open transaction as soon as the loop has nothing to do (answers become
+    # visible then); commit_interval_ms bounds the wait under load. false: commit only at the interval
+    commit_when_idle: bool = True
     # exactly_once: a name unique to this replica that survives its restarts (a StatefulSet pod name), so
     # a restart fences its previous incarnation and aborts that one's open transaction at once; unset, it
     # is unique per process and a crashed process's transaction blocks read_committed readers of the
@@ -118,6 +123,11 @@ class BatchingConfig(BaseModel):
     model_config = _SECTION
 
     max_batch_size: Positive = DEFAULT_MAX_BATCH
+    # natural batching (Triton's max_queue_delay 0): what is pending is scored as soon as the consumer has
+    # nothing more buffered, so a lone request never waits and batches grow only with the load; false: a
+    # batch waits to fill for up to max_batch_delay_ms (fixed batching; README "Latency and batching")
+    dispatch_when_idle: bool = True
+    # with dispatch_when_idle, the most a batch waits while polls keep coming back full; without, its wait
     max_batch_delay_ms: Annotated[float, Field(ge=0)] = 10.0
     bucket_sizes: Annotated[list[Positive], Field(min_length=1)] = Field(
         default_factory=lambda: buckets_up_to(DEFAULT_MAX_BATCH)

@@ -346,6 +346,42 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "    return np.maximum(0.0, s).tolist()",
         "    return s.tolist()",
     ),
+    (
+        "a lone request waits for its batch to fill",
+        "stream/app.py",
+        "drained = read < self.kafka.max_poll_records",
+        "drained = False",
+    ),
+    (
+        "a full poll dispatches before the rest is read",
+        "stream/app.py",
+        "drained = read < self.kafka.max_poll_records",
+        "drained = True",
+    ),
+    (
+        "exactly_once never commits when idle",
+        "stream/commit.py",
+        "if self.interval.due(force or (quiet and self.holds_unpublished)):",
+        "if self.interval.due(force):",
+    ),
+    (
+        "a transaction commits past a request held in another lane",
+        "stream/commit.py",
+        "            self.before_commit()",
+        "            pass",
+    ),
+    (
+        "an aborted transaction's summaries are sent with the redo's",
+        "stream/commit.py",
+        "        self.after_abort()\n",
+        "        pass\n",
+    ),
+    (
+        "folded summaries lose a batch's classes",
+        "feedback/summaries.py",
+        "        classes[label] = classes.get(label, 0) + count",
+        "        classes[label] = count",
+    ),
 ]
 
 

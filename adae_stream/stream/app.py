@@ -91,7 +91,15 @@ class Pipeline:
         )
         self._stop = threading.Event()
         self._failure = FirstFailure()  # the one record of why the service stops with exit 1
-        self.outlet = Outlet(config, self.session, self.partitions, self.metrics, self._failure)
+        self.outlet = Outlet(
+            config,
+            self.session,
+            self.partitions,
+            self.metrics,
+            self._failure,
+            before_commit=lambda score: self.path.before_commit(score),
+            after_abort=lambda: self.path.summaries.clear(),
+        )
         self.housekeeping = Housekeeping(self.session, self.partitions, self.metrics)
         self.closing = False  # set at shutdown: close() may revoke, and the drain already did that work
         self.last_loop = time.monotonic()
@@ -173,7 +181,8 @@ class Pipeline:
         if not self.session.subscribed:
             self._stop.wait(IDLE_POLL_MS / 1000.0)
             return
-        polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms())
+        polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=self.kafka.max_poll_records)
+        read = sum(len(records) for records in polled.values())
         skip = self.partitions.position(self.consumer)
         owned = self.partitions.assigned
         for tp, records in polled.items():
@@ -189,9 +198,12 @@ class Pipeline:
             self.tail.poll()
             self.labels.settle(self.tail.placed)
         self.sink.drain()
-        self.path.score(force=False)
+        # a poll that came back short left nothing buffered: score what is pending now (natural batching;
+        # under load, the next batch is what arrived while this one was scored)
+        drained = read < self.kafka.max_poll_records
+        self.path.score(force=drained and self.cfg.batching.dispatch_when_idle)
         self.path.take_new_detectors()
-        self.committer.commit()
+        self.committer.commit(quiet=read == 0 and self.path.lanes.pending == 0)
         if self.sink.doomed:
             self.outlet.redo_after_rejection()
         self.housekeeping.run_if_due()
@@ -201,7 +213,10 @@ class Pipeline:
         min(timeout, retry_backoff_ms) when it finds no fetch in flight, and it can find none in the
         instant a fetch response is being handed over: with a 100 ms timeout, answers then waited
         100 ms behind data that had already arrived (the latency benchmark's p99 tail). A short
-        timeout bounds that sleep; an idle loop turn costs microseconds."""
+        timeout bounds that sleep; an idle loop turn costs microseconds. No wait at all while answers
+        wait for a commit to become visible: the poll that finds nothing is the signal to commit."""
+        if self.committer.holds_unpublished:
+            return 0
         due = self.path.lanes.time_until_due()
         return IDLE_POLL_MS if due is None else int(min(IDLE_POLL_MS, due * 1000.0))
 
@@ -233,8 +248,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ rebalance (see rebalance.py)
     def finish_in_flight(self) -> None:
-        """Score what is pending and wait until every answer and dead letter is acked (or failed)."""
-        self.path.score(force=True)
+        """Score what is pending, send the summaries, and wait until everything sent is acked (or failed)."""
+        self.path.before_commit()
         self.sink.flush(self.kafka.delivery_timeout_s)
 
     def assigned(self, partitions: set[TopicPartition]) -> None:

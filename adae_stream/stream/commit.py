@@ -2,8 +2,8 @@
 
 Both commit only what the OffsetTracker calls safe: per partition, the lowest offset whose answer (or
 dead-letter record) the broker has not acked yet. The loop calls ``commit`` every turn (it decides
-whether the interval has passed), ``commit_on_revoke`` from the rebalance listener, and ``abandon``
-when partitions are lost or the service failed.
+whether the interval has passed, or under exactly_once whether the loop is quiet), ``commit_on_revoke``
+from the rebalance listener, and ``abandon`` when partitions are lost or the service failed.
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ class Committer(Protocol):
     def before_send(self) -> None:
         """Called before every send (opens a transaction when there is none)."""
 
-    def commit(self, force: bool = False, timeout_s: float | None = None) -> None:
-        """Commit what is safe, if the commit interval has passed (or force)."""
+    @property
+    def holds_unpublished(self) -> bool:
+        """Whether answers sent wait for a commit to become visible (an open transaction): the loop then
+        polls without blocking, and commits as soon as a poll finds nothing."""
+
+    def commit(self, force: bool = False, timeout_s: float | None = None, quiet: bool = False) -> None:
+        """Commit what is safe, if the commit interval has passed (or force). quiet: the loop has nothing to
+        do (nothing read, nothing pending), which is when an exactly_once commit costs no one a wait."""
 
     async def commit_on_revoke(self) -> None:
         """Commit what is safe before the group moves our partitions (runs on the consumer's I/O loop)."""
@@ -69,18 +75,27 @@ class AtLeastOnceCommitter:
         assigned: Callable[[], Collection[TopicPartition]],
         interval_s: float,
         timeout_s: float,
+        before_commit: Callable[[], None] = lambda: None,
     ) -> None:
+        """before_commit: what each interval's commit in the loop sends first (the batches' summaries)."""
         self.consumer, self.tracker, self.assigned = consumer, tracker, assigned
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
+        self.before_commit = before_commit
         self._in_flight = False
 
     def before_send(self) -> None:
         pass
 
-    def commit(self, force: bool = False, timeout_s: float | None = None) -> None:
+    @property
+    def holds_unpublished(self) -> bool:
+        return False  # an answer is visible once acked; offsets only bound what a restart redoes
+
+    def commit(self, force: bool = False, timeout_s: float | None = None, quiet: bool = False) -> None:
         if not self.interval.due(force):
             return
+        if not force:  # a forced commit comes after a flush (stop, redo) that nothing may follow
+            self.before_commit()
         offsets = _offsets(self.tracker, self.assigned)
         if not offsets:
             return
@@ -127,14 +142,21 @@ class TransactionalCommitter:
         flush: Callable[[float], bool],
         doomed: Callable[[], bool] = lambda: False,
         redo: Callable[[], None] = lambda: None,
+        before_commit: Callable[[], None] = lambda: None,
+        after_abort: Callable[[], None] = lambda: None,
+        when_idle: bool = True,
     ) -> None:
         """flush: waits until every record sent is acked or failed; False if some were not (Sink.flush
         dooms the work then). doomed: whether a record of the open transaction was rejected (Sink.doomed):
         such a transaction is never committed; the loop aborts it and redoes its records. redo: called
         after a transaction was aborted because the group moved on without us (a zombie's commit, KIP-447):
-        the pipeline forgets its partitions until the rejoin."""
+        the pipeline forgets its partitions until the rejoin. before_commit: what the transaction must hold
+        before it commits (RecordPath.before_commit: every request read answered, the summaries sent).
+        after_abort: forgets what was held for a transaction that is gone (its summaries). when_idle:
+        commit as soon as the loop is quiet (kafka.commit_when_idle), else only at the interval."""
         self.producer, self.consumer, self.tracker, self.assigned = producer, consumer, tracker, assigned
         self.flush, self.doomed, self.redo = flush, doomed, redo
+        self.before_commit, self.after_abort, self.when_idle = before_commit, after_abort, when_idle
         self.interval = _Interval(interval_s)
         self.timeout_s = timeout_s
         self.metrics = metrics
@@ -145,8 +167,12 @@ class TransactionalCommitter:
             self.producer.begin_transaction()
             self._open = True
 
-    def commit(self, force: bool = False, timeout_s: float | None = None) -> None:
-        if self.interval.due(force):
+    @property
+    def holds_unpublished(self) -> bool:
+        return self._open and self.when_idle
+
+    def commit(self, force: bool = False, timeout_s: float | None = None, quiet: bool = False) -> None:
+        if self.interval.due(force or (quiet and self.holds_unpublished)):
             self._commit_open(timeout_s or self.timeout_s)
 
     async def commit_on_revoke(self) -> None:
@@ -155,6 +181,8 @@ class TransactionalCommitter:
     def _commit_open(self, timeout_s: float, revoking: bool = False) -> None:
         if not self._open:
             return
+        if not revoking:  # a revocation runs on the consumer's I/O thread: no scoring there
+            self.before_commit()
         if not self.flush(timeout_s) or self.doomed():
             return  # aborted and redone by the loop (Outlet.redo_after_rejection); never committed
         offsets = _offsets(self.tracker, self.assigned)
@@ -195,6 +223,7 @@ class TransactionalCommitter:
         self.metrics.transaction_committed()
 
     def _abort(self) -> None:
+        self.after_abort()
         try:
             self.producer.abort_transaction()
         except KafkaError as exc:

@@ -73,6 +73,11 @@ class Lanes:
     def by_name(self) -> Mapping[str, Lane]:
         return self._lanes
 
+    @property
+    def pending(self) -> int:
+        """Requests read and not yet scored, over every lane."""
+        return sum(len(lane.batcher) for lane in self._lanes.values())
+
     def time_until_due(self) -> float | None:
         due = [d for lane in self._lanes.values() if (d := lane.batcher.time_until_due()) is not None]
         return min(due) if due else None

@@ -9,7 +9,7 @@ object decides *when* it must be redone, because only the producer side knows wh
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 from adae_stream.clients import KafkaError, TopicPartition
 from adae_stream.config import Config
@@ -33,8 +33,14 @@ class Outlet:
         partitions: Assignments,
         metrics: Metrics,
         failure: FirstFailure,
+        before_commit: Callable[[bool], None],
+        after_abort: Callable[[], None],
     ) -> None:
+        """before_commit(score): what the loop's commits send first (RecordPath.before_commit; score: every
+        request read first, for a transaction); after_abort: what forgets the work of an aborted transaction
+        that is not on the broker (its batch summaries)."""
         self.cfg = cfg
+        self.before_commit, self.after_abort = before_commit, after_abort
         self.kafka = cfg.kafka
         self.session = session
         self.partitions = partitions
@@ -85,7 +91,9 @@ class Outlet:
             return self.partitions.assigned
 
         if self.cfg.delivery != "exactly_once":
-            return AtLeastOnceCommitter(consumer, tracker, assigned, interval_s, timeout_s)
+            return AtLeastOnceCommitter(
+                consumer, tracker, assigned, interval_s, timeout_s, lambda: self.before_commit(False)
+            )
         return TransactionalCommitter(
             self.session.producer,
             consumer,
@@ -97,6 +105,9 @@ class Outlet:
             flush=lambda timeout_s: self.sink.flush(timeout_s),
             doomed=lambda: self.doomed,
             redo=self.partitions.forget_all,
+            before_commit=lambda: self.before_commit(True),
+            after_abort=self.after_abort,
+            when_idle=self.kafka.commit_when_idle,
         )
 
     def lose(self, lost: set[TopicPartition]) -> None:

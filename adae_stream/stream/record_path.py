@@ -21,7 +21,7 @@ from adae_stream.config import Config
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.feedback.answers import encode_shadow
 from adae_stream.feedback.outcome import PREDICTIONS
-from adae_stream.feedback.summaries import encode_summary, reference_edges, summarize
+from adae_stream.feedback.summaries import SummaryFold, encode_summary, reference_edges, summarize
 from adae_stream.scoring import (
     CORRECTED,
     INSTANCE_SCORE,
@@ -61,6 +61,7 @@ class RecordPath:
         self._sink = sink
         self.labels = labels
         self._edges: dict[int, tuple[tuple[float, float] | None]] = {}  # per scorer: its reference quartiles
+        self.summaries: SummaryFold[RawRecord] = SummaryFold()  # sent before each commit (before_commit)
         self._fields = answer_fields(cfg.detector.return_instance_score, cfg.detector.return_all_predictions)
         metrics.set_detectors(dict(detectors.current()))
 
@@ -101,6 +102,22 @@ class RecordPath:
     def score(self, force: bool) -> None:
         for lane in self.lanes:
             self.score_lane(lane, force)
+
+    def before_commit(self, score: bool = True) -> None:
+        """What a commit must cover: the batches' summaries are sent; with ``score`` (a transaction's
+        commit), every request read is scored first, in every lane: a transaction must not commit an offset
+        below a request it has not answered while it holds a later answer of that partition, which a redo
+        would answer twice. An at-least-once commit covers only what was acked: it need not score."""
+        if score:
+            self.score(force=True)
+        self.publish_summaries()
+
+    def publish_summaries(self) -> None:
+        topic = self.kafka.summary_topic
+        for summary, rec in self.summaries.take():
+            if topic is not None:
+                value, key = encode_summary(summary), summary.detector.encode()
+                self.sink.copy(topic, rec, value, [], self.metrics.summary_published, key=key)
 
     def score_lane(self, lane: Lane, force: bool) -> None:
         """Every batch a lane has due, on the version that serves it now; the shadow after the answers."""
@@ -150,8 +167,9 @@ class RecordPath:
     def _summarize(
         self, name: str, version: int, role: str, scorer: StreamScorer, batch: Batch, result: dict[str, np.ndarray]
     ) -> None:
-        """The batch's counts for the fleet's change detectors (feedback/summaries.py), sent beside the answers
-        of its last request: under exactly_once in their transaction, so a batch redone is counted once."""
+        """The batch's counts for the fleet's change detectors (feedback/summaries.py), folded with the other
+        batches of this commit and sent before it (before_commit): under exactly_once in the transaction of
+        their answers, so a batch redone is counted once."""
         topic = self.kafka.summary_topic
         if topic is None:
             return
@@ -168,8 +186,7 @@ class RecordPath:
             result[NO_DEFENSE],
             edges[0],
         )
-        rec = batch.segments[-1].request.record
-        self.sink.copy(topic, rec, encode_summary(summary), [], self.metrics.summary_published, key=name.encode())
+        self.summaries.add(summary, batch.segments[-1].request.record)
 
     def _scoring_failed(self, lane: Lane, batch: Batch, exc: Exception) -> None:
         log.error("scoring a batch of %d instances with %s failed: %s", batch.size, lane.name, exc)

@@ -155,7 +155,9 @@ def test_every_labels_evidence_is_on_the_ledger_once_through_rejections_an_evict
         delivery="exactly_once",
         kafka={
             "feedback_topic": f"fb-{tag}",
-            "commit_interval_ms": 2000,  # a pause or a kill lands in a transaction holding labels
+            # a pause or a kill lands in a transaction holding labels: committed every 2 s, not when idle
+            "commit_interval_ms": 2000,
+            "commit_when_idle": False,
             "session_timeout_ms": 6000,
             "transactional_id": f"evidence-{tag}",  # the restart fences the killed one and aborts its transaction
         },

@@ -41,12 +41,13 @@ def read_ids(bootstrap: str, topic: str, isolation: str, expected: set[str], tim
 
 
 def eos_config(apache_kafka, detector_path, **kafka):
-    # commits every 2 s: a kill or a stop lands in a transaction holding ~80 sent answers, not between two
+    # commits every 2 s and not when idle: a kill or a stop lands in a transaction holding ~80 sent
+    # answers, not between two
     return make_config(
         apache_kafka.bootstrap,
         detector_path,
         delivery="exactly_once",
-        kafka={"commit_interval_ms": 2000, "session_timeout_ms": 6000, **kafka},
+        kafka={"commit_interval_ms": 2000, "commit_when_idle": False, "session_timeout_ms": 6000, **kafka},
     )
 
 

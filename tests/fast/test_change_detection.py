@@ -4,6 +4,7 @@ detection and the change-time estimate; the fleet's summaries through the monito
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -15,7 +16,14 @@ from adae_stream.changes.metrics import ChangeMetrics
 from adae_stream.changes.service import ChangeService, rebaseline_saved
 from adae_stream.config import load_config
 from adae_stream.errors import ConfigError
-from adae_stream.feedback.summaries import Summary, decode_summary, encode_summary, reference_edges, summarize
+from adae_stream.feedback.summaries import (
+    Summary,
+    SummaryFold,
+    decode_summary,
+    encode_summary,
+    reference_edges,
+    summarize,
+)
 from tests.stand_ins import MemoryBroker, StandInConsumer, StandInProducer
 
 
@@ -140,6 +148,21 @@ def test_the_wilson_bound_covers_the_rate():
     k = rng.binomial(2000, 0.05, size=20_000)
     below = np.mean([upper_bound(int(x), 2000, 0.99) < 0.05 for x in k])
     assert below < 0.02  # 1 % nominal; binomial discreteness and 20,000 draws (sd 0.07 %) leave room
+
+
+def test_a_fold_of_batch_summaries_counts_what_one_summary_of_all_their_instances_counts():
+    rng = np.random.default_rng(7)
+    scores, flags, classes = rng.exponential(size=50), rng.random(50) < 0.2, rng.integers(0, 4, size=50)
+    edges = (0.3, 1.4)
+    fold: SummaryFold[int] = SummaryFold()
+    cuts = [0, 7, 8, 30, 50]
+    for i, (a, b) in enumerate(itertools.pairwise(cuts)):
+        fold.add(summarize("d", 1, "serving", 10.0 + i, scores[a:b], flags[a:b], classes[a:b], edges), i)
+        fold.add(summarize("d", 2, "shadow", 10.0 + i, scores[a:b], flags[a:b], classes[a:b], None), i)
+    (serving, last), (shadow, _) = fold.take()
+    assert serving == summarize("d", 1, "serving", 10.0, scores, flags, classes, edges) and last == 3
+    assert shadow == summarize("d", 2, "shadow", 10.0, scores, flags, classes, None)
+    assert len(fold) == 0 and fold.take() == []
 
 
 def test_summaries_round_trip_and_bad_ones_are_refused():

@@ -66,7 +66,7 @@ def pipeline(consumer, producer=None, delivery="at_least_once") -> SimpleNamespa
     partitions = Assignments(tracker, lanes, "earliest", 1.0)
     producer = producer or StandInProducer(consumer.broker, transactional=delivery == "exactly_once")
     session = SimpleNamespace(consumer=consumer, producer=producer, topic_limits={})
-    outlet = Outlet(cfg, session, partitions, NullMetrics(), FirstFailure())  # type: ignore[arg-type]
+    outlet = Outlet(cfg, session, partitions, NullMetrics(), FirstFailure(), lambda _score: None, lambda: None)  # type: ignore[arg-type]
     outlet.build()
     return SimpleNamespace(partitions=partitions, tracker=tracker, lanes=lanes, outlet=outlet, consumer=consumer)
 

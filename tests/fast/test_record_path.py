@@ -42,8 +42,26 @@ def test_an_answer_carries_the_scorer_results_for_its_instances_and_settles_its_
     assert h.statuses() == [("ok", None)] and h.dead_letters() == [] and h.all_settled()
 
 
-def test_batches_are_scored_only_when_due_unless_forced():
-    h = Harness(batching={"max_batch_size": 8, "max_batch_delay_ms": 60_000})
+def test_a_lone_request_is_scored_at_once_and_batches_fill_only_from_what_is_buffered():
+    """Natural batching (the default): nothing waits for a batch to fill while the consumer is idle; a
+    poll that comes back full (more is buffered) lets the batch fill from the next poll instead."""
+    h = Harness(batching={"max_batch_size": 8, "max_batch_delay_ms": 60_000}, kafka={"max_poll_records": 3})
+    (scorer,) = [lane.detector.scorer for lane in h.path.lanes]
+    h.request(instances([0.1, 0.2]), "lone")
+    h.turn(force=False)
+    assert [len(b) for b in scorer.batches] == [2]  # the wait of 60 s does not apply: nothing else came
+    assert [a["id"] for a in h.answers()] == ["lone"]
+    for i in range(5):
+        h.request(instances([0.3]), f"r{i}")
+    h.turn(force=False)  # 3 of 5 read: the poll was full, so more is buffered
+    assert [len(b) for b in scorer.batches] == [2]
+    h.turn(force=False)  # the last 2: nothing more buffered, the 5 go as one batch
+    assert [len(b) for b in scorer.batches] == [2, 5]
+    assert [a["id"] for a in h.answers()] == ["lone", *(f"r{i}" for i in range(5))] and h.all_settled()
+
+
+def test_fixed_batching_scores_only_when_due_unless_forced():
+    h = Harness(batching={"max_batch_size": 8, "max_batch_delay_ms": 60_000, "dispatch_when_idle": False})
     (scorer,) = [lane.detector.scorer for lane in h.path.lanes]
     h.request(instances([0.1, 0.2]), "r1")
     h.turn(force=False)
@@ -310,7 +328,9 @@ def test_a_new_version_takes_over_only_after_what_its_lane_holds_is_answered_by_
     old, new = StubScorer("v1"), StubScorer("v2")
     source = Source({"a": ServingDetector("a", 1, old)})
     h = Harness(
-        detectors=source, detector=A_SERVES_THE_TOPIC, batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000}
+        detectors=source,
+        detector=A_SERVES_THE_TOPIC,
+        batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000, "dispatch_when_idle": False},
     )
     h.request(instances([0.1] * 3), "r0")
     h.request(instances([0.9] * 3), "r1")  # split: 1 instance rides in the first batch, 2 are held
@@ -338,7 +358,9 @@ def test_the_published_prediction_follows_the_policy_and_a_new_choice_drains_lik
     scorer = StubScorer("v1")
     source = Source({"a": ServingDetector("a", 1, scorer)})
     h = Harness(
-        detectors=source, detector=A_SERVES_THE_TOPIC, batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000}
+        detectors=source,
+        detector=A_SERVES_THE_TOPIC,
+        batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000, "dispatch_when_idle": False},
     )
     x0, x1, x2 = instances([0.9, 0.1, 0.8]), instances([0.7, 0.2, 0.95]), instances([0.6, 0.3])
     h.request(x0, "r0", fmt)
@@ -377,9 +399,11 @@ def test_a_shadow_reaches_the_metrics_and_the_join_never_answers_captures_or_dea
     assert len(h.to("flagged")) == 1  # the serving version's flag, captured once
     assert len(shadow.batches) == 2 and len(h.to("shadow")) == 1  # r2's shadow batch failed
     assert h.metrics.calls["shadow_published"] == [("sent",)]
-    assert h.topics() == ["flagged", "out", "out", *["out-summaries"] * 3, "shadow"]  # nothing else went out
+    assert h.topics() == ["flagged", "out", "out", *["out-summaries"] * 2, "shadow"]  # nothing else went out
+    # the commit's batches folded into one summary per version and role: the serving version's two batches,
+    # and the one shadow batch that did not fail
     summaries = [decode_summary(r["value"]) for r in h.to("out-summaries")]
-    assert [(s.version, s.role) for s in summaries] == [("1", "serving"), ("2", "shadow"), ("1", "serving")]
+    assert [(s.version, s.role, s.n, s.flagged) for s in summaries] == [("1", "serving", 5, 1), ("2", "shadow", 4, 1)]
     roles = [(c[0], c[1], c[2]) for c in h.metrics.calls["observe_detector"]]
     assert roles == [("a", 1, "serving"), ("a", 2, "shadow"), ("a", 1, "serving")]
     assert len(h.metrics.calls["shadow_agreement"]) == 1
@@ -441,7 +465,7 @@ def test_a_held_label_holds_the_labels_behind_it_so_nothing_is_written_past_the_
     h = Harness(
         kafka={"feedback_topic": "labels"},
         feedback={"clock_skew_s": 3600},  # never "unknown" here: the answers may still come
-        batching={"max_batch_size": 64, "max_batch_delay_ms": 60_000},
+        batching={"max_batch_size": 64, "max_batch_delay_ms": 60_000, "dispatch_when_idle": False},
     )
     h.request(instances([0.1, 0.9]), "r1")
     h.turn()
@@ -504,3 +528,78 @@ def test_held_labels_of_a_partition_no_longer_ours_are_dropped_not_counted():
     assert h.join.pending == 0
     h.pipeline.committer.commit(force=True)
     assert h.outcomes() == [] and not h.all_settled("labels")
+
+
+# ---------------------------------------------------------------- exactly_once: when answers become visible
+def test_exactly_once_commits_as_soon_as_the_loop_is_quiet_and_only_at_the_interval_when_told_so():
+    """The transaction commit is an answer's last wait under exactly_once: with kafka.commit_when_idle it
+    happens on the first turn whose poll finds nothing, not at the end of a commit interval (an hour here)."""
+    h = Harness(kafka={"commit_interval_ms": 3_600_000}, delivery="exactly_once")
+    h.request(instances([0.1]), "r1")
+    h.pipeline.turn()  # read and answered inside the open transaction: not visible yet
+    assert h.answers() == [] and h.pipeline.committer.holds_unpublished
+    assert h.pipeline._poll_timeout_ms() == 0  # the next poll does not block while answers wait
+    h.pipeline.turn()  # that poll finds nothing: committed
+    assert [a["id"] for a in h.answers()] == ["r1"] and h.all_settled()
+    assert not h.pipeline.committer.holds_unpublished
+
+    held = Harness(kafka={"commit_interval_ms": 3_600_000, "commit_when_idle": False}, delivery="exactly_once")
+    held.request(instances([0.1]), "r1")
+    for _ in range(3):
+        held.pipeline.turn()
+    assert held.answers() == [] and not held.pipeline.committer.holds_unpublished
+    held.pipeline.committer.commit(force=True)
+    assert [a["id"] for a in held.answers()] == ["r1"]
+
+
+def test_an_exactly_once_commit_answers_every_lane_first_so_no_request_is_left_below_a_committed_answer():
+    """Two lanes on one input partition: a held request of lane a (offset 0) and a full batch of lane b
+    (offset 1), answered at once. A transaction committing offset 0 with b's answer inside would answer b
+    twice after a redo; so the commit scores every lane first, and commits past both."""
+    a, b = StubScorer("da"), StubScorer("db")
+    h = Harness(
+        detectors=_repository(a=a, b=b),
+        detector={"repository": "/unused"},
+        batching={"max_batch_size": 4, "max_batch_delay_ms": 60_000, "dispatch_when_idle": False},
+        kafka={"commit_interval_ms": 3_600_000, "commit_when_idle": False},
+        delivery="exactly_once",
+    )
+    h.request(instances([0.1]), "held", headers=[("seldon-model", b"a")])
+    h.request(instances([0.2] * 4), "full", headers=[("seldon-model", b"b")])
+    h.pipeline.turn()
+    assert [len(x) for x in a.batches] == [] and [len(x) for x in b.batches] == [4]
+    h.pipeline.committer.commit(force=True)  # what the interval does
+    assert [len(x) for x in a.batches] == [1]
+    assert sorted(ans["id"] for ans in h.answers()) == ["full", "held"]
+    assert h.broker.committed[(h.cfg.kafka.group_id, TopicPartition("in", 0))] == h.broker.end("in") == 2
+
+
+def test_summaries_are_folded_per_commit_and_an_aborted_transactions_summaries_are_counted_once():
+    """A commit's batches go out as one summary per version and role, in the transaction of their answers;
+    a transaction lost with an eviction takes its summary with it, and the redo counts its batches once."""
+    h = Harness(
+        kafka={"commit_interval_ms": 3_600_000, "commit_when_idle": False},
+        batching={"max_batch_size": 2},
+        delivery="exactly_once",
+    )
+    h.request(instances([0.9, 0.1, 0.2]), "r1")  # two batches
+    h.pipeline.turn()
+    assert len(h.path.summaries) == 1 and h.broker.records("out-summaries", committed_only=False) == []
+    h.clients.consumers[-1].evict()  # the open transaction is aborted with the lost partitions
+    for _ in range(4):  # lost and aborted, rejoined, r1 read and scored again
+        h.pipeline.turn()
+        if h.path.lanes.pending == 0 and len(h.path.summaries):
+            break
+    ((held, source),) = h.path.summaries.take()
+    assert held.n == 3  # the aborted batches' counts went with their transaction
+    h.path.summaries.add(held, source)
+    h.pipeline.committer.commit(force=True)
+    (summary,) = [decode_summary(r["value"]) for r in h.to("out-summaries")]
+    assert (summary.n, summary.flagged, summary.classes) == (3, 1, {"0": 1, "1": 1, "2": 1})
+    assert [a["id"] for a in h.answers()] == ["r1"] and h.all_settled()
+
+    alo = Harness(kafka={"commit_interval_ms": 0}, batching={"max_batch_size": 2})
+    alo.request(instances([0.9, 0.1, 0.2]), "r1")
+    alo.pipeline.turn()  # scored, answered, and the interval's commit sends the fold
+    (summary,) = [decode_summary(r["value"]) for r in alo.to("out-summaries")]
+    assert (summary.n, summary.flagged) == (3, 1) and len(alo.path.summaries) == 0
