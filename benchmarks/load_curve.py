@@ -88,7 +88,8 @@ def _service(bootstrap: str, topics: dict[str, str], det_path: str, delivery: st
 
 def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, conn) -> None:
     """The transport alone, with the service's consumer and producer settings and its new commit rule:
-    re-produce each record's bytes; under exactly_once in a transaction committed when a poll finds nothing."""
+    re-produce each record's bytes; under exactly_once in a transaction committed when a poll comes back
+    short of max_poll_records (caught up)."""
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.structs import OffsetAndMetadata
 
@@ -133,7 +134,7 @@ def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, conn) -
             for r in recs:
                 p.send(topics["output_topic"], value=r.value, key=r.key, headers=r.headers)
             positions[tp] = recs[-1].offset + 1
-        if eos and open_txn and not polled:
+        if eos and open_txn and sum(len(recs) for recs in polled.values()) < 500:  # caught up: the service's rule
             p.send_offsets_to_transaction(
                 {tp: OffsetAndMetadata(o, "", -1) for tp, o in positions.items()}, c.group_metadata()
             )

@@ -140,7 +140,7 @@ def read_topic_limits(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) ->
     return limits
 
 
-def plain_producer(kafka: KafkaConfig, bootstrap: str, linger_ms: int = 10) -> KafkaProducer:
+def plain_producer(kafka: KafkaConfig, bootstrap: str, linger_ms: int = 0) -> KafkaProducer:
     """The one producer for what is not the service (``adae-stream produce``, the demo's traffic and
     labels): no transactions, requests up to the service's own ``kafka.max_message_bytes``."""
     return KafkaProducer(

@@ -28,11 +28,12 @@ class Committer(Protocol):
     @property
     def holds_unpublished(self) -> bool:
         """Whether answers sent wait for a commit to become visible (an open transaction): the loop then
-        polls without blocking, and commits as soon as a poll finds nothing."""
+        polls without blocking, and commits as soon as it has caught up."""
 
     def commit(self, force: bool = False, timeout_s: float | None = None, quiet: bool = False) -> None:
-        """Commit what is safe, if the commit interval has passed (or force). quiet: the loop has nothing to
-        do (nothing read, nothing pending), which is when an exactly_once commit costs no one a wait."""
+        """Commit what is safe, if the commit interval has passed (or force). quiet: the loop has caught up
+        (its poll came back short and everything read is scored), which is when an exactly_once commit
+        costs no one a wait: what arrives meanwhile goes in the next transaction."""
 
     async def commit_on_revoke(self) -> None:
         """Commit what is safe before the group moves our partitions (runs on the consumer's I/O loop)."""

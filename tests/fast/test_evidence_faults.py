@@ -63,7 +63,12 @@ def check_counted_once(h: Harness, labels: int = LABELS) -> None:
 def test_labels_count_once_through_answers_the_broker_rejects_one_per_transaction(delivery):
     """Issue 38's first case: with one answer in ten labels rejected, 162 of 600 labels reached the ledger
     on Apache Kafka, because each abort's redo took the labels for duplicates."""
-    h = answered(Harness(kafka={"feedback_topic": "labels", "commit_interval_ms": 3_600_000}, delivery=delivery))
+    h = answered(
+        Harness(
+            kafka={"feedback_topic": "labels", "commit_interval_ms": 3_600_000, "commit_when_idle": False},
+            delivery=delivery,
+        )
+    )
     rejected = 4
     h.broker.reject["out"] = [MessageSizeTooLargeError(f"too large {i}") for i in range(rejected)]
     for i in range(LABELS):
@@ -82,7 +87,12 @@ def test_labels_count_once_through_answers_the_broker_rejects_one_per_transactio
 def test_labels_count_once_when_two_answers_are_rejected_in_one_window():
     """Issue 38, 1b: two rejected answers in one window looped (rejected 5 and 4 times) and killed the
     process. Here each is rejected once and dead-lettered once, and the labels around them count once."""
-    h = answered(Harness(kafka={"feedback_topic": "labels", "commit_interval_ms": 3_600_000}, delivery="exactly_once"))
+    h = answered(
+        Harness(
+            kafka={"feedback_topic": "labels", "commit_interval_ms": 3_600_000, "commit_when_idle": False},
+            delivery="exactly_once",
+        )
+    )
     a, b = MessageSizeTooLargeError("a"), MessageSizeTooLargeError("b")
     h.producer.hold_acks = True  # both answers in flight together, as in one produce request
     for i in range(LABELS):
@@ -104,7 +114,12 @@ def test_labels_count_once_when_two_answers_are_rejected_in_one_window():
 def test_labels_of_a_transaction_lost_to_an_eviction_count_once():
     """Issue 38's second case (563 and 560 of 600 after one eviction): the partitions are lost with the
     open transaction, which is aborted; the labels are read again and count once."""
-    h = answered(Harness(kafka={"feedback_topic": "labels", "commit_interval_ms": 3_600_000}, delivery="exactly_once"))
+    h = answered(
+        Harness(
+            kafka={"feedback_topic": "labels", "commit_interval_ms": 3_600_000, "commit_when_idle": False},
+            delivery="exactly_once",
+        )
+    )
     for i in range(LABELS):
         h.label(f"r{i}", [0, 1])
     h.pipeline.turn()  # joined: their evidence is in the open transaction

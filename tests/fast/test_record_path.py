@@ -531,17 +531,24 @@ def test_held_labels_of_a_partition_no_longer_ours_are_dropped_not_counted():
 
 
 # ---------------------------------------------------------------- exactly_once: when answers become visible
-def test_exactly_once_commits_as_soon_as_the_loop_is_quiet_and_only_at_the_interval_when_told_so():
+def test_exactly_once_commits_as_soon_as_the_loop_has_caught_up_and_only_at_the_interval_when_told_so():
     """The transaction commit is an answer's last wait under exactly_once: with kafka.commit_when_idle it
-    happens on the first turn whose poll finds nothing, not at the end of a commit interval (an hour here)."""
+    happens on the turn that catches up (its poll came back short, everything read scored), not at the end
+    of a commit interval (an hour here)."""
     h = Harness(kafka={"commit_interval_ms": 3_600_000}, delivery="exactly_once")
-    h.request(instances([0.1]), "r1")
-    h.pipeline.turn()  # read and answered inside the open transaction: not visible yet
-    assert h.answers() == [] and h.pipeline.committer.holds_unpublished
-    assert h.pipeline._poll_timeout_ms() == 0  # the next poll does not block while answers wait
-    h.pipeline.turn()  # that poll finds nothing: committed
-    assert [a["id"] for a in h.answers()] == ["r1"] and h.all_settled()
+    h.request(instances([0.1]), "lone")
+    h.pipeline.turn()  # read, answered and committed in one turn
+    assert [a["id"] for a in h.answers()] == ["lone"] and h.all_settled()
     assert not h.pipeline.committer.holds_unpublished
+
+    behind = Harness(kafka={"commit_interval_ms": 3_600_000, "max_poll_records": 1}, delivery="exactly_once")
+    behind.request(instances([0.1]), "r1")
+    behind.request(instances([0.2]), "r2")
+    behind.pipeline.turn()  # each full poll may leave more buffered: not caught up, nothing committed
+    behind.pipeline.turn()
+    assert behind.answers() == []
+    behind.pipeline.turn()  # the poll that finds nothing: both scored and committed
+    assert [a["id"] for a in behind.answers()] == ["r1", "r2"] and behind.all_settled()
 
     held = Harness(kafka={"commit_interval_ms": 3_600_000, "commit_when_idle": False}, delivery="exactly_once")
     held.request(instances([0.1]), "r1")
