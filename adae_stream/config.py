@@ -38,18 +38,15 @@ class KafkaConfig(BaseModel):
     # --- topics
     input_topic: str | list[str] = "adae-requests"  # one topic or a list (a tap may read several)
     input_pattern: str | None = None  # a regex of topics to read instead (e.g. ^seldon\.prod\.model\..*\.inputs$)
-    # answers: answer every request. Monitor-only taps of a platform's traffic: flagged publishes only
-    # the flagged instances of a request (with their instance_index), nothing publishes no answer at all;
-    # both export every metric and never write to the input topics.
+    # answers: answer every request. Monitor-only taps: flagged publishes only the flagged instances (with
+    # their instance_index), nothing no answer; both export every metric and never write to the inputs.
     publish: Literal["answers", "flagged", "nothing"] = "answers"
     feedback_topic: str | None = None  # ground-truth labels of earlier requests (unset: no feedback loop)
     flagged_topic: str | None = None  # every request with a flagged instance, for review (unset: off)
-    # a shadow version's predictions, so the feedback join of every replica sees them (feedback/join_tail.py);
-    # with kafka.feedback_topic set and this unset: "<output_topic>-shadow"
+    # a shadow's predictions for every replica's join; unset with a feedback_topic: "<output_topic>-shadow"
     shadow_topic: str | None = None
-    # the paired evidence of every label, the ledger the decision-maker sums (feedback/ledger.py): written
-    # in the transaction that consumes the label, so no restart loses or repeats it under exactly_once;
-    # with kafka.feedback_topic set and this unset: "<output_topic>-evidence"
+    # every label's paired evidence, the ledger the decider sums, written in the transaction that consumes
+    # the label (feedback/ledger.py); unset with a feedback_topic: "<output_topic>-evidence"
     evidence_topic: str | None = None
     # with monitoring.enabled and this unset: "<output_topic>-summaries" (feedback/summaries.py)
     summary_topic: str | None = None
@@ -78,19 +75,17 @@ class KafkaConfig(BaseModel):
     fetch_max_wait_ms: int = 100
     max_poll_records: int = 500
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
-    # 0: an answer goes out when the producer is free; under load answers pile up behind the one request in
-    # flight and go out together (benchmarks/RESULTS.md, "Latency at every load")
-    linger_ms: Annotated[int, Field(ge=0)] = 0
+    # unset: 0 under at_least_once (answers pile up behind the request in flight by themselves), else
+    # EXACTLY_ONCE_LINGER_MS: the commit flushes and is the wait (benchmarks/RESULTS.md, "Latency at every load")
+    linger_ms: Annotated[int | None, Field(ge=0)] = None
     connect_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     delivery_timeout_s: float = 30.0
     commit_interval_ms: int = 200
-    # exactly_once: commit the open transaction as soon as the loop has nothing to do (answers become
-    # visible then); commit_interval_ms bounds the wait under load. false: commit only at the interval
+    # exactly_once: commit as soon as the loop has caught up; false: only every commit_interval_ms
     commit_when_idle: bool = True
-    # exactly_once: a name unique to this replica that survives its restarts (a StatefulSet pod name), so
-    # a restart fences its previous incarnation and aborts that one's open transaction at once; unset, it
-    # is unique per process and a crashed process's transaction blocks read_committed readers of the
-    # output until transaction_timeout_ms
+    # exactly_once: unique to this replica and stable across its restarts (a StatefulSet pod name): a restart
+    # then aborts its predecessor's open transaction at once; unset, that blocks read_committed readers
+    # until transaction_timeout_ms
     transactional_id: str | None = None
     transaction_timeout_ms: int = 60000
 
@@ -109,8 +104,8 @@ class DetectorConfig(BaseModel):
     model_name: str = "adae"
     # XLA on TF, torch.compile on torch (JAX always compiles): faster per call, slower to start (README)
     jit_compile: bool = False
-    # the Keras backend of this process, set before Keras is imported (else KERAS_BACKEND, else tensorflow);
-    # a PyTorch-classifier detector needs torch. One backend per process: TF and torch cannot share one.
+    # this process's Keras backend (else KERAS_BACKEND, else tensorflow); one per process, torch for a
+    # PyTorch classifier
     backend: Literal["tensorflow", "jax", "torch"] | None = None
     # a PyTorch classifier saved as TorchScript runs its own code when called: refused unless true
     allow_torchscript: bool = False
@@ -123,11 +118,9 @@ class BatchingConfig(BaseModel):
     model_config = _SECTION
 
     max_batch_size: Positive = DEFAULT_MAX_BATCH
-    # natural batching (Triton's max_queue_delay 0): what is pending is scored as soon as the consumer has
-    # nothing more buffered, so a lone request never waits and batches grow only with the load; false: a
-    # batch waits to fill for up to max_batch_delay_ms (fixed batching; README "Latency and batching")
+    # score what is pending once the consumer has nothing more buffered (natural batching); false: a batch
+    # waits up to max_batch_delay_ms to fill (README, "Latency at every load")
     dispatch_when_idle: bool = True
-    # with dispatch_when_idle, the most a batch waits while polls keep coming back full; without, its wait
     max_batch_delay_ms: Annotated[float, Field(ge=0)] = 10.0
     bucket_sizes: Annotated[list[Positive], Field(min_length=1)] = Field(
         default_factory=lambda: buckets_up_to(DEFAULT_MAX_BATCH)
@@ -197,8 +190,7 @@ class MonitoringConfig(BaseModel):
     false_alarm_every: Duration = 30 * 86400.0
     # live instances each version's pre-change rates are estimated from, fleet-wide, before it is watched
     baseline_instances: Positive = 60_000
-    # the rates designed for are upper bounds at this confidence: an estimate that is low by chance must not
-    # make a chart alarm for ever
+    # the rates designed for are upper bounds at this confidence: a low estimate must not alarm for ever
     baseline_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.999
     # the rises each event is watched for (odds ratios); each chart gets its share of the false alarms
     odds_ratios: Annotated[list[Annotated[float, Field(gt=1.0)]], Field(min_length=1)] = Field(
@@ -219,14 +211,7 @@ class DemoConfig(BaseModel):
     # decision-maker flips answers to the undefended prediction (README, "What make demo shows"); an
     # attack-heavy mix (--mix clean=0.5,fgsm=0.15,pgd=0.15,noise=0.07,blur=0.07,occlusion=0.06) keeps corrected
     mix: dict[str, float] = Field(
-        default_factory=lambda: {
-            "clean": 0.35,
-            "fgsm": 0.05,
-            "pgd": 0.05,
-            "noise": 0.15,
-            "blur": 0.3,
-            "occlusion": 0.1,
-        }
+        default_factory=lambda: {"clean": 0.35, "fgsm": 0.05, "pgd": 0.05, "noise": 0.15, "blur": 0.3, "occlusion": 0.1}
     )
     # an incident for the change detectors to find: this share of traffic becomes `incident_kind` from
     # incident_at (a fraction of duration_s) on; share 0: none
@@ -273,6 +258,10 @@ class Config(BaseSettings):
         return walk(self.model_dump())
 
 
+# exactly_once saturation over the previous defaults (3 rounds): linger 0 0.77-0.99, 10 ms 0.98-1.07
+EXACTLY_ONCE_LINGER_MS = 10
+
+
 def load_config(
     path: str | os.PathLike | None = None, environ: dict[str, str] | None = None, overrides: dict | None = None
 ) -> Config:
@@ -281,6 +270,12 @@ def load_config(
     cfg = load(Config, path, dict(os.environ if environ is None else environ), overrides or {})
     _validate(cfg)
     return cfg
+
+
+def linger_ms(cfg: Config) -> int:
+    """The producer's linger: kafka.linger_ms, else the delivery's own default."""
+    default = EXACTLY_ONCE_LINGER_MS if cfg.delivery == "exactly_once" else 0
+    return default if cfg.kafka.linger_ms is None else cfg.kafka.linger_ms
 
 
 def input_topics(kafka: KafkaConfig) -> list[str]:
@@ -363,7 +358,7 @@ def _validate(cfg: Config) -> None:
     checks = [
         (
             "kafka.delivery_timeout_s",
-            cfg.kafka.delivery_timeout_s * 1000 > 2 * cfg.kafka.linger_ms + 2000,
+            cfg.kafka.delivery_timeout_s * 1000 > 2 * linger_ms(cfg) + 2000,
             "must exceed 2 s + 2 x linger_ms",
         ),
         (

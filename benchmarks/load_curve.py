@@ -2,6 +2,7 @@
 
     python -m benchmarks.load_curve                       # Tansu and Apache Kafka, tabular and CIFAR, both deliveries
     python -m benchmarks.load_curve --brokers apache-kafka --models tabular --deliveries at_least_once --quick
+    python -m benchmarks.load_curve --brokers apache-kafka --saturation-rounds 3   # saturation, each change apart
 
 Every party is its own process, as in production: the service (or the pass-through), the load generator,
 and the reader that stamps each answer's arrival. Latency is the answer's arrival at that reader minus
@@ -249,7 +250,17 @@ def _offer(bootstrap: str, topic: str, payload: bytes, headers: list, rate_rps: 
 class Variant:
     """One variant's service (or pass-through) with its own topics and arrival reader."""
 
-    def __init__(self, name: str, case: Case, bootstrap: str, det_path: str, request: tuple[bytes, list]) -> None:
+    def __init__(
+        self,
+        name: str,
+        case: Case,
+        bootstrap: str,
+        det_path: str,
+        request: tuple[bytes, list],
+        extra: dict | None = None,
+    ) -> None:
+        """name: "pass-through", or a service with ``extra`` over the shipped defaults (default: "previous"
+        gets PREVIOUS_DEFAULTS, anything else none)."""
         from adae_stream.clients.build import ensure_topics
         from adae_stream.config import load_config
 
@@ -267,6 +278,7 @@ class Variant:
         )
         ensure_topics(cfg, bootstrap)
         self.det_path, self.sent = det_path, 0
+        self.extra = extra if extra is not None else (PREVIOUS_DEFAULTS if name == "previous" else {})
         self.reader = Party(_arrivals, bootstrap, self.topics["output_topic"], case.delivery == "exactly_once")
         self.party: Party | None = None
 
@@ -274,8 +286,7 @@ class Variant:
         if self.name == "pass-through":
             self.party = Party(_pass_through, self.bootstrap, self.topics, self.case.delivery)
         else:
-            extra = PREVIOUS_DEFAULTS if self.name == "previous" else {}
-            self.party = Party(_service, self.bootstrap, self.topics, self.det_path, self.case.delivery, extra)
+            self.party = Party(_service, self.bootstrap, self.topics, self.det_path, self.case.delivery, self.extra)
 
     def stats(self) -> dict[str, int]:
         assert self.party is not None
@@ -303,6 +314,37 @@ def saturation(variant: Variant, n: int) -> float:
     # the service's start-up (model load, warm-up, group join) is not throughput: count from its first answer
     first, last = min(arrived.values()), max(arrived.values())
     return n * variant.case.per_request / max(last - first, 1e-6)
+
+
+SATURATION_VARIANTS: dict[str, dict] = {  # what each of the three changes costs at saturation, apart
+    "new": {},
+    "previous": PREVIOUS_DEFAULTS,
+    "new, linger 10 ms": {"kafka": {"linger_ms": 10}},
+    "new, fixed batching": {"batching": PREVIOUS_DEFAULTS["batching"]},
+}
+
+
+def saturation_rounds(case: Case, bootstrap: str, det_path: str, request: tuple[bytes, list], rounds: int) -> dict:
+    """Backlog saturation of each SATURATION_VARIANTS entry, taking turns for ``rounds`` rounds (a fresh
+    service and topics per drain); the ratio to "previous" per round and its median."""
+    backlog = {"tabular": 40000, "cifar": 4000}[case.model]
+    runs: dict[str, list[float]] = {name: [] for name in SATURATION_VARIANTS}
+    for r in range(rounds):
+        for name, extra in SATURATION_VARIANTS.items():
+            v = Variant(name, case, bootstrap, det_path, request, extra)
+            try:
+                runs[name].append(saturation(v, backlog))
+            finally:
+                v.stop()
+            print(f"    round {r + 1} {name:22s} {runs[name][-1]:10,.0f} instances/s", flush=True)
+    ratios = {
+        name: sorted(a / b for a, b in zip(runs[name], runs["previous"], strict=True))
+        for name in SATURATION_VARIANTS
+        if name != "previous"
+    }
+    for name, rs in ratios.items():
+        print(f"    {name:22s} / previous: {', '.join(f'{x:.2f}' for x in rs)} (median {rs[len(rs) // 2]:.2f})")
+    return {"case": vars(case), "backlog": backlog, "instances_per_s": runs, "ratios": ratios}
 
 
 def _latencies(sent: dict[bytes, float], arrived: dict[bytes, float]) -> np.ndarray:
@@ -405,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deliveries", nargs="+", default=["at_least_once", "exactly_once"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None, help="write every figure here")
+    ap.add_argument("--saturation-rounds", type=int, default=0, help="only the saturation variants, this many rounds")
     args = ap.parse_args(argv)
 
     from adae_stream import save_detector
@@ -430,7 +473,19 @@ def main(argv: list[str] | None = None) -> int:
                 # a fresh broker per case: Tansu keeps every record in memory and its fetches slowed as the
                 # log grew (the pass-through's p50 went from 42 to 167 ms over one case of ~100,000 records)
                 with EmbeddedBroker() if broker_name == "tansu" else ApacheKafka(jvm_opts=jvm) as broker:
-                    results.append(curve(case, broker.bootstrap, paths[model], request, scorers[model], x, args.quick))
+                    if args.saturation_rounds:
+                        results.append(
+                            saturation_rounds(case, broker.bootstrap, paths[model], request, args.saturation_rounds)
+                        )
+                    else:
+                        results.append(
+                            curve(case, broker.bootstrap, paths[model], request, scorers[model], x, args.quick)
+                        )
+    if args.saturation_rounds:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return 0
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -367,8 +367,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "a transaction commits past a request held in another lane",
         "stream/commit.py",
-        "            self.before_commit()",
-        "            pass",
+        "no scoring there\n            self.before_commit()",
+        "no scoring there\n            pass",
     ),
     (
         "an aborted transaction's summaries are sent with the redo's",

@@ -18,7 +18,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from adae_stream.clients.fixes import forget_refused_txn_offsets, keep_pending_join_visible
-from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs
+from adae_stream.config import Config, KafkaConfig, input_topics, kafka_security_kwargs, linger_ms
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def build_producer(cfg: Config, bootstrap: str, bootstrap_timeout_ms: int) -> Ka
         }
     producer = KafkaProducer(
         acks="all",
-        linger_ms=kafka.linger_ms,
+        linger_ms=linger_ms(cfg),
         batch_size=1024 * 1024,
         max_request_size=max(dead_letter_limit(kafka) + 1024, 1024 * 1024),
         compression_type=kafka.compression_type,

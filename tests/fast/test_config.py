@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adae_stream.config import kafka_security_kwargs, load_config
+from adae_stream.config import EXACTLY_ONCE_LINGER_MS, kafka_security_kwargs, linger_ms, load_config
 from adae_stream.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,18 @@ def test_defaults_and_env_overrides(tmp_path):
     assert cfg.batching.max_batch_delay_ms == 7.0
     assert cfg.metrics.port == 9200
     assert cfg.kafka.group_id == "adae-stream"
+
+
+def test_the_defaults_never_make_a_lone_request_wait():
+    """Issue 40: no fixed wait by default. The producer lingers only under exactly_once, where the commit
+    flushes it anyway; a set kafka.linger_ms is kept under either delivery."""
+    alo = load_config(None, environ={})
+    eos = load_config(None, environ={}, overrides={"delivery": "exactly_once"})
+    assert alo.batching.dispatch_when_idle and alo.kafka.commit_when_idle
+    assert (linger_ms(alo), linger_ms(eos)) == (0, EXACTLY_ONCE_LINGER_MS)
+    for delivery in ("at_least_once", "exactly_once"):
+        set_ = load_config(None, environ={}, overrides={"delivery": delivery, "kafka": {"linger_ms": 3}})
+        assert linger_ms(set_) == 3
 
 
 @pytest.mark.parametrize(
