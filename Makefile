@@ -10,6 +10,10 @@ JAX_STAMP   := .venv-jax/.installed
 
 .PHONY: demo test test-fast lint bench promtool clean wheelhouse
 
+# No pip cache: the three environments take ~10 GB (torch's CUDA wheels alone ~4 GB), and a cached copy of
+# every download doubled that; a CI machine ran out of disk installing torch (issue 40's session).
+export PIP_NO_CACHE_DIR := 1
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

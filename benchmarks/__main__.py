@@ -6,7 +6,8 @@
 
 Sections: (1)-(3) compute, (4) end to end, (5) the Kafka client alone, then on a fresh broker the
 saturating load with a live load generator and the added latency at fractions of it.
-`python -m benchmarks.stages` splits one load point's latency by stage; `python -m benchmarks.formats`
+`python -m benchmarks.load_curve` draws latency against load for the shipped and the previous defaults
+(issue 40); `python -m benchmarks.stages` splits one load point's latency by stage; `python -m benchmarks.formats`
 compares the wire families end to end and `python -m benchmarks.codecs` their decode and encode
 alone; `python -m benchmarks.precision` measures mixed precision.
 """
