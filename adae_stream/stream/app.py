@@ -216,8 +216,9 @@ class Pipeline:
         instant a fetch response is being handed over: with a 100 ms timeout, answers then waited
         100 ms behind data that had already arrived (the latency benchmark's p99 tail). A short
         timeout bounds that sleep; an idle loop turn costs microseconds. No wait at all while answers
-        wait for a commit to become visible: the poll that comes back short is the signal to commit."""
-        if self.committer.holds_unpublished:
+        wait for a commit to become visible and nothing waits for its batch: the poll that comes back
+        short is the signal to commit."""
+        if self.committer.holds_unpublished and self.path.lanes.pending == 0:
             return 0
         due = self.path.lanes.time_until_due()
         return IDLE_POLL_MS if due is None else int(min(IDLE_POLL_MS, due * 1000.0))
