@@ -277,7 +277,7 @@ class Variant:
             None, environ={}, overrides={"kafka": {"bootstrap_servers": bootstrap, **self.topics, "partitions": 1}}
         )
         ensure_topics(cfg, bootstrap)
-        self.det_path, self.sent = det_path, 0
+        self.det_path = det_path
         self.extra = extra if extra is not None else (PREVIOUS_DEFAULTS if name == "previous" else {})
         self.reader = Party(_arrivals, bootstrap, self.topics["output_topic"], case.delivery == "exactly_once")
         self.party: Party | None = None
@@ -305,8 +305,7 @@ class Variant:
 
 def saturation(variant: Variant, n: int) -> float:
     """Instances/s draining a pre-produced backlog of n requests (from the service's start to the last arrival)."""
-    sent = _offer(variant.bootstrap, variant.topics["input_topic"], variant.payload, variant.headers, 0, n, "sat")
-    del sent
+    _offer(variant.bootstrap, variant.topics["input_topic"], variant.payload, variant.headers, 0, n, "sat")
     variant.start()
     arrived = variant.reader.ask(("wait", "sat", n, 300.0), timeout_s=400)
     if len(arrived) < n:
