@@ -41,9 +41,15 @@ def _config(
     )
 
 
-def _producer(bootstrap: str) -> KafkaProducer:
+def _producer(bootstrap: str, service_settings: bool = False) -> KafkaProducer:
+    """The benchmarks' own producer (acks=1, 10 ms linger, five requests in flight), or with the service's
+    delivery settings (acks=all, no linger, one request in flight: clients/build.py)."""
+    if service_settings:
+        settings: dict = {"acks": "all", "linger_ms": 0, "max_in_flight_requests_per_connection": 1}
+    else:
+        settings = {"linger_ms": 10}
     return KafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=10, batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024
+        bootstrap_servers=bootstrap, batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024, **settings
     )
 
 
@@ -180,7 +186,9 @@ def _ensure(bootstrap: str, *topics: str) -> None:
 class PassThrough(threading.Thread):
     """The transport alone: consume records and re-produce their bytes unchanged (no decode, no scoring)."""
 
-    def __init__(self, bootstrap: str, topic_in: str, topic_out: str, fetch_wait_ms: int = 20) -> None:
+    def __init__(
+        self, bootstrap: str, topic_in: str, topic_out: str, fetch_wait_ms: int = 20, service_settings: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         # no consumer group: a group join on the embedded broker waits session_timeout/2, which is not transport
         # cost; partitions assigned here, so consumption starts the moment run() does (kafka_alone's clock)
@@ -193,7 +201,7 @@ class PassThrough(threading.Thread):
             max_partition_fetch_bytes=32 * 1024 * 1024,
         )
         _assign(self.c, topic_in, {}, time.monotonic() + 30)
-        self.p = _producer(bootstrap)
+        self.p = _producer(bootstrap, service_settings)
         self.topic_out = topic_out
         self.halt = threading.Event()
         self.ready = threading.Event()
@@ -210,9 +218,12 @@ class PassThrough(threading.Thread):
         self.p.close()
 
 
-def kafka_alone(bootstrap: str, x: np.ndarray, fmt: str, per_request: int, n_requests: int) -> dict:
+def kafka_alone(
+    bootstrap: str, x: np.ndarray, fmt: str, per_request: int, n_requests: int, service_settings: bool = False
+) -> dict:
     """(5) Pre-produce the same records as (4), then time the pass-through loop from its start (partitions already
-    assigned, like the pipeline's clock) to the last re-produced record."""
+    assigned, like the pipeline's clock) to the last re-produced record; ``service_settings``: it re-produces
+    with the service's delivery settings (_producer)."""
     tag = uuid.uuid4().hex[:6]
     topic_in, topic_out = f"ka-in-{tag}", f"ka-out-{tag}"
     _ensure(bootstrap, topic_in, topic_out)
@@ -223,7 +234,7 @@ def kafka_alone(bootstrap: str, x: np.ndarray, fmt: str, per_request: int, n_req
         p.send(topic_in, value=payload, key=key, headers=headers)
     p.flush()
     p.close()
-    pt = PassThrough(bootstrap, topic_in, topic_out)
+    pt = PassThrough(bootstrap, topic_in, topic_out, service_settings=service_settings)
     t0 = time.time()
     pt.start()
     out = read_topic(bootstrap, topic_out, len(records), timeout_s=300)

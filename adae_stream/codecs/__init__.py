@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from adae_stream.codecs import cloudevents, npy, oip_json, oip_proto
+from adae_stream.codecs import cloudevents, json_text, npy, oip_json, oip_proto
 from adae_stream.codecs.family import Headers, Info, Result, WireFamily
 from adae_stream.codecs.records import (
     CLOUDEVENTS_JSON,
@@ -225,7 +225,7 @@ class Codecs:
         record = RawRecord("", 0, 0, None, value, headers)
         ctype = _content_type(record)
         if ctype == CLOUDEVENTS_JSON:
-            event = json.loads(value)
+            event = json_text.loads(value)
             inner = json.dumps(event["data"]).encode() if "data" in event else base64.b64decode(event["data_base64"])
             others = [(k, v) for k, v in headers if k.lower() != "content-type"]
             out = self._decode_response(inner, [("content-type", event["datacontenttype"].encode()), *others])

@@ -15,6 +15,7 @@ import datetime
 import json
 from typing import Any
 
+from adae_stream.codecs import json_text
 from adae_stream.codecs.records import CLOUDEVENTS_JSON, Envelope, RawRecord, header_text, parse_json
 from adae_stream.errors import DecodeError, NotARequest
 
@@ -64,7 +65,7 @@ def _structured(value: bytes) -> tuple[Envelope, bytes]:
         except (binascii.Error, TypeError, ValueError) as exc:
             raise DecodeError("decode", f"CloudEvent data_base64 is not base64: {exc}") from None
     elif isinstance(event.get("data"), (dict, list)):
-        data = json.dumps(event["data"]).encode()
+        data = json.dumps(event["data"]).encode()  # the standard library's: it keeps NaN, refused as non_finite
     elif isinstance(event.get("data"), str):
         data = event["data"].encode("utf-8", "surrogatepass")
     else:
@@ -93,7 +94,7 @@ def wrap(
         return payload, content_type, headers + ce
     event = dict(attributes)
     if content_type.startswith("application/json"):
-        event["data"] = json.loads(payload)
+        event["data"] = json_text.loads(payload)
     else:
         event["data_base64"] = base64.b64encode(payload).decode("ascii")
-    return json.dumps(event, separators=(",", ":")).encode(), CLOUDEVENTS_JSON + "; charset=UTF-8", headers
+    return json_text.dumps(event), CLOUDEVENTS_JSON + "; charset=UTF-8", headers

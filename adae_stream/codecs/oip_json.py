@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from adae_stream.codecs import tensors
+from adae_stream.codecs.json_text import dumps as _dumps
+from adae_stream.codecs.json_text import loads
 from adae_stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.scoring import PREDICTION
@@ -27,10 +29,6 @@ ALL = "*"
 NAME, ANSWERS, REQUEST_FORMATS = "json", ("v2", "v1"), ("v2", "v1", "triton")
 CONTENT_TYPES = frozenset({JSON, "application/vnd.kserve.v2+json", "application/vnd.kserve.v1+json", "text/json"})
 SELDON_ANSWER_TYPE = "json/inferModelResponse"
-
-
-def _dumps(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _v2_answer(request_id: str, info: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -55,9 +53,9 @@ def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
                     "decode",
                     f"{BINARY_LENGTH_HEADER} {declared[:40]!r} is not a length within the body's {len(value)} bytes",
                 )
-            return json.loads(value[:length]), memoryview(value)[length:]
+            return loads(value[:length]), memoryview(value)[length:]
         try:
-            return json.loads(value), memoryview(b"")
+            return loads(value), memoryview(b"")
         except ValueError as exc:  # perhaps a JSON prefix and a binary tail, sent without the length header
             text = value.decode("utf-8", "surrogateescape")
             try:
@@ -180,7 +178,7 @@ def _all_binary_json_after_id(
     names: tuple[str, ...], n: int, model: tuple[str, str], parameters: tuple[tuple[str, Any], ...]
 ) -> bytes:
     """The JSON part of an answer whose outputs all go in the binary tail, from just after the id on: it is
-    the same for every answer of n instances (its json.dumps cost as much as the rest of the encode)."""
+    the same for every answer of n instances (writing it cost as much as the rest of the encode)."""
     outputs = [
         {
             "name": k,
@@ -204,7 +202,7 @@ def encode(
     if ALL in binary or binary >= set(names):  # all outputs binary: the JSON part is a cached template
         text = (
             b'{"id":'
-            + json.dumps(request.id).encode()
+            + _dumps(request.id)
             + _all_binary_json_after_id(
                 tuple(names),
                 n,
@@ -274,7 +272,7 @@ def encode_request(
 
 def decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
     length = headers.get(BINARY_LENGTH_HEADER)
-    body = json.loads(value[: int(length)] if length else value)
+    body = loads(value[: int(length)] if length else value)
     out: dict[str, Any] = {}
     if "outputs" not in body:  # V1: the published predictions and the other fields as lists
         out = {k: np.asarray(v, dtype=tensors.RESULT_DTYPES.get(k)) for k, v in body.items() if isinstance(v, list)}

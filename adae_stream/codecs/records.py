@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from adae_stream.codecs import json_text
 from adae_stream.errors import DecodeError
 
 JSON, NPY, PROTOBUF, OCTET_STREAM = (
@@ -101,7 +101,7 @@ def fallback_id(record: RawRecord) -> str:
 def parse_json(value: bytes, source: str) -> Any:
     """JSON, or a DecodeError("decode") that says what was being read."""
     try:
-        return json.loads(value)
+        return json_text.loads(value)
     except RecursionError:
         raise DecodeError("decode", f"{source} JSON nested too deeply") from None
     except ValueError as exc:
