@@ -1,0 +1,223 @@
+"""Where a lone request's time goes at low load: the service against the pass-through, leg by leg.
+
+    python -m benchmarks.lone_request [--rate 40] [--seconds 8] [--rounds 2] [--delivery at_least_once]
+
+On Apache Kafka (started here), V2 JSON requests of one tabular instance at ``--rate`` requests/s from a
+generator in its own process, answers stamped on arrival by a reader in its own process (both from
+benchmarks/load_curve.py). The service (shipped defaults, and with `detector.jit_compile: true`, XLA) and
+the kafka-python pass-through (its consumer
+and producer settings, as in load_curve) run in this process, taking turns, and stamp each request when
+``poll()`` returned it, when it was decoded, when its answer went to be encoded and when the producer's
+``send()`` returned. So the end-to-end latency splits into: the way in (send to poll return), decode,
+batch+score (waiting for the batch and scoring it), encode+send() (the pass-through: send() alone), and the
+way out (to the reader's arrival). The middle legs are what the service adds; the way in and out are the
+same clients with the same settings in both, so their difference between variants is the run-to-run
+noise of the transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LEGS = ("way in", "decode", "batch+score", "encode+send()", "way out", "total")
+
+
+def _legs(sent: dict[bytes, float], stamps: dict[bytes, dict[str, float]], arrived: dict[bytes, float]) -> dict:
+    keys = [k for k in sent if k in arrived and "published" in stamps.get(k, {})]
+    marks = ("poll", "ingested", "publish", "published")
+    a = np.array([[sent[k], *(stamps[k][m] for m in marks), arrived[k]] for k in keys])
+    ms = np.diff(a, axis=1) * 1000.0
+    legs = dict(zip(LEGS[:-1], ms.T, strict=True)) | {"total": (a[:, -1] - a[:, 0]) * 1000.0}
+    if all("model call" in stamps[k] for k in keys):
+        legs["model call"] = np.array([stamps[k]["model call"] for k in keys]) * 1000.0
+    return {"answered": len(keys)} | {
+        name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for name, v in legs.items()
+    }
+
+
+def _service(
+    bootstrap: str, topics: dict[str, str], det_path: str, delivery: str, stamps: dict, jit_compile: bool
+) -> Callable:
+    """The service on its shipped defaults (``jit_compile``: with XLA) with the stamps; returns its stop."""
+    from adae_stream.config import load_config
+    from adae_stream.runner import load_scorer
+    from adae_stream.stream.app import Pipeline
+
+    overrides = {
+        "delivery": delivery,
+        "kafka": {"bootstrap_servers": bootstrap, **topics},
+        "detector": {"path": det_path, "jit_compile": jit_compile},
+        "metrics": {"enabled": False},
+    }
+    cfg = load_config(None, environ={}, overrides=overrides)
+
+    class Stamped(Pipeline):
+        def _on_connected(self) -> None:
+            super()._on_connected()
+            poll, ingest, publish = self.consumer.poll, self.path.ingest, self.path._publish
+
+            def stamped_poll(*a: Any, **k: Any) -> Any:
+                out = poll(*a, **k)
+                t = time.time()
+                for records in out.values():
+                    for r in records:
+                        stamps.setdefault(r.key, {})["poll"] = t
+                return out
+
+            def stamped_ingest(record: Any) -> None:
+                ingest(record)
+                stamps.setdefault(record.key, {})["ingested"] = time.time()
+
+            def stamped_publish(lane: Any, req: Any, result: Any) -> None:
+                mine = stamps.setdefault(req.record.key, {})
+                mine["publish"] = time.time()
+                mine["model call"] = last_call[0]
+                publish(lane, req, result)
+                mine["published"] = time.time()
+
+            self.consumer.poll = stamped_poll  # type: ignore[method-assign]
+            self.path.ingest = stamped_ingest  # type: ignore[method-assign]
+            self.path._publish = stamped_publish  # type: ignore[method-assign]
+
+    scorer = load_scorer(cfg)
+    last_call = [0.0]
+
+    class TimedScorer:
+        """The scorer, with its last call's duration kept (the model call's share of batch+score)."""
+
+        info = scorer.info
+
+        def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+            t = time.perf_counter()
+            try:
+                return scorer(x)
+            finally:
+                last_call[0] = time.perf_counter() - t
+
+        def warmup(self, up_to: int | None = None) -> None:
+            scorer.warmup(up_to)
+
+    pipeline = Stamped(cfg, TimedScorer(), None, bootstrap)
+    thread = threading.Thread(target=pipeline.run, daemon=True)
+    thread.start()
+    while not pipeline.ready:
+        time.sleep(0.01)
+
+    def stop() -> None:
+        pipeline.stop()
+        thread.join(60)
+
+    return stop
+
+
+def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, stamps: dict) -> Callable:
+    """load_curve's pass-through loop (at_least_once: commits every 200 ms), with the same stamps."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import OffsetAndMetadata
+
+    assert delivery == "at_least_once", "the pass-through here is at_least_once only"
+    c = KafkaConsumer(
+        topics["input_topic"],
+        bootstrap_servers=bootstrap,
+        group_id=topics["group_id"],
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        max_poll_records=500,
+    )
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_in_flight_requests_per_connection=1)
+    while not c.assignment():
+        c.poll(timeout_ms=100)
+    halt = threading.Event()
+
+    def loop() -> None:
+        positions: dict = {}
+        last = time.monotonic()
+        while not halt.is_set():
+            polled = c.poll(timeout_ms=10)
+            t = time.time()
+            for tp, records in polled.items():
+                for r in records:
+                    now = time.time()
+                    mine = stamps[r.key] = {"poll": t, "ingested": now, "publish": now}
+                    p.send(topics["output_topic"], value=r.value, key=r.key, headers=r.headers)
+                    mine["published"] = time.time()
+                positions[tp] = records[-1].offset + 1
+            if positions and time.monotonic() - last > 0.2:
+                c.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in positions.items()})
+                last = time.monotonic()
+        p.close()
+        c.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        halt.set()
+        thread.join(30)
+
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lone_request")
+    ap.add_argument("--rate", type=float, default=40.0, help="requests/s (1 %% of saturation is ~40 here)")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from adae_stream import save_detector
+    from adae_stream.codecs import encode_request
+    from benchmarks.load_curve import Case, Variant
+    from benchmarks.models import tabular
+    from tests.apache_kafka import ApacheKafka
+
+    det, x = tabular()
+    path = str(save_detector(det, f"{tempfile.mkdtemp(prefix='adae-lone-')}/tabular"))
+    request = encode_request(x[:1], "v2", "x")
+    n = int(args.rate * args.seconds)
+    jvm = ("-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:-UsePerfData", "-Djava.awt.headless=true")
+    rows = []
+    with ApacheKafka(jvm_opts=jvm) as broker:
+        case = Case("apache-kafka", "tabular", "at_least_once")
+        for r in range(args.rounds):
+            for name in ("service", "service, XLA", "pass-through"):
+                variant = Variant(name, case, broker.bootstrap, path, request, extra={})
+                stamps: dict[bytes, dict[str, float]] = {}
+                if name == "pass-through":
+                    stop = _pass_through(broker.bootstrap, variant.topics, case.delivery, stamps)
+                else:
+                    stop = _service(broker.bootstrap, variant.topics, path, case.delivery, stamps, name.endswith("XLA"))
+                try:
+                    variant.run(args.rate, max(20, n // 8), "warm")
+                    sent, arrived = variant.run(args.rate, n, "m")
+                finally:
+                    stop()
+                    variant.stop()
+                row = {"round": r + 1, "variant": name} | _legs(sent, stamps, arrived)
+                rows.append(row)
+                print(
+                    f"  round {row['round']} {name:13s} ({row['answered']}/{n}) "
+                    + "  ".join(
+                        f"{leg} {row[leg]['p50']:.2f}/{row[leg]['p99']:.2f}"
+                        for leg in (*LEGS, "model call")
+                        if leg in row
+                    ),
+                    flush=True,
+                )
+    print(f"ms, p50/p99, {args.rate:.0f} requests/s of one instance, at_least_once, Apache Kafka")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
