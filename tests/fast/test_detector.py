@@ -404,35 +404,26 @@ def test_fit_loss_curve_matches_alibi_detects_trainer_on_the_same_batches(iris, 
 
 
 @pytest.mark.skipif(not ON_TF, reason="TensorFlow's concrete functions (the other backends have their own test files)")
-def test_tensorflow_scores_through_the_flat_entry_when_it_agrees():
-    """The TF engine calls each bucket's concrete function through its private flat entry where that gives what
-    the public call gives, and through the public call where it does not or is missing."""
+def test_tensorflow_scores_through_the_flat_entry_when_it_agrees(monkeypatch):
+    """The TF engine calls each bucket's concrete function through its private flat entry where this TensorFlow
+    has one that answers as the public call does, and through the public call otherwise."""
     import tensorflow as tf
 
     from adae_stream.detector.engines import tensorflow_engine as engine
 
-    double = tf.function(lambda x: (2.0 * x, x + 1.0)).get_concrete_function(tf.TensorSpec((2, 3), tf.float32))
-    probe = np.arange(6, dtype=np.float32).reshape(2, 3)
-    call = engine._flat_call(double, probe)
-    assert call is not double  # this TensorFlow has the flat entry, and it agrees
-    x = tf.convert_to_tensor(probe + 1)
-    for a, b in zip(call(x), double(x), strict=True):
+    assert engine._flat_entry_agrees()  # the pinned TensorFlow has it, and it agrees
+    shift = tf.Variable(1.0, dtype=tf.float32, trainable=False)
+    concrete = tf.function(lambda x: (2.0 * x, x + shift)).get_concrete_function(tf.TensorSpec((2, 3), tf.float32))
+    call = engine._flat_call(concrete)
+    assert call is not concrete
+    x = tf.convert_to_tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    for a, b in zip(call(x), concrete(x), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
-    class Disagrees:
-        """A concrete function whose flat entry answers something else: the public call must be used."""
-
-        captured_inputs = double.captured_inputs
-
-        def _call_flat(self, tensors, captured):
-            return [t * 0 for t in double(*tensors)]
-
+    class NoFlatEntry:
         def __call__(self, x):
-            return double(x)
+            return concrete(x)
 
-    class Missing:
-        def __call__(self, x):
-            return double(x)
-
-    for stand_in in (Disagrees(), Missing()):
-        assert engine._flat_call(stand_in, probe) is stand_in
+    assert isinstance(engine._flat_call(NoFlatEntry()), NoFlatEntry)
+    monkeypatch.setattr(engine, "_flat_entry_agrees", lambda: False)  # a TensorFlow whose flat entry differs
+    assert engine._flat_call(concrete) is concrete

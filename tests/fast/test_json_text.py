@@ -40,7 +40,7 @@ def same(a, b) -> bool:
     return a == b
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(value=values, encoding=st.sampled_from(["utf-8", "utf-16", "utf-32"]), spaced=st.booleans())
 def test_reads_what_the_standard_library_reads(value, encoding, spaced):
     text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":"))
@@ -48,7 +48,7 @@ def test_reads_what_the_standard_library_reads(value, encoding, spaced):
     assert same(json_text.loads(raw), json.loads(raw))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(raw=st.binary(max_size=60))
 def test_refuses_what_the_standard_library_refuses(raw):
     try:
@@ -70,7 +70,7 @@ def test_integers_beyond_64_bits_read_as_the_nearest_double():
     assert json_text.loads(b"[18446744073709551616]") == [float(U64)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(value=values)
 def test_writes_json_that_reads_back(value):
     out = json_text.dumps(value)

@@ -4,6 +4,7 @@ GradientTape step (alibi-detect's trainer runs its step eagerly: ours is ~10x fa
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,31 +38,36 @@ class _Compiled:
         traced = tf.function(lambda x: graph(x, thr, with_probs), jit_compile=self._jit)
         # traced exactly once for its fixed shape, then called directly (no per-call signature matching)
         concrete = traced.get_concrete_function(tf.TensorSpec((size, *feature_shape), tf.float32))
-        call = _flat_call(concrete, np.zeros((size, *feature_shape), np.float32))
+        call = _flat_call(concrete)
         return lambda x: [t.numpy() for t in call(tf.convert_to_tensor(x))]
 
 
-def _flat_call(concrete: Any, probe: np.ndarray) -> Callable[[tf.Tensor], Sequence[tf.Tensor]]:
+def _flat_call(concrete: Any) -> Callable[[tf.Tensor], Sequence[tf.Tensor]]:
     """The concrete function's flat entry, which skips binding the arguments to its signature on every call:
     a batch-1 tabular call took 162 us through ``concrete(x)`` and 126 us through ``_call_flat`` (TF 2.21,
-    2 cores), the Python left of the scoring a lone request waits for. It is private (TF 2.16-2.21 spell it
-    ``_call_flat(tensor_inputs, captured_inputs)``), so it is used only if it exists and gives what the
-    public call gives on the warm-up input; otherwise the public call (tests/fast/test_detector.py checks
-    which one this TensorFlow gets)."""
-    flat = getattr(concrete, "_call_flat", None)
-    captured = getattr(concrete, "captured_inputs", None)
-    if flat is not None and captured is not None:
-        x = tf.convert_to_tensor(probe)
-        try:
-            same = all(
-                np.array_equal(a.numpy(), b.numpy(), equal_nan=True)
-                for a, b in zip(flat([x], captured), concrete(x), strict=True)
-            )
-        except (TypeError, ValueError, AttributeError):
-            same = False
-        if same:
-            return lambda x: flat([x], captured)
+    2 cores), Python that a lone request waits for. It is private (TF 2.16-2.21 spell it
+    ``_call_flat(tensor_inputs, captured_inputs)``), so it is used only where this TensorFlow has it and it
+    answers as the public call does (checked once per process on a small function with a captured variable,
+    like the scorer's threshold: not per bucket, where a check would cost two more calls of a large model);
+    otherwise the public call. tests/fast/test_detector.py checks which one this TensorFlow gets."""
+    if _flat_entry_agrees() and hasattr(concrete, "_call_flat") and hasattr(concrete, "captured_inputs"):
+        flat, captured = concrete._call_flat, concrete.captured_inputs
+        return lambda x: flat([x], captured)
     return concrete
+
+
+@functools.cache
+def _flat_entry_agrees() -> bool:
+    offset = tf.Variable(0.5, dtype=tf.float32, trainable=False)
+    concrete = tf.function(lambda x: (2.0 * x + offset, x - offset)).get_concrete_function(
+        tf.TensorSpec((2, 3), tf.float32)
+    )
+    x = tf.convert_to_tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    try:
+        flat = concrete._call_flat([x], concrete.captured_inputs)
+        return all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(flat, concrete(x), strict=True))
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 class _Steps:
