@@ -35,6 +35,9 @@ QUICK = [
     "tests/fast/test_decider_crashes.py",
     "tests/fast/test_demo_decider.py",
     "tests/fast/test_change_detection.py",
+    "tests/fast/test_json_text.py",
+    "tests/fast/test_tensorflow_engine.py",
+    "tests/fast/test_codecs.py",
     "tests/fast/test_sequential.py",
 ]
 
@@ -381,6 +384,24 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "feedback/summaries.py",
         "        classes[label] = classes.get(label, 0) + count",
         "        classes[label] = count",
+    ),
+    (
+        "JSON that orjson refuses is refused, not read by the standard library",
+        "codecs/json_text.py",
+        "        return json.loads(bytes(value) if isinstance(value, memoryview) else value)",
+        "        raise",
+    ),
+    (
+        "answers that orjson cannot write are lost",
+        "codecs/json_text.py",
+        '        return json.dumps(body, separators=(",", ":")).encode()',
+        "        raise",
+    ),
+    (
+        "the TF engine's flat entry trusted without its check",
+        "detector/engines/tensorflow_engine.py",
+        "    if _flat_entry_agrees() and",
+        "    if",
     ),
 ]
 

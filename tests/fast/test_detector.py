@@ -401,29 +401,3 @@ def test_fit_loss_curve_matches_alibi_detects_trainer_on_the_same_batches(iris, 
     assert any(not np.allclose(w0, w.numpy()) for w0, w in zip(initial, ours.ae.weights, strict=True))
     for a, b in zip(ref.ae.weights, ours.ae.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.skipif(not ON_TF, reason="TensorFlow's concrete functions (the other backends have their own test files)")
-def test_tensorflow_scores_through_the_flat_entry_when_it_agrees(monkeypatch):
-    """The TF engine calls each bucket's concrete function through its private flat entry where this TensorFlow
-    has one that answers as the public call does, and through the public call otherwise."""
-    import tensorflow as tf
-
-    from adae_stream.detector.engines import tensorflow_engine as engine
-
-    assert engine._flat_entry_agrees()  # the pinned TensorFlow has it, and it agrees
-    shift = tf.Variable(1.0, dtype=tf.float32, trainable=False)
-    concrete = tf.function(lambda x: (2.0 * x, x + shift)).get_concrete_function(tf.TensorSpec((2, 3), tf.float32))
-    call = engine._flat_call(concrete)
-    assert call is not concrete
-    x = tf.convert_to_tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
-    for a, b in zip(call(x), concrete(x), strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-    class NoFlatEntry:
-        def __call__(self, x):
-            return concrete(x)
-
-    assert isinstance(engine._flat_call(NoFlatEntry()), NoFlatEntry)
-    monkeypatch.setattr(engine, "_flat_entry_agrees", lambda: False)  # a TensorFlow whose flat entry differs
-    assert engine._flat_call(concrete) is concrete
