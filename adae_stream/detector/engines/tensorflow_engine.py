@@ -49,7 +49,7 @@ def _flat_call(concrete: Any) -> Callable[[tf.Tensor], Sequence[tf.Tensor]]:
     ``_call_flat(tensor_inputs, captured_inputs)``), so it is used only where this TensorFlow has it and it
     answers as the public call does (checked once per process on a small function with a captured variable,
     like the scorer's threshold: not per bucket, where a check would cost two more calls of a large model);
-    otherwise the public call. tests/fast/test_detector.py checks which one this TensorFlow gets."""
+    otherwise the public call. tests/fast/test_tensorflow_engine.py checks which one this TensorFlow gets."""
     if _flat_entry_agrees() and hasattr(concrete, "_call_flat") and hasattr(concrete, "captured_inputs"):
         flat, captured = concrete._call_flat, concrete.captured_inputs
         return lambda x: flat([x], captured)
