@@ -87,12 +87,12 @@ def _service(bootstrap: str, topics: dict[str, str], det_path: str, delivery: st
     conn.send("stopped")
 
 
-def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, conn) -> None:
-    """The transport alone, with the service's consumer and producer settings and its new commit rule:
-    re-produce each record's bytes; under exactly_once in a transaction committed when a poll comes back
-    short of max_poll_records (caught up)."""
+def pass_through_clients(bootstrap: str, topics: dict[str, str], delivery: str) -> tuple[Any, Any]:
+    """The pass-through's consumer and producer, with the service's settings (acks=all, one request in flight,
+    no linger; read_committed and transactional under exactly_once), the partitions already assigned."""
     from kafka import KafkaConsumer, KafkaProducer
-    from kafka.structs import OffsetAndMetadata
+
+    from adae_stream.clients.build import TRANSACTION_RETRY_BACKOFF_MS
 
     eos = delivery == "exactly_once"
     c = KafkaConsumer(
@@ -105,8 +105,6 @@ def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, conn) -
         max_poll_records=500,
         isolation_level="read_committed" if eos else "read_uncommitted",
     )
-    from adae_stream.clients.build import TRANSACTION_RETRY_BACKOFF_MS
-
     extra = (
         {"transactional_id": f"pt-{uuid.uuid4().hex[:6]}", "retry_backoff_ms": TRANSACTION_RETRY_BACKOFF_MS}
         if eos
@@ -120,6 +118,17 @@ def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, conn) -
     while not c.assignment():
         c.poll(timeout_ms=100)  # a new group: nothing read before the assignment
     c.seek_to_beginning()  # what that poll may have fetched is read again
+    return c, p
+
+
+def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, conn) -> None:
+    """The transport alone, with the service's consumer and producer settings and its new commit rule:
+    re-produce each record's bytes; under exactly_once in a transaction committed when a poll comes back
+    short of max_poll_records (caught up)."""
+    from kafka.structs import OffsetAndMetadata
+
+    eos = delivery == "exactly_once"
+    c, p = pass_through_clients(bootstrap, topics, delivery)
     conn.send("ready")
     open_txn, positions, last_commit = False, {}, time.monotonic()
     while True:

@@ -122,22 +122,12 @@ def _service(
 
 def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, stamps: dict) -> Callable:
     """load_curve's pass-through loop (at_least_once: commits every 200 ms), with the same stamps."""
-    from kafka import KafkaConsumer, KafkaProducer
     from kafka.structs import OffsetAndMetadata
 
+    from benchmarks.load_curve import pass_through_clients
+
     assert delivery == "at_least_once", "the pass-through here is at_least_once only"
-    c = KafkaConsumer(
-        topics["input_topic"],
-        bootstrap_servers=bootstrap,
-        group_id=topics["group_id"],
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-        max_poll_records=500,
-    )
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_in_flight_requests_per_connection=1)
-    while not c.assignment():
-        c.poll(timeout_ms=100)
+    c, p = pass_through_clients(bootstrap, topics, delivery)
     halt = threading.Event()
 
     def loop() -> None:
