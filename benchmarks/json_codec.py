@@ -29,16 +29,16 @@ VARIANTS = ("orjson", "json", "pass-through", "pass-through, acks=all")
 
 @contextlib.contextmanager
 def standard_library_json() -> Iterator[None]:
-    """json_text's loads and dumps as they were before orjson (the answer's id template too)."""
-    from adae_stream.codecs import json_text, oip_json
+    """json_text's loads and dumps as they were before orjson (every codec calls them through the module)."""
+    from adae_stream.codecs import json_text
 
-    saved = json_text.loads, json_text.dumps, oip_json.loads, oip_json._dumps
-    json_text.loads = oip_json.loads = json.loads  # type: ignore[assignment]
-    json_text.dumps = oip_json._dumps = lambda body: json.dumps(body, separators=(",", ":")).encode()  # type: ignore[assignment]
+    saved = json_text.loads, json_text.dumps
+    json_text.loads = json.loads  # type: ignore[assignment]
+    json_text.dumps = lambda body: json.dumps(body, separators=(",", ":")).encode()  # type: ignore[assignment]
     try:
         yield
     finally:
-        json_text.loads, json_text.dumps, oip_json.loads, oip_json._dumps = saved  # type: ignore[assignment]
+        json_text.loads, json_text.dumps = saved  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from adae_stream.codecs import tensors
-from adae_stream.codecs.json_text import dumps as _dumps
-from adae_stream.codecs.json_text import loads
+from adae_stream.codecs import json_text, tensors
 from adae_stream.codecs.records import JSON, OCTET_STREAM, RawRecord, Request, fallback_id, header
 from adae_stream.errors import DecodeError, NotARequest
 from adae_stream.scoring import PREDICTION
@@ -53,9 +51,9 @@ def split_binary(value: bytes, record: RawRecord) -> tuple[Any, memoryview]:
                     "decode",
                     f"{BINARY_LENGTH_HEADER} {declared[:40]!r} is not a length within the body's {len(value)} bytes",
                 )
-            return loads(value[:length]), memoryview(value)[length:]
+            return json_text.loads(value[:length]), memoryview(value)[length:]
         try:
-            return loads(value), memoryview(b"")
+            return json_text.loads(value), memoryview(b"")
         except ValueError as exc:  # perhaps a JSON prefix and a binary tail, sent without the length header
             text = value.decode("utf-8", "surrogateescape")
             try:
@@ -189,7 +187,7 @@ def _all_binary_json_after_id(
         for k in names
     ]
     body = _v2_answer("", {"model_name": model[0], "model_version": model[1], **dict(parameters)}, outputs)
-    return _dumps(body)[len(b'{"id":""') :]
+    return json_text.dumps(body)[len(b'{"id":""') :]
 
 
 def encode(
@@ -202,7 +200,7 @@ def encode(
     if ALL in binary or binary >= set(names):  # all outputs binary: the JSON part is a cached template
         text = (
             b'{"id":'
-            + _dumps(request.id)
+            + json_text.dumps(request.id)
             + _all_binary_json_after_id(
                 tuple(names),
                 n,
@@ -217,7 +215,7 @@ def encode(
         body: dict[str, Any] = {"id": request.id, "predictions": result[PREDICTION].tolist()}
         body.update({k: result[k].tolist() for k in names if k != PREDICTION})
         body.update({k: info[k] for k in tensors.ANSWER_PARAMETERS})
-        return _dumps(body), JSON, []
+        return json_text.dumps(body), JSON, []
     outputs: list[dict[str, Any]] = []
     binary_tails: list[bytes] = []
     for k in names:
@@ -230,7 +228,7 @@ def encode(
             out["data"] = result[k].tolist()
         outputs.append(out)
     body = _v2_answer(request.id, info, outputs)
-    text = _dumps(body)
+    text = json_text.dumps(body)
     if not binary_tails:
         return text, JSON, []
     return text + b"".join(binary_tails), OCTET_STREAM, [(BINARY_LENGTH_HEADER, str(len(text)).encode())]
@@ -246,7 +244,7 @@ def encode_flagged(
         {"name": k, "shape": [len(x)], "datatype": tensors.RESULT_OIP[k], "data": v.tolist()} for k, v in result.items()
     ]
     body = _v2_answer(request.id, info, outputs)
-    return _dumps(body), JSON
+    return json_text.dumps(body), JSON
 
 
 def encode_request(
@@ -255,12 +253,12 @@ def encode_request(
     """v2: the tensor as a JSON list; v1: `instances`; triton: V2 with the tensor in the binary tail and
     binary outputs asked for."""
     if fmt == "v1":
-        return _dumps({"instances": x.tolist()}), JSON, []
+        return json_text.dumps({"instances": x.tolist()}), JSON, []
     tensor: dict[str, Any] = {"name": input_name, "shape": list(x.shape), "datatype": "FP32"}
     if fmt == "v2":
-        return _dumps({"id": request_id, "inputs": [{**tensor, "data": x.ravel().tolist()}]}), JSON, []
+        return json_text.dumps({"id": request_id, "inputs": [{**tensor, "data": x.ravel().tolist()}]}), JSON, []
     raw = x.astype("<f4").tobytes()
-    text = _dumps(
+    text = json_text.dumps(
         {
             "id": request_id,
             "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
@@ -272,7 +270,7 @@ def encode_request(
 
 def decode_response(value: bytes, headers: Mapping[str, bytes]) -> dict[str, Any]:
     length = headers.get(BINARY_LENGTH_HEADER)
-    body = loads(value[: int(length)] if length else value)
+    body = json_text.loads(value[: int(length)] if length else value)
     out: dict[str, Any] = {}
     if "outputs" not in body:  # V1: the published predictions and the other fields as lists
         out = {k: np.asarray(v, dtype=tensors.RESULT_DTYPES.get(k)) for k, v in body.items() if isinstance(v, list)}
