@@ -102,8 +102,9 @@ class DetectorConfig(BaseModel):
     return_all_predictions: bool = True
     return_instance_score: bool = True
     model_name: str = "adae"
-    # XLA on TF, torch.compile on torch (JAX always compiles): faster per call, slower to start (README)
-    jit_compile: bool = False
+    # true: XLA on TF, torch.compile on torch (JAX always compiles): faster per call, slower to start; auto:
+    # on TF, per bucket, XLA where warm-up measures it faster (detector/compile_choice.py, README)
+    jit_compile: bool | Literal["auto"] = "auto"
     # this process's Keras backend (else KERAS_BACKEND, else tensorflow); one per process, torch for a
     # PyTorch classifier
     backend: Literal["tensorflow", "jax", "torch"] | None = None

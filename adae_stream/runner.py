@@ -67,7 +67,9 @@ def load_scorer(cfg: Config, path: str | os.PathLike | None = None) -> StreamSco
         info.input_shape,
         info.threshold,
         detector.precision,
-        " compiled ahead (jit_compile)" if cfg.detector.jit_compile else "",
+        {True: " compiled ahead (jit_compile)", "auto": " compiled per bucket (jit_compile: auto)"}.get(
+            cfg.detector.jit_compile, ""
+        ),
         info.runtime,
         ", ".join(devices),
     )

@@ -42,6 +42,7 @@ LOADS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 PREVIOUS_DEFAULTS = {  # what the service shipped before issue 40
     "batching": {"dispatch_when_idle": False, "max_batch_delay_ms": 10.0},
     "kafka": {"linger_ms": 10, "commit_when_idle": False},
+    "detector": {"jit_compile": False},  # XLA per bucket (jit_compile: auto) is the default since session 19
 }
 READER_FETCH_WAIT_MS = 100  # both brokers answer a waiting fetch when data arrives (Tansu: p50 3.7 ms at 5 and at 100)
 
@@ -66,10 +67,10 @@ def _service(bootstrap: str, topics: dict[str, str], det_path: str, delivery: st
     overrides: dict[str, Any] = {
         "delivery": delivery,
         "kafka": {"bootstrap_servers": bootstrap, **topics, **extra.get("kafka", {})},
-        "detector": {"path": det_path},
+        "detector": {"path": det_path, **extra.get("detector", {})},
         "metrics": {"enabled": False},
         "batching": extra.get("batching", {}),
-        **{section: values for section, values in extra.items() if section not in ("kafka", "batching")},
+        **{section: values for section, values in extra.items() if section not in ("kafka", "batching", "detector")},
     }
     cfg = load_config(None, environ={}, overrides=overrides)
     scorer = load_scorer(cfg)
@@ -329,6 +330,7 @@ SATURATION_VARIANTS: dict[str, dict] = {  # what each of the three changes costs
     "previous": PREVIOUS_DEFAULTS,
     "new, linger 10 ms": {"kafka": {"linger_ms": 10}},
     "new, fixed batching": {"batching": PREVIOUS_DEFAULTS["batching"]},
+    "new, graph only": {"detector": PREVIOUS_DEFAULTS["detector"]},
 }
 
 

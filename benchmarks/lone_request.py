@@ -4,7 +4,8 @@
 
 On Apache Kafka (started here), V2 JSON requests of one tabular instance at ``--rate`` requests/s from a
 generator in its own process, answers stamped on arrival by a reader in its own process (both from
-benchmarks/load_curve.py). The service (shipped defaults, and with `detector.jit_compile: true`, XLA) and
+benchmarks/load_curve.py). The service (shipped defaults: `detector.jit_compile: auto`, XLA where warm-up
+measures it faster; and with `jit_compile: false`, TF's graph alone, the default before session 19) and
 the kafka-python pass-through (its consumer
 and producer settings, as in load_curve) run in this process, taking turns, and stamp each request when
 ``poll()`` returned it, when it was decoded, when its answer went to be encoded and when the producer's
@@ -45,10 +46,14 @@ def _legs(sent: dict[bytes, float], stamps: dict[bytes, dict[str, float]], arriv
     }
 
 
+# variant -> detector.jit_compile (the pass-through has no detector)
+VARIANTS: dict[str, bool | str | None] = {"service": "auto", "service, graph only": False, "pass-through": None}
+
+
 def _service(
-    bootstrap: str, topics: dict[str, str], det_path: str, delivery: str, stamps: dict, jit_compile: bool
+    bootstrap: str, topics: dict[str, str], det_path: str, delivery: str, stamps: dict, jit_compile: bool | str
 ) -> Callable:
-    """The service on its shipped defaults (``jit_compile``: with XLA) with the stamps; returns its stop."""
+    """The service on its shipped defaults but ``jit_compile``, with the stamps; returns its stop."""
     from adae_stream.config import load_config
     from adae_stream.runner import load_scorer
     from adae_stream.stream.app import Pipeline
@@ -181,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     with ApacheKafka(jvm_opts=jvm) as broker:
         case = Case("apache-kafka", "tabular", "at_least_once")
         for r in range(args.rounds):
-            for name in ("service", "service, XLA", "pass-through"):
+            for name in VARIANTS:
                 variant = Variant(name, case, broker.bootstrap, path, request, extra={})
                 stamps: dict[bytes, dict[str, float]] = {}
                 if name == "pass-through":
                     stop = _pass_through(broker.bootstrap, variant.topics, case.delivery, stamps)
                 else:
-                    stop = _service(broker.bootstrap, variant.topics, path, case.delivery, stamps, name.endswith("XLA"))
+                    stop = _service(broker.bootstrap, variant.topics, path, case.delivery, stamps, VARIANTS[name])
                 try:
                     variant.run(args.rate, max(20, n // 8), "warm")
                     sent, arrived = variant.run(args.rate, n, "m")

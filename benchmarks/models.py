@@ -21,6 +21,21 @@ def tabular():
     return det, x
 
 
+def digits():
+    """The demo's and tests' shape: sklearn digits (8x8x1), the small CNN and the conv AE (untrained: timing only)."""
+    import keras
+
+    from adae_stream import AdversarialAE
+    from adae_stream.demo.data import load_digits_split
+    from adae_stream.detector.presets import conv_ae, small_cnn
+
+    keras.utils.set_random_seed(0)
+    x = load_digits_split()[0].astype(np.float32)
+    det = AdversarialAE(ae=conv_ae((8, 8, 1)), model=small_cnn((8, 8, 1), 10, width=16), data_type="image")
+    det.infer_threshold(x[:256], 95)
+    return det, np.concatenate([x] * (1 + 1024 // len(x)))[:1024]
+
+
 def cifar():
     """The seed's CIFAR encoder/decoder with a small conv classifier (untrained: timing only)."""
     import keras

@@ -37,6 +37,7 @@ QUICK = [
     "tests/fast/test_change_detection.py",
     "tests/fast/test_json_text.py",
     "tests/fast/test_tensorflow_engine.py",
+    "tests/fast/test_compile_choice.py",
     "tests/fast/test_codecs.py",
     "tests/fast/test_sequential.py",
 ]
@@ -402,6 +403,24 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "detector/engines/tensorflow_engine.py",
         "    if _flat_entry_agrees() and",
         "    if",
+    ),
+    (
+        "jit_compile auto keeps trying XLA on larger buckets after it lost",
+        "detector/scorer.py",
+        "                    trying = self._try_alternative(size, shape, default, x)",
+        "                    self._try_alternative(size, shape, default, x)",
+    ),
+    (
+        "jit_compile auto takes XLA on a tie",
+        "detector/compile_choice.py",
+        "< (1.0 - margin) * statistics.median(times_first)",
+        "<= statistics.median(times_first)",
+    ),
+    (
+        "jit_compile auto counts the calls right after the compile",
+        "detector/compile_choice.py",
+        "    return times_first[1:], times_second[1:]",
+        "    return times_first, times_second",
     ),
 ]
 

@@ -22,7 +22,7 @@ from adae_stream.detector.hidden import build_hidden_models
 from adae_stream.detector.identity import scorer_info
 from adae_stream.detector.losses import loss_adv_ae
 from adae_stream.detector.precision import check_precision, compute_copy, sync
-from adae_stream.detector.scorer import FusedScorer, ThresholdedScorer
+from adae_stream.detector.scorer import FusedScorer, JitCompile, ThresholdedScorer
 from adae_stream.detector.trainer import Training, make_optimizer, train_ae
 from adae_stream.errors import ThresholdNotSetError
 from adae_stream.scoring import BUCKET_SIZES
@@ -109,7 +109,7 @@ class AdversarialAE:
     def n_classes(self) -> int:
         return classifier.n_classes(self.model)
 
-    def scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: bool = False) -> FusedScorer:
+    def scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: JitCompile = False) -> FusedScorer:
         """The compiled scorer (cached for the default buckets); the stream calls this and nothing else."""
         if bucket_sizes is None and not jit_compile:
             if self._scorer is None:
@@ -117,7 +117,9 @@ class AdversarialAE:
             return self._scorer
         return self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile)
 
-    def stream_scorer(self, bucket_sizes: Sequence[int] | None = None, jit_compile: bool = False) -> ThresholdedScorer:
+    def stream_scorer(
+        self, bucket_sizes: Sequence[int] | None = None, jit_compile: JitCompile = False
+    ) -> ThresholdedScorer:
         """The scorer the streaming pipeline calls: thresholded, numpy in and out."""
         if self.threshold is None:
             raise ThresholdNotSetError(
@@ -126,7 +128,7 @@ class AdversarialAE:
         # its own FusedScorer (never the cached one): the stream's thread and API callers stay independent
         return ThresholdedScorer(self._make_scorer(bucket_sizes or self._bucket_sizes, jit_compile), scorer_info(self))
 
-    def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: bool) -> FusedScorer:
+    def _make_scorer(self, bucket_sizes: Sequence[int], jit_compile: JitCompile) -> FusedScorer:
         return FusedScorer(
             self._compute_model,
             self._compute_ae,

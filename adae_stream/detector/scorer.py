@@ -4,20 +4,23 @@ Why fused: the reference runs AE(x), M(x), M(AE(x)) as separate eager passes (an
 again), copying tensors to numpy between them. Here one compiled function (losses.fused_score_graph,
 compiled by the backend's engine) does M(x), AE(x), M(AE(x)), the KL terms, the flags and the corrected
 labels. Why buckets: inputs are zero-padded up to one of a few fixed batch sizes, so each size is traced
-once and never again, whatever sizes traffic arrives in.
+once and never again, whatever sizes traffic arrives in. Why two compiled forms with ``jit_compile="auto"``:
+see compile_choice.py.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from adae_stream.detector.backend import engine
+from adae_stream.detector.compile_choice import second_is_faster, timed_pairs
 from adae_stream.detector.losses import fused_score_graph
 from adae_stream.scoring import (
     BUCKET_SIZES,
@@ -28,6 +31,12 @@ from adae_stream.scoring import (
     NO_DEFENSE,
     ScorerInfo,
 )
+
+log = logging.getLogger(__name__)
+
+# True: the backend's ahead-of-time compiler (XLA on TF, torch.compile on torch); "auto": per bucket, the
+# faster of the two forms at warm-up where the backend has a choice worth timing (compile_choice.py)
+JitCompile = bool | Literal["auto"]
 
 
 class FusedScorer:
@@ -41,7 +50,7 @@ class FusedScorer:
         w_model_hl: Sequence[float] | None = None,
         temperature: float = 1.0,
         bucket_sizes: Sequence[int] = BUCKET_SIZES,
-        jit_compile: bool = False,
+        jit_compile: JitCompile = False,
     ) -> None:
         if not bucket_sizes or any(int(b) < 1 for b in bucket_sizes):
             raise ValueError(f"bucket_sizes must be positive integers, got {bucket_sizes!r}")
@@ -50,11 +59,14 @@ class FusedScorer:
         weights = [float(w) for w in (w_model_hl if w_model_hl is not None else [1.0] * len(hl))]
         backend = engine()
         self.runtime = backend.runtime()
+        graph = fused_score_graph(model, ae, hl, weights, float(temperature))
         # The threshold is state of the compiled function (a variable on TF): calls pass only x, and a
         # new threshold is an assignment, not a retrace.
-        self._compiled = backend.compile_score(
-            fused_score_graph(model, ae, hl, weights, float(temperature)), jit_compile
-        )
+        self._compiled = backend.compile_score(graph, jit_compile is True)
+        # "auto": the alternative form, tried per bucket at warm-up; buckets never warmed keep the default
+        self._alternative_form = backend.alternative_form if jit_compile == "auto" else None
+        self._alternative = backend.compile_score(graph, True) if self._alternative_form else None
+        self.alternative_buckets: list[int] = []  # the buckets that warm-up gave the alternative form
         self._threshold_value = np.inf
         self._lock = threading.Lock()  # threshold assignment + compiled call must not interleave across threads
         # One function per (bucket, with_probs): compiled once for its fixed shape, and called directly.
@@ -63,13 +75,16 @@ class FusedScorer:
     def _fn(self, size: int, with_probs: bool, feature_shape: tuple[int, ...]) -> Callable[[np.ndarray], list]:
         key = (size, with_probs)
         if key not in self._fns:
-            self._fns[key] = self._compiled.fn(size, with_probs, feature_shape)
+            compiled = self._alternative if size in self.alternative_buckets else self._compiled
+            self._fns[key] = compiled.fn(size, with_probs, feature_shape)
         return self._fns[key]
 
     def _set_threshold(self, threshold: float | None) -> None:
         value = np.inf if threshold is None else float(threshold)
         if value != self._threshold_value:
             self._compiled.set_threshold(value)
+            if self._alternative is not None:
+                self._alternative.set_threshold(value)
             self._threshold_value = value
 
     def bucket_for(self, n: int) -> int:
@@ -117,11 +132,43 @@ class FusedScorer:
         return result
 
     def warmup(self, input_shape: Sequence[int], up_to: int | None = None) -> None:
-        """Trace every bucket (up to ``up_to`` instances) now, so the first live batch pays no tracing."""
-        for size in self.bucket_sizes:
-            if up_to is not None and size > self.bucket_for(min(up_to, self.bucket_sizes[-1])):
-                break
-            self._fn(size, False, tuple(input_shape))(np.zeros((size, *input_shape), np.float32))
+        """Trace every bucket (up to ``up_to`` instances) now, so the first live batch pays no tracing; with
+        ``jit_compile="auto"``, from the smallest bucket up, each takes the alternative form while that
+        is faster (compile_choice.py)."""
+        shape = tuple(input_shape)
+        trying = self._alternative is not None
+        with self._lock:
+            for size in self.bucket_sizes:
+                if up_to is not None and size > self.bucket_for(min(up_to, self.bucket_sizes[-1])):
+                    break
+                x = np.zeros((size, *shape), np.float32)
+                default = self._fn(size, False, shape)
+                default(x)
+                if trying:
+                    trying = self._try_alternative(size, shape, default, x)
+        if self._alternative_form is not None:
+            log.info(
+                "scoring compiled per bucket (jit_compile: auto): %s for %s, the default form for the rest",
+                self._alternative_form,
+                self.alternative_buckets or "none",
+            )
+
+    def _try_alternative(self, size: int, shape: tuple[int, ...], default: Callable, x: np.ndarray) -> bool:
+        """Whether the alternative form won this bucket (and so is worth trying on the next)."""
+        assert self._alternative is not None
+        try:
+            alternative = self._alternative.fn(size, False, shape)
+            alternative(x)
+        except Exception as exc:  # a model the compiler cannot take: the default form serves, as before
+            log.warning(
+                "%s could not compile bucket %d (%s): the default form serves", self._alternative_form, size, exc
+            )
+            return False
+        if not second_is_faster(*timed_pairs(default, alternative, x)):
+            return False
+        self._fns[(size, False)] = alternative
+        self.alternative_buckets.append(size)
+        return True
 
 
 class ThresholdedScorer:

@@ -54,6 +54,13 @@ def test_the_defaults_never_make_a_lone_request_wait():
         assert linger_ms(set_) == 3
 
 
+def test_scoring_compiles_per_bucket_by_default_and_either_form_can_be_forced():
+    """Issue 40: jit_compile auto (XLA per bucket where warm-up measures it faster) unless told."""
+    assert load_config(None, environ={}).detector.jit_compile == "auto"
+    for text, value in (("auto", "auto"), ("true", True), ("false", False)):
+        assert load_config(None, environ={"ADAE_DETECTOR__JIT_COMPILE": text}).detector.jit_compile == value
+
+
 @pytest.mark.parametrize(
     "text, env, key",
     [
@@ -197,6 +204,7 @@ def test_typed_fields_from_the_environment_are_parsed():
         ({"ADAE_KAFKA__INPUT_TOPK": "x"}, "kafka.input_topk"),
         ({"ADAE_KAFKA__SECURITY_PROTOCOL": "plaintext"}, "kafka.security_protocol"),
         ({"ADAE_DELIVERY": "never"}, "delivery"),
+        ({"ADAE_DETECTOR__JIT_COMPILE": "fastest"}, "detector.jit_compile"),
     ],
 )
 def test_bad_values_in_known_sections_still_fail_naming_the_key(env, key):

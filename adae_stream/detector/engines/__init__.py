@@ -43,6 +43,9 @@ class Steps(Protocol):
 
 class Engine(Protocol):
     name: str
+    # the compiled form that ``detector.jit_compile: auto`` times against the default one per bucket
+    # (detector/compile_choice.py), or None where there is no choice worth timing at warm-up
+    alternative_form: str | None
 
     def runtime(self) -> str:
         """What computes the scores and its version, e.g. "torch 2.15.0" (ScorerInfo.runtime)."""

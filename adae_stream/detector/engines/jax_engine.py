@@ -86,6 +86,7 @@ class _Steps:
 
 class JaxEngine:
     name = "jax"
+    alternative_form = None  # always XLA: nothing to choose
 
     def runtime(self) -> str:
         return f"jax {jax.__version__}"

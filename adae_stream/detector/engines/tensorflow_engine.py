@@ -114,6 +114,7 @@ class _Steps:
 
 class TensorFlowEngine:
     name = "tensorflow"
+    alternative_form = "XLA"  # faster per call for Dense models, slower on large conv batches (compile_choice.py)
 
     def runtime(self) -> str:
         return f"tensorflow {tf.__version__}"

@@ -97,6 +97,8 @@ class _Steps:
 
 class TorchEngine:
     name = "torch"
+    # torch.compile takes ~25 s per shape (above): too long to try at every load; jit_compile: true asks for it
+    alternative_form = None
 
     def runtime(self) -> str:
         return f"torch {torch.__version__}"
