@@ -9,7 +9,8 @@ saturating load with a live load generator and the added latency at fractions of
 `python -m benchmarks.load_curve` draws latency against load for the shipped and the previous defaults
 (issue 40); `python -m benchmarks.stages` splits one load point's latency by stage; `python -m benchmarks.formats`
 compares the wire families end to end and `python -m benchmarks.codecs` their decode and encode
-alone; `python -m benchmarks.precision` measures mixed precision.
+alone; `python -m benchmarks.precision` measures mixed precision; `python -m benchmarks.compile_choice`
+compares TF's graph, XLA and `jit_compile: auto` per model and batch.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ the same total traffic, the shadow's cost, and resident memory per loaded detect
 
     python -m benchmarks.repository            # about 4 minutes on 2 cores
     python -m benchmarks.repository --quick
-    python -m benchmarks.repository --swap-only [--broker apache-kafka]
+    python -m benchmarks.repository --swap-only [--broker apache-kafka] [--jit-compile false]
 
 Everything runs in this process against the embedded broker, with the load generator in its own
 process (benchmarks/e2e.py). Every comparison is a ratio of two figures measured in the same run.
@@ -40,12 +40,17 @@ def rss_mb() -> float:
     return float("nan")
 
 
+JIT_COMPILE: bool | str | None = None  # --jit-compile: detector.jit_compile for every version loaded, else the default
+
+
 def _config(bootstrap: str, root: Path):
     """The end-to-end benchmark's settings, over a repository instead of one detector."""
     from benchmarks.e2e import _config as e2e_config
 
     cfg = e2e_config(bootstrap, "", MAX_BATCH, 5, BUCKETS)
     cfg.detector.path, cfg.detector.repository = None, str(root)
+    if JIT_COMPILE is not None:
+        cfg.detector.jit_compile = JIT_COMPILE
     return cfg
 
 
@@ -232,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--swap-only", action="store_true", help="only the p99 across hot swaps")
     ap.add_argument("--broker", choices=("tansu", "apache-kafka"), default="tansu")
+    ap.add_argument("--jit-compile", choices=("auto", "true", "false"), help="detector.jit_compile (default: shipped)")
     args = ap.parse_args(argv)
+    global JIT_COMPILE
+    if args.jit_compile is not None:
+        JIT_COMPILE = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     import platform
 
     import tensorflow as tf
