@@ -67,9 +67,7 @@ def load_scorer(cfg: Config, path: str | os.PathLike | None = None) -> StreamSco
         info.input_shape,
         info.threshold,
         detector.precision,
-        {True: " compiled ahead (jit_compile)", "auto": " compiled per bucket (jit_compile: auto)"}.get(
-            cfg.detector.jit_compile, ""
-        ),
+        " compiled ahead (jit_compile)" if cfg.detector.jit_compile is True else "",  # auto: the scorer logs its choice
         info.runtime,
         ", ".join(devices),
     )

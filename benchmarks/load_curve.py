@@ -325,7 +325,7 @@ def saturation(variant: Variant, n: int) -> float:
     return n * variant.case.per_request / max(last - first, 1e-6)
 
 
-SATURATION_VARIANTS: dict[str, dict] = {  # what each of the three changes costs at saturation, apart
+SATURATION_VARIANTS: dict[str, dict] = {  # what each of the four changes costs at saturation, apart
     "new": {},
     "previous": PREVIOUS_DEFAULTS,
     "new, linger 10 ms": {"kafka": {"linger_ms": 10}},

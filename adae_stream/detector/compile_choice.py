@@ -1,7 +1,7 @@
 """``detector.jit_compile: auto``: per bucket, the faster of the backend's two compiled forms, timed at warm-up.
 
 Why per bucket and by timing: on TensorFlow, XLA's win is the per-call overhead it removes, and its kernels
-can be slower than TF's own on convolutions. On the 2-core CI machine, the stream scorer's call (µs,
+can be slower than TF's own on convolutions. On the 2-core development VM, the stream scorer's call (µs,
 graph / XLA): tabular Dense 215-340 / 72 at batch 1, 426-439 / 241-264 at 32, 526-537 / 288-347 at 256;
 digits conv 679-937 / 186 at batch 1, 1,269-1,610 / 889-1,021 at 32, 2,553-3,468 / 4,318-5,923 at 256
 (XLA loses); CIFAR-shaped conv about equal at 1 and 32 and 2x slower at 256. No one setting wins for every
