@@ -75,7 +75,8 @@ class FusedScorer:
     def _fn(self, size: int, with_probs: bool, feature_shape: tuple[int, ...]) -> Callable[[np.ndarray], list]:
         key = (size, with_probs)
         if key not in self._fns:
-            compiled = self._alternative if size in self.alternative_buckets else self._compiled
+            alternative = self._alternative if size in self.alternative_buckets else None
+            compiled = alternative if alternative is not None else self._compiled
             self._fns[key] = compiled.fn(size, with_probs, feature_shape)
         return self._fns[key]
 
