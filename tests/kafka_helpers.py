@@ -31,7 +31,14 @@ def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
         "connect_timeout_s": 20,
     }
     kafka.update(sections.pop("kafka", {}))
-    overrides = {"kafka": kafka, "detector": {"path": str(detector_path)}, "metrics": {"enabled": False}}
+    # jit_compile false unless a test sets it: the default (auto) compiles XLA per bucket at every detector
+    # load, 2-3 s more each, and the broker tests load hundreds (TF suite 19m33s on CI against 15-17 min
+    # without); auto's own tests are tests/fast/test_compile_choice.py, and the demo's test runs the default
+    overrides = {
+        "kafka": kafka,
+        "detector": {"path": str(detector_path), "jit_compile": False},
+        "metrics": {"enabled": False},
+    }
     for k, v in sections.items():
         overrides[k] = {**overrides.get(k, {}), **v} if isinstance(v, dict) else v
     return load_config(None, environ={}, overrides=overrides)
