@@ -32,8 +32,9 @@ def make_config(bootstrap: str, detector_path: str, **sections) -> Config:
     }
     kafka.update(sections.pop("kafka", {}))
     # jit_compile false unless a test sets it: the default (auto) compiles XLA per bucket at every detector
-    # load, 2-3 s more each, and the broker tests load hundreds (TF suite 19m33s on CI against 15-17 min
-    # without); auto's own tests are tests/fast/test_compile_choice.py, and the demo's test runs the default
+    # load, 2-3 s more each, and the broker tests load many (the TF suite took 17m16s locally with auto
+    # everywhere, against 15m12s-16m52s before it); auto's own tests are tests/fast/test_compile_choice.py,
+    # and the demo's test runs the default
     overrides = {
         "kafka": kafka,
         "detector": {"path": str(detector_path), "jit_compile": False},
