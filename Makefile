@@ -45,10 +45,13 @@ demo: $(STAMP)
 	$(VENV)/bin/adae-stream demo $(ARGS)
 
 # Lint, format and types first (seconds), then the whole suite on TensorFlow (which checks detectors saved
-# under TF against JAX and torch in their environments), then the detector's contract on JAX and on
-# torch, and a PyTorch classifier end to end on torch (these two run side by side: about a minute each).
+# under TF against JAX and torch in their environments): tests/fast/ as test-fast runs it (on 2 cores
+# 48 s against 79 s serially), the rest serially (their recovery and latency checks want the machine);
+# then the detector's contract on JAX and on torch, and a PyTorch classifier end to end on torch (these
+# two run side by side: about a minute each).
 test: $(STAMP) $(TORCH_STAMP) $(JAX_STAMP) promtool lint
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q tests/fast -n auto --maxprocesses 4 --dist worksteal $(ARGS)
+	$(PY) -m pytest -q --ignore=tests/fast $(ARGS)
 	KERAS_BACKEND=jax .venv-jax/bin/python -m pytest -q -p no:cacheprovider tests/fast/test_detector.py & jax=$$!; \
 	KERAS_BACKEND=torch .venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/backends/torch \
 	  tests/fast/test_detector.py; torch=$$?; wait $$jax; jax=$$?; \

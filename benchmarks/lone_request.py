@@ -5,15 +5,15 @@
 On Apache Kafka (started here), V2 JSON requests of one tabular instance at ``--rate`` requests/s from a
 generator in its own process, answers stamped on arrival by a reader in its own process (both from
 benchmarks/load_curve.py). The service (shipped defaults: `detector.jit_compile: auto`, XLA where warm-up
-measures it faster; and with `jit_compile: false`, TF's graph alone, the default before session 19) and
-the kafka-python pass-through (its consumer
-and producer settings, as in load_curve) run in this process, taking turns, and stamp each request when
-``poll()`` returned it, when it was decoded, when its answer went to be encoded and when the producer's
-``send()`` returned. So the end-to-end latency splits into: the way in (send to poll return), decode,
-batch+score (waiting for the batch and scoring it), encode+send() (the pass-through: send() alone), and the
-way out (to the reader's arrival). The middle legs are what the service adds; the way in and out are the
-same clients with the same settings in both, so their difference between variants is the run-to-run
-noise of the transport.
+measures it faster; and with `jit_compile: false`, TF's graph alone, the default before session 19) and the
+kafka-python pass-through (its consumer and producer settings, as in load_curve) run in this process, taking
+turns, and stamp each request when ``poll()`` returned it, when it was decoded, when its answer went to be
+encoded and when the producer's ``send()`` returned. So the end-to-end latency splits into: the way in (send
+to poll return), decode, batch+score (waiting for the batch and scoring it), encode+send() (the pass-through:
+send() alone), and the way out (to the reader's arrival). The middle legs are what the service adds; the way
+in and out are the same clients with the same settings in both, so their difference between variants is the
+run-to-run noise of the transport. Each variant's loop thread's CPU is read during the measured requests and
+over 2 s with no traffic (from IDLE_AFTER_S after the last request), as a share of one core.
 """
 
 from __future__ import annotations
@@ -46,14 +46,24 @@ def _legs(sent: dict[bytes, float], stamps: dict[bytes, dict[str, float]], arriv
     }
 
 
-# variant -> detector.jit_compile (the pass-through has no detector)
-VARIANTS: dict[str, bool | str | None] = {"service": "auto", "service, graph only": False, "pass-through": None}
+# variant -> its settings over the shipped defaults (the pass-through has no service)
+VARIANTS: dict[str, dict[str, dict] | None] = {
+    "service": {},
+    "service, graph only": {"detector": {"jit_compile": False}},
+    "pass-through": None,
+}
+IDLE_AFTER_S = 1.5  # after the last request: what the loop spends with no traffic
+
+
+def _thread_cpu_s(thread: threading.Thread) -> float:
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
 def _service(
-    bootstrap: str, topics: dict[str, str], det_path: str, delivery: str, stamps: dict, jit_compile: bool | str
-) -> Callable:
-    """The service on its shipped defaults but ``jit_compile``, with the stamps; returns its stop."""
+    bootstrap: str, topics: dict[str, str], det_path: str, delivery: str, stamps: dict, settings: dict[str, dict]
+) -> tuple[Callable, threading.Thread]:
+    """The service on its shipped defaults but ``settings``, with the stamps; its stop and its loop's thread."""
     from adae_stream.config import load_config
     from adae_stream.runner import load_scorer
     from adae_stream.stream.app import Pipeline
@@ -61,7 +71,8 @@ def _service(
     overrides = {
         "delivery": delivery,
         "kafka": {"bootstrap_servers": bootstrap, **topics},
-        "detector": {"path": det_path, "jit_compile": jit_compile},
+        "detector": {"path": det_path, **settings.get("detector", {})},
+        "batching": settings.get("batching", {}),
         "metrics": {"enabled": False},
     }
     cfg = load_config(None, environ={}, overrides=overrides)
@@ -122,10 +133,12 @@ def _service(
         pipeline.stop()
         thread.join(60)
 
-    return stop
+    return stop, thread
 
 
-def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, stamps: dict) -> Callable:
+def _pass_through(
+    bootstrap: str, topics: dict[str, str], delivery: str, stamps: dict
+) -> tuple[Callable, threading.Thread]:
     """load_curve's pass-through loop (at_least_once: commits every 200 ms), with the same stamps."""
     from kafka.structs import OffsetAndMetadata
 
@@ -161,7 +174,7 @@ def _pass_through(bootstrap: str, topics: dict[str, str], delivery: str, stamps:
         halt.set()
         thread.join(30)
 
-    return stop
+    return stop, thread
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,17 +202,26 @@ def main(argv: list[str] | None = None) -> int:
             for name in VARIANTS:
                 variant = Variant(name, case, broker.bootstrap, path, request, extra={})
                 stamps: dict[bytes, dict[str, float]] = {}
-                if name == "pass-through":
-                    stop = _pass_through(broker.bootstrap, variant.topics, case.delivery, stamps)
+                settings = VARIANTS[name]
+                if settings is None:
+                    stop, thread = _pass_through(broker.bootstrap, variant.topics, case.delivery, stamps)
                 else:
-                    stop = _service(broker.bootstrap, variant.topics, path, case.delivery, stamps, VARIANTS[name])
+                    stop, thread = _service(broker.bootstrap, variant.topics, path, case.delivery, stamps, settings)
                 try:
                     variant.run(args.rate, max(20, n // 8), "warm")
+                    cpu, start = _thread_cpu_s(thread), time.monotonic()
                     sent, arrived = variant.run(args.rate, n, "m")
+                    busy = (_thread_cpu_s(thread) - cpu) / (time.monotonic() - start)
+                    time.sleep(IDLE_AFTER_S)
+                    cpu, start = _thread_cpu_s(thread), time.monotonic()
+                    time.sleep(2.0)
+                    idle = (_thread_cpu_s(thread) - cpu) / (time.monotonic() - start)
                 finally:
                     stop()
                     variant.stop()
-                row = {"round": r + 1, "variant": name} | _legs(sent, stamps, arrived)
+                row = {"round": r + 1, "variant": name, "loop cpu": busy, "idle cpu": idle} | _legs(
+                    sent, stamps, arrived
+                )
                 rows.append(row)
                 print(
                     f"  round {row['round']} {name:13s} ({row['answered']}/{n}) "
@@ -207,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{leg} {row[leg]['p50']:.2f}/{row[leg]['p99']:.2f}"
                         for leg in (*LEGS, "model call")
                         if leg in row
-                    ),
+                    )
+                    + f"  loop CPU {busy:.1%} of a core, idle {idle:.1%}",
                     flush=True,
                 )
     print(f"ms, p50/p99, {args.rate:.0f} requests/s of one instance, at_least_once, Apache Kafka")
