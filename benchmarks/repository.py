@@ -129,9 +129,14 @@ def throughput(bootstrap: str, det, x: np.ndarray, k: int, n_requests: int, per_
         shutil.rmtree(root, ignore_errors=True)
 
 
-def swap_latency(bootstrap: str, det, x: np.ndarray, rate_rps: float, seconds: float, swaps: int) -> dict:
-    """The same offered load twice: steady, then with ``swaps`` new versions taken during it."""
+def swap_latency(
+    bootstrap: str, det, x: np.ndarray, rate_rps: float, seconds: float, swaps: int, retime: bool = False
+) -> dict:
+    """The same offered load twice: steady, then with ``swaps`` new versions taken during it. ``retime``:
+    each version's warm-up times its compiled forms again (jit_compile auto), as before versions of one
+    architecture took the choice timed first (detector/compile_choice.py)."""
     from adae_stream import save_detector
+    from adae_stream.detector import compile_choice
     from benchmarks.e2e import WARMUP_S, _offer, _step
 
     root = Path(tempfile.mkdtemp(prefix="adae-repo-"))
@@ -156,6 +161,8 @@ def swap_latency(bootstrap: str, det, x: np.ndarray, rate_rps: float, seconds: f
                 # a version arrives whole, as a sync or a trainer elsewhere delivers it (a rename), then the
                 # watcher's work: load, warm up, publish; the loop takes it at its next batch boundary
                 os.replace(staged / str(version), root / "m0" / str(version))
+                if retime:
+                    compile_choice.REMEMBERED.clear()
                 repo.refresh()
                 shutil.rmtree(root / "m0" / str(version - 1))
                 swap_times.append((t0, time.time() * 1000))
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swap-only", action="store_true", help="only the p99 across hot swaps")
     ap.add_argument("--broker", choices=("tansu", "apache-kafka"), default="tansu")
     ap.add_argument("--jit-compile", choices=("auto", "true", "false"), help="detector.jit_compile (default: shipped)")
+    ap.add_argument("--retime", action="store_true", help="auto: each swapped version timed again, not remembered")
     args = ap.parse_args(argv)
     global JIT_COMPILE
     if args.jit_compile is not None:
@@ -277,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                 "shadow_vs_none": shadowed["inst_per_s"] / one["inst_per_s"],
             }
             print(json.dumps(results["throughput"]))
-        swap = swap_latency(broker.bootstrap, det, x, 200.0, 8.0 if args.quick else 20.0, 3 if args.quick else 6)
+        swap = swap_latency(
+            broker.bootstrap, det, x, 200.0, 8.0 if args.quick else 20.0, 3 if args.quick else 6, args.retime
+        )
         swap["swap_run_vs_steady_p99"] = swap["swap_run_p99_ms"] / swap["steady_p99_ms"]
         swap["near_swap_vs_steady_p99"] = swap["near_swap_p99_ms"] / swap["steady_p99_ms"]
         results["swap"] = swap

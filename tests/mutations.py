@@ -407,8 +407,8 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
     (
         "jit_compile auto keeps trying XLA on larger buckets after it lost",
         "detector/scorer.py",
-        "                    trying = self._try_alternative(size, shape, default, x)",
-        "                    self._try_alternative(size, shape, default, x)",
+        "                    trying = won  #",
+        "                    trying = True  #",
     ),
     (
         "jit_compile auto takes XLA on a tie",
@@ -421,6 +421,18 @@ MUTATIONS: list[tuple[str, str, str, str]] = [
         "detector/compile_choice.py",
         "    return times_first[1:], times_second[1:]",
         "    return times_first, times_second",
+    ),
+    (
+        "jit_compile auto times every version again",
+        "detector/scorer.py",
+        "known = REMEMBERED.get(key) if self._alternative is not None else None",
+        "known = None",
+    ),
+    (
+        "jit_compile auto reuses a choice across architectures",
+        "detector/scorer.py",
+        "key = (self._architecture, shape, sizes)",
+        "key = ((), shape, sizes)",
     ),
 ]
 

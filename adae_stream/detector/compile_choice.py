@@ -10,6 +10,11 @@ model, and one model's crossover is a batch size, so the choice is made where it
 Why upward and stopping at the first loss: XLA's advantage shrinks as the batch grows (every pair above),
 so once it loses at one bucket the larger ones keep the graph form, and their XLA compiles (the larger
 share of its ~2.5 s for seven buckets) are never paid.
+
+Why remembered per architecture: a call's cost follows from the layers and shapes, not the weights, so a
+new version of the same network (the usual hot swap) takes the choice its predecessor's warm-up timed, at
+start, on a quiet machine. Timing again under live traffic would read the loop's noise, spend up to
+BUDGET_S of busy calls per bucket beside the loop, and compile the losing form of every bucket.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +34,22 @@ MARGIN = 0.05
 MAX_PAIRS = 15
 MIN_PAIRS = 2
 BUDGET_S = 0.25  # per bucket: a conv model's large bucket takes ~100 ms a call here
+
+
+# (architecture, input shape, buckets warmed) -> the buckets that took the alternative form; one process
+# serves a few architectures (detector.max_detectors bounds them), so this stays small
+REMEMBERED: dict[tuple, tuple[int, ...]] = {}
+
+
+def architecture(*models: Any) -> tuple:
+    """What a call's cost depends on: each model's layer types and its weights' shapes and dtypes."""
+    return tuple(
+        (
+            tuple(type(layer).__name__ for layer in getattr(model, "layers", ())),
+            tuple((tuple(w.shape), str(w.dtype)) for w in model.weights),
+        )
+        for model in models
+    )
 
 
 def timed_pairs(

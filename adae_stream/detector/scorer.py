@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from adae_stream.detector.backend import engine
-from adae_stream.detector.compile_choice import second_is_faster, timed_pairs
+from adae_stream.detector.compile_choice import REMEMBERED, architecture, second_is_faster, timed_pairs
 from adae_stream.detector.losses import fused_score_graph
 from adae_stream.scoring import (
     BUCKET_SIZES,
@@ -67,6 +67,7 @@ class FusedScorer:
         self._alternative_form = backend.alternative_form if jit_compile == "auto" else None
         self._alternative = backend.compile_score(graph, True) if self._alternative_form else None
         self.alternative_buckets: list[int] = []  # the buckets that warm-up gave the alternative form
+        self._architecture = architecture(model, ae, *hl) if self._alternative_form else ()
         self._threshold_value = np.inf
         self._lock = threading.Lock()  # threshold assignment + compiled call must not interleave across threads
         # One function per (bucket, with_probs): compiled once for its fixed shape, and called directly.
@@ -135,27 +136,42 @@ class FusedScorer:
     def warmup(self, input_shape: Sequence[int], up_to: int | None = None) -> None:
         """Trace every bucket (up to ``up_to`` instances) now, so the first live batch pays no tracing; with
         ``jit_compile="auto"``, from the smallest bucket up, each takes the alternative form while that
-        is faster (compile_choice.py)."""
+        is faster, as timed here or, for an architecture timed before in this process, as timed then
+        (compile_choice.py)."""
         shape = tuple(input_shape)
-        trying = self._alternative is not None
+        last = None if up_to is None else self.bucket_for(min(up_to, self.bucket_sizes[-1]))
+        sizes = tuple(size for size in self.bucket_sizes if last is None or size <= last)
+        key = (self._architecture, shape, sizes)
+        known = REMEMBERED.get(key) if self._alternative is not None else None
+        trying = self._alternative is not None and known is None
         with self._lock:
-            for size in self.bucket_sizes:
-                if up_to is not None and size > self.bucket_for(min(up_to, self.bucket_sizes[-1])):
-                    break
+            for size in sizes:
                 x = np.zeros((size, *shape), np.float32)
+                if known is not None and size in known:
+                    alternative = self._compiled_alternative(size, shape, x)
+                    if alternative is not None:
+                        self._take_alternative(size, alternative)
+                        continue
                 default = self._fn(size, False, shape)
                 default(x)
                 if trying:
-                    trying = self._try_alternative(size, shape, default, x)
+                    alternative = self._compiled_alternative(size, shape, x)
+                    won = alternative is not None and second_is_faster(*timed_pairs(default, alternative, x))
+                    if won and alternative is not None:
+                        self._take_alternative(size, alternative)
+                    trying = won  # XLA's lead shrinks with the batch: past its first loss, not tried again
         if self._alternative_form is not None:
+            if known is None:
+                REMEMBERED[key] = tuple(self.alternative_buckets)
             log.info(
-                "scoring compiled per bucket (jit_compile: auto): %s for %s, the default form for the rest",
+                "scoring compiled per bucket (jit_compile: auto): %s for %s, the default form for the rest%s",
                 self._alternative_form,
                 self.alternative_buckets or "none",
+                "" if known is None else " (as timed for this architecture before)",
             )
 
-    def _try_alternative(self, size: int, shape: tuple[int, ...], default: Callable, x: np.ndarray) -> bool:
-        """Whether the alternative form won this bucket (and so is worth trying on the next)."""
+    def _compiled_alternative(self, size: int, shape: tuple[int, ...], x: np.ndarray) -> Callable | None:
+        """The alternative form's function for this bucket, called once; None where it cannot compile."""
         assert self._alternative is not None
         try:
             alternative = self._alternative.fn(size, False, shape)
@@ -164,12 +180,12 @@ class FusedScorer:
             log.warning(
                 "%s could not compile bucket %d (%s): the default form serves", self._alternative_form, size, exc
             )
-            return False
-        if not second_is_faster(*timed_pairs(default, alternative, x)):
-            return False
+            return None
+        return alternative
+
+    def _take_alternative(self, size: int, alternative: Callable) -> None:
         self._fns[(size, False)] = alternative
         self.alternative_buckets.append(size)
-        return True
 
 
 class ThresholdedScorer:

@@ -11,6 +11,12 @@ from adae_stream.detector import compile_choice
 from adae_stream.detector.compile_choice import second_is_faster, timed_pairs
 
 
+@pytest.fixture(autouse=True)
+def nothing_remembered():
+    """Each test starts with no architecture timed before (the memo is process-wide)."""
+    compile_choice.REMEMBERED.clear()
+
+
 class ScriptedClock:
     """perf_counter stand-in: each call of a timed function advances it by that function's cost."""
 
@@ -45,14 +51,14 @@ def test_the_second_form_wins_only_past_the_margin():
     assert not second_is_faster(base, [1.5, 1.5, 0.1])
 
 
-def _tiny_detector():
+def _tiny_detector(seed: int = 3, width: int = 8):
     import keras
 
     from adae_stream import AdversarialAE
 
-    keras.utils.set_random_seed(3)
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")]
+        [keras.Input((6,)), keras.layers.Dense(width, activation="relu"), keras.layers.Dense(3, activation="softmax")]
     )
     ae = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(6)])
     det = AdversarialAE(ae=ae, model=model, data_type="tabular")
@@ -114,6 +120,37 @@ def test_a_bucket_the_compiler_refuses_keeps_the_default_form(monkeypatch):
     auto.warmup()
     assert auto.fused.alternative_buckets == []
     np.testing.assert_array_equal(auto(x[:4])["defense"], det.stream_scorer([1, 4])(x[:4])["defense"])
+
+
+def test_a_new_version_of_the_same_architecture_takes_the_timed_choice_without_timing_again(monkeypatch):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("only TensorFlow has a second form to choose")
+    timed = _scripted_wins(monkeypatch, {1: True, 4: False})
+    first = _tiny_detector()[0].stream_scorer([1, 4], jit_compile="auto")
+    first.warmup()
+    assert first.fused.alternative_buckets == [1] and timed == [1, 4]
+
+    det, x = _tiny_detector(seed=4)  # other weights, the same layers: a retrained version
+    second = det.stream_scorer([1, 4], jit_compile="auto")
+    compiled: list[int] = []
+    default_fn = second.fused._compiled.fn
+    monkeypatch.setattr(
+        second.fused._compiled, "fn", lambda size, *args: compiled.append(size) or default_fn(size, *args)
+    )
+    second.warmup()
+    assert second.fused.alternative_buckets == [1]
+    assert timed == [1, 4]  # nothing timed again
+    assert compiled == [4]  # and the default form compiled only where it serves
+    np.testing.assert_allclose(
+        second(x[:5])["instance_score"], det.stream_scorer([1, 4])(x[:5])["instance_score"], rtol=1e-5, atol=1e-6
+    )
+
+    _tiny_detector(width=9)[0].stream_scorer([1, 4], jit_compile="auto").warmup()  # another architecture
+    assert timed == [1, 4, 1, 4]
+    _tiny_detector()[0].stream_scorer([1], jit_compile="auto").warmup()  # other buckets
+    assert timed == [1, 4, 1, 4, 1]
 
 
 def test_without_auto_nothing_is_timed(monkeypatch):
