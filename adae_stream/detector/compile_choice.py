@@ -42,7 +42,10 @@ REMEMBERED: dict[tuple, tuple[int, ...]] = {}
 
 
 def architecture(*models: Any) -> tuple:
-    """What a call's cost depends on: each model's layer types and its weights' shapes and dtypes."""
+    """What a call's cost depends on: each model's layer types and its weights' shapes and dtypes. Settings
+    that change the cost without changing a weight's shape (a stride, a padding) are not in it, so two such
+    networks would share a choice: either form computes the same scores, so that can cost speed, never a
+    wrong answer."""
     return tuple(
         (
             tuple(type(layer).__name__ for layer in getattr(model, "layers", ())),
